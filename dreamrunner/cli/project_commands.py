@@ -1,0 +1,82 @@
+"""Project-level commands: validate a project, import the paper's published plans."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..errors import DreamRunnerError
+from ..plan_format import parse_plan
+from ..project import Project, ProjectError, load_story_file
+from ..regions import build_region_plan
+from ..story import Story
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    validate = subparsers.add_parser("validate", help="check a project and its region masks", description=(
+        "Validate a project folder (or its project.json): the data model, every scene's region masks, and "
+        "that referenced media exist inside the folder."))
+    validate.add_argument("project", help="project folder or project.json")
+    validate.set_defaults(run=run_validate)
+
+    imports = subparsers.add_parser("import-plan", help="turn a JSONL of paper plans into a project", description=(
+        "Import a JSONL file whose lines are [video_name, plan_string] (the DreamRunner paper's published "
+        "plans) as a new project, one scene per line. Repairs (e.g. inverted boxes) are listed."))
+    imports.add_argument("file", help="JSONL file of [name, plan] lines")
+    imports.add_argument("--out", required=True, help="project folder to create")
+    imports.add_argument("--force", action="store_true", help="overwrite an existing project there")
+    imports.set_defaults(run=run_import_plan)
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    path = Path(args.project)
+    story = load_story_file(path)
+    folder = path if path.is_dir() else path.parent
+    project = Project(folder, story)
+    missing = []
+    media = [p for c in story.characters for p in c.reference_images]
+    media += [clip.path for s in story.scenes for clip in s.approved_clips]
+    media += [r.path for s in story.scenes for r in s.renders] + [p.path for p in story.priors]
+    for relative in media:
+        if not project.resolve(relative).exists():
+            missing.append(relative)
+    grid = story.settings.video.token_grid
+    for scene in story.scenes:
+        build_region_plan(scene, grid)
+    if missing:
+        raise ProjectError("missing media files: " + ", ".join(missing))
+    print(f"ok: {len(story.scenes)} scenes, {len(story.characters)} characters, token grid {grid}")
+    return 0
+
+
+def run_import_plan(args: argparse.Namespace) -> int:
+    source = Path(args.file)
+    if not source.is_file():
+        raise DreamRunnerError(f"{source} does not exist")
+    out = Path(args.out)
+    if (out / "project.json").exists() and not args.force:
+        raise DreamRunnerError(f"{out} already holds a project; pass --force to overwrite it")
+    scenes = []
+    for number, line in enumerate(source.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            name, plan = json.loads(line)
+        except (json.JSONDecodeError, ValueError, TypeError):
+            raise DreamRunnerError(f"{source}:{number}: expected a JSON array [video_name, plan_string]") from None
+        scene_id = Path(str(name)).stem or f"scene{number}"
+        try:
+            scene, repairs = parse_plan(str(plan), scene_id)
+        except DreamRunnerError as error:
+            raise DreamRunnerError(f"{source}:{number}: {error}") from None
+        for repair in repairs:
+            print(f"repaired {repair}", file=sys.stderr)
+        scenes.append(scene)
+    if not scenes:
+        raise DreamRunnerError(f"{source} holds no plans")
+    story = Story(title=source.stem, topic=f"imported from {source.name}", scenes=scenes)
+    Project.create(out, story)
+    print(f"imported {len(scenes)} scenes into {out}")
+    return 0

@@ -1,0 +1,273 @@
+"""The storyboard data model: one `Story` flows through every stage and is what a project file stores.
+
+Pydantic (v2) rather than dataclasses because every stage needs what it gives for free: validation
+with the location of each failure (which scene, keyframe, entity), lossless JSON round trips, and a
+JSON schema the planner hands to LLMs for structured output.
+
+Stages add to the story (approved clips, trained priors, renders); they never keep a second copy of
+the plan. Fields a user changed by hand are listed in `user_edited` so re-planning can keep them.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+NUM_KEYFRAMES = 6
+
+
+def _check_media_path(path: str) -> str:
+    """Media paths are relative to the project folder and may not leave it."""
+    if not path:
+        raise ValueError("media path is empty")
+    if "\\" in path:
+        raise ValueError(f"media path {path!r} must use '/' separators")
+    if path.startswith("/") or re.match(r"^[A-Za-z]:", path):
+        raise ValueError(f"media path {path!r} must be relative to the project folder, not absolute")
+    normal = posixpath.normpath(path)
+    if normal == ".." or normal.startswith("../"):
+        raise ValueError(f"media path {path!r} escapes the project folder")
+    return normal
+
+
+MediaPath = Annotated[str, AfterValidator(_check_media_path)]
+
+
+class Model(BaseModel):
+    # Unknown keys are refused so a typo in a hand-edited project is reported, not silently dropped.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _check_box(box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+    x0, y0, x1, y1 = box
+    for name, value in zip(("x0", "y0", "x1", "y1"), box):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} = {value} is outside [0, 1]")
+    if not x0 < x1:
+        raise ValueError(f"x0 = {x0} must be less than x1 = {x1}")
+    if not y0 < y1:
+        raise ValueError(f"y0 = {y0} must be less than y1 = {y1}")
+    return box
+
+
+# A normalized box (left, top, right, bottom), origin top-left.
+Box = Annotated[tuple[float, float, float, float], AfterValidator(_check_box)]
+
+
+class Editable(Model):
+    # Names of this object's fields that a user set by hand; re-planning keeps them.
+    user_edited: list[str] = Field(default_factory=list)
+
+    @field_validator("user_edited")
+    @classmethod
+    def _known_fields(cls, names: list[str]) -> list[str]:
+        unknown = sorted(set(names) - set(cls.model_fields) - {"entities"})
+        if unknown:
+            raise ValueError(f"user_edited names unknown fields {unknown}")
+        return sorted(set(names))
+
+    def mark_edited(self, *fields: str) -> None:
+        self.user_edited = [*self.user_edited, *fields]
+
+    def is_edited(self, field: str) -> bool:
+        return field in self.user_edited
+
+
+class Character(Model):
+    id: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    # The rare token a subject prior is tuned on, e.g. "[v1]"; it stands in prompts for this character.
+    token: str = Field(pattern=r"^\[[^\[\]\s]+\]$")
+    description: str = ""
+    reference_images: list[MediaPath] = Field(default_factory=list)
+
+
+class Entity(Editable):
+    """One region of a keyframe: [name, motion, description] with its box, as in the paper's plans."""
+
+    name: str = Field(min_length=1)
+    character_id: str | None = None
+    motion: str | None = None
+    description: str = Field(min_length=1)
+    box: Box
+
+
+class KeyFrame(Editable):
+    index: int = Field(ge=0, lt=NUM_KEYFRAMES)
+    entities: list[Entity] = Field(default_factory=list)
+
+
+class ClipRef(Model):
+    """A reference clip the user approved for one motion of a scene."""
+
+    id: str = Field(min_length=1)
+    motion: str = Field(min_length=1)
+    path: MediaPath
+    caption: str = ""
+    score: float | None = None
+    source: str = ""
+
+
+class PriorBinding(Model):
+    """Binds a trained prior (subject or motion LoRA) to this scene with a strength."""
+
+    prior_id: str = Field(min_length=1)
+    scale: float = Field(default=1.0, ge=0.0, le=4.0)
+
+
+class RenderResult(Model):
+    seed: int
+    path: MediaPath
+    cache_key: str = Field(min_length=1)
+    backend: str = Field(min_length=1)
+    # True when the frames come from random weights (the tiny backend): they are noise, not a result.
+    is_noise: bool = False
+
+
+class Scene(Editable):
+    id: str = Field(min_length=1)
+    description: str = ""
+    narration: str = ""
+    motions: list[str] = Field(default_factory=list)
+    background: str = Field(min_length=1)
+    keyframes: list[KeyFrame]
+    approved_clips: list[ClipRef] = Field(default_factory=list)
+    prior_bindings: list[PriorBinding] = Field(default_factory=list)
+    renders: list[RenderResult] = Field(default_factory=list)
+    chosen_render: int | None = None
+
+    @model_validator(mode="after")
+    def _check_keyframes(self) -> Scene:
+        if len(self.keyframes) != NUM_KEYFRAMES:
+            raise ValueError(f"has {len(self.keyframes)} keyframes, expected {NUM_KEYFRAMES}")
+        for position, keyframe in enumerate(self.keyframes):
+            if keyframe.index != position:
+                raise ValueError(f"keyframe at position {position} has index {keyframe.index}")
+        if self.chosen_render is not None and not 0 <= self.chosen_render < len(self.renders):
+            raise ValueError(f"chosen_render {self.chosen_render} is not one of its {len(self.renders)} renders")
+        return self
+
+
+class Prior(Model):
+    """A trained LoRA: a subject prior for a character or a motion prior for a motion."""
+
+    id: str = Field(min_length=1)
+    kind: Literal["subject", "motion"]
+    target: str = Field(min_length=1)  # character id (subject) or motion text (motion)
+    path: MediaPath
+    card: dict = Field(default_factory=dict)
+
+
+class VideoSettings(Model):
+    """Frame geometry. The latent factors are CogVideoX's: 8x spatial and 4x temporal VAE, patch 2."""
+
+    num_frames: int = Field(default=49, ge=1)
+    fps: int = Field(default=8, ge=1)
+    height: int = Field(default=480, ge=16)
+    width: int = Field(default=720, ge=16)
+    vae_spatial: int = 8
+    vae_temporal: int = 4
+    patch_size: int = 2
+    patch_size_t: int = 1
+
+    @model_validator(mode="after")
+    def _check_geometry(self) -> VideoSettings:
+        if (self.num_frames - 1) % self.vae_temporal:
+            raise ValueError(f"num_frames = {self.num_frames} must be {self.vae_temporal}k+1 (e.g. 49)")
+        step = self.vae_spatial * self.patch_size
+        if self.height % step or self.width % step:
+            raise ValueError(f"height and width must be multiples of {step}, got {self.height}x{self.width}")
+        return self
+
+    @property
+    def latent_frames(self) -> int:
+        return (self.num_frames - 1) // self.vae_temporal + 1
+
+    @property
+    def token_grid(self) -> tuple[int, int, int]:
+        """(frames, rows, cols) of video tokens; 13 x 30 x 45 for 49 frames at 480x720."""
+        frames = -(-self.latent_frames // self.patch_size_t)
+        step = self.vae_spatial * self.patch_size
+        return frames, self.height // step, self.width // step
+
+
+class RenderSettings(Model):
+    backend: str = "tiny"
+    steps: int = Field(default=50, ge=1)
+    guidance_scale: float = Field(default=6.0, ge=0.0)
+    negative_prompt: str = ""
+    seed: int = 42
+    variants: int = Field(default=1, ge=1)
+
+
+class PriorSettings(Model):
+    """Test-time LoRA tuning; defaults are those of the paper's code."""
+
+    rank: int = Field(default=32, ge=1)
+    learning_rate: float = Field(default=5e-4, gt=0)
+    weight_decay: float = Field(default=1e-4, ge=0)
+    batch_size: int = Field(default=1, ge=1)
+    max_steps: int = Field(default=500, ge=1)
+    checkpoint_every: int = Field(default=100, ge=1)
+
+
+class StorySettings(Model):
+    video: VideoSettings = Field(default_factory=VideoSettings)
+    render: RenderSettings = Field(default_factory=RenderSettings)
+    prior: PriorSettings = Field(default_factory=PriorSettings)
+
+
+class Story(Model):
+    title: str = ""
+    topic: str = ""
+    characters: list[Character] = Field(default_factory=list)
+    scenes: list[Scene] = Field(default_factory=list)
+    priors: list[Prior] = Field(default_factory=list)
+    settings: StorySettings = Field(default_factory=StorySettings)
+
+    @model_validator(mode="after")
+    def _check_references(self) -> Story:
+        _unique("character id", [c.id for c in self.characters])
+        _unique("character token", [c.token for c in self.characters])
+        _unique("scene id", [s.id for s in self.scenes])
+        _unique("prior id", [p.id for p in self.priors])
+        characters = {c.id for c in self.characters}
+        priors = {p.id for p in self.priors}
+        for s, scene in enumerate(self.scenes):
+            for keyframe in scene.keyframes:
+                for e, entity in enumerate(keyframe.entities):
+                    if entity.character_id is not None and entity.character_id not in characters:
+                        raise ValueError(
+                            f"scene {s + 1} ({scene.id!r}), keyframe {keyframe.index + 1}, entity {e + 1} "
+                            f"({entity.name!r}): character_id {entity.character_id!r} is not a character of the story"
+                        )
+            for binding in scene.prior_bindings:
+                if binding.prior_id not in priors:
+                    raise ValueError(f"scene {s + 1} ({scene.id!r}): prior {binding.prior_id!r} is not a prior of the story")
+        for prior in self.priors:
+            if prior.kind == "subject" and prior.target not in characters:
+                raise ValueError(f"prior {prior.id!r}: subject target {prior.target!r} is not a character of the story")
+        return self
+
+    def character(self, character_id: str) -> Character:
+        for character in self.characters:
+            if character.id == character_id:
+                return character
+        raise KeyError(f"no character with id {character_id!r}")
+
+    def scene(self, scene_id: str) -> Scene:
+        for scene in self.scenes:
+            if scene.id == scene_id:
+                return scene
+        raise KeyError(f"no scene with id {scene_id!r}")
+
+
+def _unique(what: str, values: list[str]) -> None:
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
+            raise ValueError(f"{what} {value!r} is used twice")
+        seen.add(value)
