@@ -1,0 +1,454 @@
+"""The storyboard editor: Gradio Blocks over one project folder per browser session.
+
+Every handler takes the session's project folder (a gr.State), changes the story through
+`Workspace.edit` (serialised, rolled back on error, autosaved) and returns what the page shows.
+"""
+
+from __future__ import annotations
+
+import html
+import shutil
+from pathlib import Path
+
+import gradio as gr
+from gradio_image_annotation import image_annotator
+
+from dreamrunner.project import Project
+from dreamrunner.story import NUM_KEYFRAMES, Story
+from dreamrunner.validation import validate_story
+
+from . import board, characters
+from .backdrop import keyframe_backdrop
+from .messages import guarded, warn
+from .workspace import Workspace
+
+CSS = """
+#project-status {font-size: 0.9em}
+#box-editor canvas {cursor: crosshair}
+.noise-label {color: #b00020; font-weight: 600}
+"""
+
+KEYFRAME_CHOICES = [(str(k + 1), k) for k in range(NUM_KEYFRAMES)]
+
+
+def _scene_choices(story: Story) -> list[tuple[str, str]]:
+    return [(f"{n}. {s.description or s.id}", s.id) for n, s in enumerate(story.scenes, start=1)]
+
+
+def _pick_scene(story: Story, scene_id: str | None):
+    if not story.scenes:
+        return None
+    for scene in story.scenes:
+        if scene.id == scene_id:
+            return scene
+    return story.scenes[0]
+
+
+def _keyframe_index(value) -> int:
+    try:
+        index = int(value)
+    except (TypeError, ValueError):
+        return 0
+    return min(max(index, 0), NUM_KEYFRAMES - 1)
+
+
+def validate_in_place(project: Project) -> None:
+    """Re-check cross references (characters, priors) after an edit; raising rolls the edit back."""
+    validate_story(project.story.model_dump(mode="json"))
+
+
+class Editor:
+    """Builds the Blocks; holds the components that several tabs update."""
+
+    def __init__(self, workspace: Workspace, startup_folder: Path):
+        self.workspace = workspace
+        self.startup_folder = Path(startup_folder)
+
+    # -- shared views --------------------------------------------------------------------------------
+
+    def project(self, folder) -> Project:
+        if not folder:
+            raise gr.Error("no project is open; open or create one in the Project tab")
+        return self.workspace.open(folder)
+
+    def status_text(self, folder) -> str:
+        project = self.workspace.open(folder)
+        story = project.story
+        state = ("unsaved changes: press Save" if self.workspace.is_dirty(folder)
+                 else "all changes saved" + (" (autosave on)" if self.workspace.state.autosave else ""))
+        return (f"**{html.escape(story.title or 'Untitled story')}** — `{project.folder}` — "
+                f"{len(story.scenes)} scenes, {len(story.characters)} characters — {state}")
+
+    def board_view(self, folder, scene_id, keyframe) -> dict:
+        """Everything the Storyboard tab shows for one scene and keyframe."""
+        story = self.project(folder).story
+        scene = _pick_scene(story, scene_id)
+        k = _keyframe_index(keyframe)
+        if scene is None:
+            return {self.scene_list: gr.update(choices=[], value=None), self.narration: "", self.motions: "",
+                    self.background: "", self.scene_description: "", self.keyframe: k,
+                    self.annotator: None, self.entities: [], self.delete_choice: gr.update(choices=[], value=None)}
+        size = board.canvas_size(story)
+        keyframe_ = scene.keyframes[k]
+        names = [(f"{i + 1}. {e.name}", i) for i, e in enumerate(keyframe_.entities)]
+        return {
+            self.scene_list: gr.update(choices=_scene_choices(story), value=scene.id),
+            self.narration: scene.narration,
+            self.motions: "\n".join(scene.motions),
+            self.background: scene.background,
+            self.scene_description: scene.description,
+            self.keyframe: k,
+            self.annotator: {"image": keyframe_backdrop(story, scene, k, size),
+                             "boxes": board.annotator_boxes(keyframe_, size)},
+            self.entities: board.entity_rows(keyframe_),
+            self.delete_choice: gr.update(choices=names, value=names[-1][1] if names else None),
+        }
+
+    def story_view(self, folder) -> dict:
+        project = self.project(folder)
+        story = project.story
+        ids = [(f"{c.name} ({c.id})", c.id) for c in story.characters]
+        return {
+            self.title: story.title,
+            self.topic: story.topic,
+            self.character_table: characters.character_rows(story),
+            self.character_choice: gr.update(choices=ids, value=ids[0][1] if ids else None),
+            self.reference_gallery: self.reference_images(project, ids[0][1] if ids else None),
+        }
+
+    def project_view(self, folder) -> dict:
+        return {
+            self.status: self.status_text(folder),
+            self.folder_box: str(self.project(folder).folder),
+            self.recent: gr.update(choices=self.workspace.known_projects(), value=str(Path(folder).resolve())),
+            self.autosave: self.workspace.state.autosave,
+        }
+
+    def everything(self, folder, scene_id=None, keyframe=0) -> dict:
+        return {self.folder: str(folder), **self.project_view(folder), **self.story_view(folder),
+                **self.board_view(folder, scene_id, keyframe)}
+
+    @staticmethod
+    def reference_images(project: Project, character_id: str | None) -> list[str]:
+        if character_id is None:
+            return []
+        try:
+            character = project.story.character(character_id)
+        except KeyError:
+            return []
+        return [str(project.resolve(p)) for p in character.reference_images if project.resolve(p).is_file()]
+
+    def allow(self, folder: Path) -> None:
+        """Let gradio serve media of a project opened while running (it refuses paths it was not told about)."""
+        path = str(Path(folder).resolve())
+        if self.blocks is not None and path not in self.blocks.allowed_paths:
+            self.blocks.allowed_paths.append(path)
+
+    # -- layout --------------------------------------------------------------------------------------
+
+    def build(self) -> gr.Blocks:
+        self.blocks = None
+        with gr.Blocks(title="DreamRunner Studio") as blocks:
+            self.blocks = blocks
+            self.folder = gr.State(None)
+            gr.Markdown("## DreamRunner Studio — storyboard editor")
+            self.status = gr.Markdown(elem_id="project-status")
+            with gr.Tabs(elem_id="tabs"):
+                with gr.Tab("Story", id="story", elem_id="tab-story"):
+                    self.build_story_tab()
+                with gr.Tab("Storyboard", id="storyboard", elem_id="tab-storyboard"):
+                    self.build_storyboard_tab()
+                with gr.Tab("Project", id="project", elem_id="tab-project"):
+                    self.build_project_tab()
+            self.all_outputs = [self.folder, self.status, self.folder_box, self.recent, self.autosave,
+                                *self.story_outputs, *self.board_outputs]
+            blocks.load(guarded(self.on_load), outputs=self.all_outputs)
+        return blocks
+
+    def on_load(self):
+        last = self.workspace.state.last_project
+        folder = last if last is not None and (last / "project.json").is_file() else self.startup_folder
+        self.allow(folder)
+        return self.everything(folder)
+
+    # -- Story tab -----------------------------------------------------------------------------------
+
+    def build_story_tab(self) -> None:
+        with gr.Row():
+            self.title = gr.Textbox(label="Title", elem_id="story-title", scale=1)
+            self.topic = gr.Textbox(label="Topic", elem_id="story-topic", lines=2, scale=3)
+        gr.Markdown("### Characters\nEach character has a rare token (e.g. `[v1]`) that stands for it in prompts "
+                    "and that its subject prior is tuned on.")
+        self.character_table = gr.Dataframe(headers=characters.CHARACTER_COLUMNS, elem_id="characters",
+                                            interactive=True, static_columns=[0], wrap=True)
+        with gr.Row():
+            self.new_character = gr.Textbox(label="New character name", elem_id="new-character", scale=2)
+            add_character = gr.Button("Add character", elem_id="add-character", scale=1)
+        with gr.Row():
+            self.character_choice = gr.Dropdown(label="Character", elem_id="character-choice", scale=1)
+            remove_character = gr.Button("Remove character", variant="stop", scale=0)
+        with gr.Row():
+            self.reference_upload = gr.File(label="Add reference images (PNG, JPEG, WebP; at least 64 px)",
+                                            file_count="multiple", file_types=["image"], elem_id="reference-upload")
+            self.reference_gallery = gr.Gallery(label="Reference images", elem_id="reference-gallery", height=220,
+                                                columns=4)
+        self.story_outputs = [self.title, self.topic, self.character_table, self.character_choice,
+                              self.reference_gallery]
+
+        for box, field in ((self.title, "title"), (self.topic, "topic")):
+            box.blur(guarded(lambda folder, value, field=field: self.set_story_field(folder, field, value)),
+                     [self.folder, box], [self.status])
+        self.character_table.input(guarded(self.edit_characters), [self.folder, self.character_table],
+                                   [self.status, *self.story_outputs])
+        add_character.click(guarded(self.add_character), [self.folder, self.new_character],
+                            [self.status, self.new_character, *self.story_outputs])
+        remove_character.click(guarded(self.remove_character), [self.folder, self.character_choice],
+                               [self.status, *self.story_outputs])
+        self.character_choice.input(
+            guarded(lambda folder, cid: self.reference_images(self.project(folder), cid)),
+            [self.folder, self.character_choice], [self.reference_gallery])
+        self.reference_upload.upload(guarded(self.add_references), [self.folder, self.character_choice,
+                                                                    self.reference_upload],
+                                     [self.status, self.reference_upload, self.reference_gallery])
+
+    def set_story_field(self, folder, field, value):
+        with self.workspace.edit(folder) as project:
+            setattr(project.story, field, value or "")
+        return self.status_text(folder)
+
+    def edit_characters(self, folder, table):
+        rows = table.values.tolist() if hasattr(table, "values") else table
+        try:
+            with self.workspace.edit(folder) as project:
+                characters.apply_character_rows(project.story, rows)
+                validate_in_place(project)
+        except Exception as error:  # noqa: BLE001 - shown, and the table goes back to the story
+            warn(error)
+        return {self.status: self.status_text(folder), **self.story_view(folder)}
+
+    def add_character(self, folder, name):
+        with self.workspace.edit(folder) as project:
+            character = characters.add_character(project.story, name)
+        view = self.story_view(folder)
+        view[self.character_choice] = gr.update(choices=view[self.character_choice]["choices"], value=character.id)
+        view[self.reference_gallery] = []
+        return {self.status: self.status_text(folder), self.new_character: "", **view}
+
+    def remove_character(self, folder, character_id):
+        if not character_id:
+            raise gr.Error("choose the character to remove")
+        with self.workspace.edit(folder) as project:
+            characters.remove_character(project.story, character_id)
+            validate_in_place(project)
+        return {self.status: self.status_text(folder), **self.story_view(folder)}
+
+    def add_references(self, folder, character_id, files):
+        if not character_id:
+            raise gr.Error("add a character first, then its reference images")
+        paths = [f if isinstance(f, str) else f.name for f in (files or [])]
+        try:
+            with self.workspace.edit(folder) as project:
+                added = characters.add_reference_images(project, character_id, paths)
+            gr.Info(f"added {len(added)} reference image(s) to {character_id}")
+        except Exception as error:  # noqa: BLE001
+            warn(error)
+        return self.status_text(folder), None, self.reference_images(self.project(folder), character_id)
+
+    # -- Storyboard tab ------------------------------------------------------------------------------
+
+    def build_storyboard_tab(self) -> None:
+        with gr.Row():
+            with gr.Column(scale=1, min_width=220):
+                self.scene_list = gr.Radio(label="Scenes", elem_id="scene-list")
+            with gr.Column(scale=3):
+                self.scene_description = gr.Textbox(label="Scene", elem_id="scene-description")
+                self.narration = gr.Textbox(label="Narration", elem_id="narration", lines=2)
+                with gr.Row():
+                    self.motions = gr.Textbox(label="Motions (one per line)", elem_id="motions", lines=2)
+                    self.background = gr.Textbox(label="Background", elem_id="background", lines=2)
+        self.keyframe = gr.Radio(KEYFRAME_CHOICES, value=0, label="Keyframe", elem_id="keyframe")
+        gr.Markdown("Drag a box to move it, drag its handles to resize it, draw a new box in the "
+                    "box-drawing mode, and delete the selected box with its remove button or *Delete entity*. "
+                    "Edit names, characters, motions and descriptions in the table.")
+        self.annotator = image_annotator(label="Keyframe layout", elem_id="box-editor", sources=None,
+                                         show_clear_button=False, show_remove_button=True,
+                                         show_download_button=False, image_type="numpy", box_min_size=8,
+                                         handle_size=8, boxes_alpha=0.35)
+        self.entities = gr.Dataframe(headers=board.ENTITY_COLUMNS, elem_id="entities", interactive=True, wrap=True,
+                                     datatype=["str", "str", "str", "str", "number", "number", "number", "number"])
+        with gr.Row():
+            add_entity = gr.Button("Add entity", elem_id="add-entity")
+            self.delete_choice = gr.Dropdown(label="Entity", elem_id="delete-choice", scale=1)
+            delete_entity = gr.Button("Delete entity", elem_id="delete-entity", variant="stop")
+        self.board_outputs = [self.scene_list, self.narration, self.motions, self.background,
+                              self.scene_description, self.keyframe, self.annotator, self.entities,
+                              self.delete_choice]
+        where = [self.folder, self.scene_list, self.keyframe]
+
+        self.scene_list.input(guarded(self.board_view), where, self.board_outputs)
+        self.keyframe.input(guarded(self.board_view), where, self.board_outputs)
+        for box, field in ((self.narration, "narration"), (self.motions, "motions"),
+                           (self.background, "background"), (self.scene_description, "description")):
+            box.blur(guarded(lambda folder, scene_id, value, field=field: self.set_scene_field(
+                folder, scene_id, field, value)), [self.folder, self.scene_list, box], [self.status, box])
+        self.annotator.change(guarded(self.edit_boxes), [*where, self.annotator],
+                              [self.status, self.annotator, self.entities, self.delete_choice])
+        self.entities.input(guarded(self.edit_rows), [*where, self.entities],
+                            [self.status, self.annotator, self.entities, self.delete_choice])
+        add_entity.click(guarded(self.add_entity), where, [self.status, *self.board_outputs])
+        delete_entity.click(guarded(self.delete_entity), [*where, self.delete_choice],
+                            [self.status, *self.board_outputs])
+
+    def set_scene_field(self, folder, scene_id, field, value):
+        value = value or ""
+        try:
+            with self.workspace.edit(folder) as project:
+                scene = project.story.scene(scene_id)
+                new = board.parse_motions(value) if field == "motions" else value.strip()
+                if getattr(scene, field) != new:
+                    setattr(scene, field, new)
+                    scene.mark_edited(field)
+        except Exception as error:  # noqa: BLE001 - shown; the field goes back to the stored value
+            warn(error)
+        scene = project.story.scene(scene_id)
+        shown = "\n".join(scene.motions) if field == "motions" else getattr(scene, field)
+        return self.status_text(folder), shown
+
+    def _keyframe_outputs(self, folder, scene_id, k, refresh_boxes: bool):
+        view = self.board_view(folder, scene_id, k)
+        return {self.status: self.status_text(folder),
+                self.annotator: view[self.annotator] if refresh_boxes else gr.skip(),
+                self.entities: view[self.entities], self.delete_choice: view[self.delete_choice]}
+
+    def edit_boxes(self, folder, scene_id, keyframe, value):
+        if not value or scene_id is None:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        k = _keyframe_index(keyframe)
+        refresh = False
+        try:
+            with self.workspace.edit(folder) as project:
+                story = project.story
+                scene = story.scene(scene_id)
+                before = len(scene.keyframes[k].entities)
+                changes = board.apply_boxes(story, scene.keyframes[k], value.get("boxes") or [],
+                                            board.canvas_size(story), f"scene {scene_id!r}, keyframe {k + 1}")
+                validate_in_place(project)
+                # New boxes get a name and color; deleted ones change the numbering: redraw the editor.
+                refresh = len(scene.keyframes[k].entities) != before or any(
+                    not (b.get("label") or "").strip() for b in value.get("boxes") or [])
+        except Exception as error:  # noqa: BLE001 - shown; the editor goes back to the stored boxes
+            warn(error)
+            return self._keyframe_outputs(folder, scene_id, k, refresh_boxes=True)
+        if not changes:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return self._keyframe_outputs(folder, scene_id, k, refresh_boxes=refresh)
+
+    def edit_rows(self, folder, scene_id, keyframe, table):
+        k = _keyframe_index(keyframe)
+        rows = table.values.tolist() if hasattr(table, "values") else table
+        try:
+            with self.workspace.edit(folder) as project:
+                scene = project.story.scene(scene_id)
+                board.apply_rows(project.story, scene.keyframes[k], rows, f"scene {scene_id!r}, keyframe {k + 1}")
+                validate_in_place(project)
+        except Exception as error:  # noqa: BLE001
+            warn(error)
+        return self._keyframe_outputs(folder, scene_id, k, refresh_boxes=True)
+
+    def add_entity(self, folder, scene_id, keyframe):
+        k = _keyframe_index(keyframe)
+        with self.workspace.edit(folder) as project:
+            board.add_entity(project.story, project.story.scene(scene_id).keyframes[k])
+        return {self.status: self.status_text(folder), **self.board_view(folder, scene_id, k)}
+
+    def delete_entity(self, folder, scene_id, keyframe, position):
+        k = _keyframe_index(keyframe)
+        if position is None:
+            raise gr.Error("choose the entity to delete")
+        with self.workspace.edit(folder) as project:
+            board.delete_entity(project.story.scene(scene_id).keyframes[k], int(position))
+        return {self.status: self.status_text(folder), **self.board_view(folder, scene_id, k)}
+
+    # -- Project tab ---------------------------------------------------------------------------------
+
+    def build_project_tab(self) -> None:
+        gr.Markdown("A project is a folder: `project.json` (the story), `project.json.bak` (the story before "
+                    "the last save) and `media/`. With autosave on, every edit is written at once; the app "
+                    "reopens the last project when it starts.")
+        self.folder_box = gr.Textbox(label="Open project", elem_id="project-folder", interactive=False)
+        with gr.Row():
+            self.recent = gr.Dropdown(label="Projects", elem_id="recent-projects", allow_custom_value=True, scale=3)
+            open_button = gr.Button("Open", elem_id="open-project", scale=0)
+        with gr.Row():
+            self.autosave = gr.Checkbox(label="Autosave", value=True, elem_id="autosave")
+            save_button = gr.Button("Save", elem_id="save-project", variant="primary")
+            reload_button = gr.Button("Revert to saved", elem_id="reload-project")
+        with gr.Row():
+            self.new_folder = gr.Textbox(label="Folder (a name under the projects folder, or a path)",
+                                         elem_id="new-folder", scale=3)
+            new_button = gr.Button("New empty project", elem_id="new-project")
+            demo_button = gr.Button("New from the demo story", elem_id="new-demo")
+            copy_button = gr.Button("Save a copy here", elem_id="copy-project")
+
+        # Wired in `wire_project_tab`, once every tab's outputs exist.
+        self._project_buttons = (open_button, save_button, reload_button, new_button, demo_button, copy_button)
+
+    def wire_project_tab(self) -> None:
+        open_button, save_button, reload_button, new_button, demo_button, copy_button = self._project_buttons
+        out = self.all_outputs
+        open_button.click(guarded(self.open_project), [self.recent], out)
+        save_button.click(guarded(self.save_project), [self.folder], [self.status])
+        reload_button.click(guarded(self.revert_project), [self.folder, self.scene_list, self.keyframe], out)
+        new_button.click(guarded(lambda text: self.new_project(text, demo=False)), [self.new_folder], out)
+        demo_button.click(guarded(lambda text: self.new_project(text, demo=True)), [self.new_folder], out)
+        copy_button.click(guarded(self.copy_project), [self.folder, self.new_folder], out)
+        self.autosave.input(guarded(self.set_autosave), [self.folder, self.autosave], [self.status])
+
+    def open_project(self, text):
+        folder = self.workspace.resolve_folder(text)
+        self.workspace.open(folder)
+        self.allow(folder)
+        return self.everything(folder)
+
+    def save_project(self, folder):
+        self.workspace.save(folder)
+        gr.Info("project saved")
+        return self.status_text(folder)
+
+    def revert_project(self, folder, scene_id, keyframe):
+        self.workspace.reload(folder)
+        return self.everything(folder, scene_id, keyframe)
+
+    def new_project(self, text, demo: bool):
+        folder = self.workspace.resolve_folder(text)
+        if demo:
+            story = Project.load(self.workspace.demo).story
+            project = self.workspace.create(folder, story)
+            source = self.workspace.demo / "media"
+            if source.is_dir():
+                shutil.copytree(source, project.media, dirs_exist_ok=True)
+        else:
+            self.workspace.create(folder, Story(title=folder.name))
+        self.allow(folder)
+        return self.everything(folder)
+
+    def copy_project(self, folder, text):
+        target = self.workspace.resolve_folder(text)
+        self.workspace.copy_to(folder, target)
+        self.allow(target)
+        gr.Info(f"saved a copy in {target} and opened it")
+        return self.everything(target)
+
+    def set_autosave(self, folder, enabled):
+        self.workspace.set_autosave(enabled)
+        if enabled and self.workspace.is_dirty(folder):
+            self.workspace.save(folder)
+        return self.status_text(folder)
+
+
+def build_app(workspace: Workspace, startup_folder: Path) -> tuple[gr.Blocks, Editor]:
+    editor = Editor(workspace, startup_folder)
+    blocks = editor.build()
+    with blocks:
+        editor.wire_project_tab()
+    return blocks, editor

@@ -1,0 +1,198 @@
+"""The editor's projects on disk: which one was open last, and one guarded place where every edit goes.
+
+The app keeps a small state file (`$DREAMRUNNER_HOME/state.json`, default `~/.dreamrunner`) naming the
+last project and the autosave choice, so a restarted app reopens that project. Every change to a story
+goes through `Workspace.edit`, which serialises edits to one project, rolls a failed edit back (a bad
+value never half-applies) and saves right away when autosave is on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from dreamrunner.project import PROJECT_FILE, Project, ProjectError
+from dreamrunner.story import Story
+
+HOME_ENV = "DREAMRUNNER_HOME"
+STATE_FILE = "state.json"
+DEMO_PROJECT = Path(__file__).resolve().parent.parent / "assets" / "demo"
+
+
+def default_home() -> Path:
+    return Path(os.environ.get(HOME_ENV) or "~/.dreamrunner").expanduser()
+
+
+class AppState:
+    """What the app remembers between runs (not part of any project)."""
+
+    def __init__(self, home: Path):
+        self.home = Path(home)
+        self.path = self.home / STATE_FILE
+
+    def read(self) -> dict:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def update(self, **values) -> None:
+        data = {**self.read(), **values}
+        self.home.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(data, indent=2), encoding="utf-8")
+        os.replace(temporary, self.path)
+
+    @property
+    def last_project(self) -> Path | None:
+        value = self.read().get("last_project")
+        return Path(value) if isinstance(value, str) and value else None
+
+    @property
+    def autosave(self) -> bool:
+        return bool(self.read().get("autosave", True))
+
+
+class Workspace:
+    """The projects this app has open, shared by its browser sessions."""
+
+    def __init__(self, home: Path | None = None, demo: Path = DEMO_PROJECT):
+        self.home = Path(home) if home is not None else default_home()
+        self.state = AppState(self.home)
+        self.projects_dir = self.home / "projects"
+        self.demo = demo
+        self._projects: dict[Path, Project] = {}
+        self._dirty: set[Path] = set()
+        self._locks: dict[Path, threading.RLock] = {}
+        self._guard = threading.Lock()
+
+    # -- which project -------------------------------------------------------------------------------
+
+    def startup_folder(self, requested: str | os.PathLike | None = None) -> Path:
+        """The project to show first: the requested folder, else the last one opened, else a copy of the demo."""
+        if requested is not None:
+            folder = Path(requested).expanduser().resolve()
+            if not (folder / PROJECT_FILE).is_file():
+                self.create(folder, Story(title=folder.name))
+            return folder
+        last = self.state.last_project
+        if last is not None and (last / PROJECT_FILE).is_file():
+            return last
+        return self.install_demo()
+
+    def install_demo(self, name: str = "demo") -> Path:
+        """Copy the demo story from assets/ into the projects folder (the repository copy stays untouched)."""
+        folder = self.projects_dir / name
+        if not (folder / PROJECT_FILE).is_file():
+            if not (self.demo / PROJECT_FILE).is_file():
+                raise ProjectError(f"the demo project is missing: {self.demo / PROJECT_FILE} not found")
+            shutil.copytree(self.demo, folder, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+        return folder.resolve()
+
+    def known_projects(self) -> list[str]:
+        found = []
+        if self.projects_dir.is_dir():
+            found = [str(p.parent.resolve()) for p in sorted(self.projects_dir.glob(f"*/{PROJECT_FILE}"))]
+        last = self.state.last_project
+        if last is not None and str(last) not in found and (last / PROJECT_FILE).is_file():
+            found.insert(0, str(last))
+        return found
+
+    def resolve_folder(self, text: str) -> Path:
+        """A folder typed by the user: absolute, or a name under the projects folder."""
+        text = (text or "").strip()
+        if not text:
+            raise ProjectError("type a project folder (a path, or a name under " f"{self.projects_dir})")
+        path = Path(text).expanduser()
+        return (path if path.is_absolute() else self.projects_dir / path).resolve()
+
+    # -- loading and saving --------------------------------------------------------------------------
+
+    def _lock(self, folder: Path) -> threading.RLock:
+        with self._guard:
+            return self._locks.setdefault(folder, threading.RLock())
+
+    def open(self, folder: str | os.PathLike) -> Project:
+        folder = Path(folder).resolve()
+        with self._lock(folder):
+            project = self._projects.get(folder)
+            if project is None:
+                project = Project.load(folder)
+                self._projects[folder] = project
+        self.state.update(last_project=str(folder))
+        return project
+
+    def reload(self, folder: str | os.PathLike) -> Project:
+        """Read the folder again from disk, dropping unsaved edits."""
+        folder = Path(folder).resolve()
+        with self._lock(folder):
+            self._projects.pop(folder, None)
+            self._dirty.discard(folder)
+            return self.open(folder)
+
+    def create(self, folder: str | os.PathLike, story: Story, overwrite: bool = False) -> Project:
+        folder = Path(folder).resolve()
+        if (folder / PROJECT_FILE).exists() and not overwrite:
+            raise ProjectError(f"{folder} already holds a project; open it instead")
+        with self._lock(folder):
+            project = Project.create(folder, story)
+            self._projects[folder] = project
+            self._dirty.discard(folder)
+        self.state.update(last_project=str(folder))
+        return project
+
+    def copy_to(self, source: str | os.PathLike, target: str | os.PathLike) -> Project:
+        """Save a copy of a project (its story as edited now, and its media) in a new folder, and open it."""
+        source, target = Path(source).resolve(), Path(target).resolve()
+        if (target / PROJECT_FILE).exists():
+            raise ProjectError(f"{target} already holds a project; choose another folder")
+        if target == source or source in target.parents:
+            raise ProjectError(f"{target} is inside the project being copied; choose a folder outside it")
+        project = self.open(source)
+        with self._lock(source):
+            if project.media.is_dir():
+                shutil.copytree(project.media, target / "media", dirs_exist_ok=True)
+            story = project.story.model_copy(deep=True)
+        return self.create(target, story)
+
+    def is_dirty(self, folder: str | os.PathLike) -> bool:
+        return Path(folder).resolve() in self._dirty
+
+    def save(self, folder: str | os.PathLike) -> Project:
+        folder = Path(folder).resolve()
+        with self._lock(folder):
+            project = self.open(folder)
+            try:
+                project.save()
+            except OSError as error:
+                raise ProjectError(f"could not save {project.path}: {error}") from None
+            self._dirty.discard(folder)
+            return project
+
+    def set_autosave(self, enabled: bool) -> None:
+        self.state.update(autosave=bool(enabled))
+
+    @contextmanager
+    def edit(self, folder: str | os.PathLike) -> Iterator[Project]:
+        """Change a project's story; on any error the story is put back as it was."""
+        folder = Path(folder).resolve()
+        with self._lock(folder):
+            project = self.open(folder)
+            before = project.story.model_copy(deep=True)
+            try:
+                yield project
+            except BaseException:
+                project.story = before
+                raise
+            if project.story == before:
+                return
+            self._dirty.add(folder)
+            if self.state.autosave:
+                self.save(folder)
