@@ -53,6 +53,16 @@ def annotator_boxes(keyframe: KeyFrame, size: CanvasSize) -> list[dict]:
     return [{**to_pixels(e.box, size), "label": e.name, "color": entity_color(e.name)} for e in keyframe.entities]
 
 
+def revision(scene_id: str, keyframe: KeyFrame, size: CanvasSize) -> str:
+    """Identifies what the box editor shows (names and pixel boxes of one keyframe).
+
+    The box editor reports a change both when the user edits and when the app redraws it; an event
+    whose revision is not the stored keyframe's was made against an older picture and is not applied.
+    """
+    shown = [(e.name, *to_pixels(e.box, size).values()) for e in keyframe.entities]
+    return hashlib.sha1(repr((scene_id, keyframe.index, shown)).encode("utf-8")).hexdigest()[:16]
+
+
 def normalize(box: dict, size: CanvasSize, where: str) -> tuple[float, float, float, float]:
     try:
         xs = sorted((float(box["xmin"]), float(box["xmax"])))

@@ -87,7 +87,8 @@ class Editor:
         if scene is None:
             return {self.scene_list: gr.update(choices=[], value=None), self.narration: "", self.motions: "",
                     self.background: "", self.scene_description: "", self.keyframe: k,
-                    self.annotator: None, self.entities: [], self.delete_choice: gr.update(choices=[], value=None)}
+                    self.annotator: None, self.entities: [], self.delete_choice: gr.update(choices=[], value=None),
+                    self.board_rev: ""}
         size = board.canvas_size(story)
         keyframe_ = scene.keyframes[k]
         names = [(f"{i + 1}. {e.name}", i) for i, e in enumerate(keyframe_.entities)]
@@ -102,6 +103,7 @@ class Editor:
                              "boxes": board.annotator_boxes(keyframe_, size)},
             self.entities: board.entity_rows(keyframe_),
             self.delete_choice: gr.update(choices=names, value=names[-1][1] if names else None),
+            self.board_rev: board.revision(scene.id, keyframe_, size),
         }
 
     def story_view(self, folder) -> dict:
@@ -274,6 +276,8 @@ class Editor:
                                          show_clear_button=False, show_remove_button=True,
                                          show_download_button=False, image_type="numpy", box_min_size=8,
                                          handle_size=8, boxes_alpha=0.35)
+        # Which keyframe picture the box editor and table show (see board.revision); not shown.
+        self.board_rev = gr.Textbox(visible=False, elem_id="board-rev")
         self.entities = gr.Dataframe(headers=board.ENTITY_COLUMNS, elem_id="entities", interactive=True, wrap=True,
                                      datatype=["str", "str", "str", "str", "number", "number", "number", "number"])
         with gr.Row():
@@ -282,7 +286,7 @@ class Editor:
             delete_entity = gr.Button("Delete entity", elem_id="delete-entity", variant="stop")
         self.board_outputs = [self.scene_list, self.narration, self.motions, self.background,
                               self.scene_description, self.keyframe, self.annotator, self.entities,
-                              self.delete_choice]
+                              self.delete_choice, self.board_rev]
         where = [self.folder, self.scene_list, self.keyframe]
 
         self.scene_list.input(guarded(self.board_view), where, self.board_outputs)
@@ -291,10 +295,9 @@ class Editor:
                            (self.background, "background"), (self.scene_description, "description")):
             box.blur(guarded(lambda folder, scene_id, value, field=field: self.set_scene_field(
                 folder, scene_id, field, value)), [self.folder, self.scene_list, box], [self.status, box])
-        self.annotator.change(guarded(self.edit_boxes), [*where, self.annotator],
-                              [self.status, self.annotator, self.entities, self.delete_choice])
-        self.entities.input(guarded(self.edit_rows), [*where, self.entities],
-                            [self.status, self.annotator, self.entities, self.delete_choice])
+        keyframe_outputs = [self.status, self.annotator, self.entities, self.delete_choice, self.board_rev]
+        self.annotator.change(guarded(self.edit_boxes), [*where, self.board_rev, self.annotator], keyframe_outputs)
+        self.entities.input(guarded(self.edit_rows), [*where, self.board_rev, self.entities], keyframe_outputs)
         add_entity.click(guarded(self.add_entity), where, [self.status, *self.board_outputs])
         delete_entity.click(guarded(self.delete_entity), [*where, self.delete_choice],
                             [self.status, *self.board_outputs])
@@ -318,12 +321,20 @@ class Editor:
         view = self.board_view(folder, scene_id, k)
         return {self.status: self.status_text(folder),
                 self.annotator: view[self.annotator] if refresh_boxes else gr.skip(),
-                self.entities: view[self.entities], self.delete_choice: view[self.delete_choice]}
+                self.entities: view[self.entities], self.delete_choice: view[self.delete_choice],
+                self.board_rev: view[self.board_rev]}
 
-    def edit_boxes(self, folder, scene_id, keyframe, value):
+    def _is_current(self, folder, scene_id, k, rev) -> bool:
+        story = self.project(folder).story
+        return rev == board.revision(scene_id, story.scene(scene_id).keyframes[k], board.canvas_size(story))
+
+    def edit_boxes(self, folder, scene_id, keyframe, rev, value):
         if not value or scene_id is None:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return gr.skip()
         k = _keyframe_index(keyframe)
+        if not self._is_current(folder, scene_id, k, rev):
+            # Made against an older picture (e.g. the echo of a redraw): show the stored keyframe instead.
+            return self._keyframe_outputs(folder, scene_id, k, refresh_boxes=True)
         refresh = False
         try:
             with self.workspace.edit(folder) as project:
@@ -340,11 +351,13 @@ class Editor:
             warn(error)
             return self._keyframe_outputs(folder, scene_id, k, refresh_boxes=True)
         if not changes:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return gr.skip()
         return self._keyframe_outputs(folder, scene_id, k, refresh_boxes=refresh)
 
-    def edit_rows(self, folder, scene_id, keyframe, table):
+    def edit_rows(self, folder, scene_id, keyframe, rev, table):
         k = _keyframe_index(keyframe)
+        if not self._is_current(folder, scene_id, k, rev):
+            return self._keyframe_outputs(folder, scene_id, k, refresh_boxes=True)
         rows = table.values.tolist() if hasattr(table, "values") else table
         try:
             with self.workspace.edit(folder) as project:

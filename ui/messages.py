@@ -1,4 +1,8 @@
-"""Errors and notices shown in the page: readable text, never a traceback or a frozen page."""
+"""Errors and notices shown in the page: readable text, never a traceback or a frozen page.
+
+A handler that fails shows its message as a toast and leaves every output as it was (`gr.skip()`),
+rather than gradio's error state, which blanks the outputs it was meant to update.
+"""
 
 from __future__ import annotations
 
@@ -14,49 +18,43 @@ from dreamrunner.errors import DreamRunnerError
 from dreamrunner.validation import problems_from
 
 log = logging.getLogger("dreamrunner.ui")
+EXPECTED = (DreamRunnerError, ValidationError, ValueError, OSError)
 
 
 def describe(error: BaseException) -> str:
     if isinstance(error, ValidationError):
         return "; ".join(str(p) for p in problems_from(error, None)) or str(error)
-    if isinstance(error, (DreamRunnerError, ValueError, OSError)):
+    if isinstance(error, gr.Error):
+        return error.message
+    if isinstance(error, EXPECTED):
         return str(error)
     return f"unexpected error ({type(error).__name__}): {error}. The project was not changed."
 
 
-def as_error(error: BaseException) -> gr.Error:
-    """A gr.Error with the error's message (escaped: gradio renders messages as HTML)."""
-    if not isinstance(error, (DreamRunnerError, ValidationError, ValueError, OSError)):
-        log.exception("unexpected error in a UI handler", exc_info=error)
-    return gr.Error(html.escape(describe(error)).replace("\n", "<br>"), duration=None, print_exception=False)
-
-
 def warn(error: BaseException) -> None:
-    """Show an error as a toast and carry on (the handler then shows the story as it is)."""
-    if not isinstance(error, (DreamRunnerError, ValidationError, ValueError, OSError)):
-        log.exception("unexpected error in a UI handler", exc_info=error)
-    gr.Warning(html.escape(describe(error)).replace("\n", "<br>"), duration=12)
+    """Show an error as a toast (gradio renders toasts as HTML, so the text is escaped)."""
+    if not isinstance(error, (*EXPECTED, gr.Error)):
+        log.error("unexpected error in a UI handler", exc_info=error)
+    gr.Warning(html.escape(describe(error)).replace("\n", "<br>"), duration=15, title="Error")
 
 
 def guarded(handler):
-    """Turn any exception of a handler (plain or generator) into a readable gr.Error."""
+    """Any exception of a handler (plain or generator) becomes a toast; the page stays as it was."""
     if inspect.isgeneratorfunction(handler):
         @functools.wraps(handler)
         def generator(*args, **kwargs):
             try:
                 yield from handler(*args, **kwargs)
-            except gr.Error:
-                raise
             except Exception as error:  # noqa: BLE001 - shown to the user instead of a stuck spinner
-                raise as_error(error) from error
+                warn(error)
+                yield gr.skip()
         return generator
 
     @functools.wraps(handler)
     def plain(*args, **kwargs):
         try:
             return handler(*args, **kwargs)
-        except gr.Error:
-            raise
         except Exception as error:  # noqa: BLE001
-            raise as_error(error) from error
+            warn(error)
+            return gr.skip()
     return plain

@@ -1,0 +1,110 @@
+"""The storyboard editor in a real headless Chromium: narration edits, dragging a box, the entity table,
+readable errors, and an app restart that finds the project as it was."""
+
+from __future__ import annotations
+
+import pytest
+
+from browser import (AppServer, app_home, artifacts, chromium, fill_and_leave, new_page, open_tab,  # noqa: F401
+                     read_project, toast_texts, wait_until)
+
+pytestmark = pytest.mark.browser
+
+IMAGE_W, IMAGE_H = 720, 480  # the demo's keyframe image (480x720 video, 720 px wide)
+
+
+def image_geometry(page):
+    """Where the keyframe image sits inside the box editor's canvas (it is scaled to fit and centred)."""
+    box = page.locator("#box-editor canvas").first.bounding_box()
+    scale = min(box["width"] / IMAGE_W, box["height"] / IMAGE_H)
+    left = box["x"] + (box["width"] - IMAGE_W * scale) / 2
+    top = box["y"] + (box["height"] - IMAGE_H * scale) / 2
+    return left, top, scale
+
+
+def drag_box(page, box, dx_px: int, dy_px: int):
+    """Drag a normalized box by (dx, dy) image pixels, grabbing it in its middle."""
+    left, top, scale = image_geometry(page)
+    x0, y0, x1, y1 = box
+    start_x = left + (x0 + x1) / 2 * IMAGE_W * scale
+    start_y = top + (y0 + y1) / 2 * IMAGE_H * scale
+    page.mouse.move(start_x, start_y)
+    page.mouse.down()
+    page.mouse.move(start_x + dx_px * scale / 2, start_y + dy_px * scale / 2, steps=4)
+    page.mouse.move(start_x + dx_px * scale, start_y + dy_px * scale, steps=4)
+    page.mouse.up()
+
+
+def test_storyboard_edits_reach_the_project_and_survive_a_restart(chromium, app_home, artifacts):
+    app = AppServer(app_home).start()
+    try:
+        page = new_page(chromium, app.url)
+        folder = app_home / "projects" / "demo"
+        assert (folder / "project.json").is_file(), "a fresh app opens a copy of the demo story"
+        artifacts.shot(page, "opened demo")
+
+        open_tab(page, "Storyboard")
+        page.locator("#box-editor canvas").first.wait_for()
+        artifacts.shot(page, "storyboard")
+
+        # Narration: typed, saved when the field loses focus, marked as the user's.
+        new_narration = "At dusk, Pip opens one sleepy eye and stretches."
+        fill_and_leave(page, "#narration", new_narration)
+        scene = wait_until(lambda: (s := read_project(folder)["scenes"][0])["narration"] == new_narration and s,
+                           what="the new narration in project.json")
+        assert "narration" in scene["user_edited"]
+        artifacts.shot(page, "narration changed")
+
+        # Drag Pip's box on keyframe 1 by (72, 48) pixels: the project gets the moved normalized box.
+        before = scene["keyframes"][0]["entities"][0]
+        assert before["name"] == "Pip"
+        drag_box(page, before["box"], 72, 48)
+        moved = wait_until(lambda: (e := read_project(folder)["scenes"][0]["keyframes"][0]["entities"][0])["box"]
+                           != before["box"] and e, what="the dragged box in project.json")
+        expected = [before["box"][0] + 72 / IMAGE_W, before["box"][1] + 48 / IMAGE_H,
+                    before["box"][2] + 72 / IMAGE_W, before["box"][3] + 48 / IMAGE_H]
+        assert moved["box"] == pytest.approx(expected, abs=2.5 / IMAGE_H)
+        assert "box" in moved["user_edited"]
+        # The other entity and the other keyframes did not move.
+        after = read_project(folder)["scenes"][0]
+        assert after["keyframes"][0]["entities"][1]["box"] == scene["keyframes"][0]["entities"][1]["box"]
+        assert after["keyframes"][1] == scene["keyframes"][1]
+        # The table shows the new coordinates.
+        wait_until(lambda: f"{moved['box'][0]:g}" in page.locator("#entities").inner_text(),
+                   what="the moved box in the entity table")
+        artifacts.shot(page, "box dragged")
+
+        # Another keyframe shows its own boxes; adding an entity there marks the keyframe edited.
+        page.locator("#keyframe").get_by_text("4", exact=True).click()
+        page.get_by_role("button", name="Add entity").click()
+        keyframe = wait_until(lambda: (k := read_project(folder)["scenes"][0]["keyframes"][3])["entities"][-1]
+                              ["name"] == "entity 3" and k, what="the added entity")
+        assert "entities" in keyframe["user_edited"]
+        artifacts.shot(page, "entity added on keyframe 4")
+
+        # A bad edit is refused with a readable message and changes nothing.
+        saved = read_project(folder)
+        page.locator("#story-title").first.wait_for(state="attached")
+        open_tab(page, "Story")
+        page.get_by_label("New character name").fill("")
+        page.get_by_role("button", name="Add character").click()
+        wait_until(lambda: any("give the new character a name" in t for t in toast_texts(page)),
+                   what="the error message")
+        artifacts.shot(page, "readable error")
+        assert read_project(folder) == saved
+
+        # Restart the app without warning (kill -9): the next app reopens the project as it was.
+        app.stop(kill=True)
+        page.close()
+        app = AppServer(app_home).start()
+        page = new_page(chromium, app.url)
+        assert read_project(folder) == saved
+        open_tab(page, "Storyboard")
+        narration = page.locator("#narration textarea")
+        wait_until(lambda: narration.input_value() == new_narration, what="the narration after the restart")
+        wait_until(lambda: f"{moved['box'][0]:g}" in page.locator("#entities").inner_text(),
+                   what="the moved box in the entity table after the restart")
+        assert str(folder) in page.locator("#project-status").inner_text()
+        artifacts.shot(page, "after restart")
+    finally:
+        app.stop()
