@@ -20,6 +20,7 @@ from dreamrunner.validation import validate_story
 from . import board, characters
 from .backdrop import keyframe_backdrop
 from .messages import guarded, warn
+from .stages import make_planner, planning_defaults
 from .workspace import Workspace
 
 CSS = """
@@ -164,6 +165,9 @@ class Editor:
                     self.build_project_tab()
             self.all_outputs = [self.folder, self.status, self.folder_box, self.recent, self.autosave,
                                 *self.story_outputs, *self.board_outputs]
+            self.wire_story_tab()
+            self.wire_storyboard_tab()
+            self.wire_project_tab()
             blocks.load(guarded(self.on_load), outputs=self.all_outputs)
         return blocks
 
@@ -185,26 +189,47 @@ class Editor:
                                             interactive=True, static_columns=[0], wrap=True)
         with gr.Row():
             self.new_character = gr.Textbox(label="New character name", elem_id="new-character", scale=2)
-            add_character = gr.Button("Add character", elem_id="add-character", scale=1)
+            self.add_character_button = gr.Button("Add character", elem_id="add-character", scale=1)
         with gr.Row():
             self.character_choice = gr.Dropdown(label="Character", elem_id="character-choice", scale=1)
-            remove_character = gr.Button("Remove character", variant="stop", scale=0)
+            self.remove_character_button = gr.Button("Remove character", variant="stop", scale=0)
         with gr.Row():
             self.reference_upload = gr.File(label="Add reference images (PNG, JPEG, WebP; at least 64 px)",
                                             file_count="multiple", file_types=["image"], elem_id="reference-upload")
             self.reference_gallery = gr.Gallery(label="Reference images", elem_id="reference-gallery", height=220,
                                                 columns=4)
+        with gr.Accordion("Planner", open=False, elem_id="planner-settings"):
+            env = planning_defaults()
+            gr.Markdown("The offline planner needs no LLM. For an LLM, give an OpenAI-compatible endpoint "
+                        "(OpenAI, Ollama, vLLM, llama.cpp server); the key is used for this session only and "
+                        "never written to the project.")
+            with gr.Row():
+                self.planner_kind = gr.Radio([("Offline planner", "offline"), ("LLM", "llm")],
+                                             value=env["kind"], label="Planner", elem_id="planner-kind")
+                self.num_scenes = gr.Slider(0, 12, value=0, step=1, label="Scenes (0: the planner chooses 5-8)",
+                                            elem_id="num-scenes")
+            with gr.Row():
+                self.llm_url = gr.Textbox(label="Base URL (…/v1)", value=env["base_url"], elem_id="llm-url")
+                self.llm_model = gr.Textbox(label="Model", value=env["model"], elem_id="llm-model")
+                self.llm_key = gr.Textbox(label="API key", type="password", elem_id="llm-key")
+        self.plan_button = gr.Button("Plan story", variant="primary", elem_id="plan-story")
+        gr.Markdown("*Plan story* writes a new story plan and scene plans from the topic and characters; "
+                    "the previous story stays in `project.json.bak`.")
+        self.planner_inputs = [self.planner_kind, self.llm_url, self.llm_model, self.llm_key]
         self.story_outputs = [self.title, self.topic, self.character_table, self.character_choice,
                               self.reference_gallery]
 
+    def wire_story_tab(self) -> None:
         for box, field in ((self.title, "title"), (self.topic, "topic")):
             box.blur(guarded(lambda folder, value, field=field: self.set_story_field(folder, field, value)),
                      [self.folder, box], [self.status])
+        self.plan_button.click(guarded(self.plan_story), [self.folder, self.topic, self.num_scenes,
+                                                          *self.planner_inputs], self.all_outputs)
         self.character_table.input(guarded(self.edit_characters), [self.folder, self.character_table],
                                    [self.status, *self.story_outputs])
-        add_character.click(guarded(self.add_character), [self.folder, self.new_character],
+        self.add_character_button.click(guarded(self.add_character), [self.folder, self.new_character],
                             [self.status, self.new_character, *self.story_outputs])
-        remove_character.click(guarded(self.remove_character), [self.folder, self.character_choice],
+        self.remove_character_button.click(guarded(self.remove_character), [self.folder, self.character_choice],
                                [self.status, *self.story_outputs])
         self.character_choice.input(
             guarded(lambda folder, cid: self.reference_images(self.project(folder), cid)),
@@ -212,6 +237,19 @@ class Editor:
         self.reference_upload.upload(guarded(self.add_references), [self.folder, self.character_choice,
                                                                     self.reference_upload],
                                      [self.status, self.reference_upload, self.reference_gallery])
+
+    def plan_story(self, folder, topic, num_scenes, *planner_settings, progress=gr.Progress()):
+        planner = make_planner(*planner_settings)
+        progress(0.1, desc=f"planning with the {planner.name} planner")
+        with self.workspace.edit(folder) as project:
+            old = project.story
+            old.topic = (topic or "").strip()
+            planned = planner.plan_story(old.topic, list(old.characters), int(num_scenes) or None)
+            # The plan brings new scenes; what is not the plan (settings, trained priors) stays.
+            project.story = planned.model_copy(update={"settings": old.settings, "priors": old.priors})
+            validate_in_place(project)
+        gr.Info(f"planned {len(project.story.scenes)} scenes with the {planner.name} planner")
+        return self.everything(folder)
 
     def set_story_field(self, folder, field, value):
         with self.workspace.edit(folder) as project:
@@ -268,6 +306,10 @@ class Editor:
                 with gr.Row():
                     self.motions = gr.Textbox(label="Motions (one per line)", elem_id="motions", lines=2)
                     self.background = gr.Textbox(label="Background", elem_id="background", lines=2)
+                with gr.Row():
+                    self.replan_button = gr.Button("Re-plan scene", elem_id="replan-scene")
+                    self.replace_edits = gr.Checkbox(label="Replace my edits too", value=False,
+                                                     elem_id="replace-edits")
         self.keyframe = gr.Radio(KEYFRAME_CHOICES, value=0, label="Keyframe", elem_id="keyframe")
         gr.Markdown("Drag a box to move it, drag its handles to resize it, draw a new box in the "
                     "box-drawing mode, and delete the selected box with its remove button or *Delete entity*. "
@@ -281,12 +323,14 @@ class Editor:
         self.entities = gr.Dataframe(headers=board.ENTITY_COLUMNS, elem_id="entities", interactive=True, wrap=True,
                                      datatype=["str", "str", "str", "str", "number", "number", "number", "number"])
         with gr.Row():
-            add_entity = gr.Button("Add entity", elem_id="add-entity")
+            self.add_entity_button = gr.Button("Add entity", elem_id="add-entity")
             self.delete_choice = gr.Dropdown(label="Entity", elem_id="delete-choice", scale=1)
-            delete_entity = gr.Button("Delete entity", elem_id="delete-entity", variant="stop")
+            self.delete_entity_button = gr.Button("Delete entity", elem_id="delete-entity", variant="stop")
         self.board_outputs = [self.scene_list, self.narration, self.motions, self.background,
                               self.scene_description, self.keyframe, self.annotator, self.entities,
                               self.delete_choice, self.board_rev]
+
+    def wire_storyboard_tab(self) -> None:
         where = [self.folder, self.scene_list, self.keyframe]
 
         self.scene_list.input(guarded(self.board_view), where, self.board_outputs)
@@ -298,9 +342,23 @@ class Editor:
         keyframe_outputs = [self.status, self.annotator, self.entities, self.delete_choice, self.board_rev]
         self.annotator.change(guarded(self.edit_boxes), [*where, self.board_rev, self.annotator], keyframe_outputs)
         self.entities.input(guarded(self.edit_rows), [*where, self.board_rev, self.entities], keyframe_outputs)
-        add_entity.click(guarded(self.add_entity), where, [self.status, *self.board_outputs])
-        delete_entity.click(guarded(self.delete_entity), [*where, self.delete_choice],
+        self.add_entity_button.click(guarded(self.add_entity), where, [self.status, *self.board_outputs])
+        self.replan_button.click(guarded(self.replan_scene), [*where, self.replace_edits, *self.planner_inputs],
+                                 [self.status, *self.board_outputs])
+        self.delete_entity_button.click(guarded(self.delete_entity), [*where, self.delete_choice],
                             [self.status, *self.board_outputs])
+
+    def replan_scene(self, folder, scene_id, keyframe, replace_edits, *planner_settings, progress=gr.Progress()):
+        if scene_id is None:
+            raise gr.Error("choose a scene to re-plan")
+        planner = make_planner(*planner_settings)
+        progress(0.1, desc=f"re-planning {scene_id} with the {planner.name} planner")
+        from dreamrunner.planning import replan_scene
+
+        with self.workspace.edit(folder) as project:
+            project.story = replan_scene(project.story, scene_id, planner, {"*"} if replace_edits else frozenset())
+        gr.Info(f"re-planned scene {scene_id}" + ("" if replace_edits else ", keeping your edits"))
+        return {self.status: self.status_text(folder), **self.board_view(folder, scene_id, keyframe)}
 
     def set_scene_field(self, folder, scene_id, field, value):
         value = value or ""
@@ -403,7 +461,6 @@ class Editor:
             demo_button = gr.Button("New from the demo story", elem_id="new-demo")
             copy_button = gr.Button("Save a copy here", elem_id="copy-project")
 
-        # Wired in `wire_project_tab`, once every tab's outputs exist.
         self._project_buttons = (open_button, save_button, reload_button, new_button, demo_button, copy_button)
 
     def wire_project_tab(self) -> None:
@@ -462,6 +519,4 @@ class Editor:
 def build_app(workspace: Workspace, startup_folder: Path) -> tuple[gr.Blocks, Editor]:
     editor = Editor(workspace, startup_folder)
     blocks = editor.build()
-    with blocks:
-        editor.wire_project_tab()
     return blocks, editor
