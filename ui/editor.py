@@ -20,6 +20,7 @@ from dreamrunner.validation import validate_story
 from . import board, characters
 from .backdrop import keyframe_backdrop
 from .messages import guarded, warn
+from .render_tab import RenderTab
 from .stages import make_planner, planning_defaults
 from .workspace import Workspace
 
@@ -58,7 +59,7 @@ def validate_in_place(project: Project) -> None:
     validate_story(project.story.model_dump(mode="json"))
 
 
-class Editor:
+class Editor(RenderTab):
     """Builds the Blocks; holds the components that several tabs update."""
 
     def __init__(self, workspace: Workspace, startup_folder: Path):
@@ -129,7 +130,7 @@ class Editor:
 
     def everything(self, folder, scene_id=None, keyframe=0) -> dict:
         return {self.folder: str(folder), **self.project_view(folder), **self.story_view(folder),
-                **self.board_view(folder, scene_id, keyframe)}
+                **self.board_view(folder, scene_id, keyframe), **self.render_view(folder)}
 
     @staticmethod
     def reference_images(project: Project, character_id: str | None) -> list[str]:
@@ -161,12 +162,18 @@ class Editor:
                     self.build_story_tab()
                 with gr.Tab("Storyboard", id="storyboard", elem_id="tab-storyboard"):
                     self.build_storyboard_tab()
+                with gr.Tab("Render", id="render", elem_id="tab-render"):
+                    self.build_render_tab()
+                with gr.Tab("Export", id="export", elem_id="tab-export"):
+                    self.build_export_tab()
                 with gr.Tab("Project", id="project", elem_id="tab-project"):
                     self.build_project_tab()
             self.all_outputs = [self.folder, self.status, self.folder_box, self.recent, self.autosave,
-                                *self.story_outputs, *self.board_outputs]
+                                *self.story_outputs, *self.board_outputs, *self.render_outputs]
             self.wire_story_tab()
             self.wire_storyboard_tab()
+            self.wire_render_tab()
+            self.wire_export_tab()
             self.wire_project_tab()
             blocks.load(guarded(self.on_load), outputs=self.all_outputs)
         return blocks
@@ -310,6 +317,10 @@ class Editor:
                     self.replan_button = gr.Button("Re-plan scene", elem_id="replan-scene")
                     self.replace_edits = gr.Checkbox(label="Replace my edits too", value=False,
                                                      elem_id="replace-edits")
+        with gr.Accordion("Animatic: the scene plan as a moving sketch", open=False, elem_id="animatic-panel"):
+            self.animatic_button = gr.Button("Show the animatic of this scene", elem_id="animatic-button")
+            self.animatic_video = gr.Video(label="Animatic (plan preview, not a render)", elem_id="animatic-video",
+                                           interactive=False, height=300)
         self.keyframe = gr.Radio(KEYFRAME_CHOICES, value=0, label="Keyframe", elem_id="keyframe")
         gr.Markdown("Drag a box to move it, drag its handles to resize it, draw a new box in the "
                     "box-drawing mode, and delete the selected box with its remove button or *Delete entity*. "
@@ -343,6 +354,7 @@ class Editor:
         self.annotator.change(guarded(self.edit_boxes), [*where, self.board_rev, self.annotator], keyframe_outputs)
         self.entities.input(guarded(self.edit_rows), [*where, self.board_rev, self.entities], keyframe_outputs)
         self.add_entity_button.click(guarded(self.add_entity), where, [self.status, *self.board_outputs])
+        self.animatic_button.click(guarded(self.animatic), [self.folder, self.scene_list], [self.animatic_video])
         self.replan_button.click(guarded(self.replan_scene), [*where, self.replace_edits, *self.planner_inputs],
                                  [self.status, *self.board_outputs])
         self.delete_entity_button.click(guarded(self.delete_entity), [*where, self.delete_choice],

@@ -1,0 +1,105 @@
+"""Long jobs (render, train, retrieve, export) for the editor: a worker thread per job, its progress
+streamed to the page, a cancel button per browser session, and one GPU job at a time.
+
+Gradio's queue already runs the GPU events one at a time (they share the concurrency id `GPU`); the
+lock here also covers a job whose page was closed while its thread finishes its current step.
+"""
+
+from __future__ import annotations
+
+import html
+import queue
+import threading
+from typing import Any, Callable, Iterator
+
+from dreamrunner.jobs import CancelToken, Progress, ProgressCallback
+
+GPU = "gpu"  # concurrency id of every event that runs a model
+GPU_LOCK = threading.Lock()
+_DONE = object()
+
+
+class Cancels:
+    """The cancel token of each browser session's running job."""
+
+    def __init__(self) -> None:
+        self._tokens: dict[str, CancelToken] = {}
+        self._guard = threading.Lock()
+
+    def new(self, session: str | None) -> CancelToken:
+        token = CancelToken()
+        with self._guard:
+            self._tokens[session or ""] = token
+        return token
+
+    def cancel(self, session: str | None) -> bool:
+        with self._guard:
+            token = self._tokens.get(session or "")
+        if token is None or token.cancelled:
+            return False
+        token.cancel()
+        return True
+
+
+def run_streaming(work: Callable[[ProgressCallback, CancelToken], Any], cancel: CancelToken,
+                  gpu: bool = False) -> Iterator[Progress]:
+    """Run `work(progress, cancel)` in a thread; yield its progress; return (via StopIteration) its result.
+
+    Use as `result = yield from run_streaming(...)`; an exception of the work is raised here.
+    """
+    events: queue.Queue = queue.Queue()
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            if gpu:
+                with GPU_LOCK:
+                    outcome["value"] = work(events.put, cancel)
+            else:
+                outcome["value"] = work(events.put, cancel)
+        except BaseException as error:  # noqa: BLE001 - handed to the page's handler
+            outcome["error"] = error
+        finally:
+            events.put(_DONE)
+
+    threading.Thread(target=target, name="dreamrunner-job", daemon=True).start()
+    while True:
+        item = events.get()
+        if item is _DONE:
+            break
+        # Keep only the newest of a burst of updates; the page needs the latest state, not every step.
+        while True:
+            try:
+                newer = events.get_nowait()
+            except queue.Empty:
+                break
+            if newer is _DONE:
+                events.put(_DONE)
+                break
+            item = newer if newer.preview is not None or item.preview is None else _merge(item, newer)
+        yield item
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
+
+
+def _merge(with_preview: Progress, newer: Progress) -> Progress:
+    """The newer step's numbers with the last preview seen, so a preview is not dropped by a later step."""
+    return Progress(newer.stage, newer.step, newer.total, newer.message, newer.loss, newer.eta_seconds,
+                    with_preview.preview)
+
+
+def progress_html(event: Progress | None, done_text: str = "") -> str:
+    """A progress bar with the step, message, loss and time left."""
+    if event is None:
+        return f"<div class='job-progress'>{html.escape(done_text)}</div>" if done_text else ""
+    percent = round(100 * event.fraction)
+    parts = [f"{event.stage}: step {event.step}/{event.total}"]
+    if event.message:
+        parts.append(event.message)
+    if event.loss is not None:
+        parts.append(f"loss {event.loss:.4f}")
+    if event.eta_seconds is not None:
+        parts.append(f"about {event.eta_seconds:.0f} s left")
+    return (f"<div class='job-progress'><progress max='100' value='{percent}' style='width:100%'></progress>"
+            f"<div>{html.escape(' · '.join(parts))}</div></div>")

@@ -1,0 +1,280 @@
+"""Render and Export tabs, and the storyboard's animatic: they drive dreamrunner.rendering and
+dreamrunner.export (loaded on first use) through `ui.jobs`.
+
+Renders run on a copy of the story taken when the job starts, so the storyboard stays editable while a
+scene renders; the finished variants are then written into the live story (one edit, autosaved).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+
+from dreamrunner.backends import NOISE_LABEL
+from dreamrunner.project import Project
+
+from .jobs import GPU, Cancels, progress_html, run_streaming
+from .messages import guarded
+from .stages import load
+
+BACKEND_CHOICES = [("tiny (random weights: noise, for trying the flow)", "tiny"),
+                   ("tiny-5b (random weights: noise)", "tiny-5b"),
+                   ("CogVideoX-2B (weights needed)", "cogvideox-2b"),
+                   ("CogVideoX-5B (weights needed)", "cogvideox-5b")]
+EXPORTS_DIR = "exports"
+_components: dict[str, object] = {}
+
+
+def components_for(backend: str):
+    """Model components per backend, loaded once per app: the second render does not reload weights."""
+    if backend not in _components:
+        from dreamrunner.backends import load_backend
+
+        _components[backend] = load_backend(backend)
+    return _components[backend]
+
+
+def _render_label(render, position: int) -> str:
+    noise = " — NOISE" if render.is_noise else ""
+    return f"variant {position + 1}: seed {render.seed} ({render.backend}){noise}"
+
+
+class RenderTab:
+    """Mixed into `ui.editor.Editor` (uses its workspace, project(), status_text())."""
+
+    cancels = Cancels()
+
+    # -- animatic (Storyboard tab) -------------------------------------------------------------------
+
+    def animatic(self, folder, scene_id):
+        project = self.project(folder)
+        story = project.story
+        scene = story.scene(scene_id)
+        load("rendering")
+        from dreamrunner.rendering.animatic import render_animatic
+        from dreamrunner.rendering.video_io import write_video
+
+        video = story.settings.video
+        folder_ = Path(tempfile.gettempdir()) / "dreamrunner-animatics"
+        folder_.mkdir(exist_ok=True)
+        key = hashlib.sha1(f"{project.folder}\n{scene.model_dump_json()}\n{video.model_dump_json()}".encode()).hexdigest()
+        target = folder_ / f"{key[:20]}-{scene.id}.mp4"
+        if not target.is_file():
+            write_video(target, render_animatic(scene, video), video.fps)
+        return str(target)
+
+    # -- Render tab ----------------------------------------------------------------------------------
+
+    def build_render_tab(self) -> None:
+        gr.Markdown("Render each scene with region attention and its bound priors. The **tiny** backends run "
+                    "anywhere with random weights: what they make is noise and is labelled so. CogVideoX needs "
+                    "its weights (see the README).")
+        with gr.Row():
+            self.render_backend = gr.Dropdown(BACKEND_CHOICES, label="Backend", elem_id="render-backend")
+            self.render_steps = gr.Number(label="Steps", precision=0, minimum=1, elem_id="render-steps")
+            self.render_guidance = gr.Number(label="Guidance scale", minimum=0, elem_id="render-guidance")
+            self.render_seed = gr.Number(label="Seed", precision=0, elem_id="render-seed")
+            self.render_variants = gr.Number(label="Variants per scene", precision=0, minimum=1, maximum=8,
+                                             elem_id="render-variants")
+        with gr.Row():
+            self.render_scene_choice = gr.Dropdown(label="Scene", elem_id="render-scene")
+            self.render_button = gr.Button("Render scene", variant="primary", elem_id="render-scene-button")
+            self.render_all_button = gr.Button("Render all scenes", elem_id="render-all")
+            self.render_cancel = gr.Button("Cancel", variant="stop", elem_id="render-cancel")
+        self.render_progress = gr.HTML(elem_id="render-progress")
+        with gr.Row():
+            self.render_preview = gr.Image(label="Live preview (middle frame, from the latents)",
+                                           elem_id="render-preview", height=240, interactive=False)
+            with gr.Column():
+                self.variant_choice = gr.Radio(label="Variants of this scene", elem_id="variant-choice")
+                self.noise_note = gr.HTML(elem_id="noise-note")
+                self.variant_video = gr.Video(label="Variant", elem_id="variant-video", interactive=False,
+                                              height=240)
+                self.use_variant = gr.Button("Use this variant in the export", elem_id="use-variant")
+        self.render_outputs = [self.render_backend, self.render_steps, self.render_guidance, self.render_seed,
+                               self.render_variants, self.render_scene_choice, self.variant_choice,
+                               self.variant_video, self.noise_note]
+
+    def render_view(self, folder, scene_id=None) -> dict:
+        story = self.project(folder).story
+        settings = story.settings.render
+        choices = [(f"{n}. {s.description or s.id}", s.id) for n, s in enumerate(story.scenes, start=1)]
+        ids = [s.id for s in story.scenes]
+        scene_id = scene_id if scene_id in ids else (ids[0] if ids else None)
+        return {self.render_backend: settings.backend, self.render_steps: settings.steps,
+                self.render_guidance: settings.guidance_scale, self.render_seed: settings.seed,
+                self.render_variants: settings.variants,
+                self.render_scene_choice: gr.update(choices=choices, value=scene_id),
+                **self.variants_view(folder, scene_id)}
+
+    def variants_view(self, folder, scene_id, position=None) -> dict:
+        project = self.project(folder)
+        try:
+            scene = project.story.scene(scene_id)
+        except KeyError:
+            scene = None
+        if scene is None or not scene.renders:
+            return {self.variant_choice: gr.update(choices=[], value=None), self.variant_video: None,
+                    self.noise_note: "<i>No render of this scene yet: export uses its animatic.</i>"}
+        position = scene.chosen_render if position is None else int(position)
+        position = position if position is not None and 0 <= position < len(scene.renders) else 0
+        render = scene.renders[position]
+        choices = [(_render_label(r, i) + (" ✓ used in export" if i == scene.chosen_render else ""), i)
+                   for i, r in enumerate(scene.renders)]
+        note = (f"<span class='noise-label'>{html.escape(NOISE_LABEL)}</span>" if render.is_noise
+                else f"rendered with {html.escape(render.backend)}")
+        path = project.resolve(render.path)
+        return {self.variant_choice: gr.update(choices=choices, value=position),
+                self.variant_video: str(path) if path.is_file() else None, self.noise_note: note}
+
+    def wire_render_tab(self) -> None:
+        settings = [(self.render_backend, "backend"), (self.render_steps, "steps"),
+                    (self.render_guidance, "guidance_scale"), (self.render_seed, "seed"),
+                    (self.render_variants, "variants")]
+        for component, field in settings:
+            component.input(guarded(lambda folder, value, field=field: self.set_render_setting(folder, field, value)),
+                            [self.folder, component], [self.status])
+        self.render_scene_choice.input(guarded(self.variants_view), [self.folder, self.render_scene_choice],
+                                       [self.variant_choice, self.variant_video, self.noise_note])
+        self.variant_choice.input(guarded(self.variants_view), [self.folder, self.render_scene_choice,
+                                                                self.variant_choice],
+                                  [self.variant_choice, self.variant_video, self.noise_note])
+        self.use_variant.click(guarded(self.choose_variant), [self.folder, self.render_scene_choice,
+                                                              self.variant_choice],
+                               [self.status, self.variant_choice, self.variant_video, self.noise_note])
+        job_outputs = [self.status, self.render_progress, self.render_preview, self.variant_choice,
+                       self.variant_video, self.noise_note]
+        self.render_button.click(guarded(self.render_job), [self.folder, self.render_scene_choice], job_outputs,
+                                 concurrency_id=GPU, concurrency_limit=1, show_progress="hidden")
+        self.render_all_button.click(guarded(lambda folder, scene_id, request: self.render_job(
+            folder, scene_id, request, every_scene=True)), [self.folder, self.render_scene_choice], job_outputs,
+            concurrency_id=GPU, concurrency_limit=1, show_progress="hidden")
+        self.render_cancel.click(guarded(self.cancel_job), None, [self.render_progress], queue=False)
+
+    def set_render_setting(self, folder, field, value):
+        if value is None or value == "":
+            raise gr.Error(f"{field} needs a value")
+        with self.workspace.edit(folder) as project:
+            setattr(project.story.settings.render, field, value)
+        return self.status_text(folder)
+
+    def choose_variant(self, folder, scene_id, position):
+        if position is None:
+            raise gr.Error("render the scene first, then choose one of its variants")
+        with self.workspace.edit(folder) as project:
+            scene = project.story.scene(scene_id)
+            scene.chosen_render = int(position)
+        view = self.variants_view(folder, scene_id, position)
+        return self.status_text(folder), view[self.variant_choice], view[self.variant_video], view[self.noise_note]
+
+    def cancel_job(self, request: gr.Request):
+        if self.cancels.cancel(request.session_hash if request else None):
+            return "<div class='job-progress'>cancelling after the current step…</div>"
+        return gr.skip()
+
+    def render_job(self, folder, scene_id, request: gr.Request, every_scene: bool = False):
+        token = self.cancels.new(request.session_hash if request else None)
+        live = self.project(folder)
+        story = live.story.model_copy(deep=True)
+        if not story.scenes:
+            raise gr.Error("the story has no scenes to render; plan a story first")
+        indices = list(range(len(story.scenes))) if every_scene else [[s.id for s in story.scenes].index(scene_id)]
+        snapshot = Project(live.folder, story)
+        backend = story.settings.render.backend
+        load("rendering")
+        from dreamrunner.rendering.story_render import StoryRenderer
+
+        renderer = StoryRenderer(snapshot, backend, components=lambda: components_for(backend))
+        yield {self.render_progress: progress_html(None, f"loading the {backend} backend…"),
+               self.render_preview: None}
+
+        def work(progress, cancel):
+            return renderer.render(indices, progress=progress, cancel=cancel)
+
+        report = None
+        try:
+            jobs = run_streaming(work, token, gpu=True)
+            while True:
+                try:
+                    event = next(jobs)
+                except StopIteration as stop:
+                    report = stop.value
+                    break
+                update = {self.render_progress: progress_html(event)}
+                if event.preview is not None:
+                    update[self.render_preview] = event.preview
+                yield update
+        finally:
+            # Whatever finished (every scene before a cancel or an error) goes into the live story.
+            self._store_renders(folder, snapshot, indices)
+        done = f"rendered {len(report.rendered)} variant(s), {len(report.cached)} from the cache"
+        shown = scene_id if not every_scene else story.scenes[indices[-1]].id
+        yield {self.status: self.status_text(folder), self.render_progress: progress_html(None, done),
+               **self.variants_view(folder, shown)}
+
+    def _store_renders(self, folder, snapshot: Project, indices: list[int]) -> None:
+        rendered = {snapshot.story.scenes[i].id: snapshot.story.scenes[i] for i in indices}
+        with self.workspace.edit(folder) as project:
+            for scene in project.story.scenes:
+                done = rendered.get(scene.id)
+                if done is not None and done.renders != scene.renders:
+                    scene.chosen_render = None
+                    scene.renders = done.renders
+                    scene.chosen_render = done.chosen_render
+
+    # -- Export tab ----------------------------------------------------------------------------------
+
+    def build_export_tab(self) -> None:
+        gr.Markdown("Stitch every scene (its chosen render, else its animatic) into one video with the "
+                    "narration as subtitles. Files land in the project's `exports/` folder.")
+        with gr.Row():
+            self.export_crossfade = gr.Slider(0, 8, value=0, step=1, label="Crossfade (frames)",
+                                              elem_id="export-crossfade")
+            self.export_burn = gr.Checkbox(label="Burn subtitles into the video", value=False,
+                                           elem_id="export-burn")
+            self.export_button = gr.Button("Export story video", variant="primary", elem_id="export-button")
+        self.export_progress = gr.HTML(elem_id="export-progress")
+        with gr.Row():
+            self.export_video = gr.Video(label="Story video", elem_id="export-video", interactive=False)
+            self.export_files = gr.File(label="Download", file_count="multiple", elem_id="export-files",
+                                        interactive=False)
+        self.export_summary = gr.Markdown(elem_id="export-summary")
+
+    def wire_export_tab(self) -> None:
+        self.export_button.click(guarded(self.export_job), [self.folder, self.export_crossfade, self.export_burn],
+                                 [self.export_progress, self.export_video, self.export_files, self.export_summary],
+                                 show_progress="hidden")
+
+    def export_job(self, folder, crossfade, burn, request: gr.Request):
+        token = self.cancels.new(request.session_hash if request else None)
+        live = self.project(folder)
+        snapshot = Project(live.folder, live.story.model_copy(deep=True))
+        export = load("export")
+        out = live.folder / EXPORTS_DIR / "story.mp4"
+        out.parent.mkdir(exist_ok=True)
+
+        def work(progress, cancel):
+            return export.export_story(snapshot, out, crossfade_frames=int(crossfade or 0), burn_subtitles=bool(burn),
+                                       progress=progress, cancel=cancel)
+
+        jobs = run_streaming(work, token)
+        while True:
+            try:
+                event = next(jobs)
+            except StopIteration as stop:
+                result = stop.value
+                break
+            yield {self.export_progress: progress_html(event)}
+        sources = ", ".join(f"{s.scene_id}: {s.source}" + (" (noise)" if s.is_noise else "") for s in result.scenes)
+        noise = any(s.is_noise for s in result.scenes)
+        summary = (f"**{result.duration:.2f} s**, {result.num_frames} frames at {result.fps} fps, "
+                   f"{result.width}x{result.height} — {sources}")
+        if noise:
+            summary += f"\n\n<span class='noise-label'>{html.escape(NOISE_LABEL)}</span> in the rendered scenes."
+        yield {self.export_progress: progress_html(None, f"exported {out}"), self.export_video: str(result.video),
+               self.export_files: [str(result.video), str(result.subtitles), str(result.manifest)],
+               self.export_summary: summary}
