@@ -50,7 +50,9 @@ class AppServer:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> AppServer:
+        # Offline like CI: model look-ups fail at once instead of waiting on the closed network.
         env = {**os.environ, "DREAMRUNNER_HOME": str(self.home), "GRADIO_ANALYTICS_ENABLED": "False",
+               "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
         command = [sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(self.port)]
         if self.project is not None:
@@ -172,6 +174,34 @@ def fill_and_leave(page, selector: str, text: str) -> None:
     box = page.locator(f"{selector} textarea, {selector} input").first
     box.fill(text)
     box.press("Tab")
+
+
+IMAGE_W, IMAGE_H = 720, 480  # the box editor's keyframe image for a 480x720 video (the demo's)
+
+
+def image_geometry(page):
+    """Where the keyframe image sits inside the box editor's canvas (it is scaled to fit and centred), in
+    viewport coordinates (the canvas is scrolled into view first: the mouse only reaches the viewport)."""
+    canvas = page.locator("#box-editor canvas").first
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    scale = min(box["width"] / IMAGE_W, box["height"] / IMAGE_H)
+    left = box["x"] + (box["width"] - IMAGE_W * scale) / 2
+    top = box["y"] + (box["height"] - IMAGE_H * scale) / 2
+    return left, top, scale
+
+
+def drag_box(page, box, dx_px: int, dy_px: int):
+    """Drag a normalized box by (dx, dy) image pixels, grabbing it in its middle."""
+    left, top, scale = image_geometry(page)
+    x0, y0, x1, y1 = box
+    start_x = left + (x0 + x1) / 2 * IMAGE_W * scale
+    start_y = top + (y0 + y1) / 2 * IMAGE_H * scale
+    page.mouse.move(start_x, start_y)
+    page.mouse.down()
+    page.mouse.move(start_x + dx_px * scale / 2, start_y + dy_px * scale / 2, steps=4)
+    page.mouse.move(start_x + dx_px * scale, start_y + dy_px * scale, steps=4)
+    page.mouse.up()
 
 
 def toast_texts(page) -> list[str]:

@@ -5,35 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from browser import (AppServer, app_home, artifacts, chromium, fill_and_leave, new_page, open_tab,  # noqa: F401
-                     read_project, toast_texts, wait_until)
+from tests.browser import (IMAGE_H, IMAGE_W, AppServer, app_home, artifacts, chromium, drag_box,  # noqa: F401
+                           fill_and_leave, new_page, open_tab, read_project, toast_texts, wait_until)
 
 pytestmark = pytest.mark.browser
-
-IMAGE_W, IMAGE_H = 720, 480  # the demo's keyframe image (480x720 video, 720 px wide)
-
-
-def image_geometry(page):
-    """Where the keyframe image sits inside the box editor's canvas (it is scaled to fit and centred)."""
-    box = page.locator("#box-editor canvas").first.bounding_box()
-    scale = min(box["width"] / IMAGE_W, box["height"] / IMAGE_H)
-    left = box["x"] + (box["width"] - IMAGE_W * scale) / 2
-    top = box["y"] + (box["height"] - IMAGE_H * scale) / 2
-    return left, top, scale
-
-
-def drag_box(page, box, dx_px: int, dy_px: int):
-    """Drag a normalized box by (dx, dy) image pixels, grabbing it in its middle."""
-    left, top, scale = image_geometry(page)
-    x0, y0, x1, y1 = box
-    start_x = left + (x0 + x1) / 2 * IMAGE_W * scale
-    start_y = top + (y0 + y1) / 2 * IMAGE_H * scale
-    page.mouse.move(start_x, start_y)
-    page.mouse.down()
-    page.mouse.move(start_x + dx_px * scale / 2, start_y + dy_px * scale / 2, steps=4)
-    page.mouse.move(start_x + dx_px * scale, start_y + dy_px * scale, steps=4)
-    page.mouse.up()
-
 
 def test_storyboard_edits_reach_the_project_and_survive_a_restart(chromium, app_home, artifacts):
     app = AppServer(app_home).start()

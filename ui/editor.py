@@ -20,6 +20,7 @@ from dreamrunner.validation import validate_story
 from . import board, characters
 from .backdrop import keyframe_backdrop
 from .messages import guarded, warn
+from .clips_tab import ClipsTab
 from .render_tab import RenderTab
 from .stages import make_planner, planning_defaults
 from .workspace import Workspace
@@ -59,7 +60,7 @@ def validate_in_place(project: Project) -> None:
     validate_story(project.story.model_dump(mode="json"))
 
 
-class Editor(RenderTab):
+class Editor(ClipsTab, RenderTab):
     """Builds the Blocks; holds the components that several tabs update."""
 
     def __init__(self, workspace: Workspace, startup_folder: Path):
@@ -130,7 +131,8 @@ class Editor(RenderTab):
 
     def everything(self, folder, scene_id=None, keyframe=0) -> dict:
         return {self.folder: str(folder), **self.project_view(folder), **self.story_view(folder),
-                **self.board_view(folder, scene_id, keyframe), **self.render_view(folder)}
+                **self.board_view(folder, scene_id, keyframe), **self.render_view(folder),
+                **self.clips_view(folder)}
 
     @staticmethod
     def reference_images(project: Project, character_id: str | None) -> list[str]:
@@ -162,6 +164,8 @@ class Editor(RenderTab):
                     self.build_story_tab()
                 with gr.Tab("Storyboard", id="storyboard", elem_id="tab-storyboard"):
                     self.build_storyboard_tab()
+                with gr.Tab("Motion clips", id="clips", elem_id="tab-clips"):
+                    self.build_clips_tab()
                 with gr.Tab("Render", id="render", elem_id="tab-render"):
                     self.build_render_tab()
                 with gr.Tab("Export", id="export", elem_id="tab-export"):
@@ -169,9 +173,11 @@ class Editor(RenderTab):
                 with gr.Tab("Project", id="project", elem_id="tab-project"):
                     self.build_project_tab()
             self.all_outputs = [self.folder, self.status, self.folder_box, self.recent, self.autosave,
-                                *self.story_outputs, *self.board_outputs, *self.render_outputs]
+                                *self.story_outputs, *self.board_outputs, *self.render_outputs,
+                                *self.clips_outputs]
             self.wire_story_tab()
             self.wire_storyboard_tab()
+            self.wire_clips_tab()
             self.wire_render_tab()
             self.wire_export_tab()
             self.wire_project_tab()

@@ -150,9 +150,8 @@ class RenderTab:
                        self.variant_video, self.noise_note]
         self.render_button.click(guarded(self.render_job), [self.folder, self.render_scene_choice], job_outputs,
                                  concurrency_id=GPU, concurrency_limit=1, show_progress="hidden")
-        self.render_all_button.click(guarded(lambda folder, scene_id, request: self.render_job(
-            folder, scene_id, request, every_scene=True)), [self.folder, self.render_scene_choice], job_outputs,
-            concurrency_id=GPU, concurrency_limit=1, show_progress="hidden")
+        self.render_all_button.click(guarded(self.render_all_job), [self.folder, self.render_scene_choice],
+                                     job_outputs, concurrency_id=GPU, concurrency_limit=1, show_progress="hidden")
         self.render_cancel.click(guarded(self.cancel_job), None, [self.render_progress], queue=False)
 
     def set_render_setting(self, folder, field, value):
@@ -175,6 +174,9 @@ class RenderTab:
         if self.cancels.cancel(request.session_hash if request else None):
             return "<div class='job-progress'>cancelling after the current step…</div>"
         return gr.skip()
+
+    def render_all_job(self, folder, scene_id, request: gr.Request):
+        yield from self.render_job(folder, scene_id, request, every_scene=True)
 
     def render_job(self, folder, scene_id, request: gr.Request, every_scene: bool = False):
         token = self.cancels.new(request.session_hash if request else None)

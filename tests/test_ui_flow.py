@@ -1,0 +1,107 @@
+"""The whole flow in a real headless Chromium, offline: plan a story, change a narration, drag a box,
+approve a retrieved clip, render a scene with the tiny backend, export, and check the mp4 with PyAV."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import av
+import pytest
+
+from tests.browser import (AppServer, app_home, artifacts, chromium, drag_box, fill_and_leave,  # noqa: F401
+                           new_page, open_tab, read_project, wait_until)
+
+pytestmark = pytest.mark.browser
+
+for stage in ("planning", "retrieval", "rendering", "export"):
+    pytest.importorskip(f"dreamrunner.{stage}", reason=f"the {stage} stage is not in this branch yet")
+
+
+def mp4_facts(path):
+    """(frames, seconds) of a video as PyAV decodes it."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = sum(1 for _ in container.decode(video=0))
+        rate = Fraction(stream.average_rate)
+    return frames, float(frames / rate)
+
+
+def test_plan_edit_approve_render_export(chromium, app_home, artifacts):
+    with AppServer(app_home) as app:
+        page = new_page(chromium, app.url)
+        folder = app_home / "projects" / "demo"
+
+        # 1. Plan a story offline (the offline planner is the default without an LLM).
+        topic = "Pip the owl and Rusty the fox race through the forest at dusk"
+        fill_and_leave(page, "#story-topic", topic)
+        page.get_by_text("Planner", exact=True).first.click()  # open the planner settings
+        scenes = page.locator("#num-scenes input[type=number]")
+        scenes.fill("5")
+        scenes.press("Tab")
+        page.get_by_role("button", name="Plan story").click()
+        story = wait_until(lambda: (s := read_project(folder))["topic"] == topic and len(s["scenes"]) == 5 and s,
+                           timeout=30, what="the planned story in project.json")
+        assert story["characters"][0]["id"] == "pip", "planning keeps the story's characters"
+        assert all(len(s["keyframes"]) == 6 for s in story["scenes"])
+        artifacts.shot(page, "planned story")
+
+        # 2. Change the narration of scene 1.
+        open_tab(page, "Storyboard")
+        page.locator("#box-editor canvas").first.wait_for()
+        narration = "Pip blinks awake as the sun goes down."
+        fill_and_leave(page, "#narration", narration)
+        wait_until(lambda: read_project(folder)["scenes"][0]["narration"] == narration, what="the narration")
+        artifacts.shot(page, "narration changed")
+
+        # 3. Drag the first box of keyframe 1.
+        before = read_project(folder)["scenes"][0]["keyframes"][0]["entities"][0]
+        drag_box(page, before["box"], 36, -24)
+        moved = wait_until(lambda: (e := read_project(folder)["scenes"][0]["keyframes"][0]["entities"][0])["box"]
+                           != before["box"] and e, what="the dragged box")
+        expected = [v + d for v, d in zip(before["box"], [36 / 720, -24 / 480, 36 / 720, -24 / 480])]
+        assert moved["box"] == pytest.approx(expected, abs=2.5 / 480)
+        artifacts.shot(page, "box dragged")
+
+        # 4. Approve a retrieved clip for a motion of a scene.
+        scene_with_clips = next(i for i, s in enumerate(story["scenes"]) if s["motions"])
+        motion = story["scenes"][scene_with_clips]["motions"][0]
+        open_tab(page, "Motion clips")
+        scene_id = story["scenes"][scene_with_clips]["id"]
+        page.locator("#clips-scene input").click()
+        page.get_by_role("option", name=f"{scene_with_clips + 1}.", exact=False).first.click()
+        wait_until(lambda: page.locator("#clips-motion input").input_value() == motion, what="the scene's motion")
+        page.get_by_role("button", name="Find clips").click()
+        page.locator("#clip-info").get_by_text("score").wait_for(timeout=60_000)
+        artifacts.shot(page, "clips retrieved")
+        page.get_by_role("button", name="Approve", exact=True).click()
+        clips = wait_until(lambda: read_project(folder)["scenes"][scene_with_clips]["approved_clips"],
+                           what="an approved clip")
+        assert clips[0]["motion"] == motion and clips[0]["path"].startswith(f"media/clips/{scene_id}/")
+        assert (folder / clips[0]["path"]).is_file()
+        artifacts.shot(page, "clip approved")
+
+        # 5. Render scene 1 with the tiny backend (random weights: labelled noise), 2 steps.
+        open_tab(page, "Render")
+        page.get_by_label("Steps").fill("2")
+        page.get_by_label("Steps").press("Tab")
+        wait_until(lambda: read_project(folder)["settings"]["render"]["steps"] == 2, what="the steps setting")
+        page.get_by_role("button", name="Render scene").click()
+        page.locator("#noise-note").get_by_text("NOISE").wait_for(timeout=90_000)
+        render = wait_until(lambda: read_project(folder)["scenes"][0]["renders"], what="the render")[0]
+        assert render["is_noise"] and render["backend"].startswith("tiny")
+        rendered_frames, _ = mp4_facts(folder / render["path"])
+        artifacts.shot(page, "scene rendered")
+
+        # 6. Export: the story video plays and lasts what its scenes add up to.
+        open_tab(page, "Export")
+        page.get_by_role("button", name="Export story video").click()
+        page.locator("#export-summary").get_by_text("frames at").wait_for(timeout=60_000)
+        artifacts.shot(page, "exported")
+        saved = read_project(folder)
+        fps = saved["settings"]["video"]["fps"]
+        per_scene = [rendered_frames] + [saved["settings"]["video"]["num_frames"]] * (len(saved["scenes"]) - 1)
+        frames, seconds = mp4_facts(folder / "exports" / "story.mp4")
+        assert frames == sum(per_scene)
+        assert seconds == pytest.approx(sum(per_scene) / fps, abs=1e-6)
+        subtitles = (folder / "exports" / "story.srt").read_text(encoding="utf-8")
+        assert narration in subtitles
