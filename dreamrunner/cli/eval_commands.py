@@ -47,6 +47,7 @@ def run_eval(args: argparse.Namespace) -> int:
         EvalConfig,
         evaluate,
         load_encoders,
+        load_hooks,
         samples_from_folder,
         samples_from_project,
         tiny_encoders,
@@ -58,6 +59,9 @@ def run_eval(args: argparse.Namespace) -> int:
         raise DreamRunnerError("--videos needs --texts FILE.json describing the videos")
     if args.texts is not None and args.videos is None:
         raise DreamRunnerError("--texts goes with --videos DIR")
+    for option, value in (("--max-frames", args.max_frames), ("--batch-size", args.batch_size)):
+        if value is not None and value < 1:
+            raise DreamRunnerError(f"{option} must be at least 1, got {value}")
     if args.project is not None:
         project = Project.load(args.project)
         samples, notes = samples_from_project(project)
@@ -72,10 +76,8 @@ def run_eval(args: argparse.Namespace) -> int:
     spec = EncoderSpec(**chosen, aesthetic_head=args.aesthetic_head, viclip=args.viclip,
                        imaging_quality=args.imaging_quality, interpolator=args.interpolator, device=args.device,
                        local_files_only=args.offline)
-    if args.batch_size is not None and args.batch_size < 1:
-        raise DreamRunnerError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.tiny_encoders:
-        encoders = tiny_encoders(device=spec.device, batch_size=spec.batch_size)
+        encoders = load_hooks(spec, tiny_encoders(device=spec.device, batch_size=spec.batch_size))
     else:
         print("loading models...", file=sys.stderr)
         encoders = load_encoders(spec)

@@ -19,7 +19,7 @@ from .encoders import (
 )
 from .evaluate import COLUMNS, Column, EvalConfig, EvalReport, VideoSample, VideoScores, evaluate, score_video
 from .frames import MetricsError, read_video, sample_indices
-from .loading import EncoderSpec, Encoders, load_encoders, tiny_encoders
+from .loading import EncoderSpec, Encoders, load_encoders, load_hooks, tiny_encoders
 from .quality import (
     DEFAULT_AESTHETIC_CLIP,
     FrameInterpolator,
@@ -46,7 +46,7 @@ __all__ = [
     "EncoderSpec", "Encoders", "EvalConfig", "EvalReport", "Event", "FrameInterpolator", "ImageEncoder",
     "ImageQualityScorer", "LaionAestheticScorer", "MetricsError", "TextImageEncoder", "VideoSample", "VideoScores",
     "VideoTextEncoder", "character_consistency", "evaluate", "events_from_texts", "fine_grained_text_alignment",
-    "fine_grained_video_text_alignment", "frame_quality", "load_encoders", "motion_smoothness", "read_video",
+    "fine_grained_video_text_alignment", "frame_quality", "load_encoders", "load_hooks", "motion_smoothness", "read_video",
     "sample_indices", "samples_from_folder", "samples_from_project", "scene_events", "score_video", "text_alignment",
     "tiny_encoders", "transition_smoothness", "video_text_alignment",
 ]

@@ -159,7 +159,10 @@ class DINOv2Encoder(_TransformersImageEncoder):
                         batch_size: int = DEFAULT_BATCH_SIZE, local_files_only: bool = False) -> DINOv2Encoder:
         from transformers import AutoImageProcessor, AutoModel
 
-        model = AutoModel.from_pretrained(model_id, local_files_only=local_files_only)
+        # AutoModel also looks for a PEFT adapter; without adapter_kwargs that look-up goes online even when
+        # local_files_only is set (transformers 5.23), retrying for about 20 s on a machine without network.
+        model = AutoModel.from_pretrained(model_id, local_files_only=local_files_only,
+                                          adapter_kwargs={"local_files_only": local_files_only})
         processor = AutoImageProcessor.from_pretrained(model_id, backend="pil", local_files_only=local_files_only)
         return cls(model, processor, model_id, device=device, batch_size=batch_size)
 

@@ -122,18 +122,25 @@ def load_encoders(spec: EncoderSpec) -> Encoders:
         except OSError as error:
             encoders.unavailable["aesthetic"] = (f"aesthetic CLIP model {spec.aesthetic_clip_model!r} could not be "
                                                  f"loaded ({_first_line(error)})")
+    return load_hooks(spec, encoders)
+
+
+def load_hooks(spec: EncoderSpec, encoders: Encoders) -> Encoders:
+    """Fill the slots of models transformers does not ship from the spec's hooks; the others keep their reason."""
+    device = spec.device or default_device()
     hooks = (("viclip", spec.viclip, NO_VICLIP, VideoTextEncoder),
              ("imaging_quality", spec.imaging_quality, NO_IMAGING, ImageQualityScorer),
              ("interpolator", spec.interpolator, NO_INTERPOLATOR, FrameInterpolator))
     for slot, hook, missing, interface in hooks:
         if hook is None:
-            encoders.unavailable[slot] = missing
+            encoders.unavailable.setdefault(slot, missing)
             continue
         model = load_hook(hook, slot)(device)
         if not isinstance(model, interface):
             raise MetricsError(f"{slot} hook {hook!r} returned a {type(model).__name__}, which lacks the "
                                f"{interface.__name__} interface")
         setattr(encoders, slot, model)
+        encoders.unavailable.pop(slot, None)
     return encoders
 
 
