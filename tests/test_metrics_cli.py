@@ -70,7 +70,7 @@ def test_eval_project_with_tiny_encoders_prints_the_table_and_writes_json_and_cs
     assert "walk *" in out and "fly *" in out and "mean" in out
     assert "ViCLIP (InternVid)" in out and "MUSIQ" in out and "AMT-S" in out
     assert "scene 3 ('rest') has no chosen render" in out
-    assert "missing viclip" in err
+    assert "[1/2] scoring walk" in err and "[2/2] scoring fly" in err
 
     report = json.loads((project / "eval" / "metrics.json").read_text())
     assert report["noise"] is True and report["random_encoders"] == ["clip", "dino", "aesthetic"]

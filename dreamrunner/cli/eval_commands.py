@@ -81,8 +81,6 @@ def run_eval(args: argparse.Namespace) -> int:
     else:
         print("loading models...", file=sys.stderr)
         encoders = load_encoders(spec)
-    for slot, reason in encoders.unavailable.items():
-        print(f"missing {slot}: {reason}", file=sys.stderr)
 
     def progress(update: Progress) -> None:
         if update.step < update.total:
