@@ -271,3 +271,17 @@ def test_evaluate_refuses_when_no_metric_has_a_model():
     with pytest.raises(MetricsError, match="no metric can be computed") as caught:
         evaluate([VideoSample("v", solid("red"))], Encoders(unavailable={"clip": "CLIP 'x' could not be loaded"}))
     assert "CLIP 'x' could not be loaded" in str(caught.value)
+
+
+def test_evaluate_reports_progress_and_stops_when_cancelled():
+    from dreamrunner.jobs import CancelToken, Cancelled
+
+    samples = [VideoSample(name, solid(color)) for name, color in (("one", "red"), ("two", "blue"))]
+    encoders = Encoders(dino=PixelEncoder())
+    updates = []
+    evaluate(samples, encoders, progress=updates.append)
+    assert [(u.step, u.total) for u in updates] == [(0, 2), (1, 2), (2, 2)]
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(Cancelled):
+        evaluate(samples, encoders, cancel=token)

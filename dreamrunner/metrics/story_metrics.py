@@ -65,7 +65,7 @@ def scene_events(scene: Scene) -> list[Event]:
     description form one event; keyframes without entities are left out.
     """
     count = len(scene.keyframes)
-    positions = np.arange(count) / (count - 1) if count > 1 else np.zeros(1)
+    positions = np.arange(count) / (count - 1)  # a scene always has NUM_KEYFRAMES (6) keyframes
     events: list[Event] = []
     for k in range(count):
         text = keyframe_text(scene, k)
