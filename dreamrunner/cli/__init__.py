@@ -34,3 +34,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cancelled", file=sys.stderr)
         return 130
+
+from . import eval_commands  # noqa: E402  (appended: evaluation)
+COMMAND_MODULES.append(eval_commands)
