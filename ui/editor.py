@@ -21,6 +21,7 @@ from . import board, characters
 from .backdrop import keyframe_backdrop
 from .messages import guarded, warn
 from .clips_tab import ClipsTab
+from .priors_tab import PriorsTab
 from .render_tab import RenderTab
 from .stages import make_planner, planning_defaults
 from .workspace import Workspace
@@ -60,7 +61,7 @@ def validate_in_place(project: Project) -> None:
     validate_story(project.story.model_dump(mode="json"))
 
 
-class Editor(ClipsTab, RenderTab):
+class Editor(ClipsTab, PriorsTab, RenderTab):
     """Builds the Blocks; holds the components that several tabs update."""
 
     def __init__(self, workspace: Workspace, startup_folder: Path):
@@ -132,7 +133,7 @@ class Editor(ClipsTab, RenderTab):
     def everything(self, folder, scene_id=None, keyframe=0) -> dict:
         return {self.folder: str(folder), **self.project_view(folder), **self.story_view(folder),
                 **self.board_view(folder, scene_id, keyframe), **self.render_view(folder),
-                **self.clips_view(folder)}
+                **self.clips_view(folder), **self.priors_view(folder)}
 
     @staticmethod
     def reference_images(project: Project, character_id: str | None) -> list[str]:
@@ -166,6 +167,8 @@ class Editor(ClipsTab, RenderTab):
                     self.build_storyboard_tab()
                 with gr.Tab("Motion clips", id="clips", elem_id="tab-clips"):
                     self.build_clips_tab()
+                with gr.Tab("Priors", id="priors", elem_id="tab-priors"):
+                    self.build_priors_tab()
                 with gr.Tab("Render", id="render", elem_id="tab-render"):
                     self.build_render_tab()
                 with gr.Tab("Export", id="export", elem_id="tab-export"):
@@ -174,10 +177,11 @@ class Editor(ClipsTab, RenderTab):
                     self.build_project_tab()
             self.all_outputs = [self.folder, self.status, self.folder_box, self.recent, self.autosave,
                                 *self.story_outputs, *self.board_outputs, *self.render_outputs,
-                                *self.clips_outputs]
+                                *self.clips_outputs, *self.priors_outputs]
             self.wire_story_tab()
             self.wire_storyboard_tab()
             self.wire_clips_tab()
+            self.wire_priors_tab()
             self.wire_render_tab()
             self.wire_export_tab()
             self.wire_project_tab()

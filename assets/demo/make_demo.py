@@ -21,7 +21,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 
 from dreamrunner.project import Project  # noqa: E402
-from dreamrunner.story import Character, Entity, KeyFrame, Scene, Story  # noqa: E402
+from dreamrunner.story import Character, Entity, KeyFrame, Scene, Story, StorySettings  # noqa: E402
 
 
 def draw_owl(path: Path, tint: int) -> None:
@@ -98,8 +98,11 @@ def build_story() -> Story:
                     (0.2, 0.3), 0.45),
               track("Rusty", "rusty", "sitting", f"{fox} sitting beside the owl", 0.62, 0.62, (0.26, 0.4), 0.45)),
     ]
+    # Few sampling and training steps: the demo is meant to run through on a CPU with the tiny backend;
+    # raise them (Render and Priors tabs) for real CogVideoX weights.
+    settings = StorySettings.model_validate({"render": {"steps": 10}, "prior": {"max_steps": 20}})
     return Story(title="Pip and Rusty", topic="An owl and a fox become friends at dusk", characters=[pip, rusty],
-                 scenes=scenes)
+                 scenes=scenes, settings=settings)
 
 
 def main() -> None:

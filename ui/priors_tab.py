@@ -1,0 +1,140 @@
+"""Priors tab: tune subject priors (from a character's reference images) and motion priors (from the
+clips approved for a motion) with dreamrunner.priors, with progress, cancel and reuse of a prior already
+trained on the same inputs and settings. A trained prior is bound (scale 1) to the scenes that show its
+character or motion, which is how rendering picks it up."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from dreamrunner.project import Project
+from dreamrunner.story import PriorBinding, Story
+
+from .jobs import GPU, Cancels, progress_html, run_streaming
+from .messages import guarded
+from .render_tab import components_for
+from .stages import load
+
+PRIOR_COLUMNS = ["id", "kind", "target", "steps", "loss first → last", "model", "bound to scenes"]
+
+
+def scenes_for(story: Story, kind: str, target: str) -> list[str]:
+    """The scenes a prior belongs to: those showing the character (subject) or having the motion."""
+    if kind == "subject":
+        return [s.id for s in story.scenes
+                if any(e.character_id == target for k in s.keyframes for e in k.entities)]
+    return [s.id for s in story.scenes if target in s.motions]
+
+
+def bind(story: Story, prior_id: str, scene_ids: list[str]) -> None:
+    for scene in story.scenes:
+        if scene.id in scene_ids and all(b.prior_id != prior_id for b in scene.prior_bindings):
+            scene.prior_bindings = [*scene.prior_bindings, PriorBinding(prior_id=prior_id)]
+
+
+class PriorsTab:
+    """Mixed into `ui.editor.Editor`."""
+
+    prior_cancels = Cancels()
+
+    def build_priors_tab(self) -> None:
+        gr.Markdown("Test-time tuning of LoRA priors on the render backend's model (Render tab): subject "
+                    "priors on even transformer blocks, motion priors on odd ones. A prior already trained on "
+                    "the same inputs and settings is reused, not trained again. On the tiny backends the "
+                    "priors are trained on random weights: they exercise the flow, they learn nothing useful.")
+        with gr.Row():
+            self.prior_steps = gr.Number(label="Training steps", precision=0, minimum=1, elem_id="prior-steps")
+            self.prior_rank = gr.Number(label="LoRA rank", precision=0, minimum=1, elem_id="prior-rank")
+        with gr.Row():
+            self.subject_choice = gr.Dropdown(label="Character (subject prior)", elem_id="subject-choice")
+            self.train_subject = gr.Button("Train subject prior", variant="primary", elem_id="train-subject")
+            self.motion_choice = gr.Dropdown(label="Motion with approved clips (motion prior)",
+                                             elem_id="motion-choice")
+            self.train_motion = gr.Button("Train motion prior", variant="primary", elem_id="train-motion")
+            self.prior_cancel = gr.Button("Cancel", variant="stop", elem_id="prior-cancel")
+        self.prior_progress = gr.HTML(elem_id="prior-progress")
+        self.prior_table = gr.Dataframe(headers=PRIOR_COLUMNS, elem_id="priors", interactive=False, wrap=True)
+        self.priors_outputs = [self.prior_steps, self.prior_rank, self.subject_choice, self.motion_choice,
+                               self.prior_table]
+
+    def priors_view(self, folder) -> dict:
+        story = self.project(folder).story
+        subjects = [(f"{c.name} ({c.id}, {len(c.reference_images)} images)", c.id) for c in story.characters]
+        motions = sorted({c.motion for s in story.scenes for c in s.approved_clips})
+        rows = []
+        for prior in story.priors:
+            card = prior.card
+            loss = (f"{card['loss_first']:.4f} → {card['loss_last']:.4f}"
+                    if "loss_first" in card and "loss_last" in card else "")
+            bound = [s.id for s in story.scenes if any(b.prior_id == prior.id for b in s.prior_bindings)]
+            model = str(card.get("model", "")) + (" (noise)" if card.get("is_noise") else "")
+            rows.append([prior.id, prior.kind, prior.target, card.get("steps", ""), loss, model, ", ".join(bound)])
+        return {self.prior_steps: story.settings.prior.max_steps, self.prior_rank: story.settings.prior.rank,
+                self.subject_choice: gr.update(choices=subjects, value=subjects[0][1] if subjects else None),
+                self.motion_choice: gr.update(choices=motions, value=motions[0] if motions else None),
+                self.prior_table: rows}
+
+    def wire_priors_tab(self) -> None:
+        for component, field in ((self.prior_steps, "max_steps"), (self.prior_rank, "rank")):
+            component.input(guarded(lambda folder, value, field=field: self.set_prior_setting(folder, field, value)),
+                            [self.folder, component], [self.status])
+        outputs = [self.status, self.prior_progress, self.prior_table]
+        self.train_subject.click(guarded(self.train_subject_job), [self.folder, self.subject_choice], outputs,
+                                 concurrency_id=GPU, concurrency_limit=1, show_progress="hidden")
+        self.train_motion.click(guarded(self.train_motion_job), [self.folder, self.motion_choice], outputs,
+                                concurrency_id=GPU, concurrency_limit=1, show_progress="hidden")
+        self.prior_cancel.click(guarded(self.cancel_prior), None, [self.prior_progress], queue=False)
+
+    def set_prior_setting(self, folder, field, value):
+        if value is None or value == "":
+            raise gr.Error(f"{field} needs a value")
+        with self.workspace.edit(folder) as project:
+            setattr(project.story.settings.prior, field, int(value))
+        return self.status_text(folder)
+
+    def cancel_prior(self, request: gr.Request):
+        if self.prior_cancels.cancel(request.session_hash if request else None):
+            return "<div class='job-progress'>cancelling after the current step…</div>"
+        return gr.skip()
+
+    def train_subject_job(self, folder, character_id, request: gr.Request):
+        if not character_id:
+            raise gr.Error("add a character with reference images first (Story tab)")
+        yield from self._train_job(folder, "subject", character_id, request)
+
+    def train_motion_job(self, folder, motion, request: gr.Request):
+        if not motion:
+            raise gr.Error("approve clips for a motion first (Motion clips tab)")
+        yield from self._train_job(folder, "motion", motion, request)
+
+    def _train_job(self, folder, kind: str, target: str, request):
+        priors = load("priors")
+        token = self.prior_cancels.new(request.session_hash if request else None)
+        live = self.project(folder)
+        snapshot = Project(live.folder, live.story.model_copy(deep=True))
+        backend = snapshot.story.settings.render.backend
+        yield {self.prior_progress: progress_html(None, f"loading the {backend} backend…")}
+
+        def work(progress, cancel):
+            components = components_for(backend)
+            train = priors.train_subject if kind == "subject" else priors.train_motion
+            return train(snapshot, target, components, progress=progress, cancel=cancel)
+
+        jobs = run_streaming(work, token, gpu=True)
+        while True:
+            try:
+                event = next(jobs)
+            except StopIteration as stop:
+                prior, outcome = stop.value
+                break
+            yield {self.prior_progress: progress_html(event)}
+        with self.workspace.edit(folder) as project:
+            story = project.story
+            story.priors = [p for p in story.priors if p.id != prior.id] + [prior]
+            bind(story, prior.id, scenes_for(story, kind, target))
+        how = "reused (already trained on these inputs and settings)" if outcome.cached else \
+            f"trained {outcome.card.get('steps')} steps"
+        noise = " — on random weights (noise)" if outcome.card.get("is_noise") else ""
+        yield {self.status: self.status_text(folder),
+               self.prior_progress: progress_html(None, f"{prior.id}: {how}{noise}"),
+               self.prior_table: self.priors_view(folder)[self.prior_table]}
