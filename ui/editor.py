@@ -314,39 +314,42 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
     # -- Storyboard tab ------------------------------------------------------------------------------
 
     def build_storyboard_tab(self) -> None:
+        # Two columns: the scene's words on the left, its keyframe layout on the right (in view at once).
         with gr.Row():
-            with gr.Column(scale=1, min_width=220):
+            with gr.Column(scale=2, min_width=300):
                 self.scene_list = gr.Radio(label="Scenes", elem_id="scene-list")
-            with gr.Column(scale=3):
                 self.scene_description = gr.Textbox(label="Scene", elem_id="scene-description")
-                self.narration = gr.Textbox(label="Narration", elem_id="narration", lines=2)
-                with gr.Row():
-                    self.motions = gr.Textbox(label="Motions (one per line)", elem_id="motions", lines=2)
-                    self.background = gr.Textbox(label="Background", elem_id="background", lines=2)
+                self.narration = gr.Textbox(label="Narration", elem_id="narration", lines=3)
+                self.motions = gr.Textbox(label="Motions (one per line)", elem_id="motions", lines=2)
+                self.background = gr.Textbox(label="Background", elem_id="background", lines=2)
                 with gr.Row():
                     self.replan_button = gr.Button("Re-plan scene", elem_id="replan-scene")
                     self.replace_edits = gr.Checkbox(label="Replace my edits too", value=False,
                                                      elem_id="replace-edits")
-        with gr.Accordion("Animatic: the scene plan as a moving sketch", open=False, elem_id="animatic-panel"):
-            self.animatic_button = gr.Button("Show the animatic of this scene", elem_id="animatic-button")
-            self.animatic_video = gr.Video(label="Animatic (plan preview, not a render)", elem_id="animatic-video",
-                                           interactive=False, height=300)
-        self.keyframe = gr.Radio(KEYFRAME_CHOICES, value=0, label="Keyframe", elem_id="keyframe")
-        gr.Markdown("Drag a box to move it, drag its handles to resize it, draw a new box in the "
-                    "box-drawing mode, and delete the selected box with its remove button or *Delete entity*. "
-                    "Edit names, characters, motions and descriptions in the table.")
-        self.annotator = image_annotator(label="Keyframe layout", elem_id="box-editor", sources=None,
-                                         show_clear_button=False, show_remove_button=True,
-                                         show_download_button=False, image_type="numpy", box_min_size=8,
-                                         handle_size=8, boxes_alpha=0.35)
-        # Which keyframe picture the box editor and table show (see board.revision); not shown.
-        self.board_rev = gr.Textbox(visible=False, elem_id="board-rev")
-        self.entities = gr.Dataframe(headers=board.ENTITY_COLUMNS, elem_id="entities", interactive=True, wrap=True,
-                                     datatype=["str", "str", "str", "str", "number", "number", "number", "number"])
-        with gr.Row():
-            self.add_entity_button = gr.Button("Add entity", elem_id="add-entity")
-            self.delete_choice = gr.Dropdown(label="Entity", elem_id="delete-choice", scale=1)
-            self.delete_entity_button = gr.Button("Delete entity", elem_id="delete-entity", variant="stop")
+                with gr.Accordion("Animatic: the scene plan as a moving sketch", open=False,
+                                  elem_id="animatic-panel"):
+                    self.animatic_button = gr.Button("Show the animatic of this scene", elem_id="animatic-button")
+                    self.animatic_video = gr.Video(label="Animatic (plan preview, not a render)",
+                                                   elem_id="animatic-video", interactive=False, height=240)
+            with gr.Column(scale=5):
+                self.keyframe = gr.Radio(KEYFRAME_CHOICES, value=0, label="Keyframe", elem_id="keyframe")
+                self.annotator = image_annotator(label="Keyframe layout", elem_id="box-editor", sources=None,
+                                                 show_clear_button=False, show_remove_button=True,
+                                                 show_download_button=False, image_type="numpy", box_min_size=8,
+                                                 handle_size=8, boxes_alpha=0.35)
+                gr.Markdown("Drag a box to move it, drag its handles to resize it, draw a new box in the "
+                            "box-drawing mode, delete the selected box with its remove button or *Delete "
+                            "entity*. Edit names, characters, motions and descriptions in the table.")
+                # Which keyframe picture the box editor and table show (see board.revision); not shown.
+                self.board_rev = gr.Textbox(visible=False, elem_id="board-rev")
+                self.entities = gr.Dataframe(headers=board.ENTITY_COLUMNS, elem_id="entities", interactive=True,
+                                             wrap=True, datatype=["str", "str", "str", "str", "number", "number",
+                                                                  "number", "number"])
+                with gr.Row():
+                    self.add_entity_button = gr.Button("Add entity", elem_id="add-entity")
+                    self.delete_choice = gr.Dropdown(label="Entity", elem_id="delete-choice", scale=1)
+                    self.delete_entity_button = gr.Button("Delete entity", elem_id="delete-entity",
+                                                          variant="stop")
         self.board_outputs = [self.scene_list, self.narration, self.motions, self.background,
                               self.scene_description, self.keyframe, self.annotator, self.entities,
                               self.delete_choice, self.board_rev]
