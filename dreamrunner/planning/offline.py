@@ -61,25 +61,30 @@ class Setting:
     background: str  # the background prompt
     travel: str  # the typical way of getting around here
     activity: str  # the typical thing to do here
+    preposition: str = "in"  # "in a forest", "on a beach"
+
+    @property
+    def located(self) -> str:
+        return f"{self.preposition} {self.place}"
 
 
 SETTINGS: tuple[Setting, ...] = (
     Setting(("forest", "wood", "woods", "jungle", "tree", "trees", "elf", "fairy"), "a quiet forest clearing",
             "a sunlit forest clearing with tall pine trees and ferns", "walking", "climbing"),
     Setting(("beach", "sea", "ocean", "island", "surf", "pirate", "shell", "sand"), "a sandy beach",
-            "a sandy beach with gentle waves under a bright blue sky", "running", "swimming"),
+            "a sandy beach with gentle waves under a bright blue sky", "running", "swimming", "on"),
     Setting(("city", "street", "town", "downtown", "traffic", "taxi", "bus"), "a busy city street",
             "a busy city street with shop fronts and a wide sidewalk", "walking", "skateboarding"),
     Setting(("kitchen", "cook", "cooking", "bake", "baking", "cake", "bakery", "chef", "soup", "pie"),
             "a cozy kitchen", "a cozy kitchen with wooden counters and copper pots", "walking", "cooking"),
     Setting(("space", "star", "stars", "moon", "planet", "rocket", "astronaut", "alien", "galaxy", "mars"),
-            "the surface of the moon", "a grey lunar landscape under a black sky full of stars", "floating", "jumping"),
+            "the surface of the moon", "a grey lunar landscape under a black sky full of stars", "floating", "jumping", "on"),
     Setting(("castle", "king", "queen", "princess", "prince", "knight", "dragon", "kingdom", "royal"),
             "a castle courtyard", "a stone castle courtyard with banners and towers", "marching", "bowing"),
     Setting(("school", "class", "classroom", "teacher", "student", "lesson", "exam", "homework"), "a bright classroom",
             "a bright classroom with desks, a chalkboard and large windows", "walking", "writing"),
     Setting(("mountain", "mountains", "hike", "hiking", "peak", "snow", "ski", "winter", "ice"), "a snowy mountain slope",
-            "a snowy mountain slope with pine trees under a pale sky", "skiing", "climbing"),
+            "a snowy mountain slope with pine trees under a pale sky", "skiing", "climbing", "on"),
     Setting(("farm", "barn", "cow", "horse", "tractor", "harvest", "chicken", "sheep"), "a farmyard",
             "a farmyard with a red barn, a wooden fence and hay bales", "riding a horse", "digging"),
     Setting(("garden", "flower", "flowers", "bee", "butterfly", "plant", "seed"), "a flower garden",
@@ -87,18 +92,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(("park", "playground", "picnic", "ball", "soccer", "football", "game"), "a green park",
             "a green park with trees, a pond and a winding path", "running", "kicking a ball"),
     Setting(("desert", "camel", "pyramid", "dune", "dunes", "oasis"), "golden desert dunes",
-            "golden sand dunes under a hot cloudless sky", "walking", "climbing"),
+            "golden sand dunes under a hot cloudless sky", "walking", "climbing", "on"),
     Setting(("library", "book", "books", "reading", "story", "poem", "writer"), "an old library",
             "an old library with tall wooden bookshelves and warm lamps", "walking", "reading a book"),
     Setting(("river", "lake", "boat", "fish", "fishing", "pond", "canoe"), "a calm lakeshore",
-            "a calm lake with a wooden dock and hills behind it", "rowing a boat", "fishing"),
+            "a calm lake with a wooden dock and hills behind it", "rowing a boat", "fishing", "on"),
     Setting(("music", "concert", "band", "song", "sing", "dance", "stage", "guitar", "festival"), "a festival stage",
-            "an outdoor festival stage with colorful lights", "dancing", "playing guitar"),
+            "an outdoor festival stage with colorful lights", "dancing", "playing guitar", "on"),
     Setting(("robot", "lab", "science", "invention", "inventor", "machine", "experiment", "workshop"), "a cluttered workshop",
             "a cluttered workshop with workbenches, tools and glowing screens", "walking", "painting"),
     Setting(("sky", "bird", "birds", "witch", "broom", "cloud", "clouds", "kite", "balloon", "fly"), "the open sky",
             "a wide blue sky with soft white clouds above rolling hills", "flying", "gliding"),
-    Setting(("home", "house", "room", "bedroom", "family", "birthday", "party", "cat", "dog", "puppy", "kitten"),
+    Setting(("home", "house", "room", "bedroom", "family", "birthday", "party", "sofa"),
             "a cozy living room", "a cozy living room with a sofa, a rug and a window", "walking", "playing guitar"),
 )
 DEFAULT_SETTING = Setting((), "a sunny meadow", "a sunny meadow with rolling green hills and wildflowers",
@@ -171,6 +176,32 @@ def motion_spec(motion: str) -> MotionSpec:
         if stem in text:
             return MotionSpec(motion, kind)
     return MotionSpec(motion, "gesture")
+
+
+def _stems(phrase: str) -> set[str]:
+    """Word forms of a phrase's verb: "running" -> running, run, runs; "dancing" -> dance, dances."""
+    verb = phrase.split()[0]
+    if not verb.endswith("ing"):
+        return {verb, verb + "s"}
+    base = verb[:-3]
+    forms = {verb, base, base + "s", base + "e", base + "es"}
+    if base.endswith("y"):
+        forms.add(base[:-1] + "ies")
+    if len(base) > 2 and base[-1] == base[-2]:
+        forms |= {base[:-1], base[:-1] + "s"}
+    return forms
+
+
+def motions_in(text: str) -> list[str]:
+    """Vocabulary motions a free text mentions, in order of appearance ("a dog runs" -> ["running"])."""
+    words = re.findall(r"[a-z]+", text.casefold())
+    found: list[tuple[int, str]] = []
+    for phrase in MOTIONS:
+        forms = _stems(phrase)
+        position = next((i for i, w in enumerate(words) if w in forms), None)
+        if position is not None:
+            found.append((position, phrase))
+    return list(dict.fromkeys(phrase for _, phrase in sorted(found)))
 
 
 def _join(names: Sequence[str]) -> str:
@@ -248,26 +279,25 @@ class OfflinePlanner(Planner):
             if isinstance(who, Character):
                 name, character_id, caption = who.name, who.id, f"{subject_phrase(who)} {spec.phrase}"
             else:
-                name, character_id, caption = who, None, f"{who} {spec.phrase}"
-            caption = f"{caption[0].upper()}{caption[1:]} in {setting.place}"
+                name, character_id, caption = who[0], None, f"{who[1]} {spec.phrase}"
+            caption = f"{caption[0].upper()}{caption[1:]} {setting.located}"
             for k, box in enumerate(boxes):
                 frames[k].append(Entity(name=name, character_id=character_id, motion=spec.phrase,
                                         description=caption, box=box))
-        keyframes = [KeyFrame(index=k, entities=_unify_overlaps(entities, setting.place))
+        keyframes = [KeyFrame(index=k, entities=_unify_overlaps(entities, setting.located))
                      for k, entities in enumerate(frames)]
         planned = scene.model_copy(update={"background": setting.background, "keyframes": keyframes,
                                            "user_edited": []})
         return bind_characters(Scene.model_validate(planned.model_dump()), story.characters)
 
-    def _cast(self, scene: Scene, characters: Sequence[Character]) -> list[tuple[Character | str, MotionSpec]]:
+    def _cast(self, scene: Scene, characters: Sequence[Character]) -> list[tuple[Character | tuple[str, str], MotionSpec]]:
         """Who is in the scene (characters named in it, else all) and the motion each performs."""
         text = f"{scene.description} {scene.narration}".casefold()
         present = [c for c in characters if c.name.casefold() in text or c.token in text] or list(characters)
-        motions = scene.motions or ["standing"]
+        motions = scene.motions or motions_in(text) or ["standing"]
         if not present:
             # A scene without characters (single-prompt mode): its subject is the prompt's words before the motion.
-            subject = _subject_from(scene.description or scene.narration, motions[0]) or "the subject"
-            return [(subject, motion_spec(motions[0]))]
+            return [(_subject_from(scene.description or scene.narration, motions[0]), motion_spec(motions[0]))]
         cast = []
         for j, character in enumerate(present):
             said = [m for m in motions if f"{character.name} is {m}".casefold() in text]
@@ -310,14 +340,17 @@ class OfflinePlanner(Planner):
         return boxes
 
 
-def _subject_from(text: str, motion: str) -> str:
-    verb = motion.split()[0].casefold()
+def _subject_from(text: str, motion: str) -> tuple[str, str]:
+    """(name, phrase) of what performs `motion` in a prompt: "A dog runs on the beach" -> ("dog", "a dog")."""
+    forms = _stems(motion)
     words = text.split()
     for i, word in enumerate(words):
-        if word.casefold().strip(".,!?").startswith(verb[:4]) and i:
-            subject = [w for w in words[:i] if w.casefold() not in ("a", "an", "the", "is", "are")]
-            return " ".join(subject[-3:]).strip(".,") or ""
-    return ""
+        if re.sub(r"[^a-z]", "", word.casefold()) in forms and i:
+            phrase = [w.strip(".,!?") for w in words[max(i - 4, 0):i] if w.casefold() not in ("is", "are")]
+            name = [w for w in phrase if w.casefold() not in ("a", "an", "the")]
+            if name:
+                return " ".join(name[-2:]), " ".join(phrase)
+    return "subject", "the subject"
 
 
 def _overlap(a: tuple, b: tuple) -> float:
@@ -330,7 +363,7 @@ def _overlap(a: tuple, b: tuple) -> float:
     return w * h / smaller
 
 
-def _unify_overlaps(entities: list[Entity], place: str) -> list[Entity]:
+def _unify_overlaps(entities: list[Entity], located: str) -> list[Entity]:
     """Overlapping entities share one unified caption (the paper's rule), so their regions do not fight."""
     groups: list[list[int]] = []
     for i in range(len(entities)):
@@ -341,8 +374,8 @@ def _unify_overlaps(entities: list[Entity], place: str) -> list[Entity]:
     for group in groups:
         if len(group) < 2:
             continue
-        parts = [entities[i].description.removesuffix(f" in {place}") for i in group]
-        caption = _join([parts[0]] + [p[0].lower() + p[1:] for p in parts[1:]]) + f" in {place}"
+        parts = [entities[i].description.removesuffix(f" {located}") for i in group]
+        caption = _join([parts[0]] + [p[0].lower() + p[1:] for p in parts[1:]]) + f" {located}"
         for i in group:
             result[i] = entities[i].model_copy(update={"description": caption})
     return result

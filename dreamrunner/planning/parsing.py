@@ -255,14 +255,26 @@ def find_character(entity: Entity, characters: Sequence[Character]) -> Character
     return None
 
 
+_STOPWORDS = {"a", "an", "the", "with", "and", "of", "in", "on", "at", "to", "her", "his", "its", "their", "who", "is"}
+
+
+def _phrases(character: Character) -> list[str]:
+    """What may name the character in a caption: its name, then word runs of its description, longest first
+    ("a small black cat" -> "small black cat", "small black", "black cat", ..., "cat")."""
+    words = re.findall(r"[\w'-]+", character.description)
+    runs = [" ".join(words[i:j]) for size in range(len(words), 0, -1) for i in range(len(words) - size + 1)
+            for j in [i + size] if not set(w.casefold() for w in words[i:j]) <= _STOPWORDS
+            and words[i].casefold() not in _STOPWORDS]
+    return [character.name.strip(), *runs]
+
+
 def with_token(description: str, character: Character) -> str:
     """Put the character's rare token in a region description: "A witch flying" -> "A [v1] witch flying"."""
     if character.token in description:
         return description
-    for word in (character.name, character.description):
-        word = word.strip()
-        if word and _mentions(description, word):
-            match = re.search(rf"(?<!\w){re.escape(word)}(?!\w)", description, re.I)
+    for phrase in _phrases(character):
+        match = re.search(rf"(?<!\w){re.escape(phrase)}(?!\w)", description, re.I) if phrase else None
+        if match is not None:
             return f"{description[: match.start()]}{character.token} {description[match.start():]}"
     return f"{character.token} {character.name}, {description}"
 
