@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -75,7 +76,9 @@ def _python_literal(body: str) -> Any:
     if end < 0 or len(body) > 200_000:
         return None
     try:
-        value = ast.literal_eval(body[: end + 1])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # invalid escapes in LLM text are not the user's concern
+            value = ast.literal_eval(body[: end + 1])
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         return None
     return value if isinstance(value, (dict, list)) else None
@@ -290,9 +293,9 @@ def bind_characters(scene: Scene, characters: Sequence[Character], repairs: list
             character = find_character(entity, characters)
             if character is not None:
                 description = with_token(entity.description, character)
-                if repairs is not None and (description != entity.description or entity.character_id != character.id):
+                if repairs is not None and description != entity.description:
                     repairs.append(Repair(f"scene {scene.id!r}, keyframe {keyframe.index + 1}, {entity.name!r}",
-                                          f"bound to character {character.id!r} ({character.token})"))
+                                          f"added character {character.id!r}'s token {character.token}"))
                 entity = entity.model_copy(update={"character_id": character.id, "description": description})
             entities.append(entity)
         keyframes.append(keyframe.model_copy(update={"entities": entities}))
