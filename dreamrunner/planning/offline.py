@@ -250,9 +250,12 @@ class OfflinePlanner(Planner):
             for j, character in enumerate(characters):
                 motion = beat.motions[(j + self.seed + position) % len(beat.motions)]
                 motion = motion.format(travel=setting.travel, activity=setting.activity)
-                if MOTIONS[motion].kind == "together" and len(characters) == 1:
-                    motion = "waving"
                 chosen.append((character.name, motion))
+            together = [m for _, m in chosen if MOTIONS[m].kind == "together"]
+            if together:
+                # Hugging takes two: everyone in the scene shares it; alone, a character waves instead.
+                shared = together[0] if len(characters) > 1 else "waving"
+                chosen = [(name, shared) for name, _ in chosen]
             actions = " ".join(f"{name} is {motion}." for name, motion in chosen)
             scenes.append(SceneOutline(
                 scene=f"{beat.scene.format(**fill)} {actions}",
@@ -309,8 +312,8 @@ class OfflinePlanner(Planner):
         width = {1: 0.26, 2: 0.22}.get(lanes, 0.18)
         height = {1: 0.62, 2: 0.58}.get(lanes, 0.52)
         center = (lane + 0.5) / lanes
-        # How far a travelling entity may go while staying in its lane and in the frame.
-        reach = min(0.5 / lanes, center - width / 2 - 0.01, 1 - center - width / 2 - 0.01)
+        # How far travellers go: all the same distance, so a group moves together and stays in the frame.
+        reach = 0.5 / lanes - width / 2 - 0.01
         t = [k / (NUM_KEYFRAMES - 1) for k in range(NUM_KEYFRAMES)]
         xs = [center] * NUM_KEYFRAMES
         bottoms = [GROUND] * NUM_KEYFRAMES
@@ -330,8 +333,10 @@ class OfflinePlanner(Planner):
         if spec.kind == "gesture":
             xs = [center + d for d in (0.0, 0.015, 0.0, -0.015, 0.0, 0.015)]
         if spec.kind == "together" and lanes > 1:
+            # Everyone converges on the middle and steps a little toward the camera.
             meet = 0.5 + (lane - (lanes - 1) / 2) * width * 0.7
             xs = [center + (meet - center) * s for s in t]
+            bottoms = [GROUND - 0.04 * (1 - s) for s in t]
         boxes = []
         for x, bottom in zip(xs, bottoms):
             top = max(bottom - height, 0.0)
@@ -375,7 +380,15 @@ def _unify_overlaps(entities: list[Entity], located: str) -> list[Entity]:
         if len(group) < 2:
             continue
         parts = [entities[i].description.removesuffix(f" {located}") for i in group]
-        caption = _join([parts[0]] + [p[0].lower() + p[1:] for p in parts[1:]]) + f" {located}"
+        motions = {entities[i].motion for i in group}
+        if len(motions) == 1:
+            # "A [v1] witch hugging" + "A [v2] cat hugging" -> "A [v1] witch and a [v2] cat hugging"
+            motion = motions.pop() or ""
+            parts = [p.removesuffix(f" {motion}") for p in parts]
+            suffix = f" {motion} {located}" if motion else f" {located}"
+        else:
+            suffix = f" {located}"
+        caption = _join([parts[0]] + [p[0].lower() + p[1:] for p in parts[1:]]) + suffix
         for i in group:
             result[i] = entities[i].model_copy(update={"description": caption})
     return result
