@@ -13,6 +13,7 @@ gives another variant (what a "re-plan" button wants).
 from __future__ import annotations
 
 import hashlib
+import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -139,6 +140,8 @@ ARC: tuple[Beat, ...] = (
 )
 
 GROUND = 0.92  # where feet stand (normalized y of a standing entity's bottom edge)
+# (size scale, ground line) stagings a seed picks from: middle distance, farther back, nearer the camera.
+_STAGING = ((1.0, GROUND), (0.85, 0.86), (1.1, 0.97))
 
 
 def _digest(*parts: object) -> int:
@@ -275,10 +278,15 @@ class OfflinePlanner(Planner):
         text = f"{scene.description} {scene.narration}"
         setting = setting_for(f"{story.topic} {text}")
         cast = self._cast(scene, story.characters)
+        # The seed varies the staging: who stands where, how near the camera, which way travellers go.
+        rng = random.Random(_digest(scene.id, scene.description, self.seed))
+        shift = rng.randrange(len(cast)) if self.seed else 0
+        cast = cast[shift:] + cast[:shift]
         direction = 1 if (position + self.seed) % 2 == 0 else -1
+        scale, ground = rng.choice(_STAGING) if self.seed else _STAGING[0]
         frames: list[list[Entity]] = [[] for _ in range(NUM_KEYFRAMES)]
         for lane, (who, spec) in enumerate(cast):
-            boxes = self._track(spec, lane, len(cast), direction)
+            boxes = self._track(spec, lane, len(cast), direction, scale, ground)
             if isinstance(who, Character):
                 name, character_id, caption = who.name, who.id, f"{subject_phrase(who)} {spec.phrase}"
             else:
@@ -307,36 +315,37 @@ class OfflinePlanner(Planner):
             cast.append((character, motion_spec(said[0] if said else motions[j % len(motions)])))
         return cast
 
-    def _track(self, spec: MotionSpec, lane: int, lanes: int, direction: int) -> list[tuple[float, float, float, float]]:
+    def _track(self, spec: MotionSpec, lane: int, lanes: int, direction: int, scale: float = 1.0,
+               ground: float = GROUND) -> list[tuple[float, float, float, float]]:
         """The box of one entity on each keyframe."""
-        width = {1: 0.26, 2: 0.22}.get(lanes, 0.18)
-        height = {1: 0.62, 2: 0.58}.get(lanes, 0.52)
+        width = {1: 0.26, 2: 0.22}.get(lanes, 0.18) * scale
+        height = {1: 0.62, 2: 0.58}.get(lanes, 0.52) * scale
         center = (lane + 0.5) / lanes
         # How far travellers go: all the same distance, so a group moves together and stays in the frame.
         reach = 0.5 / lanes - width / 2 - 0.01
         t = [k / (NUM_KEYFRAMES - 1) for k in range(NUM_KEYFRAMES)]
         xs = [center] * NUM_KEYFRAMES
-        bottoms = [GROUND] * NUM_KEYFRAMES
+        bottoms = [ground] * NUM_KEYFRAMES
         if spec.kind == "still" and spec.phrase in ("sitting", "meditating", "reading a book"):
             height *= 0.75
         if spec.kind == "lie":
-            width, height = min(0.9 / lanes, 0.36), 0.22
+            width, height = min(0.9 / lanes, 0.36) * scale, 0.22 * scale
         if spec.kind in ("travel", "fly"):
             xs = [center + direction * reach * (2 * s - 1) for s in t]
         if spec.kind == "fly":
             width, height = width * 0.9, height * 0.6
-            bottoms = [0.7 - 0.3 * s for s in t]
+            bottoms = [ground - 0.22 - 0.3 * s for s in t]
         if spec.kind == "jump":
-            bottoms = [GROUND - h for h in (0.0, 0.16, 0.24, 0.16, 0.0, 0.12)]
+            bottoms = [ground - h for h in (0.0, 0.16, 0.24, 0.16, 0.0, 0.12)]
         if spec.kind == "climb":
-            bottoms = [GROUND - 0.3 * s for s in t]
+            bottoms = [ground - 0.3 * s for s in t]
         if spec.kind == "gesture":
             xs = [center + d for d in (0.0, 0.015, 0.0, -0.015, 0.0, 0.015)]
         if spec.kind == "together" and lanes > 1:
             # Everyone converges on the middle and steps a little toward the camera.
             meet = 0.5 + (lane - (lanes - 1) / 2) * width * 0.7
             xs = [center + (meet - center) * s for s in t]
-            bottoms = [GROUND - 0.04 * (1 - s) for s in t]
+            bottoms = [ground - 0.04 * (1 - s) for s in t]
         boxes = []
         for x, bottom in zip(xs, bottoms):
             top = max(bottom - height, 0.0)
