@@ -224,3 +224,34 @@ def test_settings_from_environment_and_planner_choice(monkeypatch):
     assert isinstance(get_planner(), LLMPlanner)
     with pytest.raises(PlanningError, match="timeout"):
         PlannerSettings.from_env({"DREAMRUNNER_LLM_TIMEOUT": "soon"})
+
+
+def test_a_model_refusing_the_temperature_is_asked_without_it(server, story):
+    refusal = {"error": {"message": "Unsupported value: 'temperature' does not support 0.7 with this model."}}
+    server.llm.queue(Reply(status=400, body=refusal), GOOD_SCENE)
+    planner_for(server).plan_scene(story, "s1")
+    assert ["temperature" in r["body"] for r in server.llm.requests] == [True, False]
+
+
+def test_a_plan_without_entities_is_asked_again(server, story):
+    empty = json.dumps({"background": "a lane", "keyframes": [{"entities": []}] * 6})
+    server.llm.queue(empty, GOOD_SCENE)
+    scene = planner_for(server).plan_scene(story, "s1")
+    assert scene.keyframes[0].entities
+    assert "places no entity" not in server.llm.requests[1]["body"]["messages"][-1]["content"]
+    assert "no keyframe has an entity" in server.llm.requests[1]["body"]["messages"][-1]["content"]
+
+
+def test_a_scene_with_nothing_to_plan_from_is_refused(server, story):
+    data = story.model_dump()
+    data["scenes"][0].update(description="", narration="", motions=[])
+    blank = Story.model_validate(data)
+    for planner in (planner_for(server), OfflinePlanner()):
+        with pytest.raises(PlanningError, match="nothing|no description, narration or motions"):
+            planner.plan_scene(blank, "s1")
+    assert server.llm.requests == []
+
+
+def test_the_api_key_is_not_shown():
+    settings = PlannerSettings(api_key="sk-secret-value", base_url="http://localhost:1/v1")
+    assert "sk-secret" not in repr(settings) and "sk-secret" not in settings.describe()

@@ -187,3 +187,20 @@ def test_any_story_answer_gives_an_outline_or_a_clear_error(raw):
         assert error.raw == raw
     else:
         assert 5 <= len(outline.scenes) <= 8 and all(s.scene and s.narration for s in outline.scenes)
+
+
+@pytest.mark.parametrize("name, description, expected", [
+    ("Mira", "a girl", "mira"),
+    ("mira the witch", "someone flying", "mira"),
+    ("Mira's broom", "a broom", None),
+    ("cat", "A [v1] witch with a [v2] cat", "pip"),
+    ("shadow", "a [v2] small black cat's shadow", "pip"),
+    ("small black cat", "sleeping", "pip"),
+    ("tree", "an oak tree", None),
+])
+def test_which_entity_is_which_character(name, description, expected):
+    from dreamrunner.planning.parsing import find_character
+    from dreamrunner.story import Entity
+
+    found = find_character(Entity(name=name, description=description, box=(0, 0, 1, 1)), CHARACTERS)
+    assert (found.id if found else None) == expected

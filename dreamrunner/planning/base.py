@@ -45,6 +45,18 @@ def check_num_scenes(num_scenes: int | None) -> None:
         raise PlanningError(f"num_scenes must be between 1 and {SCENE_LIMIT}, got {num_scenes}")
 
 
+def scene_to_plan(story: Story, scene_id: str) -> Scene:
+    """The scene a scene-level plan is asked for, refusing one with nothing to plan from."""
+    try:
+        scene = story.scene(scene_id)
+    except KeyError:
+        raise PlanningError(f"the story has no scene {scene_id!r}") from None
+    if not (scene.description.strip() or scene.narration.strip() or scene.motions):
+        raise PlanningError(f"scene {scene_id!r} has no description, narration or motions to plan its layout from; "
+                            "write what happens in it first")
+    return scene
+
+
 def story_from_outline(outline: StoryOutline, topic: str, characters: Sequence[Character]) -> Story:
     """A story whose scenes hold the story-level fields and empty keyframes, ready for scene-level planning."""
     scenes = [

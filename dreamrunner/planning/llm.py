@@ -9,17 +9,18 @@ caller's story as it was.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TypeVar
-
-import openai
+from typing import TYPE_CHECKING, TypeVar
 
 from ..story import Character, Scene, Story
 from ..validation import Repair
-from .base import Planner, PlanningError, check_num_scenes
+from .base import Planner, PlanningError, check_num_scenes, scene_to_plan
 from .parsing import parse_scene_answer, parse_story_answer
 from .prompts import feedback_message, scene_messages, story_messages
 from .schema import ScenePlanAnswer, StoryOutline, response_format
 from .settings import PlannerSettings
+
+if TYPE_CHECKING:
+    import openai
 
 T = TypeVar("T")
 _FALLBACK = {"json_schema": "json_object", "json_object": "text"}
@@ -29,6 +30,8 @@ class LLMPlanner(Planner):
     name = "llm"
 
     def __init__(self, settings: PlannerSettings | None = None, client: openai.OpenAI | None = None):
+        import openai  # imported here: it takes most of a second, and the offline path never needs it
+
         self.settings = settings or PlannerSettings.from_env()
         self.client = client or openai.OpenAI(
             # Local servers (Ollama, llama.cpp) take any key; the client insists on one.
@@ -38,6 +41,8 @@ class LLMPlanner(Planner):
             max_retries=self.settings.http_retries,
         )
         self.format = "json_schema" if self.settings.response_format == "auto" else self.settings.response_format
+        # Some models (reasoning models) refuse any temperature but their own; then it is left out.
+        self.send_temperature = True
         #: Repairs made to the last accepted answer, for the UI or CLI to list.
         self.last_repairs: list[Repair] = []
 
@@ -51,10 +56,7 @@ class LLMPlanner(Planner):
                          lambda raw: parse_story_answer(raw, num_scenes), "story plan")
 
     def plan_scene(self, story: Story, scene_id: str) -> Scene:
-        try:
-            scene = story.scene(scene_id)
-        except KeyError:
-            raise PlanningError(f"the story has no scene {scene_id!r}") from None
+        scene = scene_to_plan(story, scene_id)
         return self._ask(scene_messages(scene, story.characters, story.topic), ScenePlanAnswer,
                          lambda raw: parse_scene_answer(raw, scene, story.characters), f"plan of scene {scene_id!r}")
 
@@ -84,8 +86,12 @@ class LLMPlanner(Planner):
 
     def _complete(self, messages: list[dict], answer_model: type, what: str) -> tuple[str, bool]:
         """One chat completion -> (content, cut off by the length limit)."""
+        import openai
+
         while True:
-            request = {"model": self.settings.model, "messages": messages, "temperature": self.settings.temperature}
+            request = {"model": self.settings.model, "messages": messages}
+            if self.send_temperature:
+                request["temperature"] = self.settings.temperature
             fmt = response_format(answer_model, self.format)
             if fmt is not None:
                 request["response_format"] = fmt
@@ -112,11 +118,15 @@ class LLMPlanner(Planner):
             return content, choice.finish_reason == "length"
 
     def _falls_back(self, error: openai.APIStatusError) -> bool:
-        """Servers without structured output refuse `response_format` with a 400/422: step down once."""
-        if self.settings.response_format != "auto" or error.status_code not in (400, 404, 415, 422, 501):
+        """Servers without structured output refuse `response_format` with a 400/422: step down once.
+        A model that refuses the temperature is asked again without it."""
+        if error.status_code not in (400, 404, 415, 422, 501):
             return False
         text = _error_text(error).lower()
-        if self.format not in _FALLBACK or not any(w in text for w in ("response_format", "json_schema", "schema", "json")):
+        if "temperature" in text and self.send_temperature:
+            self.send_temperature = False
+            return True
+        if self.settings.response_format != "auto" or self.format not in _FALLBACK or not any(w in text for w in ("response_format", "json_schema", "schema", "json")):
             return False
         self.format = _FALLBACK[self.format]
         return True

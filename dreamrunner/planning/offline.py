@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..story import NUM_KEYFRAMES, Character, Entity, KeyFrame, Scene, Story
-from .base import MAX_SCENES, MIN_SCENES, Planner, PlanningError, check_num_scenes
+from .base import MAX_SCENES, MIN_SCENES, Planner, PlanningError, check_num_scenes, scene_to_plan
 from .parsing import bind_characters
 from .schema import SceneOutline, StoryOutline
 
@@ -270,10 +270,7 @@ class OfflinePlanner(Planner):
     # ------------------------------------------------------------ scene level
 
     def plan_scene(self, story: Story, scene_id: str) -> Scene:
-        try:
-            scene = story.scene(scene_id)
-        except KeyError:
-            raise PlanningError(f"the story has no scene {scene_id!r}") from None
+        scene = scene_to_plan(story, scene_id)
         position = [s.id for s in story.scenes].index(scene_id)
         text = f"{scene.description} {scene.narration}"
         setting = setting_for(f"{story.topic} {text}")

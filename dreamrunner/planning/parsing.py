@@ -235,22 +235,33 @@ def parse_scene_answer(raw: str, scene: Scene, characters: Sequence[Character] =
     except StoryValidationError as error:
         raise PlanningError(f"the scene plan is not valid: {error}", raw=raw,
                             problems=[str(p) for p in error.problems]) from None
+    if not any(k.entities for k in planned.keyframes):
+        raise PlanningError("the scene plan places no entity in any keyframe", raw=raw,
+                            problems=["no keyframe has an entity with a name, a description and a box"])
     return bind_characters(planned, characters, repairs), repairs
 
 
 # ---------------------------------------------------------------- characters
 
-def _mentions(text: str, word: str) -> bool:
-    return bool(word) and re.search(rf"(?<!\w){re.escape(word)}(?!\w)", text, re.I) is not None
+def _what(character: Character) -> set[str]:
+    """"a small black cat" -> {"small black cat", "cat"}: what an LLM may call the character instead of its name."""
+    words = re.sub(r"(?i)^(a|an|the)\s+", "", character.description.strip().rstrip(".")).casefold().split()
+    return {" ".join(words), words[-1]} if words else set()
 
 
 def find_character(entity: Entity, characters: Sequence[Character]) -> Character | None:
-    """The character an entity stands for: by id, then exact name, then token, then name inside its name."""
+    """The character an entity stands for, by the first rule that finds one: its character id; its name equal
+    to the character's name; the character's token in its name, or as the only token in its description; the
+    character's name inside its name (not as a possessive: "Mira's broom" is not Mira); its name equal to what
+    the character is ("cat" for "a small black cat")."""
+    name = entity.name.strip().casefold()
+    tokens = [c for c in characters if c.token in entity.description]
     for test in (
         lambda c: entity.character_id == c.id,
-        lambda c: entity.name.strip().casefold() == c.name.strip().casefold(),
-        lambda c: c.token in entity.name or c.token in entity.description,
-        lambda c: _mentions(entity.name, c.name),
+        lambda c: name == c.name.strip().casefold(),
+        lambda c: c.token in entity.name or tokens == [c],
+        lambda c: re.search(rf"(?<!\w){re.escape(c.name.strip())}(?!\w)(?!['’]s\b)", entity.name, re.I) is not None,
+        lambda c: name in _what(c),
     ):
         for character in characters:
             if test(character):

@@ -20,7 +20,7 @@ class PlannerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     base_url: str | None = None
-    api_key: str | None = None
+    api_key: str | None = Field(default=None, repr=False)  # never shown in logs or reprs
     model: str = DEFAULT_MODEL
     timeout: float = Field(default=120.0, gt=0, description="seconds to wait for one answer")
     max_attempts: int = Field(default=3, ge=1, le=10, description="answers asked for per plan, the first included")
