@@ -12,7 +12,7 @@ from dreamrunner.planning.prompts import STORY_EXAMPLE_ANSWER
 from dreamrunner.project import Project
 
 from llm_server import LLMServer, Reply
-from test_planning_llm import GOOD_SCENE
+from planning_answers import GOOD_SCENE
 
 
 @pytest.fixture(autouse=True)

@@ -21,28 +21,12 @@ from dreamrunner.planning.schema import ScenePlanAnswer, json_schema
 from dreamrunner.story import NUM_KEYFRAMES, Character, Story
 
 from llm_server import LLMServer, Reply
+from planning_answers import GOOD_SCENE, STORY_ANSWER, scene_answer
 
 CHARACTERS = [
     Character(id="mira", name="Mira", token="[v1]", description="a young witch with a pointed hat"),
     Character(id="pip", name="Pip", token="[v2]", description="a small black cat"),
 ]
-STORY_ANSWER = json.dumps(STORY_EXAMPLE_ANSWER)
-
-
-def scene_answer(shift: float = 0.0) -> dict:
-    """A good scene-level answer: Mira walks right, Pip sits, a tree stands."""
-    keyframes = []
-    for k in range(NUM_KEYFRAMES):
-        x = 0.1 + 0.08 * k + shift
-        keyframes.append({"entities": [
-            {"name": "Mira", "motion": "walking", "description": "A young witch walking", "box": [x, 0.3, x + 0.2, 0.9]},
-            {"name": "Pip", "motion": None, "description": "A [v2] small black cat sitting", "box": [0.75, 0.7, 0.88, 0.9]},
-            {"name": "tree", "motion": "none", "description": "an old oak tree", "box": [0.0, 0.0, 0.12, 0.9]},
-        ]})
-    return {"background": "a village lane at dawn", "keyframes": keyframes}
-
-
-GOOD_SCENE = json.dumps(scene_answer())
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from dreamrunner.planning.prompts import STORY_EXAMPLE_ANSWER
 from dreamrunner.story import Character, Entity, Story
 
 from llm_server import LLMServer
-from test_planning_llm import scene_answer
+from planning_answers import scene_answer
 
 CHARACTERS = [
     Character(id="mira", name="Mira", token="[v1]", description="a young witch"),
