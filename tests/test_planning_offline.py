@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dreamrunner.planning import MOTION_VOCABULARY, OfflinePlanner, PlanningError, get_planner, motion_spec
 from dreamrunner.planning.offline import motions_in, setting_for
@@ -152,3 +154,22 @@ def test_default_planner_is_offline(monkeypatch):
     for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
     assert isinstance(get_planner(), OfflinePlanner)
+
+
+_NAME = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), min_size=1, max_size=12).filter(str.strip)
+
+
+@settings(max_examples=150, deadline=None)
+@given(topic=st.text(max_size=60), names=st.lists(_NAME, min_size=1, max_size=3, unique_by=str.casefold),
+       description=st.sampled_from(["", "a tall knight", "the [weird] (one)", "A"]), seed=st.integers(0, 5))
+def test_any_topic_and_names_give_a_valid_story_or_a_clear_error(topic, names, description, seed):
+    characters = [Character(id=f"c{i}", name=name, token=f"[v{i + 1}]", description=description)
+                  for i, name in enumerate(names)]
+    try:
+        story = OfflinePlanner(seed=seed).plan_story(topic, characters)
+    except PlanningError:
+        assert not topic.strip()
+        return
+    assert validate_story(story.model_dump()) == story and 5 <= len(story.scenes) <= 8
+    bound = {e.character_id for s in story.scenes for k in s.keyframes for e in k.entities}
+    assert bound == {c.id for c in characters}
