@@ -126,7 +126,8 @@ class LLMPlanner(Planner):
         if "temperature" in text and self.send_temperature:
             self.send_temperature = False
             return True
-        if self.settings.response_format != "auto" or self.format not in _FALLBACK or not any(w in text for w in ("response_format", "json_schema", "schema", "json")):
+        about_format = any(word in text for word in ("response_format", "json_schema", "schema", "json"))
+        if self.settings.response_format != "auto" or self.format not in _FALLBACK or not about_format:
             return False
         self.format = _FALLBACK[self.format]
         return True
