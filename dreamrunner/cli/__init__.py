@@ -10,6 +10,8 @@ from . import project_commands
 
 # Each stage adds its module here; a module's register() adds its subcommands.
 COMMAND_MODULES = [project_commands]
+from . import planning_commands  # noqa: E402
+COMMAND_MODULES.append(planning_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:
