@@ -83,3 +83,31 @@ def test_storyboard_edits_reach_the_project_and_survive_a_restart(chromium, app_
         artifacts.shot(page, "after restart")
     finally:
         app.stop()
+
+
+def test_plan_offline_then_replan_a_scene_keeping_the_edits(chromium, app_home, artifacts):
+    pytest.importorskip("dreamrunner.planning", reason="the planning stage is not in this branch yet")
+    with AppServer(app_home) as app:
+        page = new_page(chromium, app.url)
+        folder = app_home / "projects" / "demo"
+        fill_and_leave(page, "#story-topic", "Rusty the fox learns to swim in the river")
+        page.get_by_role("button", name="Plan story").click()
+        planned = wait_until(lambda: (s := read_project(folder))["topic"].startswith("Rusty the fox learns")
+                             and s["scenes"][0]["background"] != "a huge old oak tree at dusk, warm orange sky" and s,
+                             timeout=30, what="the planned story")
+        assert 5 <= len(planned["scenes"]) <= 8
+        artifacts.shot(page, "planned")
+
+        open_tab(page, "Storyboard")
+        page.locator("#box-editor canvas").first.wait_for()
+        fill_and_leave(page, "#narration", "My own words.")
+        first = planned["scenes"][0]["keyframes"][0]["entities"][0]
+        drag_box(page, first["box"], 30, 0)
+        edited = wait_until(lambda: (s := read_project(folder)["scenes"][0])["keyframes"][0]["entities"][0]["box"]
+                            != first["box"] and s["narration"] == "My own words." and s, what="the edits")
+        page.get_by_role("button", name="Re-plan scene").click()
+        wait_until(lambda: any("keeping your edits" in t for t in toast_texts(page)), what="the re-plan notice")
+        replanned = read_project(folder)["scenes"][0]
+        assert replanned["narration"] == "My own words."
+        assert replanned["keyframes"][0]["entities"][0]["box"] == edited["keyframes"][0]["entities"][0]["box"]
+        artifacts.shot(page, "re-planned keeping edits")

@@ -126,7 +126,8 @@ class Workspace:
             if project is None:
                 project = Project.load(folder)
                 self._projects[folder] = project
-        self.state.update(last_project=str(folder))
+        if self.state.last_project != folder:
+            self.state.update(last_project=str(folder))
         return project
 
     def reload(self, folder: str | os.PathLike) -> Project:
