@@ -4,13 +4,14 @@ readable errors, and an app restart that finds the project as it was."""
 from __future__ import annotations
 
 import pytest
+from PIL import Image
 
 from tests.browser import (IMAGE_H, IMAGE_W, AppServer, app_home, artifacts, chromium, drag_box,  # noqa: F401
                            fill_and_leave, new_page, open_tab, read_project, toast_texts, wait_until)
 
 pytestmark = pytest.mark.browser
 
-def test_storyboard_edits_reach_the_project_and_survive_a_restart(chromium, app_home, artifacts):
+def test_storyboard_edits_reach_the_project_and_survive_a_restart(chromium, app_home, artifacts, tmp_path):
     app = AppServer(app_home).start()
     try:
         page = new_page(chromium, app.url)
@@ -57,16 +58,38 @@ def test_storyboard_edits_reach_the_project_and_survive_a_restart(chromium, app_
         assert "entities" in keyframe["user_edited"]
         artifacts.shot(page, "entity added on keyframe 4")
 
-        # A bad edit is refused with a readable message and changes nothing.
-        saved = read_project(folder)
-        page.locator("#story-title").first.wait_for(state="attached")
+        # Descriptions are edited in the entity table.
+        cell = page.locator("#entities [data-testid='cell-1-3']")  # row 2 (the oak branch), description
+        assert cell.inner_text().strip() == "a thick mossy oak branch"
+        cell.dblclick()
+        editor = page.locator("#entities textarea, #entities input").first
+        editor.fill("a thick mossy oak branch in the last light")
+        editor.press("Enter")
+        entity = wait_until(lambda: (e := read_project(folder)["scenes"][0]["keyframes"][3]["entities"][1])
+                            ["description"].endswith("last light") and e, what="the edited description")
+        assert "description" in entity["user_edited"]
+
+        # Bad input is refused with a readable message and changes nothing; good input is taken.
         open_tab(page, "Story")
+        saved = read_project(folder)
         page.get_by_label("New character name").fill("")
         page.get_by_role("button", name="Add character").click()
         wait_until(lambda: any("give the new character a name" in t for t in toast_texts(page)),
                    what="the error message")
         artifacts.shot(page, "readable error")
+        not_an_image = tmp_path / "scan.png"
+        not_an_image.write_text("not a picture")
+        page.locator("#reference-upload input[type=file]").set_input_files(str(not_an_image))
+        wait_until(lambda: any("scan.png is not an image" in t for t in toast_texts(page)), what="the image error")
         assert read_project(folder) == saved
+        picture = tmp_path / "pip-side.png"
+        Image.new("RGB", (96, 96), (120, 80, 40)).save(picture)
+        page.locator("#reference-upload input[type=file]").set_input_files(str(picture))
+        wait_until(lambda: len(read_project(folder)["characters"][0]["reference_images"]) == 3,
+                   what="the added reference image")
+        assert (folder / "media" / "characters" / "pip_3.png").is_file()
+        artifacts.shot(page, "reference image added")
+        saved = read_project(folder)
 
         # Restart the app without warning (kill -9): the next app reopens the project as it was.
         app.stop(kill=True)
