@@ -53,6 +53,14 @@ def test_plan_edit_approve_render_export(chromium, app_home, artifacts):
         wait_until(lambda: read_project(folder)["scenes"][0]["narration"] == narration, what="the narration")
         artifacts.shot(page, "narration changed")
 
+        # The animatic plays the scene plan.
+        page.get_by_text("Animatic: the scene plan as a moving sketch").click()
+        page.get_by_role("button", name="Show the animatic of this scene").click()
+        page.locator("#animatic-video video").wait_for()
+        source = page.locator("#animatic-video video").get_attribute("src")
+        assert source and source.split("?")[0].endswith(".mp4")
+        artifacts.shot(page, "animatic")
+
         # 3. Drag the first box of keyframe 1.
         before = read_project(folder)["scenes"][0]["keyframes"][0]["entities"][0]
         drag_box(page, before["box"], 36, -24)

@@ -165,11 +165,11 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
                     self.build_story_tab()
                 with gr.Tab("Storyboard", id="storyboard", elem_id="tab-storyboard"):
                     self.build_storyboard_tab()
-                with gr.Tab("Motion clips", id="clips", elem_id="tab-clips"):
+                with gr.Tab("Motion clips", id="clips", elem_id="tab-clips") as self.clips_tab:
                     self.build_clips_tab()
-                with gr.Tab("Priors", id="priors", elem_id="tab-priors"):
+                with gr.Tab("Priors", id="priors", elem_id="tab-priors") as self.priors_tab:
                     self.build_priors_tab()
-                with gr.Tab("Render", id="render", elem_id="tab-render"):
+                with gr.Tab("Render", id="render", elem_id="tab-render") as self.render_tab:
                     self.build_render_tab()
                 with gr.Tab("Export", id="export", elem_id="tab-export"):
                     self.build_export_tab()
@@ -185,6 +185,12 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
             self.wire_render_tab()
             self.wire_export_tab()
             self.wire_project_tab()
+            # Tabs show what other tabs changed (scenes, motions, approved clips) when they are opened.
+            self.clips_tab.select(guarded(self.clips_view), [self.folder, self.clips_scene, self.clips_motion],
+                                  self.clips_outputs)
+            self.priors_tab.select(guarded(self.priors_view), [self.folder], self.priors_outputs)
+            self.render_tab.select(guarded(self.render_view), [self.folder, self.render_scene_choice],
+                                   self.render_outputs)
             blocks.load(guarded(self.on_load), outputs=self.all_outputs)
         return blocks
 
