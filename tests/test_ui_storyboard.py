@@ -134,3 +134,36 @@ def test_plan_offline_then_replan_a_scene_keeping_the_edits(chromium, app_home, 
         assert replanned["narration"] == "My own words."
         assert replanned["keyframes"][0]["entities"][0]["box"] == edited["keyframes"][0]["entities"][0]["box"]
         artifacts.shot(page, "re-planned keeping edits")
+
+
+def test_project_tab_new_open_and_save_without_autosave(chromium, app_home, artifacts):
+    with AppServer(app_home) as app:
+        page = new_page(chromium, app.url)
+        demo = app_home / "projects" / "demo"
+        second = app_home / "projects" / "second"
+        open_tab(page, "Project")
+        page.get_by_label("Folder (a name under the projects folder, or a path)").fill("second")
+        page.get_by_role("button", name="New from the demo story").click()
+        wait_until(lambda: str(second) in page.locator("#project-status").inner_text(), what="the new project")
+        assert read_project(second)["title"] == "Pip and Rusty"
+        assert (second / "media" / "characters" / "pip_1.png").is_file()
+
+        # Autosave off: an edit waits for Save.
+        page.get_by_label("Autosave").uncheck()
+        wait_until(lambda: "autosave" in (app_home / "state.json").read_text() and
+                   '"autosave": false' in (app_home / "state.json").read_text(), what="autosave off")
+        open_tab(page, "Story")
+        fill_and_leave(page, "#story-title", "The second story")
+        page.locator("#project-status").get_by_text("unsaved changes").wait_for()
+        assert read_project(second)["title"] == "Pip and Rusty"
+        open_tab(page, "Project")
+        page.get_by_role("button", name="Save", exact=True).click()
+        wait_until(lambda: read_project(second)["title"] == "The second story", what="the saved title")
+        artifacts.shot(page, "saved")
+
+        # Open the demo again from the project list.
+        page.locator("#recent-projects input").fill(str(demo))
+        page.get_by_role("button", name="Open", exact=True).click()
+        wait_until(lambda: str(demo) in page.locator("#project-status").inner_text(), what="the demo reopened")
+        assert f'"last_project": "{demo}"' in (app_home / "state.json").read_text()
+        artifacts.shot(page, "demo reopened")
