@@ -16,7 +16,7 @@ import gradio as gr
 from dreamrunner.errors import DreamRunnerError
 from dreamrunner.story import ClipRef
 
-from .jobs import Cancels, progress_html, run_streaming
+from .jobs import Cancels, progress_html, run_streaming, stream_job
 from .messages import guarded
 from .stages import load
 
@@ -145,14 +145,8 @@ class ClipsTab:
             return retrieval.retrieve_clips(motion, retrieval.default_demo_catalog(), settings, progress=progress,
                                             cancel=cancel)
 
-        jobs = run_streaming(work, token)
-        while True:
-            try:
-                event = next(jobs)
-            except StopIteration as stop:
-                result = stop.value
-                break
-            yield {self.clips_progress: progress_html(event)}
+        result = yield from stream_job(run_streaming(work, token),
+                                       lambda event, text="": {self.clips_progress: progress_html(event, text)})
         candidates = [{"id": c.id, "path": c.path, "caption": c.caption, "score": float(c.score),
                        "source": "retrieval"} for c in result.clips if c.path]
         notes = [f"**{len(candidates)} clip(s)** for *{html.escape(motion)}*; "

@@ -63,21 +63,28 @@ def run_streaming(work: Callable[[ProgressCallback, CancelToken], Any], cancel: 
             events.put(_DONE)
 
     threading.Thread(target=target, name="dreamrunner-job", daemon=True).start()
-    while True:
-        item = events.get()
-        if item is _DONE:
-            break
-        # Keep only the newest of a burst of updates; the page needs the latest state, not every step.
+    finished = False
+    try:
         while True:
-            try:
-                newer = events.get_nowait()
-            except queue.Empty:
+            item = events.get()
+            if item is _DONE:
+                finished = True
                 break
-            if newer is _DONE:
-                events.put(_DONE)
-                break
-            item = newer if newer.preview is not None or item.preview is None else _merge(item, newer)
-        yield item
+            # Keep only the newest of a burst of updates; the page needs the latest state, not every step.
+            while True:
+                try:
+                    newer = events.get_nowait()
+                except queue.Empty:
+                    break
+                if newer is _DONE:
+                    events.put(_DONE)
+                    break
+                item = newer if newer.preview is not None or item.preview is None else _merge(item, newer)
+            yield item
+    finally:
+        if not finished:
+            # The page went away (or gradio cancelled the event): stop the work at its next step.
+            cancel.cancel()
     if "error" in outcome:
         raise outcome["error"]
     return outcome.get("value")
@@ -89,10 +96,28 @@ def _merge(with_preview: Progress, newer: Progress) -> Progress:
                     with_preview.preview)
 
 
+def stream_job(jobs: Iterator[Progress], show):
+    """Drive `run_streaming`: yield `show(event)` per progress event, return the job's result; on an error,
+    show it in the job's own progress area too (the toast alone is easy to miss) and raise it."""
+    try:
+        while True:
+            try:
+                event = next(jobs)
+            except StopIteration as stop:
+                return stop.value
+            yield show(event)
+    except Exception as error:  # noqa: BLE001 - re-raised for the toast
+        from .messages import describe
+
+        yield show(None, f"failed: {describe(error)}")
+        raise
+
+
 def progress_html(event: Progress | None, done_text: str = "") -> str:
     """A progress bar with the step, message, loss and time left."""
     if event is None:
-        return f"<div class='job-progress'>{html.escape(done_text)}</div>" if done_text else ""
+        return (f"<div class='job-progress' style='white-space:pre-wrap'>{html.escape(done_text)}</div>"
+                if done_text else "")
     percent = round(100 * event.fraction)
     parts = [f"{event.stage}: step {event.step}/{event.total}"]
     if event.message:

@@ -10,7 +10,7 @@ import gradio as gr
 from dreamrunner.project import Project
 from dreamrunner.story import PriorBinding, Story
 
-from .jobs import GPU, Cancels, progress_html, run_streaming
+from .jobs import GPU, Cancels, progress_html, run_streaming, stream_job
 from .messages import guarded
 from .render_tab import components_for
 from .stages import load
@@ -120,14 +120,8 @@ class PriorsTab:
             train = priors.train_subject if kind == "subject" else priors.train_motion
             return train(snapshot, target, components, progress=progress, cancel=cancel)
 
-        jobs = run_streaming(work, token, gpu=True)
-        while True:
-            try:
-                event = next(jobs)
-            except StopIteration as stop:
-                prior, outcome = stop.value
-                break
-            yield {self.prior_progress: progress_html(event)}
+        prior, outcome = yield from stream_job(
+            run_streaming(work, token, gpu=True), lambda event, text="": {self.prior_progress: progress_html(event, text)})
         with self.workspace.edit(folder) as project:
             story = project.story
             story.priors = [p for p in story.priors if p.id != prior.id] + [prior]

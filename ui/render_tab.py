@@ -17,7 +17,7 @@ import gradio as gr
 from dreamrunner.backends import NOISE_LABEL
 from dreamrunner.project import Project
 
-from .jobs import GPU, Cancels, progress_html, run_streaming
+from .jobs import GPU, Cancels, progress_html, run_streaming, stream_job
 from .messages import guarded
 from .stages import load
 
@@ -197,19 +197,14 @@ class RenderTab:
         def work(progress, cancel):
             return renderer.render(indices, progress=progress, cancel=cancel)
 
-        report = None
+        def show(event, text=""):
+            update = {self.render_progress: progress_html(event, text)}
+            if event is not None and event.preview is not None:
+                update[self.render_preview] = event.preview
+            return update
+
         try:
-            jobs = run_streaming(work, token, gpu=True)
-            while True:
-                try:
-                    event = next(jobs)
-                except StopIteration as stop:
-                    report = stop.value
-                    break
-                update = {self.render_progress: progress_html(event)}
-                if event.preview is not None:
-                    update[self.render_preview] = event.preview
-                yield update
+            report = yield from stream_job(run_streaming(work, token, gpu=True), show)
         finally:
             # Whatever finished (every scene before a cancel or an error) goes into the live story.
             self._store_renders(folder, snapshot, indices)
@@ -263,14 +258,8 @@ class RenderTab:
             return export.export_story(snapshot, out, crossfade_frames=int(crossfade or 0), burn_subtitles=bool(burn),
                                        progress=progress, cancel=cancel)
 
-        jobs = run_streaming(work, token)
-        while True:
-            try:
-                event = next(jobs)
-            except StopIteration as stop:
-                result = stop.value
-                break
-            yield {self.export_progress: progress_html(event)}
+        result = yield from stream_job(run_streaming(work, token),
+                                       lambda event, text="": {self.export_progress: progress_html(event, text)})
         sources = ", ".join(f"{s.scene_id}: {s.source}" + (" (noise)" if s.is_noise else "") for s in result.scenes)
         noise = any(s.is_noise for s in result.scenes)
         summary = (f"**{result.duration:.2f} s**, {result.num_frames} frames at {result.fps} fps, "
