@@ -19,8 +19,8 @@ from dreamrunner.validation import validate_story
 
 from . import board, characters
 from .backdrop import keyframe_backdrop
-from .messages import guarded, warn
 from .clips_tab import ClipsTab
+from .messages import guarded, warn
 from .priors_tab import PriorsTab
 from .render_tab import RenderTab
 from .stages import make_planner, planning_defaults
