@@ -88,10 +88,38 @@ def test_plan_edit_approve_render_export(chromium, app_home, artifacts):
         assert (folder / clips[0]["path"]).is_file()
         artifacts.shot(page, "clip approved")
 
-        # 5. Render scene 1 with the tiny backend (random weights: labelled noise), 2 steps.
+        # 5. Train the motion prior on the approved clip (2 steps on the tiny model), then find it reused.
+        open_tab(page, "Priors")
+        steps = page.locator("#prior-steps input")
+        steps.fill("2")
+        steps.press("Tab")
+        wait_until(lambda: read_project(folder)["settings"]["prior"]["max_steps"] == 2, what="the prior steps")
+        wait_until(lambda: page.locator("#motion-choice input").input_value() == motion, what="the motion")
+        page.get_by_role("button", name="Train motion prior").click()
+        page.locator("#prior-progress").get_by_text("trained 2 steps").wait_for(timeout=90_000)
+        saved = read_project(folder)
+        prior = next(p for p in saved["priors"] if p["kind"] == "motion")
+        assert prior["target"] == motion and (folder / prior["path"]).is_file()
+        assert any(b["prior_id"] == prior["id"] for b in saved["scenes"][scene_with_clips]["prior_bindings"])
+        artifacts.shot(page, "motion prior trained")
+        page.get_by_role("button", name="Train motion prior").click()
+        page.locator("#prior-progress").get_by_text("reused").wait_for(timeout=30_000)
+
+        # 6. Render with the tiny backend (random weights: labelled noise): cancel a long render, then
+        #    render scene 1 (with its motion prior bound) in 2 steps.
         open_tab(page, "Render")
-        page.get_by_label("Steps").fill("2")
-        page.get_by_label("Steps").press("Tab")
+        render_steps = page.locator("#render-steps input")
+        render_steps.fill("500")
+        render_steps.press("Tab")
+        wait_until(lambda: read_project(folder)["settings"]["render"]["steps"] == 500, what="the steps setting")
+        page.get_by_role("button", name="Render scene").click()
+        page.locator("#render-progress progress").wait_for(timeout=60_000)
+        page.get_by_role("button", name="Cancel").click()
+        page.locator("#render-progress").get_by_text("cancelled").wait_for(timeout=30_000)
+        assert read_project(folder)["scenes"][0]["renders"] == []
+        artifacts.shot(page, "render cancelled")
+        render_steps.fill("2")
+        render_steps.press("Tab")
         wait_until(lambda: read_project(folder)["settings"]["render"]["steps"] == 2, what="the steps setting")
         page.get_by_role("button", name="Render scene").click()
         page.locator("#noise-note").get_by_text("NOISE").wait_for(timeout=90_000)
@@ -100,7 +128,7 @@ def test_plan_edit_approve_render_export(chromium, app_home, artifacts):
         rendered_frames, _ = mp4_facts(folder / render["path"])
         artifacts.shot(page, "scene rendered")
 
-        # 6. Export: the story video plays and lasts what its scenes add up to.
+        # 7. Export: the story video plays and lasts what its scenes add up to.
         open_tab(page, "Export")
         page.get_by_role("button", name="Export story video").click()
         page.locator("#export-summary").get_by_text("frames at").wait_for(timeout=60_000)

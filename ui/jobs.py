@@ -12,7 +12,7 @@ import queue
 import threading
 from typing import Any, Callable, Iterator
 
-from dreamrunner.jobs import CancelToken, Progress, ProgressCallback
+from dreamrunner.jobs import Cancelled, CancelToken, Progress, ProgressCallback
 
 GPU = "gpu"  # concurrency id of every event that runs a model
 GPU_LOCK = threading.Lock()
@@ -106,6 +106,9 @@ def stream_job(jobs: Iterator[Progress], show):
             except StopIteration as stop:
                 return stop.value
             yield show(event)
+    except Cancelled:
+        yield show(None, "cancelled by the user")
+        raise
     except Exception as error:  # noqa: BLE001 - re-raised for the toast
         from .messages import describe
 

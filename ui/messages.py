@@ -15,6 +15,7 @@ import gradio as gr
 from pydantic import ValidationError
 
 from dreamrunner.errors import DreamRunnerError
+from dreamrunner.jobs import Cancelled
 from dreamrunner.validation import problems_from
 
 log = logging.getLogger("dreamrunner.ui")
@@ -33,6 +34,9 @@ def describe(error: BaseException) -> str:
 
 def warn(error: BaseException) -> None:
     """Show an error as a toast (gradio renders toasts as HTML, so the text is escaped)."""
+    if isinstance(error, Cancelled):
+        gr.Info("The job was cancelled; what it had finished is kept.", title="Cancelled")
+        return
     if not isinstance(error, (*EXPECTED, gr.Error)):
         log.error("unexpected error in a UI handler", exc_info=error)
     gr.Warning(html.escape(describe(error)).replace("\n", "<br>"), duration=15, title="Error")
