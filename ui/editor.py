@@ -368,7 +368,8 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
         for box, field in ((self.narration, "narration"), (self.motions, "motions"),
                            (self.background, "background"), (self.scene_description, "description")):
             box.blur(guarded(lambda folder, scene_id, value, field=field: self.set_scene_field(
-                folder, scene_id, field, value)), [self.folder, self.scene_list, box], [self.status, box])
+                folder, scene_id, field, value)), [self.folder, self.scene_list, box],
+                [self.status, box, self.scene_list])
         keyframe_outputs = [self.status, self.annotator, self.entities, self.delete_choice, self.board_rev]
         self.annotator.change(guarded(self.edit_boxes), [*where, self.board_rev, self.annotator], keyframe_outputs)
         self.entities.input(guarded(self.edit_rows), [*where, self.board_rev, self.entities], keyframe_outputs)
@@ -402,9 +403,11 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
                     scene.mark_edited(field)
         except Exception as error:  # noqa: BLE001 - shown; the field goes back to the stored value
             warn(error)
-        scene = project.story.scene(scene_id)
+        story = self.project(folder).story
+        scene = story.scene(scene_id)
         shown = "\n".join(scene.motions) if field == "motions" else getattr(scene, field)
-        return self.status_text(folder), shown
+        # The scene list is labelled with the scene descriptions.
+        return self.status_text(folder), shown, gr.update(choices=_scene_choices(story), value=scene_id)
 
     def _keyframe_outputs(self, folder, scene_id, k, refresh_boxes: bool):
         view = self.board_view(folder, scene_id, k)
