@@ -8,7 +8,8 @@ The fast form never builds the S x S mask. A video query's softmax runs over [al
 keys of each prompt covering it]; each part is computed on its own, returning its log-sum-exp, and the parts
 are merged exactly: out = sum_j exp(lse_j - lse) * out_j with lse = logsumexp_j(lse_j). The big part (all
 video queries x all video keys) is one unmasked flash-kernel call, as in stock attention; the text parts are
-small (region tokens x L keys). Text queries of prompt i attend [text_i, the video keys gathered from region_i]
+small (each video token x the L keys of each prompt covering it, one call per distinct set of covering
+prompts). Text queries of prompt i attend [text_i, the video keys gathered from region_i]
 in one call each.
 """
 
@@ -84,31 +85,35 @@ def sr3ai_attention_dense(q, k, v, layout: RegionLayout) -> torch.Tensor:
 
 
 def sr3ai_attention_fast(q, k, v, layout: RegionLayout, backends: tuple[str, ...] | None = None) -> torch.Tensor:
-    """Exact SR3AI attention without an S x S mask (see the module docstring). Returns [B, H, S, d]."""
+    """Exact SR3AI attention without an S x S mask (see the module docstring). Returns [B, H, S, d].
+
+    The result is laid out [B, S, H, d] in memory (as flash kernels return it), so the processor's
+    transpose back to [B, S, H * d] is free.
+    """
     T = layout.text_length
     layout.check(T, q.shape[-2] - T)
+    B, H, S, d = q.shape
     q_video, k_video, v_video = q[:, :, T:], k[:, :, T:], v[:, :, T:]
-    out = torch.empty_like(q)
+    out = q.new_empty(B, S, H, d).transpose(1, 2)
 
     # Video queries: all video keys in one unmasked kernel call ...
     video_out, video_lse = attention_with_lse(q_video, k_video, v_video, backends)
-    # ... and, per prompt, the region's video queries against that prompt's text keys.
-    parts_out, parts_lse = [], []
-    for p, index in enumerate(layout.video_index):
-        if index.numel():
-            text = layout.text_slice(p)
-            o, lse = attention_with_lse(q_video.index_select(2, index), k[:, :, text], v[:, :, text], backends)
-            parts_out.append(o)
-            parts_lse.append(lse)
-    index, _ = layout.merged_video_index()
-    parts_out, parts_lse = torch.cat(parts_out, 2), torch.cat(parts_lse, 2)
-    # Exact log-sum-exp merge; a token in several regions gathers every covering prompt's part.
-    peak = video_lse.scatter_reduce(2, index.expand_as(parts_lse), parts_lse, "amax")
-    total = torch.exp(video_lse - peak).index_add_(2, index, torch.exp(parts_lse - peak[:, :, index]))
-    lse = peak + torch.log(total)
-    merged = video_out.float() * torch.exp(video_lse - lse).unsqueeze(-1)
-    merged.index_add_(2, index, parts_out.float() * torch.exp(parts_lse - lse[:, :, index]).unsqueeze(-1))
-    out[:, :, T:] = merged
+    # ... and the text keys of their covering prompts, one small call per set of covering prompts.
+    text_out, text_lse = torch.empty_like(video_out), torch.empty_like(video_lse)
+    for prompts, index in layout.cover_classes():
+        if len(prompts) == 1:
+            text = layout.text_slice(prompts[0])
+            keys, values = k[:, :, text], v[:, :, text]
+        else:
+            keys = torch.cat([k[:, :, layout.text_slice(p)] for p in prompts], 2)
+            values = torch.cat([v[:, :, layout.text_slice(p)] for p in prompts], 2)
+        o, lse = attention_with_lse(q_video.index_select(2, index), keys, values, backends)
+        text_out.index_copy_(2, index, o)
+        text_lse.index_copy_(2, index, lse)
+    # Exact merge of the two parts through their log-sum-exps: the text part's share of the softmax mass
+    # is sigmoid(lse_text - lse_video).
+    share = torch.sigmoid(text_lse - video_lse).unsqueeze(-1)
+    torch.lerp(video_out, text_out, share.to(q.dtype), out=out[:, :, T:])
 
     # Text queries of prompt i: its own text keys and the video keys of its region.
     for p, index in enumerate(layout.video_index):

@@ -102,12 +102,24 @@ class RegionLayout:
     def text_slice(self, prompt: int) -> slice:
         return slice(prompt * self.text_tokens, (prompt + 1) * self.text_tokens)
 
-    def merged_video_index(self) -> tuple[torch.Tensor, tuple[int, ...]]:
-        """All prompts' video indices concatenated (overlapping tokens repeat), and each prompt's count."""
-        if "merged" not in self._cache:
-            counts = tuple(int(i.numel()) for i in self.video_index)
-            self._cache["merged"] = (torch.cat(self.video_index), counts)
-        return self._cache["merged"]
+    def cover_classes(self) -> tuple[tuple[tuple[int, ...], torch.Tensor], ...]:
+        """Video tokens grouped by the set of prompts covering them: ((prompts, token indices), ...).
+
+        Every video token is in exactly one class, so per-class results scatter back without collisions;
+        a token in an overlap is in the class of all its covering prompts.
+        """
+        if "classes" not in self._cache:
+            membership = torch.zeros(self.num_prompts, self.num_video_tokens, dtype=torch.bool, device=self.device)
+            for p, index in enumerate(self.video_index):
+                membership[p, index] = True
+            sets, inverse = torch.unique(membership.T, dim=0, return_inverse=True)
+            order = torch.argsort(inverse, stable=True)
+            counts = torch.bincount(inverse, minlength=len(sets)).tolist()
+            self._cache["classes"] = tuple(
+                (tuple(int(p) for p in prompts.nonzero().flatten()), index)
+                for prompts, index in zip(sets, order.split(counts))
+            )
+        return self._cache["classes"]
 
     def token_mask(self, prompts) -> torch.Tensor:
         """bool [P*L + N] over the joint sequence: the prompts' text tokens and the union of their regions."""

@@ -146,5 +146,6 @@ class GatedLinearHook:
     def __call__(self, module, args, output):
         x = args[0]
         gate = self.context.lora_gate(self, x.shape[1], x.device, x.dtype)
-        delta = F.linear(F.linear(x, self.down) * gate, self.up)
-        return output + delta
+        hidden = F.linear(x, self.down) * gate
+        # one GEMM adds the delta into the base output (beta = 1), instead of a delta tensor and an add
+        return torch.addmm(output.flatten(0, -2), hidden.flatten(0, -2), self.up.t()).view_as(output)
