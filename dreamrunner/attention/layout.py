@@ -123,12 +123,13 @@ class RegionLayout:
     def cover_classes(self) -> CoverClasses:
         """Video tokens grouped by the set of prompts covering them (see `CoverClasses`)."""
         if "classes" not in self._cache:
-            if self.num_prompts <= 62:  # the set of covering prompts as bits of one integer per token
+            P = self.num_prompts
+            if P <= 62:  # the set of covering prompts as bits of one integer per token, prompt 0 highest
                 code = torch.zeros(self.num_video_tokens, dtype=torch.int64, device=self.device)
                 for p, index in enumerate(self.video_index):
-                    code[index] += 1 << p
+                    code[index] += 1 << (P - 1 - p)
                 sets, inverse = torch.unique(code, return_inverse=True)
-                prompts = [tuple(p for p in range(self.num_prompts) if value >> p & 1) for value in sets.tolist()]
+                prompts = [tuple(p for p in range(P) if value >> (P - 1 - p) & 1) for value in sets.tolist()]
             else:
                 membership = torch.zeros(self.num_prompts, self.num_video_tokens, dtype=torch.bool, device=self.device)
                 for p, index in enumerate(self.video_index):
