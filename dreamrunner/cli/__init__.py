@@ -7,9 +7,11 @@ import sys
 
 from ..errors import DreamRunnerError
 from . import project_commands
+from . import prior_commands
 
 # Each stage adds its module here; a module's register() adds its subcommands.
 COMMAND_MODULES = [project_commands]
+COMMAND_MODULES.append(prior_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:

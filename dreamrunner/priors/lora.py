@@ -9,6 +9,7 @@ card beside them. See docs/architecture.md, "LoRA files".
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -40,7 +41,10 @@ def lora_config(blocks: list[int], rank: int):
 
 def add_prior_adapter(transformer, name: str, kind: str, rank: int) -> None:
     """Add a fresh LoRA adapter named `name` on the blocks of `kind`, through diffusers' PEFT integration."""
-    transformer.add_adapter(lora_config(prior_blocks(kind, transformer.config.num_layers), rank), adapter_name=name)
+    config = lora_config(prior_blocks(kind, transformer.config.num_layers), rank)
+    with warnings.catch_warnings():  # several adapters on one model is what motion training means to do
+        warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+        transformer.add_adapter(config, adapter_name=name)
 
 
 def _tuner_layers(transformer):

@@ -69,8 +69,10 @@ class PriorTrainer:
         transformer.requires_grad_(False)
         if transformer.dtype != dtype or transformer.device != self.device:
             transformer.to(self.device, dtype)
-        for name in self.adapters:
-            lora.add_prior_adapter(transformer, name, self.adapter_kind(name), settings.rank)
+        with torch.random.fork_rng(devices=[]):  # LoRA init from the seed: the same request gives the same prior
+            torch.manual_seed(settings.seed)
+            for name in self.adapters:
+                lora.add_prior_adapter(transformer, name, self.adapter_kind(name), settings.rank)
         parameters = [p for name in self.adapters for p in lora.adapter_parameters(transformer, name)]
         for parameter in parameters:  # LoRA weights train in fp32 even on a bf16 backbone
             parameter.data = parameter.data.float()
