@@ -215,9 +215,10 @@ class PriorSettings(Model):
     seed: int = 0
     # Motion priors may train below the model's resolution, e.g. (240, 352): about 4x fewer video tokens.
     motion_resolution: tuple[int, int] | None = None
-    # Memory/speed trade-off (see dreamrunner.priors.memory); neither changes what is learned.
+    # Memory/speed trade-off (dreamrunner.priors.memory; measured in docs/benchmarks.md); neither changes what
+    # is learned. The defaults took 1.36 s/step at 13.3 GB peak at 2B size on an H100.
     gradient_checkpointing: Literal["off", "full", "selective"] = "selective"
-    uncheckpointed_blocks: int = Field(default=0, ge=0)
+    uncheckpointed_blocks: int = Field(default=4, ge=0)
 
     @field_validator("motion_resolution")
     @classmethod

@@ -50,9 +50,10 @@ def configure_checkpointing(transformer, mode: str, uncheckpointed_blocks: int =
     transformer.enable_gradient_checkpointing(gradient_checkpointing_func=checkpointing)
 
 
-def attention_backend(device: torch.device):
-    """Prefer cuDNN's fused attention on CUDA (faster than the default flash kernel on Hopper), else stock."""
-    if device.type != "cuda":
+def attention_backend(device: torch.device, prefer_cudnn: bool):
+    """Optionally prefer cuDNN's fused attention on CUDA. Measured on an H100 at 2B size it did not beat the
+    default kernel (docs/benchmarks.md), so trainers use the stock choice unless asked."""
+    if device.type != "cuda" or not prefer_cudnn:
         return contextlib.nullcontext()
     from torch.nn.attention import SDPBackend, sdpa_kernel
 

@@ -14,6 +14,7 @@ exactly where the checkpoint left it.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,7 +55,8 @@ class PriorTrainer:
     stage: str
 
     def __init__(self, transformer, scheduler, examples: list[Example], settings: PriorSettings, workdir: Path,
-                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, rotary=None) -> None:
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, rotary=None,
+                 prefer_cudnn_attention: bool = False) -> None:
         if not examples:
             raise ValueError("a prior needs at least one training example")
         self.transformer = transformer
@@ -65,6 +67,7 @@ class PriorTrainer:
         self.device = torch.device(device)
         self.dtype = dtype
         self.rotary = rotary
+        self.prefer_cudnn_attention = prefer_cudnn_attention
         self.generator = torch.Generator().manual_seed(settings.seed)
         transformer.requires_grad_(False)
         if transformer.dtype != dtype or transformer.device != self.device:
@@ -106,7 +109,7 @@ class PriorTrainer:
         return noisy.to(**to), target.to(self.device), timesteps.to(self.device), text.to(**to)
 
     def predict(self, noisy: torch.Tensor, text: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        with attention_backend(self.device):
+        with attention_backend(self.device, self.prefer_cudnn_attention):
             return self.transformer(hidden_states=noisy, encoder_hidden_states=text, timestep=timesteps,
                                     image_rotary_emb=self.rotary, return_dict=False)[0]
 
@@ -167,7 +170,9 @@ class PriorTrainer:
     def close(self) -> None:
         """Take the training adapters and checkpointing off the transformer, leaving it as it was given."""
         self.transformer.disable_gradient_checkpointing()
-        self.transformer.delete_adapters(self.adapters)
+        with warnings.catch_warnings():  # deleting the active adapter is the point here
+            warnings.filterwarnings("ignore", message="Adapter .* was active which is now deleted")
+            self.transformer.delete_adapters(self.adapters)
         if not getattr(self.transformer, "peft_config", None):
             self.transformer.unload_lora()  # no adapter left: give back plain linears
 
