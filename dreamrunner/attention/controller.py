@@ -1,0 +1,184 @@
+"""`SR3AIController`: attach SR3AI region attention and region-gated LoRAs to a diffusers CogVideoX transformer.
+
+    controller = SR3AIController(transformer).attach()        # stock processors saved, SR3AI installed
+    controller.set_regions(plan)                              # RegionPlan of the scene (masks built once)
+    controller.set_loras([GatedLoRA(weights, prompts=(1,), scale=1.0), ...])
+    text = encode_region_prompts(tokenizer, text_encoder, plan.prompts, L)     # [1, P*L, D]
+    uncond = encode_region_prompts(tokenizer, text_encoder, [""] * P, L)       # CFG: an empty prompt per region
+    transformer(hidden_states=latents, encoder_hidden_states=torch.cat([uncond, text]), timestep=t)
+    controller.detach()                                       # stock processors, patch embedding, no hooks
+
+The processors and LoRA hooks hold a reference to one `SR3AIContext`; the controller swaps the scene's
+regions and LoRAs in it between calls, so nothing is reinstalled per scene and nothing is global.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers.models.embeddings import CogVideoXPatchEmbed
+
+from ..regions import RegionPlan
+from .layout import RegionLayout, RegionLayoutError
+from .lora import GatedLinearHook, GatedLoRA, LoRAFileError
+from .processor import MultiPromptPatchEmbed, SR3AIAttnProcessor
+
+
+class SR3AIContext:
+    """The current scene's regions and gated LoRAs, read by every installed processor and hook."""
+
+    def __init__(self, backends: tuple[str, ...] | None = None):
+        self.backends = backends
+        self.layout: RegionLayout | None = None
+        self.loras: list[GatedLoRA] = []
+        self._gates: dict = {}
+
+    def set(self, layout: RegionLayout | None = None, loras: list[GatedLoRA] | None = None) -> None:
+        if layout is not None:
+            self.layout = layout
+        if loras is not None:
+            self.loras = list(loras)
+        self._gates.clear()
+
+    def layout_for(self, device, text_length: int, video_length: int) -> RegionLayout:
+        if self.layout is None:
+            raise RegionLayoutError("SR3AI is attached but no regions are set: call set_regions(plan) first")
+        self.layout.check(text_length, video_length)
+        if self.layout.device != torch.device(device):
+            self.layout = self.layout.to(device)
+            self._gates.clear()
+        return self.layout
+
+    def lora_gate(self, hook: GatedLinearHook, sequence_length: int, device, dtype) -> torch.Tensor:
+        """[S, sum r]: each LoRA's token mask times its scale, repeated over its rank; cached per LoRA set."""
+        key = (hook.lora_ids, hook.ranks, hook.scalings, device, dtype)
+        gate = self._gates.get(key)
+        if gate is None:
+            if self.layout is None:
+                raise RegionLayoutError("region-gated LoRAs need regions: call set_regions(plan) first")
+            text_length = self.layout.text_length
+            layout = self.layout_for(device, text_length, sequence_length - text_length)
+            columns = []
+            for lora_id, rank, scaling in zip(hook.lora_ids, hook.ranks, hook.scalings):
+                lora = self.loras[lora_id]
+                mask = layout.token_mask(lora.prompts).to(dtype) * (lora.scale * scaling)
+                columns.append(mask.unsqueeze(1).expand(-1, rank))
+            gate = self._gates[key] = torch.cat(columns, 1).to(device)
+        return gate
+
+
+class SR3AIController:
+    """Installs SR3AI on a `CogVideoXTransformer3DModel` (2B or 5B config, any resolution / frame count).
+
+    Args:
+        transformer: the diffusers model; its own modules are used, nothing is copied.
+        implementation: "fast" (exact log-sum-exp decomposition, flash kernels) or "dense" (S x S mask reference).
+        backends: optional order of log-sum-exp kernels for "fast" on CUDA (see `functional.CUDA_LSE_BACKENDS`).
+    """
+
+    def __init__(self, transformer, implementation: str = "fast", backends: tuple[str, ...] | None = None):
+        self.transformer = transformer
+        self.implementation = implementation
+        self.context = SR3AIContext(backends)
+        self._stock_processors = None
+        self._stock_patch_class = None
+        self._hooks: list[GatedLinearHook] = []
+
+    @property
+    def attached(self) -> bool:
+        return self._stock_processors is not None
+
+    @property
+    def text_tokens(self) -> int:
+        return int(self.transformer.config.max_text_seq_length)
+
+    def attach(self) -> SR3AIController:
+        if self.attached:
+            return self
+        self._stock_processors = self.transformer.attn_processors
+        self.transformer.set_attn_processor(
+            {name: SR3AIAttnProcessor(self.context, self.implementation) for name in self._stock_processors}
+        )
+        patch_embed = self.transformer.patch_embed
+        if type(patch_embed) is CogVideoXPatchEmbed:
+            self._stock_patch_class = CogVideoXPatchEmbed
+            patch_embed.__class__ = MultiPromptPatchEmbed
+        return self
+
+    def detach(self) -> None:
+        """Back to the stock model: its processors, its patch embedding, no LoRA hooks."""
+        self._remove_hooks()
+        if not self.attached:
+            return
+        self.transformer.set_attn_processor(self._stock_processors)
+        if self._stock_patch_class is not None:
+            self.transformer.patch_embed.__class__ = self._stock_patch_class
+        self._stock_processors = self._stock_patch_class = None
+
+    def __enter__(self) -> SR3AIController:
+        return self.attach()
+
+    def __exit__(self, *exc) -> None:
+        self.detach()
+
+    def set_regions(self, regions: RegionPlan | RegionLayout) -> RegionLayout:
+        """The scene's regions for every following call (a CFG batch shares them)."""
+        if isinstance(regions, RegionPlan):
+            regions = RegionLayout.from_plan(regions, self.text_tokens, self.transformer.device)
+        elif regions.text_tokens != self.text_tokens:
+            raise RegionLayoutError(f"layout has {regions.text_tokens} text tokens per prompt, model {self.text_tokens}")
+        self.context.set(layout=regions.to(self.transformer.device))
+        return self.context.layout
+
+    def set_loras(self, loras: list[GatedLoRA]) -> None:
+        """Replace the active gated LoRAs (an empty list removes them). Weights move to the model's device/dtype."""
+        self._remove_hooks()
+        blocks = self.transformer.transformer_blocks
+        layout = self.context.layout
+        for lora in loras:
+            if layout is not None:
+                layout.token_mask(lora.prompts)  # checks the prompt indices
+            if max(lora.weights.blocks) >= len(blocks):
+                raise LoRAFileError(f"{lora.weights.name}: block {max(lora.weights.blocks)} but the model has {len(blocks)}")
+        targets: dict[str, list[int]] = {}
+        for lora_id, lora in enumerate(loras):
+            for module in lora.weights.modules:
+                targets.setdefault(module, []).append(lora_id)
+        for module, lora_ids in targets.items():
+            try:
+                linear = self.transformer.get_submodule(module)
+            except AttributeError:
+                linear = None
+            if not isinstance(linear, torch.nn.Linear):
+                raise LoRAFileError(f"{loras[lora_ids[0]].weights.name}: {module} is not a linear layer of the model")
+            factors = [loras[i].weights.modules[module] for i in lora_ids]
+            options = dict(device=linear.weight.device, dtype=linear.weight.dtype)
+            down = torch.cat([a for a, _, _ in factors], 0).to(**options)
+            up = torch.cat([b for _, b, _ in factors], 1).to(**options)
+            if down.shape[1] != linear.in_features or up.shape[0] != linear.out_features:
+                raise LoRAFileError(f"{loras[lora_ids[0]].weights.name}: {module} LoRA shapes do not fit the model")
+            hook = GatedLinearHook(self.context, tuple(lora_ids), down, up, tuple(a.shape[0] for a, _, _ in factors),
+                                   tuple(s for _, _, s in factors))
+            hook.handle = linear.register_forward_hook(hook)
+            self._hooks.append(hook)
+        self.context.set(loras=loras)
+
+    def _remove_hooks(self) -> None:
+        for hook in self._hooks:
+            hook.handle.remove()
+        self._hooks = []
+        self.context.set(loras=[])
+
+
+@torch.no_grad()
+def encode_region_prompts(tokenizer, text_encoder, prompts, max_sequence_length: int, device=None,
+                          dtype=None) -> torch.Tensor:
+    """Encode each prompt on its own to `max_sequence_length` T5 tokens, as CogVideoXPipeline does for one
+    prompt, and lay them side by side: [1, P * L, D], prompt 0 (background) first."""
+    prompts = list(prompts)
+    if not prompts:
+        raise RegionLayoutError("no prompts to encode")
+    device = device or text_encoder.device
+    ids = tokenizer(prompts, padding="max_length", max_length=max_sequence_length, truncation=True,
+                    add_special_tokens=True, return_tensors="pt").input_ids
+    embeds = text_encoder(ids.to(device))[0]
+    return embeds.to(dtype=dtype or text_encoder.dtype, device=device).reshape(1, -1, embeds.shape[-1])

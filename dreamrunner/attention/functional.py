@@ -1,0 +1,124 @@
+"""SR3AI attention as functions of (query, key, value, layout): a dense-mask reference and a fast exact form.
+
+Both compute, for heads-first tensors [B, H, S, d] over the joint sequence `[text_0 .. text_{P-1} | video]`,
+softmax attention under the boolean rule of ../shared/design.md:
+  text_i -> text_i and the video tokens of region_i;  video -> all video and text_i of every covering prompt.
+
+The fast form never builds the S x S mask. A video query's softmax runs over [all video keys] plus [the text
+keys of each prompt covering it]; each part is computed on its own, returning its log-sum-exp, and the parts
+are merged exactly: out = sum_j exp(lse_j - lse) * out_j with lse = logsumexp_j(lse_j). The big part (all
+video queries x all video keys) is one unmasked flash-kernel call, as in stock attention; the text parts are
+small (each video token x the L keys of each prompt covering it, one call per distinct set of covering
+prompts). Text queries of prompt i attend [text_i, the video keys gathered from region_i]
+in one call each.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .layout import RegionLayout
+
+# Kernels that return the log-sum-exp alongside the output, tried in this order on CUDA. Measured on an
+# H100 by bench/bench_sr3ai.py (docs/benchmarks.md); the order is only a preference, any one is exact.
+CUDA_LSE_BACKENDS = ("cudnn", "flash", "efficient")
+
+
+def _lse_cudnn(q, k, v, scale):
+    out = torch.ops.aten._scaled_dot_product_cudnn_attention(q, k, v, None, True, 0.0, False, False, scale=scale)
+    return out[0], out[1]
+
+
+def _lse_flash(q, k, v, scale):
+    out = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, False, False, scale=scale)
+    return out[0], out[1]
+
+
+def _lse_efficient(q, k, v, scale):
+    out = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, None, True, 0.0, False, scale=scale)
+    return out[0], out[1]
+
+
+def _lse_cpu(q, k, v, scale):
+    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, scale=scale)
+
+
+def _lse_math(q, k, v, scale):
+    scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale
+    lse = scores.logsumexp(-1)
+    out = torch.matmul(torch.exp(scores - lse.unsqueeze(-1)), v.float())
+    return out.to(q.dtype), lse
+
+
+_KERNELS = {"cudnn": _lse_cudnn, "flash": _lse_flash, "efficient": _lse_efficient, "cpu": _lse_cpu,
+            "math": _lse_math}
+
+
+def attention_with_lse(q, k, v, backends: tuple[str, ...] | None = None, scale: float | None = None):
+    """Unmasked softmax attention returning (out [B, H, M, d] in q's dtype, lse [B, H, M] float32).
+
+    `torch.nn.functional.scaled_dot_product_attention` does not return the log-sum-exp, so this calls the
+    aten kernels that do, falling back in order when one rejects the inputs (dtype, head size, device),
+    and to a plain matmul form where no kernel exists.
+    """
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    if backends is None:
+        backends = CUDA_LSE_BACKENDS if q.is_cuda else ("cpu",) if q.device.type == "cpu" else ()
+    M = q.shape[-2]
+    for name in backends:
+        try:
+            out, lse = _KERNELS[name](q, k, v, scale)
+        except (RuntimeError, NotImplementedError):
+            continue
+        # Some kernels pad the query axis of the lse or add a trailing unit axis.
+        return out, lse.reshape(*lse.shape[:2], -1)[..., :M].float()
+    return _lse_math(q, k, v, scale)
+
+
+def sr3ai_attention_dense(q, k, v, layout: RegionLayout) -> torch.Tensor:
+    """Reference: `scaled_dot_product_attention` with the dense [S, S] boolean mask (what the paper's code does)."""
+    layout.check(q.shape[-2] - layout.num_video_tokens, layout.num_video_tokens)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=layout.dense_mask().to(q.device))
+
+
+def sr3ai_attention_fast(q, k, v, layout: RegionLayout, backends: tuple[str, ...] | None = None) -> torch.Tensor:
+    """Exact SR3AI attention without an S x S mask (see the module docstring). Returns [B, H, S, d].
+
+    The result is laid out [B, S, H, d] in memory (as flash kernels return it), so the processor's
+    transpose back to [B, S, H * d] is free.
+    """
+    T = layout.text_length
+    layout.check(T, q.shape[-2] - T)
+    B, H, S, d = q.shape
+    q_video, k_video, v_video = q[:, :, T:], k[:, :, T:], v[:, :, T:]
+    out = q.new_empty(B, S, H, d).transpose(1, 2)
+
+    # Video queries: all video keys in one unmasked kernel call ...
+    video_out, video_lse = attention_with_lse(q_video, k_video, v_video, backends)
+    # ... and the text keys of their covering prompts, one small call per set of covering prompts.
+    text_out, text_lse = torch.empty_like(video_out), torch.empty_like(video_lse)
+    for prompts, index in layout.cover_classes():
+        if len(prompts) == 1:
+            text = layout.text_slice(prompts[0])
+            keys, values = k[:, :, text], v[:, :, text]
+        else:
+            keys = torch.cat([k[:, :, layout.text_slice(p)] for p in prompts], 2)
+            values = torch.cat([v[:, :, layout.text_slice(p)] for p in prompts], 2)
+        o, lse = attention_with_lse(q_video.index_select(2, index), keys, values, backends)
+        text_out.index_copy_(2, index, o)
+        text_lse.index_copy_(2, index, lse)
+    # Exact merge of the two parts through their log-sum-exps: the text part's share of the softmax mass
+    # is sigmoid(lse_text - lse_video).
+    share = torch.sigmoid(text_lse - video_lse).unsqueeze(-1)
+    torch.lerp(video_out, text_out, share.to(q.dtype), out=out[:, :, T:])
+
+    # Text queries of prompt i: its own text keys and the video keys of its region.
+    for p, index in enumerate(layout.video_index):
+        text = layout.text_slice(p)
+        keys = torch.cat([k[:, :, text], k_video.index_select(2, index)], 2)
+        values = torch.cat([v[:, :, text], v_video.index_select(2, index)], 2)
+        out[:, :, text] = F.scaled_dot_product_attention(q[:, :, text], keys, values)
+    return out
