@@ -6,8 +6,10 @@ adds goes in around it:
 - Region control (the one place SR3AI plugs in): a `RegionControl` turns a `SceneInput` (region plan,
   prompts, bound LoRAs) into the text conditioning and attention kwargs the loop feeds the transformer,
   and installs/removes whatever it needs on the transformer (attention processors, gated LoRAs) for the
-  duration of one call. `StockRegionControl` is the stock single-prompt path: one prompt for the whole
-  scene and the bound LoRAs applied everywhere (ungated) through diffusers' own LoRA loader.
+  duration of one call. `SR3AIRegionControl` (the default) runs SR3AI from `dreamrunner.attention`: one
+  prompt per region, region-based 3D attention and region-gated LoRAs. `StockRegionControl` is the stock
+  single-prompt baseline: one prompt for the whole scene, bound LoRAs applied everywhere (ungated)
+  through diffusers' own LoRA loader.
 - Progress per denoising step, a cheap live preview every few steps (`LatentPreview`: a fixed linear
   latent -> RGB map fitted once per VAE), and cancel, all from `callback_on_step_end`, so cancel takes
   effect at the end of the step in progress.
@@ -30,7 +32,7 @@ from diffusers import CogVideoXPipeline
 from ..backends import NOISE_LABEL, ModelComponents
 from ..errors import DreamRunnerError
 from ..jobs import CancelToken, Progress, ProgressCallback
-from ..regions import BACKGROUND, RegionPlan
+from ..regions import RegionPlan
 from .overlay import label_frames
 
 
@@ -105,8 +107,42 @@ def _ungated_loras(pipeline: CogVideoXPipeline, loras: tuple[LoraBinding, ...]) 
         pipeline.delete_adapters([lora.name for lora in loras])
 
 
+class SR3AIRegionControl:
+    """SR3AI (dreamrunner.attention): one prompt per region, region-based 3D attention, region-gated LoRAs.
+
+    The controller is attached to the transformer for one call and detached after it, so the same
+    pipeline can also run the stock path. Classifier-free guidance uses the negative prompt in every region.
+    """
+
+    def __init__(self, implementation: str = "fast"):
+        self.implementation = implementation
+        self.name = f"sr3ai-{implementation}"
+
+    @contextlib.contextmanager
+    def conditioning(self, pipeline, scene, negative_prompt, do_classifier_free_guidance) -> Iterator[Conditioning]:
+        from ..attention import GatedLoRA, LoRAWeights, SR3AIController, encode_region_prompts
+
+        plan = scene.region_plan
+        length = int(pipeline.transformer.config.max_text_seq_length)
+        device = pipeline._execution_device
+        dtype = pipeline.transformer.dtype
+        loras = [GatedLoRA(LoRAWeights.load(lora.path, lora.kind), prompts=lora.prompts, scale=lora.scale)
+                 for lora in scene.loras]
+        encode = lambda prompts: encode_region_prompts(  # noqa: E731
+            pipeline.tokenizer, pipeline.text_encoder, prompts, length, device=device, dtype=dtype)
+        prompt_embeds = encode(plan.prompts)
+        negative_embeds = encode([negative_prompt] * plan.num_prompts) if do_classifier_free_guidance else None
+        controller = SR3AIController(pipeline.transformer, self.implementation).attach()
+        try:
+            controller.set_regions(plan)
+            controller.set_loras(loras)
+            yield Conditioning(prompt_embeds, negative_embeds)
+        finally:
+            controller.detach()
+
+
 def default_region_control() -> RegionControl:
-    return StockRegionControl()
+    return SR3AIRegionControl()
 
 
 class LatentPreview:
@@ -185,6 +221,14 @@ class DreamRunnerPipeline(CogVideoXPipeline):
             self._preview = LatentPreview(self.vae, self._execution_device)
         return self._preview
 
+    def check_grid(self, plan: RegionPlan, num_frames: int, height: int, width: int) -> None:
+        patch = self.transformer.config.patch_size
+        spatial = self.vae_scale_factor_spatial * patch
+        grid = ((num_frames - 1) // self.vae_scale_factor_temporal + 1, height // spatial, width // spatial)
+        if tuple(plan.grid) != grid:
+            raise DreamRunnerError(f"the region plan is on a {tuple(plan.grid)} token grid, but {num_frames} frames at "
+                                   f"{height}x{width} make a {grid} grid; build the plan for this geometry")
+
     @torch.no_grad()
     def __call__(
         self,
@@ -203,6 +247,7 @@ class DreamRunnerPipeline(CogVideoXPipeline):
     ) -> SceneFrames:
         """Generate the scene's frames. Raises `dreamrunner.jobs.Cancelled` at the end of the step in which
         `cancel` was set."""
+        self.check_grid(scene.region_plan, num_frames, height, width)
         cancel = cancel or CancelToken()
         cancel.check()
         started = time.monotonic()
@@ -244,9 +289,3 @@ class DreamRunnerPipeline(CogVideoXPipeline):
         if self.is_noise:
             frames = label_frames(frames, NOISE_LABEL)
         return SceneFrames(frames=frames, is_noise=self.is_noise, seconds=time.monotonic() - started)
-
-
-def lora_gates(plan: RegionPlan, kind: str, target: str) -> tuple[int, ...]:
-    """The region prompts a prior belongs to: a subject prior's character's, a motion prior's motion's."""
-    owners = plan.character_ids if kind == "subject" else plan.motions
-    return tuple(p for p in range(plan.num_prompts) if p != BACKGROUND and target in owners[p])

@@ -23,7 +23,8 @@ from ..jobs import CancelToken, Progress, ProgressCallback
 from ..project import Project
 from ..regions import build_region_plan
 from ..story import RenderResult, Scene, Story, VideoSettings
-from .pipeline import DreamRunnerPipeline, LoraBinding, RegionControl, SceneInput, default_region_control, lora_gates
+from ..attention import bound_prompts
+from .pipeline import DreamRunnerPipeline, LoraBinding, RegionControl, SceneInput, default_region_control
 from .video_io import write_video
 
 # Bump when a change to the rendering code changes what a given key renders.
@@ -83,7 +84,7 @@ def scene_input(project: Project, scene: Scene, video: VideoSettings) -> SceneIn
     for binding in scene.prior_bindings:
         prior = priors[binding.prior_id]
         loras.append(LoraBinding(name=prior.id, path=project.resolve(prior.path), kind=prior.kind,
-                                 scale=binding.scale, prompts=lora_gates(plan, prior.kind, prior.target)))
+                                 scale=binding.scale, prompts=bound_prompts(plan, prior.kind, prior.target)))
     return SceneInput(prompt=scene_prompt(scene, plan.prompts), region_plan=plan, loras=tuple(loras))
 
 
