@@ -78,11 +78,12 @@ def load_backend(
     dtype: Any = None,
     memory: MemoryOptions | None = None,
     local_files_only: bool = False,
+    cache_dir: str | os.PathLike | None = None,
 ) -> ModelComponents:
     """Components for a backend name: "tiny"/"tiny-5b" (random weights, noise) or "cogvideox-2b"/"cogvideox-5b".
 
     `path` is a local diffusers folder or a hub id for the CogVideoX backends (default: the env var
-    DREAMRUNNER_COGVIDEOX_2B / _5B, else THUDM/CogVideoX-2b / -5b through the hub cache).
+    DREAMRUNNER_COGVIDEOX_2B / _5B, else THUDM/CogVideoX-2b / -5b through the hub cache, or `cache_dir`).
     """
     if name in ("tiny", "tiny-2b", "tiny-5b"):
         from .tiny import build_tiny
@@ -97,5 +98,6 @@ def load_backend(
     if name in ("cogvideox-2b", "cogvideox-5b"):
         from .cogvideox import load_cogvideox
 
-        return load_cogvideox(name, path, dtype=dtype, memory=memory, local_files_only=local_files_only)
+        return load_cogvideox(name, path, dtype=dtype, memory=memory, local_files_only=local_files_only,
+                              cache_dir=cache_dir)
     raise DreamRunnerError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")

@@ -83,6 +83,7 @@ def load_cogvideox(
     dtype: torch.dtype | None = None,
     memory: MemoryOptions | None = None,
     local_files_only: bool = False,
+    cache_dir: str | os.PathLike | None = None,
 ) -> ModelComponents:
     """Load a CogVideoX checkpoint's components with diffusers/transformers `from_pretrained`."""
     from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXTransformer3DModel
@@ -102,7 +103,7 @@ def load_cogvideox(
         source = str(folder)
     elif not _is_hub_id(source):
         raise WeightsMissingError(_how_to_get(name, source, "no such folder"))
-    common = {"local_files_only": local_files_only}
+    common = {"local_files_only": local_files_only, "cache_dir": cache_dir}
     try:
         transformer = CogVideoXTransformer3DModel.from_pretrained(source, subfolder="transformer", torch_dtype=dtype, **common)
         vae = AutoencoderKLCogVideoX.from_pretrained(source, subfolder="vae", torch_dtype=dtype, **common)
