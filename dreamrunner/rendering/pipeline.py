@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from diffusers import CogVideoXPipeline
 
-from ..backends import NOISE_LABEL, ModelComponents
+from ..backends import NOISE_LABEL, MemoryOptions, ModelComponents
 from ..errors import DreamRunnerError
 from ..jobs import CancelToken, Progress, ProgressCallback
 from ..regions import RegionPlan
@@ -132,6 +132,14 @@ class SR3AIRegionControl:
             pipeline.tokenizer, pipeline.text_encoder, prompts, length, device=device, dtype=dtype)
         prompt_embeds = encode(plan.prompts)
         negative_embeds = encode([negative_prompt] * plan.num_prompts) if do_classifier_free_guidance else None
+        if pipeline.memory.cpu_offload == "sequential":
+            raise DreamRunnerError("SR3AI needs whole models on the GPU while they run: use cpu_offload 'model' "
+                                   "(or 'none'), not 'sequential'")
+        if pipeline.memory.cpu_offload == "model":
+            # The gated-LoRA factors are placed on the transformer's device when set: bring it to the GPU now
+            # (and the text encoder, done, off it), as its offload hook would at its first call.
+            pipeline.text_encoder.to("cpu")
+            pipeline.transformer.to(device)
         controller = SR3AIController(pipeline.transformer, self.implementation).attach()
         try:
             controller.set_regions(plan)
@@ -182,6 +190,7 @@ class SceneFrames:
     frames: np.ndarray  # uint8 [F, H, W, 3]
     is_noise: bool
     seconds: float
+    nonfinite: bool = False  # the decode held NaN/inf (shown black): random low-precision VAEs can do this
 
 
 class DreamRunnerPipeline(CogVideoXPipeline):
@@ -189,6 +198,7 @@ class DreamRunnerPipeline(CogVideoXPipeline):
 
     is_noise = False
     backend_name = "unknown"
+    memory = MemoryOptions()
 
     def __init__(self, tokenizer, text_encoder, vae, transformer, scheduler):
         super().__init__(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
@@ -201,6 +211,7 @@ class DreamRunnerPipeline(CogVideoXPipeline):
         pipeline = cls(**components.pipeline_kwargs())
         pipeline.is_noise = components.is_noise
         pipeline.backend_name = components.name
+        pipeline.memory = components.memory
         if region_control is not None:
             pipeline.region_control = region_control
         memory = components.memory
@@ -285,7 +296,9 @@ class DreamRunnerPipeline(CogVideoXPipeline):
             # An interrupted loop skips its own offload reset; return the models to the CPU all the same.
             self.maybe_free_model_hooks()
             raise
+        nonfinite = not np.isfinite(output[0]).all()
         frames = (np.nan_to_num(output[0]).clip(0, 1) * 255).round().astype(np.uint8)
         if self.is_noise:
             frames = label_frames(frames, NOISE_LABEL)
-        return SceneFrames(frames=frames, is_noise=self.is_noise, seconds=time.monotonic() - started)
+        return SceneFrames(frames=frames, is_noise=self.is_noise, seconds=time.monotonic() - started,
+                           nonfinite=nonfinite)
