@@ -145,7 +145,7 @@ def main() -> None:
     layouts = {p: RegionLayout.from_masks(moving_boxes_masks(p, grid, seed=p), L, device) for p in args.prompts}
     for p, layout in layouts.items():
         covered = [int(i.numel()) for i in layout.video_index]
-        print(f"P={p}: tokens per prompt {covered}, cover classes {len(layout.cover_classes())}")
+        print(f"P={p}: tokens per prompt {covered}, cover classes {len(layout.cover_classes().spans)}")
 
     # --- exactness at real size (one call, batch 1): bf16 fast / dense vs the fp32 dense reference
     p_check = 5 if 5 in layouts else args.prompts[-1]

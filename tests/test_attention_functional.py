@@ -49,9 +49,11 @@ def test_layout_with_guaranteed_overlaps_and_empty_region():
     # prompt 3 is empty: its text attends only itself
     masks[0] = ~masks[1:].any(0)
     layout = RegionLayout.from_masks(masks, text_tokens=2)
-    classes = dict(layout.cover_classes())
-    assert (1, 2) in classes and classes[(1, 2)].tolist() == [4]  # token (t=0, r=1, c=1)
-    assert sum(len(index) for index in classes.values()) == layout.num_video_tokens
+    classes = layout.cover_classes()
+    spans = dict(classes.spans)
+    assert classes.order[spans[(1, 2)]].tolist() == [4]  # token (t=0, r=1, c=1)
+    assert sorted(classes.order.tolist()) == list(range(layout.num_video_tokens))
+    assert classes.spans_of(3) == []
     q, k, v = (torch.randn(1, 3, layout.sequence_length, 4) for _ in range(3))
     torch.testing.assert_close(sr3ai_attention_fast(q, k, v, layout), sr3ai_attention_dense(q, k, v, layout),
                                rtol=1e-5, atol=1e-5)

@@ -84,41 +84,67 @@ def sr3ai_attention_dense(q, k, v, layout: RegionLayout) -> torch.Tensor:
     return F.scaled_dot_product_attention(q, k, v, attn_mask=layout.dense_mask().to(q.device))
 
 
+def gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """x[:, :, index] for [B, H, S, d], copying whole token rows when the memory layout allows it."""
+    B, H, S, d = x.shape
+    if x.transpose(1, 2).is_contiguous():  # [B, S, H, d] in memory, as projections come out
+        return x.transpose(1, 2).reshape(B, S, H * d).index_select(1, index).view(B, -1, H, d).transpose(1, 2)
+    if x.is_contiguous():  # [B, H, S, d] in memory, e.g. after the q/k layer norms
+        return x.reshape(B * H, S, d).index_select(1, index).view(B, H, -1, d)
+    return x.index_select(2, index)
+
+
+def _merge(parts) -> torch.Tensor:
+    """Exact softmax over the union of disjoint key sets from per-part (out, lse): weights exp(lse_j - lse)."""
+    if len(parts) == 1:
+        return parts[0][0]
+    lse = torch.logsumexp(torch.stack([l for _, l in parts]), 0)
+    merged = sum(o.float() * torch.exp(l - lse).unsqueeze(-1) for o, l in parts)
+    return merged.to(parts[0][0].dtype)
+
+
 def sr3ai_attention_fast(q, k, v, layout: RegionLayout, backends: tuple[str, ...] | None = None) -> torch.Tensor:
     """Exact SR3AI attention without an S x S mask (see the module docstring). Returns [B, H, S, d].
 
-    The result is laid out [B, S, H, d] in memory (as flash kernels return it), so the processor's
-    transpose back to [B, S, H * d] is free.
+    Video tokens are first put in cover-class order (`RegionLayout.cover_classes`), so every per-prompt
+    piece is a contiguous slice: one gather of q, k and v in, one scatter of the output back. The result is
+    laid out [B, S, H, d] in memory (as flash kernels return it), so the processor's transpose back to
+    [B, S, H * d] is free.
     """
     T = layout.text_length
     layout.check(T, q.shape[-2] - T)
     B, H, S, d = q.shape
-    q_video, k_video, v_video = q[:, :, T:], k[:, :, T:], v[:, :, T:]
+    classes = layout.cover_classes()
+    if classes.identity:
+        qv, kv, vv = q[:, :, T:], k[:, :, T:], v[:, :, T:]
+    else:
+        joint = classes.order + T
+        qv, kv, vv = (gather_tokens(x, joint) for x in (q, k, v))
     out = q.new_empty(B, S, H, d).transpose(1, 2)
 
-    # Video queries: all video keys in one unmasked kernel call ...
-    video_out, video_lse = attention_with_lse(q_video, k_video, v_video, backends)
-    # ... and the text keys of their covering prompts, one small call per set of covering prompts.
-    text_out, text_lse = torch.empty_like(video_out), torch.empty_like(video_lse)
-    for prompts, index in layout.cover_classes():
-        if len(prompts) == 1:
-            text = layout.text_slice(prompts[0])
+    # Video queries: all video keys in one unmasked kernel call (key order does not matter) ...
+    video_out, video_lse = attention_with_lse(qv, kv, vv, backends)
+    # ... merged with the text keys of their covering prompts, one small call per class. The text part's
+    # share of the softmax mass is sigmoid(lse_text - lse_video).
+    for members, span in classes.spans:
+        if len(members) == 1:
+            text = layout.text_slice(members[0])
             keys, values = k[:, :, text], v[:, :, text]
         else:
-            keys = torch.cat([k[:, :, layout.text_slice(p)] for p in prompts], 2)
-            values = torch.cat([v[:, :, layout.text_slice(p)] for p in prompts], 2)
-        o, lse = attention_with_lse(q_video.index_select(2, index), keys, values, backends)
-        text_out.index_copy_(2, index, o)
-        text_lse.index_copy_(2, index, lse)
-    # Exact merge of the two parts through their log-sum-exps: the text part's share of the softmax mass
-    # is sigmoid(lse_text - lse_video).
-    share = torch.sigmoid(text_lse - video_lse).unsqueeze(-1)
-    torch.lerp(video_out, text_out, share.to(q.dtype), out=out[:, :, T:])
+            keys, values = gather_tokens(k, classes.text_index[members]), gather_tokens(v, classes.text_index[members])
+        o, lse = attention_with_lse(qv[:, :, span], keys, values, backends)
+        share = torch.sigmoid(lse - video_lse[:, :, span]).unsqueeze(-1).to(q.dtype)
+        torch.lerp(video_out[:, :, span], o, share, out=video_out[:, :, span])
+    if classes.identity:
+        out[:, :, T:] = video_out
+    else:
+        out.transpose(1, 2).view(B, S, H * d)[:, joint] = video_out.transpose(1, 2).reshape(B, -1, H * d)
 
-    # Text queries of prompt i: its own text keys and the video keys of its region.
-    for p, index in enumerate(layout.video_index):
+    # Text queries of prompt i: its own text keys, and the video keys of its region class by class.
+    for p in range(layout.num_prompts):
         text = layout.text_slice(p)
-        keys = torch.cat([k[:, :, text], k_video.index_select(2, index)], 2)
-        values = torch.cat([v[:, :, text], v_video.index_select(2, index)], 2)
-        out[:, :, text] = F.scaled_dot_product_attention(q[:, :, text], keys, values)
+        query = q[:, :, text]
+        parts = [attention_with_lse(query, k[:, :, text], v[:, :, text], backends)]
+        parts += [attention_with_lse(query, kv[:, :, span], vv[:, :, span], backends) for span in classes.spans_of(p)]
+        out[:, :, text] = _merge(parts)
     return out

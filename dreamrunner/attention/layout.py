@@ -23,6 +23,24 @@ class RegionLayoutError(DreamRunnerError, ValueError):
     """A region plan or mask that SR3AI cannot use, or a call whose sequence does not match it."""
 
 
+@dataclass(frozen=True, eq=False)
+class CoverClasses:
+    """Video tokens grouped by the set of prompts covering them.
+
+    `order` lists the video tokens class after class; in that order each class is one contiguous `span`,
+    so the fast attention works on slices instead of scattered tokens. Every video token is in exactly one
+    class; a token in an overlap is in the class of all its covering prompts.
+    """
+
+    order: torch.Tensor  # int64 [N]: video token indices, grouped by class
+    identity: bool  # order is 0..N-1 (e.g. a single prompt): no permutation needed
+    spans: tuple[tuple[tuple[int, ...], slice], ...]  # (covering prompts, positions in `order`)
+    text_index: dict  # covering prompts (several) -> their text tokens' joint indices
+
+    def spans_of(self, prompt: int) -> list[slice]:
+        return [span for members, span in self.spans if prompt in members]
+
+
 @dataclass(eq=False)
 class RegionLayout:
     """Which video tokens each prompt's region covers, as index tensors.
@@ -102,12 +120,8 @@ class RegionLayout:
     def text_slice(self, prompt: int) -> slice:
         return slice(prompt * self.text_tokens, (prompt + 1) * self.text_tokens)
 
-    def cover_classes(self) -> tuple[tuple[tuple[int, ...], torch.Tensor], ...]:
-        """Video tokens grouped by the set of prompts covering them: ((prompts, token indices), ...).
-
-        Every video token is in exactly one class, so per-class results scatter back without collisions;
-        a token in an overlap is in the class of all its covering prompts.
-        """
+    def cover_classes(self) -> CoverClasses:
+        """Video tokens grouped by the set of prompts covering them (see `CoverClasses`)."""
         if "classes" not in self._cache:
             membership = torch.zeros(self.num_prompts, self.num_video_tokens, dtype=torch.bool, device=self.device)
             for p, index in enumerate(self.video_index):
@@ -115,9 +129,18 @@ class RegionLayout:
             sets, inverse = torch.unique(membership.T, dim=0, return_inverse=True)
             order = torch.argsort(inverse, stable=True)
             counts = torch.bincount(inverse, minlength=len(sets)).tolist()
-            self._cache["classes"] = tuple(
-                (tuple(int(p) for p in prompts.nonzero().flatten()), index)
-                for prompts, index in zip(sets, order.split(counts))
+            starts = np.cumsum([0] + counts)
+            prompts = [tuple(int(p) for p in row.nonzero().flatten()) for row in sets]
+            text_index = {}
+            for members in prompts:
+                if len(members) > 1:
+                    text_index[members] = torch.cat([torch.arange(p * self.text_tokens, (p + 1) * self.text_tokens)
+                                                     for p in members]).to(self.device)
+            identity = bool(torch.equal(order, torch.arange(self.num_video_tokens, device=self.device)))
+            self._cache["classes"] = CoverClasses(
+                order=order, identity=identity,
+                spans=tuple((members, slice(int(a), int(b))) for members, a, b in zip(prompts, starts[:-1], starts[1:])),
+                text_index=text_index,
             )
         return self._cache["classes"]
 
