@@ -36,3 +36,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cancelled", file=sys.stderr)
         return 130
+
+from . import render_commands  # noqa: E402  (appended: rendering and export)
+COMMAND_MODULES.append(render_commands)
