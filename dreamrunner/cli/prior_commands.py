@@ -6,12 +6,10 @@ import argparse
 import signal
 import sys
 
-from ..backends import ModelComponents
+from ..backends import BACKENDS, load_backend
 from ..errors import DreamRunnerError
 from ..jobs import CancelToken, Cancelled, Progress
 from ..project import Project
-
-BACKENDS = ("tiny", "tiny-5b", "cogvideox-2b", "cogvideox-5b")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,21 +40,6 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
 
 
-def load_components(backend: str) -> ModelComponents:
-    if backend.startswith("tiny"):
-        from ..backends.tiny import build_tiny
-
-        return build_tiny("5b" if backend == "tiny-5b" else "2b")
-    from .. import backends
-
-    loader = getattr(backends, "load_backend", None)
-    if loader is None:
-        raise DreamRunnerError(
-            f"backend {backend!r} needs the CogVideoX weight loader, which this version of DreamRunner Studio does "
-            f"not have yet; use --backend tiny to try the workflow on random weights")
-    return loader(backend)
-
-
 def _report(progress: Progress) -> None:
     parts = [f"{progress.stage}: {progress.step}/{progress.total}"]
     if progress.loss is not None:
@@ -74,7 +57,7 @@ def _run(args: argparse.Namespace, train, target: str) -> int:
     if args.steps is not None and args.steps < 1:
         raise DreamRunnerError(f"--steps must be at least 1, got {args.steps}")
     project = Project.load(args.project)
-    components = load_components(args.backend)
+    components = load_backend(args.backend)
     cancel = CancelToken()
     previous = signal.signal(signal.SIGINT, lambda *_: cancel.cancel())  # stop at the next step, keep a checkpoint
     try:

@@ -49,12 +49,9 @@ def _key(*parts: object) -> str:
 class EncodingCache:
     """Encodes clips with the VAE and captions with T5, once per content, into `folder`."""
 
-    def __init__(self, folder: Path, components: ModelComponents, device: torch.device | str = "cpu",
-                 dtype: torch.dtype = torch.float32) -> None:
+    def __init__(self, folder: Path, components: ModelComponents) -> None:
         self.folder = Path(folder)
         self.components = components
-        self.device = torch.device(device)
-        self.dtype = dtype
         self.fingerprint = model_fingerprint(components)
         self.encoded = {"latents": 0, "text": 0}  # how many entries this instance actually computed
         self._pipeline = None
@@ -93,7 +90,8 @@ class EncodingCache:
         if cached is None:
             pixels = load_clip(clip, num_frames, height, width)  # [F, 3, H, W]
             vae = self.components.vae
-            video = pixels.permute(1, 0, 2, 3).unsqueeze(0).to(self.device, vae.dtype)  # [1, 3, F, H, W]
+            # Encoded where the VAE sits (GPU, or CPU under offloading): the cache is what the trainer reads.
+            video = pixels.permute(1, 0, 2, 3).unsqueeze(0).to(vae.device, vae.dtype)  # [1, 3, F, H, W]
             with torch.no_grad():
                 posterior = vae.encode(video).latent_dist
             scale = vae.config.scaling_factor
@@ -111,7 +109,7 @@ class EncodingCache:
             with torch.no_grad():
                 embeddings, _ = self.pipeline.encode_prompt(
                     caption, do_classifier_free_guidance=False, num_videos_per_prompt=1,
-                    max_sequence_length=self.components.max_text_tokens, device=self.device,
+                    max_sequence_length=self.components.max_text_tokens, device=self.components.text_encoder.device,
                     dtype=self.components.text_encoder.dtype,
                 )
             cached = {"embeddings": embeddings[0].float()}

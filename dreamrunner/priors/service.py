@@ -92,7 +92,7 @@ def train_prior(components: ModelComponents, request: PriorRequest, folder: Path
         raise PriorError(f"{request.kind} prior {request.target!r} has no source images or clips")
     folder = Path(folder)
     device, dtype = _device_and_dtype(device)
-    cache = EncodingCache(folder / CACHE_DIR, components, device=device)
+    cache = EncodingCache(folder / CACHE_DIR, components)
     geometry = request.geometry(components)
     key = prior_key(cache.fingerprint, request, geometry)
     name = f"{request.kind}-{slug(request.target)}-{key[:12]}"
