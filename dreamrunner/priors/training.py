@@ -56,7 +56,7 @@ class PriorTrainer:
 
     def __init__(self, transformer, scheduler, examples: list[Example], settings: PriorSettings, workdir: Path,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, rotary=None,
-                 prefer_cudnn_attention: bool = False) -> None:
+                 prefer_cudnn_attention: bool = True) -> None:
         if not examples:
             raise ValueError("a prior needs at least one training example")
         self.transformer = transformer
