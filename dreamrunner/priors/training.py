@@ -69,6 +69,7 @@ class PriorTrainer:
         self.rotary = rotary
         self.prefer_cudnn_attention = prefer_cudnn_attention
         self.generator = torch.Generator().manual_seed(settings.seed)
+        self._given = (transformer.device, transformer.dtype)  # restored by close()
         transformer.requires_grad_(False)
         if transformer.dtype != dtype or transformer.device != self.device:
             transformer.to(self.device, dtype)
@@ -175,6 +176,8 @@ class PriorTrainer:
             self.transformer.delete_adapters(self.adapters)
         if not getattr(self.transformer, "peft_config", None):
             self.transformer.unload_lora()  # no adapter left: give back plain linears
+        if (self.transformer.device, self.transformer.dtype) != self._given:
+            self.transformer.to(*self._given)
 
 
 class SubjectTrainer(PriorTrainer):
