@@ -52,8 +52,6 @@ def _report(progress: Progress) -> None:
 
 
 def _run(args: argparse.Namespace, train, target: str) -> int:
-    from ..priors import service
-
     if args.steps is not None and args.steps < 1:
         raise DreamRunnerError(f"--steps must be at least 1, got {args.steps}")
     project = Project.load(args.project)
