@@ -239,6 +239,15 @@ def main() -> None:
             controller.set_loras([GatedLoRA(w, prompts=(min(i + 1, p - 1),), scale=1.0) for i, w in enumerate(loras)])
             ms, mem = timed(lambda: step(encoder_hidden_states), device, warmup, step_iters)
             row["sr3ai_4_loras"] = {"ms": ms, "peak_gib": mem, "x_stock": ms / step_ms}
+            if device.type == "cuda" and p == p_check:  # where a gated-LoRA step's time goes
+                from torch.profiler import ProfilerActivity, profile
+
+                with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                    step(encoder_hidden_states)
+                    torch.cuda.synchronize()
+                table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=20)
+                results["step"]["profile_sr3ai_4_loras"] = table
+                print(table)
             controller.set_loras([])
             if p == p_check:  # the whole step, fast vs the dense reference
                 fast = step(encoder_hidden_states)

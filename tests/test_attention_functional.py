@@ -26,8 +26,10 @@ def random_masks(rng, prompts, grid, empty=(), partial=()):
     return masks
 
 
+@pytest.mark.parametrize("merged_spans", [0, 99])  # text queries: gathered keys / class-by-class merge
 @pytest.mark.parametrize("seed", range(6))
-def test_fast_equals_dense_reference(seed):
+def test_fast_equals_dense_reference(seed, merged_spans, monkeypatch):
+    monkeypatch.setattr("dreamrunner.attention.functional.MAX_MERGED_SPANS", merged_spans)
     rng = np.random.default_rng(seed)
     prompts = int(rng.integers(1, 6))
     grid = (3, 4, 5)

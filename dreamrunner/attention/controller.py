@@ -156,11 +156,15 @@ class SR3AIController:
             up = torch.cat([b for _, b, _ in factors], 1).to(**options)
             if down.shape[1] != linear.in_features or up.shape[0] != linear.out_features:
                 raise LoRAFileError(f"{loras[lora_ids[0]].weights.name}: {module} LoRA shapes do not fit the model")
-            hook = GatedLinearHook(self.context, tuple(lora_ids), down, up, tuple(a.shape[0] for a, _, _ in factors),
+            hook = GatedLinearHook(self.context, module, tuple(lora_ids), down, up, tuple(a.shape[0] for a, _, _ in factors),
                                    tuple(s for _, _, s in factors))
             hook.handle = linear.register_forward_hook(hook)
             self._hooks.append(hook)
         self.context.set(loras=loras)
+
+    def lora_modules(self) -> dict[str, tuple[str, ...]]:
+        """Which linears carry which active LoRAs (by name): {"transformer_blocks.0.attn1.to_q": ("cat", ...)}."""
+        return {hook.module: tuple(self.context.loras[i].weights.name for i in hook.lora_ids) for hook in self._hooks}
 
     def _remove_hooks(self) -> None:
         for hook in self._hooks:

@@ -25,6 +25,9 @@ from .layout import RegionLayout
 # Kernels that return the log-sum-exp alongside the output, tried in this order on CUDA. Measured on an
 # H100 by bench/bench_sr3ai.py (docs/benchmarks.md); the order is only a preference, any one is exact.
 CUDA_LSE_BACKENDS = ("cudnn", "flash", "efficient")
+# A prompt whose region spans more cover classes than this gathers its keys instead of one call per class:
+# many tiny kernel calls cost more than one gather.
+MAX_MERGED_SPANS = 2
 
 
 def _lse_cudnn(q, k, v, scale):
@@ -68,6 +71,10 @@ def attention_with_lse(q, k, v, backends: tuple[str, ...] | None = None, scale: 
     if backends is None:
         backends = CUDA_LSE_BACKENDS if q.is_cuda else ("cpu",) if q.device.type == "cpu" else ()
     M = q.shape[-2]
+    if q.dtype not in (torch.float16, torch.bfloat16) or q.shape[-1] % 8 or q.shape[-1] > 128:
+        # The cuDNN and flash kernels take half precision only, and called directly they do not all
+        # check it (cuDNN returned NaN for float32 on an H100): keep them to what they support.
+        backends = tuple(name for name in backends if name not in ("cudnn", "flash"))
     for name in backends:
         try:
             out, lse = _KERNELS[name](q, k, v, scale)
@@ -140,11 +147,17 @@ def sr3ai_attention_fast(q, k, v, layout: RegionLayout, backends: tuple[str, ...
     else:
         out.transpose(1, 2).view(B, S, H * d)[:, joint] = video_out.transpose(1, 2).reshape(B, -1, H * d)
 
-    # Text queries of prompt i: its own text keys, and the video keys of its region class by class.
+    # Text queries of prompt i: its own text keys and the video keys of its region, either class by class
+    # (slices, merged by log-sum-exp) or, when the region spans many classes, gathered into one call.
     for p in range(layout.num_prompts):
         text = layout.text_slice(p)
         query = q[:, :, text]
-        parts = [attention_with_lse(query, k[:, :, text], v[:, :, text], backends)]
-        parts += [attention_with_lse(query, kv[:, :, span], vv[:, :, span], backends) for span in classes.spans_of(p)]
-        out[:, :, text] = _merge(parts)
+        spans = classes.spans_of(p)
+        if len(spans) <= MAX_MERGED_SPANS:
+            parts = [attention_with_lse(query, k[:, :, text], v[:, :, text], backends)]
+            parts += [attention_with_lse(query, kv[:, :, span], vv[:, :, span], backends) for span in spans]
+            out[:, :, text] = _merge(parts)
+        else:
+            index = layout.text_key_index(p)
+            out[:, :, text] = F.scaled_dot_product_attention(query, gather_tokens(k, index), gather_tokens(v, index))
     return out

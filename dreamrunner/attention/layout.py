@@ -144,6 +144,14 @@ class RegionLayout:
             )
         return self._cache["classes"]
 
+    def text_key_index(self, prompt: int) -> torch.Tensor:
+        """Joint indices of the keys a text query of `prompt` may see: its text tokens, then its region."""
+        key = ("text_keys", prompt)
+        if key not in self._cache:
+            text = torch.arange(prompt * self.text_tokens, (prompt + 1) * self.text_tokens, device=self.device)
+            self._cache[key] = torch.cat([text, self.text_length + self.video_index[prompt]])
+        return self._cache[key]
+
     def token_mask(self, prompts) -> torch.Tensor:
         """bool [P*L + N] over the joint sequence: the prompts' text tokens and the union of their regions."""
         mask = torch.zeros(self.sequence_length, dtype=torch.bool, device=self.device)

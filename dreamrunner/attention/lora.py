@@ -136,6 +136,7 @@ class GatedLinearHook:
     """Forward hook on one linear: adds the stacked, per-token gated deltas of the LoRAs that target it."""
 
     context: object  # SR3AIContext: gives the [S, sum r] gate of this linear's LoRAs for the current call
+    module: str  # "transformer_blocks.{i}.{module}"
     lora_ids: tuple[int, ...]
     down: torch.Tensor  # [sum r, in]
     up: torch.Tensor  # [out, sum r]
