@@ -102,6 +102,8 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     parser.add_argument("--attn-iters", type=int, default=None)
     parser.add_argument("--step-iters", type=int, default=None)
+    parser.add_argument("--quick", action="store_true",
+                        help="skip the per-kernel comparisons and profiles (the main table and exactness only)")
     args = parser.parse_args()
 
     from diffusers import CogVideoXTransformer3DModel
@@ -118,6 +120,8 @@ def main() -> None:
         config = {}  # diffusers' defaults are CogVideoX-2B
         frames, height, width = 49, 60, 90  # latent height/width of 480x720
         attn_iters, step_iters, warmup = args.attn_iters or 20, args.step_iters or 5, 2
+        if args.quick:
+            attn_iters, step_iters, warmup = args.attn_iters or 10, args.step_iters or 3, 1
     torch.manual_seed(0)
     with torch.device(device):
         transformer = CogVideoXTransformer3DModel(**config).to(dtype).eval()
@@ -128,7 +132,7 @@ def main() -> None:
     N = math.prod(grid)
     batch = 2
     results = {
-        "command": "python bench/bench_sr3ai.py" + (" --tiny" if args.tiny else ""),
+        "command": "python bench/bench_sr3ai.py" + (" --tiny" if args.tiny else "") + (" --quick" if args.quick else ""),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
         "torch": torch.__version__, "dtype": str(dtype), "batch": batch, "grid": grid, "video_tokens": N,
@@ -169,7 +173,7 @@ def main() -> None:
     stock_ms, stock_mem = timed(lambda: F.scaled_dot_product_attention(q, k, v), device, warmup, attn_iters)
     results["attention"]["stock"] = {"ms": stock_ms, "peak_extra_gib": stock_mem}
     print(f"attention stock (1 prompt, SDPA): {stock_ms:.2f} ms, peak extra {stock_mem:.2f} GiB")
-    if device.type == "cuda":  # the main part alone: video x video, unmasked, with the log-sum-exp
+    if device.type == "cuda" and not args.quick:  # the main part alone: video x video, with the log-sum-exp
         from dreamrunner.attention import attention_with_lse
 
         qv, kv, vv = (t[:, :, L:] for t in (q, k, v))
@@ -184,23 +188,27 @@ def main() -> None:
     for p, layout in layouts.items():
         q, k, v = qkv(p)
         row = {}
+        # "fast" as the transformer runs it: video tokens in cover-class order (SR3AIController);
+        # "fast_natural_order": tokens in (t, row, col) order, gathered into class order and scattered back.
+        ordered = layout.reordered(layout.cover_classes().order)
         for name, fn in [("dense", lambda: sr3ai_attention_dense(q, k, v, layout)),
-                         ("fast", lambda: sr3ai_attention_fast(q, k, v, layout))]:
+                         ("fast", lambda: sr3ai_attention_fast(q, k, v, ordered)),
+                         ("fast_natural_order", lambda: sr3ai_attention_fast(q, k, v, layout))]:
             ms, mem = timed(fn, device, warmup, attn_iters)
             row[name] = {"ms": ms, "peak_extra_gib": mem, "x_stock": ms / stock_ms}
-        if device.type == "cuda" and p == p_check:
+        if device.type == "cuda" and p == p_check and not args.quick:
             for name in CUDA_LSE_BACKENDS:
                 try:
-                    ms, _ = timed(lambda: sr3ai_attention_fast(q, k, v, layout, (name,)), device, warmup, attn_iters)
+                    ms, _ = timed(lambda: sr3ai_attention_fast(q, k, v, ordered, (name,)), device, warmup, attn_iters)
                     row[f"fast_{name}"] = {"ms": ms, "x_stock": ms / stock_ms}
                 except Exception as error:
                     row[f"fast_{name}"] = {"error": str(error)[:200]}
-        if device.type == "cuda" and p == p_check:  # where the time goes, for the record
+        if device.type == "cuda" and p == p_check and not args.quick:  # where the time goes
             from torch.profiler import ProfilerActivity, profile
 
             with profile(activities=[ProfilerActivity.CUDA]) as prof:
                 for _ in range(3):
-                    sr3ai_attention_fast(q, k, v, layout)
+                    sr3ai_attention_fast(q, k, v, ordered)
                 torch.cuda.synchronize()
             table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=15)
             results["attention"]["profile_fast"] = table
@@ -239,7 +247,7 @@ def main() -> None:
             controller.set_loras([GatedLoRA(w, prompts=(min(i + 1, p - 1),), scale=1.0) for i, w in enumerate(loras)])
             ms, mem = timed(lambda: step(encoder_hidden_states), device, warmup, step_iters)
             row["sr3ai_4_loras"] = {"ms": ms, "peak_gib": mem, "x_stock": ms / step_ms}
-            if device.type == "cuda" and p == p_check:  # where a gated-LoRA step's time goes
+            if device.type == "cuda" and p == p_check and not args.quick:  # where a gated-LoRA step's time goes
                 from torch.profiler import ProfilerActivity, profile
 
                 with profile(activities=[ProfilerActivity.CUDA]) as prof:

@@ -86,10 +86,10 @@ def test_gated_lora_is_base_outside_its_mask_and_the_ungated_peft_lora_inside(tm
         seen, handle = capture(tr.get_submodule(name))
         tr(**kwargs)
         handle.remove()
+        mask = controller.layout.token_mask((1, 2))  # in the token order the blocks see
     linear, peft_linear = tr.get_submodule(name), peft_model.get_submodule(name)
     base = torch.nn.functional.linear(seen["x"], linear.weight, linear.bias)
     ungated = peft_linear(seen["x"])  # peft's own LoRA layer, every token
-    mask = layout.token_mask((1, 2))
     assert 0 < mask.sum() < mask.numel()
     torch.testing.assert_close(seen["y"][:, ~mask], base[:, ~mask], rtol=0, atol=0)
     torch.testing.assert_close(seen["y"][:, mask], ungated[:, mask], rtol=1e-5, atol=1e-5)
@@ -125,6 +125,7 @@ def test_several_loras_with_scales_and_parity(tmp_path):
         seen, handle = capture(tr.get_submodule(name))
         tr(**kwargs)
         handle.remove()
+        masks = {p: controller.layout.token_mask((p,))[:, None] for p in (1, 2)}
     # subject priors only on even blocks, the motion prior only on odd blocks, each on all six linears
     assert len(active) == 4 * len(MODULES)
     for module, names in active.items():
@@ -134,7 +135,7 @@ def test_several_loras_with_scales_and_parity(tmp_path):
     base = torch.nn.functional.linear(x, linear.weight, linear.bias)
     cat_delta = cat_model.get_submodule(name)(x) - base
     dog_delta = dog_model.get_submodule(name)(x) - base
-    expected = base + layout.token_mask((1,))[:, None] * cat_delta + 0.5 * layout.token_mask((2,))[:, None] * dog_delta
+    expected = base + masks[1] * cat_delta + 0.5 * masks[2] * dog_delta
     torch.testing.assert_close(seen["y"], expected, rtol=1e-5, atol=1e-5)
     # after detach no hook is left
     assert not any(m._forward_hooks for m in tr.modules())

@@ -24,29 +24,67 @@ from .processor import MultiPromptPatchEmbed, SR3AIAttnProcessor
 
 
 class SR3AIContext:
-    """The current scene's regions and gated LoRAs, read by every installed processor and hook."""
+    """The current scene's regions and gated LoRAs, read by every installed processor and hook.
+
+    With `reorder_tokens` (set by the controller when it owns the patch embedding) the transformer blocks
+    see the video tokens in cover-class order (`RegionLayout.cover_classes`): every block is per-token
+    except attention, so the order only has to be applied once after the patch embedding and undone once
+    before the output head, and each attention call then works on contiguous slices with no gathers.
+    `layout` is the layout in the order the blocks see.
+    """
 
     def __init__(self, backends: tuple[str, ...] | None = None):
         self.backends = backends
-        self.layout: RegionLayout | None = None
+        self.reorder_tokens = False
         self.loras: list[GatedLoRA] = []
+        self.layout: RegionLayout | None = None  # as the blocks see it
+        self._natural: RegionLayout | None = None  # as set, video tokens in (t, row, col) order
+        self._order = self._inverse = None
         self._gates: dict = {}
 
     def set(self, layout: RegionLayout | None = None, loras: list[GatedLoRA] | None = None) -> None:
         if layout is not None:
-            self.layout = layout
+            self._natural = layout
         if loras is not None:
             self.loras = list(loras)
+        self.refresh()
+
+    def refresh(self) -> None:
+        layout, self._order, self._inverse = self._natural, None, None
+        if layout is not None and self.reorder_tokens:
+            classes = layout.cover_classes()
+            if not classes.identity:
+                self._order, self._inverse = classes.order, torch.argsort(classes.order)
+                layout = layout.reordered(classes.order)
+        self.layout = layout
         self._gates.clear()
+
+    def _on(self, device) -> None:
+        if self._natural is not None and self._natural.device != torch.device(device):
+            self._natural = self._natural.to(device)
+            self.refresh()
 
     def layout_for(self, device, text_length: int, video_length: int) -> RegionLayout:
         if self.layout is None:
             raise RegionLayoutError("SR3AI is attached but no regions are set: call set_regions(plan) first")
         self.layout.check(text_length, video_length)
-        if self.layout.device != torch.device(device):
-            self.layout = self.layout.to(device)
-            self._gates.clear()
+        self._on(device)
         return self.layout
+
+    def token_order_for(self, device) -> torch.Tensor | None:
+        """Video token at each position the blocks see (None: natural order)."""
+        self._on(device)
+        return self._order
+
+    def restore_order_for(self, device) -> torch.Tensor | None:
+        self._on(device)
+        return self._inverse
+
+    def reorder_rotary(self, rotary):
+        """5B's rotary (cos, sin) tables, per video token, in the order the blocks see."""
+        if self._order is None:
+            return rotary
+        return tuple(table.index_select(0, self._order.to(table.device)) for table in rotary)
 
     def lora_gate(self, hook: GatedLinearHook, sequence_length: int, device, dtype) -> torch.Tensor:
         """[S, sum r]: each LoRA's token mask times its scale, repeated over its rank; cached per LoRA set."""
@@ -73,19 +111,29 @@ class SR3AIController:
         transformer: the diffusers model; its own modules are used, nothing is copied.
         implementation: "fast" (exact log-sum-exp decomposition, flash kernels) or "dense" (S x S mask reference).
         backends: optional order of log-sum-exp kernels for "fast" on CUDA (see `functional.CUDA_LSE_BACKENDS`).
+        reorder_tokens: run the blocks with video tokens in cover-class order (see `SR3AIContext`); the
+            output is the same, False only costs a gather and a scatter per attention call.
     """
 
-    def __init__(self, transformer, implementation: str = "fast", backends: tuple[str, ...] | None = None):
+    def __init__(self, transformer, implementation: str = "fast", backends: tuple[str, ...] | None = None,
+                 reorder_tokens: bool = True):
         self.transformer = transformer
         self.implementation = implementation
+        self.reorder_tokens = reorder_tokens
         self.context = SR3AIContext(backends)
         self._stock_processors = None
         self._stock_patch_class = None
+        self._restore_hook = None
         self._hooks: list[GatedLinearHook] = []
 
     @property
     def attached(self) -> bool:
         return self._stock_processors is not None
+
+    @property
+    def layout(self) -> RegionLayout | None:
+        """The regions in the token order the blocks see (token masks of hooks and processors use it)."""
+        return self.context.layout
 
     @property
     def text_tokens(self) -> int:
@@ -102,7 +150,16 @@ class SR3AIController:
         if type(patch_embed) is CogVideoXPatchEmbed:
             self._stock_patch_class = CogVideoXPatchEmbed
             patch_embed.__class__ = MultiPromptPatchEmbed
+            patch_embed.sr3ai_context = self.context
+            if self.reorder_tokens:
+                self._restore_hook = self.transformer.proj_out.register_forward_hook(self._restore_token_order)
+                self.context.reorder_tokens = True
+                self.context.refresh()
         return self
+
+    def _restore_token_order(self, module, args, output):
+        inverse = self.context.restore_order_for(output.device)
+        return output if inverse is None else output.index_select(1, inverse)
 
     def detach(self) -> None:
         """Back to the stock model: its processors, its patch embedding, no LoRA hooks."""
@@ -111,8 +168,14 @@ class SR3AIController:
             return
         self.transformer.set_attn_processor(self._stock_processors)
         if self._stock_patch_class is not None:
-            self.transformer.patch_embed.__class__ = self._stock_patch_class
-        self._stock_processors = self._stock_patch_class = None
+            patch_embed = self.transformer.patch_embed
+            patch_embed.__class__ = self._stock_patch_class
+            del patch_embed.sr3ai_context
+            if self._restore_hook is not None:
+                self._restore_hook.remove()
+            self.context.reorder_tokens = False
+            self.context.refresh()
+        self._stock_processors = self._stock_patch_class = self._restore_hook = None
 
     def __enter__(self) -> SR3AIController:
         return self.attach()
@@ -127,7 +190,7 @@ class SR3AIController:
         elif regions.text_tokens != self.text_tokens:
             raise RegionLayoutError(f"layout has {regions.text_tokens} text tokens per prompt, model {self.text_tokens}")
         self.context.set(layout=regions.to(self.transformer.device))
-        return self.context.layout
+        return regions
 
     def set_loras(self, loras: list[GatedLoRA]) -> None:
         """Replace the active gated LoRAs (an empty list removes them). Weights move to the model's device/dtype."""

@@ -114,7 +114,9 @@ def sr3ai_attention_fast(q, k, v, layout: RegionLayout, backends: tuple[str, ...
     """Exact SR3AI attention without an S x S mask (see the module docstring). Returns [B, H, S, d].
 
     Video tokens are first put in cover-class order (`RegionLayout.cover_classes`), so every per-prompt
-    piece is a contiguous slice: one gather of q, k and v in, one scatter of the output back. The result is
+    piece is a contiguous slice: one gather of q, k and v in, one scatter of the output back. Both are
+    skipped when the tokens already come in that order, as `SR3AIController` arranges for the whole
+    transformer (`RegionLayout.reordered`). The result is
     laid out [B, S, H, d] in memory (as flash kernels return it), so the processor's transpose back to
     [B, S, H * d] is free.
     """
@@ -131,6 +133,7 @@ def sr3ai_attention_fast(q, k, v, layout: RegionLayout, backends: tuple[str, ...
 
     # Video queries: all video keys in one unmasked kernel call (key order does not matter) ...
     video_out, video_lse = attention_with_lse(qv, kv, vv, backends)
+    target = out[:, :, T:] if classes.identity else video_out  # where the merged video rows go
     # ... merged with the text keys of their covering prompts, one small call per class. The text part's
     # share of the softmax mass is sigmoid(lse_text - lse_video).
     for members, span in classes.spans:
@@ -141,10 +144,8 @@ def sr3ai_attention_fast(q, k, v, layout: RegionLayout, backends: tuple[str, ...
             keys, values = gather_tokens(k, classes.text_index[members]), gather_tokens(v, classes.text_index[members])
         o, lse = attention_with_lse(qv[:, :, span], keys, values, backends)
         share = torch.sigmoid(lse - video_lse[:, :, span]).unsqueeze(-1).to(q.dtype)
-        torch.lerp(video_out[:, :, span], o, share, out=video_out[:, :, span])
-    if classes.identity:
-        out[:, :, T:] = video_out
-    else:
+        torch.lerp(video_out[:, :, span], o, share, out=target[:, :, span])
+    if not classes.identity:
         out.transpose(1, 2).view(B, S, H * d)[:, joint] = video_out.transpose(1, 2).reshape(B, -1, H * d)
 
     # Text queries of prompt i: its own text keys and the video keys of its region, either class by class

@@ -144,6 +144,13 @@ class RegionLayout:
             )
         return self._cache["classes"]
 
+    def reordered(self, order: torch.Tensor) -> RegionLayout:
+        """The same regions for a call whose video tokens come in `order` (position j holds token order[j])."""
+        position = torch.empty_like(order)
+        position[order] = torch.arange(len(order), device=order.device)
+        video_index = tuple(position[index].sort().values for index in self.video_index)
+        return RegionLayout(self.text_tokens, self.num_video_tokens, video_index, self.grid)
+
     def text_key_index(self, prompt: int) -> torch.Tensor:
         """Joint indices of the keys a text query of `prompt` may see: its text tokens, then its region."""
         key = ("text_keys", prompt)

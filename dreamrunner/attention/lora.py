@@ -148,5 +148,8 @@ class GatedLinearHook:
         x = args[0]
         gate = self.context.lora_gate(self, x.shape[1], x.device, x.dtype)
         hidden = F.linear(x, self.down) * gate
-        # one GEMM adds the delta into the base output (beta = 1), instead of a delta tensor and an add
-        return torch.addmm(output.flatten(0, -2), hidden.flatten(0, -2), self.up.t()).view_as(output)
+        # One GEMM adds the delta into the base output in place (beta = 1): no delta tensor, no add, no
+        # copy of the output (out-of-place addmm copies it first). The base linear does not keep its
+        # output for backward, so this is autograd-safe.
+        output.view(-1, output.shape[-1]).addmm_(hidden.view(-1, hidden.shape[-1]), self.up.t())
+        return output

@@ -58,6 +58,7 @@ class SR3AIAttnProcessor:
         if attn.norm_k is not None:
             key = attn.norm_k(key)
         if image_rotary_emb is not None:  # 5B: rotary positions on video tokens only, as stock
+            image_rotary_emb = self.context.reorder_rotary(image_rotary_emb)
             query[:, :, text_length:] = apply_rotary_emb(query[:, :, text_length:], image_rotary_emb)
             key[:, :, text_length:] = apply_rotary_emb(key[:, :, text_length:], image_rotary_emb)
 
@@ -79,10 +80,22 @@ class MultiPromptPatchEmbed(CogVideoXPatchEmbed):
     """CogVideoXPatchEmbed for P prompts of `max_text_seq_length` tokens each.
 
     Installed by switching the class of the model's own `patch_embed` (`SR3AIController.attach`), so its
-    weights, buffers and state-dict keys stay as they are; `detach` switches it back.
+    weights, buffers and state-dict keys stay as they are; `detach` switches it back. With an
+    `sr3ai_context` attribute (set by the controller) it also puts the video tokens in the context's
+    token order.
     """
 
     def forward(self, text_embeds: torch.Tensor, image_embeds: torch.Tensor) -> torch.Tensor:
+        embeds = self._embed(text_embeds, image_embeds)
+        # SR3AI runs the blocks with video tokens in cover-class order (see SR3AIController).
+        context = getattr(self, "sr3ai_context", None)
+        order = context.token_order_for(embeds.device) if context is not None else None
+        if order is None:
+            return embeds
+        text_length = text_embeds.shape[1]
+        return torch.cat([embeds[:, :text_length], embeds[:, text_length:].index_select(1, order)], 1)
+
+    def _embed(self, text_embeds: torch.Tensor, image_embeds: torch.Tensor) -> torch.Tensor:
         L = self.max_text_seq_length
         if text_embeds.shape[1] == L or not (self.use_positional_embeddings or self.use_learned_positional_embeddings):
             return super().forward(text_embeds, image_embeds)
