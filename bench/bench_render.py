@@ -149,7 +149,8 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="tiny random models on CPU (checks the script)")
     parser.add_argument("--steps", type=int, default=None, help="denoising steps per run (default 10 GPU, 3 tiny)")
     parser.add_argument("--rank", type=int, default=32, help="LoRA rank of the two priors")
-    parser.add_argument("--no-offload-runs", action="store_true", help="skip the CPU-offload runs")
+    parser.add_argument("--offload-runs", choices=("both", "sr3ai", "none"), default="both",
+                        help="which paths to run again with model CPU offload + VAE tiling (GPU only)")
     parser.add_argument("--out", help="write the results as JSON here")
     args = parser.parse_args()
 
@@ -181,10 +182,11 @@ def main() -> None:
 
     runs = [("stock CogVideoX, 1 prompt, no LoRA", StockRegionControl(), stock_input, MemoryOptions(device=device)),
             ("SR3AI + 2 gated LoRAs", SR3AIRegionControl(), sr3ai_input, MemoryOptions(device=device))]
-    if cuda and not args.no_offload_runs:
-        low = MemoryOptions(device=device, cpu_offload="model", vae_slicing=True, vae_tiling=True)
-        runs += [("stock, model CPU offload + VAE tiling", StockRegionControl(), stock_input, low),
-                 ("SR3AI + 2 gated LoRAs, model CPU offload + VAE tiling", SR3AIRegionControl(), sr3ai_input, low)]
+    low = MemoryOptions(device=device, cpu_offload="model", vae_slicing=True, vae_tiling=True)
+    if cuda and args.offload_runs == "both":
+        runs.append(("stock, model CPU offload + VAE tiling", StockRegionControl(), stock_input, low))
+    if cuda and args.offload_runs != "none":
+        runs.append(("SR3AI + 2 gated LoRAs, model CPU offload + VAE tiling", SR3AIRegionControl(), sr3ai_input, low))
     if cuda:
         # Kernel selection for these shapes (both attention paths, untiled and tiled VAE decode) happens
         # here, untimed, so every timed run below is warm.
