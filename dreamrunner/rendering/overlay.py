@@ -58,14 +58,15 @@ def draw_paragraph(frame: np.ndarray, text: str, top: int | None = None, bottom:
         y += line_height
 
 
-def label_frames(frames: np.ndarray, label: str, color=(255, 60, 60)) -> np.ndarray:
-    """A copy of `frames` with `label` in a dark strip along the top of every frame."""
+def label_frames(frames: np.ndarray, label: str, short: str = "NOISE", color=(255, 60, 60)) -> np.ndarray:
+    """A copy of `frames` with `label` (or `short`, where the label does not fit) in a dark strip along the top."""
     frames = frames.copy()
     height, width = frames.shape[1:3]
     scale = font_scale(height)
     strip = int(cv2.getTextSize("Ag", FONT, scale, 1)[0][1] * 2.2) + 2
-    lines = wrap_text(label, int(width * 0.96), scale)[:1]
+    if cv2.getTextSize(label, FONT, scale, 1)[0][0] > width - 4:
+        label = short
     for frame in frames:
         frame[:strip] = (frame[:strip] * 0.35).astype(np.uint8)
-        draw_text(frame, lines[0] if lines else label, (2, strip - max(strip // 4, 2)), scale, color, shadow=False)
+        draw_text(frame, label, (2, strip - max(strip // 4, 2)), scale, color, shadow=False)
     return frames
