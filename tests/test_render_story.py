@@ -159,6 +159,10 @@ def test_variants_are_seeds_and_the_chosen_one_is_exported(tmp_path, rendered, c
     report = renderer.render([0], variants=3)
     assert report.rendered == [("s1", 44)] and Project.load(project.folder).story.scenes[0].chosen_render == 1
 
+    # Rendering with fewer variants keeps the others and the choice.
+    assert renderer.render([0], variants=1).cached == [("s1", 42)]
+    assert [r.seed for r in scene.renders] == [42, 43, 44] and scene.chosen_render == 1
+
     result = export_story(Project.load(project.folder), tmp_path / "story.mp4")
     manifest = json.loads(result.manifest.read_text())
     assert [s["source"] for s in manifest["scenes"]] == ["render", "animatic", "animatic"]
