@@ -88,3 +88,15 @@ def test_uncovered_tokens_and_mismatched_calls_are_clear_errors():
     q = torch.randn(1, 1, layout.sequence_length + 1, 4)
     with pytest.raises(RegionLayoutError, match="regions were set for 2 prompts"):
         sr3ai_attention_fast(q, q, q, layout)
+
+
+def test_more_prompts_than_bits_in_an_integer():
+    masks = np.zeros((64, 1, 8, 8), dtype=bool)
+    for p in range(1, 64):
+        masks[p, 0, p // 8, p % 8] = True
+        masks[p, 0, 0, 0] = p % 5 == 0  # overlaps on token 0
+    masks[0] = ~masks[1:].any(0)
+    layout = RegionLayout.from_masks(masks, text_tokens=1)
+    q, k, v = (torch.randn(1, 1, layout.sequence_length, 4) for _ in range(3))
+    torch.testing.assert_close(sr3ai_attention_fast(q, k, v, layout), sr3ai_attention_dense(q, k, v, layout),
+                               rtol=1e-5, atol=1e-5)

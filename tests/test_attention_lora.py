@@ -9,7 +9,7 @@ from diffusers import CogVideoXPipeline
 from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict
 
-from dreamrunner.attention import GatedLoRA, LoRAFileError, LoRAWeights, RegionLayout, SR3AIController
+from dreamrunner.attention import GatedLoRA, LoRAFileError, LoRAWeights, RegionLayout, RegionLayoutError, SR3AIController
 from dreamrunner.attention import bound_prompts
 from dreamrunner.backends.tiny import build_tiny
 from dreamrunner.regions import build_region_plan
@@ -153,3 +153,19 @@ def test_prompts_bind_to_priors_by_character_id_and_motion_not_by_text():
     assert bound_prompts(plan, "subject", "c2") == (2,)  # its description mentions "cat": no substring binding
     assert bound_prompts(plan, "motion", "jumping") == (1,)
     assert bound_prompts(plan, "motion", "flying") == ()
+
+
+def test_a_lora_that_does_not_fit_is_refused_and_the_active_ones_stay(tmp_path):
+    cat_path, _ = write_prior(tmp_path, "cat", "subject", seed=1)
+    tr, layout, _ = setup(tmp_path)
+    cat = LoRAWeights.load(cat_path)
+    a, b, scaling = cat.modules["transformer_blocks.0.attn1.to_q"]
+    wrong = LoRAWeights("subject", {"transformer_blocks.0.attn1.to_q": (a[:, :-1], b, scaling)}, name="wrong")
+    with SR3AIController(tr) as controller:
+        controller.set_regions(layout)
+        controller.set_loras([GatedLoRA(cat, (1,))])
+        with pytest.raises(LoRAFileError, match="do not fit"):
+            controller.set_loras([GatedLoRA(wrong, (1,))])
+        with pytest.raises(RegionLayoutError, match="not one of the 3 prompts"):
+            controller.set_loras([GatedLoRA(cat, (7,))])
+        assert set(controller.lora_modules().values()) == {("cat",)}

@@ -76,7 +76,8 @@ def test_fast_equals_dense_through_the_transformer(components, prompts):
     for implementation, reorder in (("fast", True), ("fast", False), ("dense", False)):
         with SR3AIController(tr, implementation, reorder_tokens=reorder) as controller:
             controller.set_regions(layout)
-            assert (controller.layout is not layout) == reorder  # the blocks see class order
+            assert (controller.layout is not layout) == reorder
+            assert controller.layout.cover_classes().identity == reorder  # class order: slices, no gathers
             outputs[implementation, reorder] = tr(**kwargs).sample
     torch.testing.assert_close(outputs["fast", True], outputs["dense", False], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(outputs["fast", False], outputs["dense", False], rtol=1e-5, atol=1e-5)

@@ -193,19 +193,20 @@ class SR3AIController:
         return regions
 
     def set_loras(self, loras: list[GatedLoRA]) -> None:
-        """Replace the active gated LoRAs (an empty list removes them). Weights move to the model's device/dtype."""
-        self._remove_hooks()
+        """Replace the active gated LoRAs (an empty list removes them). Weights move to the model's device/dtype.
+
+        Everything is checked before anything changes: on an error the previous LoRAs stay active."""
         blocks = self.transformer.transformer_blocks
-        layout = self.context.layout
         for lora in loras:
-            if layout is not None:
-                layout.token_mask(lora.prompts)  # checks the prompt indices
+            if self.context.layout is not None:
+                self.context.layout.token_mask(lora.prompts)  # checks the prompt indices
             if max(lora.weights.blocks) >= len(blocks):
                 raise LoRAFileError(f"{lora.weights.name}: block {max(lora.weights.blocks)} but the model has {len(blocks)}")
         targets: dict[str, list[int]] = {}
         for lora_id, lora in enumerate(loras):
             for module in lora.weights.modules:
                 targets.setdefault(module, []).append(lora_id)
+        hooks = []
         for module, lora_ids in targets.items():
             try:
                 linear = self.transformer.get_submodule(module)
@@ -219,8 +220,11 @@ class SR3AIController:
             up = torch.cat([b for _, b, _ in factors], 1).to(**options)
             if down.shape[1] != linear.in_features or up.shape[0] != linear.out_features:
                 raise LoRAFileError(f"{loras[lora_ids[0]].weights.name}: {module} LoRA shapes do not fit the model")
-            hook = GatedLinearHook(self.context, module, tuple(lora_ids), down, up, tuple(a.shape[0] for a, _, _ in factors),
-                                   tuple(s for _, _, s in factors))
+            hooks.append((linear, GatedLinearHook(self.context, module, tuple(lora_ids), down, up,
+                                                  tuple(a.shape[0] for a, _, _ in factors),
+                                                  tuple(s for _, _, s in factors))))
+        self._remove_hooks()
+        for linear, hook in hooks:
             hook.handle = linear.register_forward_hook(hook)
             self._hooks.append(hook)
         self.context.set(loras=loras)

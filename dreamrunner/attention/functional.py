@@ -9,8 +9,7 @@ keys of each prompt covering it]; each part is computed on its own, returning it
 are merged exactly: out = sum_j exp(lse_j - lse) * out_j with lse = logsumexp_j(lse_j). The big part (all
 video queries x all video keys) is one unmasked flash-kernel call, as in stock attention; the text parts are
 small (each video token x the L keys of each prompt covering it, one call per distinct set of covering
-prompts). Text queries of prompt i attend [text_i, the video keys gathered from region_i]
-in one call each.
+prompts). Text queries of prompt i attend [text_i, the video keys of region_i], merged the same way.
 """
 
 from __future__ import annotations

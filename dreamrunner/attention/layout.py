@@ -123,14 +123,22 @@ class RegionLayout:
     def cover_classes(self) -> CoverClasses:
         """Video tokens grouped by the set of prompts covering them (see `CoverClasses`)."""
         if "classes" not in self._cache:
-            membership = torch.zeros(self.num_prompts, self.num_video_tokens, dtype=torch.bool, device=self.device)
-            for p, index in enumerate(self.video_index):
-                membership[p, index] = True
-            sets, inverse = torch.unique(membership.T, dim=0, return_inverse=True)
+            P = self.num_prompts
+            if P <= 62:  # the set of covering prompts as bits of one integer per token, prompt 0 highest
+                code = torch.zeros(self.num_video_tokens, dtype=torch.int64, device=self.device)
+                for p, index in enumerate(self.video_index):
+                    code[index] += 1 << (P - 1 - p)
+                sets, inverse = torch.unique(code, return_inverse=True)
+                prompts = [tuple(p for p in range(P) if value >> (P - 1 - p) & 1) for value in sets.tolist()]
+            else:
+                membership = torch.zeros(self.num_prompts, self.num_video_tokens, dtype=torch.bool, device=self.device)
+                for p, index in enumerate(self.video_index):
+                    membership[p, index] = True
+                sets, inverse = torch.unique(membership.T, dim=0, return_inverse=True)
+                prompts = [tuple(int(p) for p in row.nonzero().flatten()) for row in sets]
             order = torch.argsort(inverse, stable=True)
             counts = torch.bincount(inverse, minlength=len(sets)).tolist()
             starts = np.cumsum([0] + counts)
-            prompts = [tuple(int(p) for p in row.nonzero().flatten()) for row in sets]
             text_index = {}
             for members in prompts:
                 if len(members) > 1:
