@@ -17,19 +17,22 @@ def components(request):
     return build_tiny(request.param)
 
 
-def inputs(components, prompts, seed=0):
-    """Latents, P*L text embeddings and, for 5B, the rotary embeddings the stock pipeline would pass."""
+def inputs(components, prompts, seed=0, size=None):
+    """Latents, P*L text embeddings and, for 5B, the rotary embeddings the stock pipeline would pass.
+
+    size: (latent frames, latent height, latent width), default the model's sample size."""
     tr = components.transformer
     cfg = tr.config
-    frames = (cfg.sample_frames - 1) // cfg.temporal_compression_ratio + 1
+    frames, height, width = size or ((cfg.sample_frames - 1) // cfg.temporal_compression_ratio + 1,
+                                     cfg.sample_height, cfg.sample_width)
     generator = torch.Generator().manual_seed(seed)
-    latents = torch.randn(2, frames, cfg.in_channels, cfg.sample_height, cfg.sample_width, generator=generator)
+    latents = torch.randn(2, frames, cfg.in_channels, height, width, generator=generator)
     text = torch.randn(2, prompts * cfg.max_text_seq_length, cfg.text_embed_dim, generator=generator)
     rotary = None
     if cfg.use_rotary_positional_embeddings:
         pipe = CogVideoXPipeline(**components.pipeline_kwargs())
-        rotary = pipe._prepare_rotary_positional_embeddings(cfg.sample_height * 8, cfg.sample_width * 8, frames, "cpu")
-    grid = (frames, cfg.sample_height // cfg.patch_size, cfg.sample_width // cfg.patch_size)
+        rotary = pipe._prepare_rotary_positional_embeddings(height * 8, width * 8, frames, "cpu")
+    grid = (frames, height // cfg.patch_size, width // cfg.patch_size)
     return dict(hidden_states=latents, encoder_hidden_states=text, timestep=torch.tensor([999, 999]),
                 image_rotary_emb=rotary), grid
 
@@ -81,6 +84,26 @@ def test_fast_equals_dense_through_the_transformer(components, prompts):
             outputs[implementation, reorder] = tr(**kwargs).sample
     torch.testing.assert_close(outputs["fast", True], outputs["dense", False], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(outputs["fast", False], outputs["dense", False], rtol=1e-5, atol=1e-5)
+
+
+@torch.no_grad()
+def test_other_resolutions_and_frame_counts(components):
+    """Not tied to the model's sample size: 2 latent frames of 12 x 8 (a portrait 96 x 64 video)."""
+    tr = components.transformer
+    L = tr.config.max_text_seq_length
+    kwargs, grid = inputs(components, prompts=1, size=(2, 12, 8))
+    stock = tr(**kwargs).sample
+    with SR3AIController(tr) as controller:
+        controller.set_regions(RegionLayout.from_masks(np.ones((1, *grid), dtype=bool), L))
+        torch.testing.assert_close(tr(**kwargs).sample, stock, rtol=1e-5, atol=1e-5)
+    kwargs, grid = inputs(components, prompts=3, size=(2, 12, 8))
+    layout = RegionLayout.from_masks(overlapping_masks(3, grid, seed=3), L)
+    outputs = []
+    for implementation, reorder in (("fast", True), ("dense", False)):
+        with SR3AIController(tr, implementation, reorder_tokens=reorder) as controller:
+            controller.set_regions(layout)
+            outputs.append(tr(**kwargs).sample)
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-5, atol=1e-5)
 
 
 @torch.no_grad()
