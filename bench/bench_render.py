@@ -187,19 +187,18 @@ def main() -> None:
         runs.append(("stock, model CPU offload + VAE tiling", StockRegionControl(), stock_input, low))
     if cuda and args.offload_runs != "none":
         runs.append(("SR3AI + 2 gated LoRAs, model CPU offload + VAE tiling", SR3AIRegionControl(), sr3ai_input, low))
-    if cuda:
-        # Kernel selection for these shapes (both attention paths, untiled and tiled VAE decode) happens
-        # here, untimed, so every timed run below is warm.
-        warm = DreamRunnerPipeline.from_components(components, StockRegionControl())
-        run_once(warm, stock_input, video, 1, cuda)
-        warm.region_control = SR3AIRegionControl()
-        run_once(warm, sr3ai_input, video, 1, cuda)
-        components.vae.enable_tiling()
-        frames, rows, cols = video.latent_frames, video.height // 8, video.width // 8
-        warm.decode_latents(torch.zeros(1, frames, components.transformer.config.in_channels, rows, cols,
-                                        device=device, dtype=components.vae.dtype))
-        components.vae.disable_tiling()
-        del warm
+    # Kernel selection for these shapes (both attention paths, untiled and tiled VAE decode) happens here,
+    # untimed, so every timed run below is warm. (It runs on CPU too, so --tiny checks this code.)
+    warm = DreamRunnerPipeline.from_components(components, StockRegionControl())
+    run_once(warm, stock_input, video, 1, cuda)
+    warm.region_control = SR3AIRegionControl()
+    run_once(warm, sr3ai_input, video, 1, cuda)
+    components.vae.enable_tiling()
+    with torch.no_grad():
+        warm.decode_latents(torch.zeros(1, video.latent_frames, components.transformer.config.in_channels,
+                                        video.height // 8, video.width // 8, device=device, dtype=components.vae.dtype))
+    components.vae.disable_tiling()
+    del warm
     results = []
     for label, control, scene_input, memory in runs:
         components.memory = memory

@@ -85,3 +85,6 @@ def test_cli_render_one_scene_then_export(tmp_path, capsys):
     assert manifest["contains_noise"] is True
     assert main(["choose", str(tmp_path / "story"), "--scene", "2", "--seed", "5"]) == 2
     assert "no render with seed 5" in capsys.readouterr().err
+    # The stock path is another cache key: the scene renders again.
+    assert main(["render", str(tmp_path / "story"), "--scene", "2", "--region-control", "stock"]) == 0
+    assert "s2 seed 42: rendered" in capsys.readouterr().out

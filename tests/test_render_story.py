@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 from render_helpers import three_scene_story, write_subject_lora
 
+from dreamrunner.attention import bound_prompts
 from dreamrunner.backends.tiny import build_tiny
 from dreamrunner.errors import DreamRunnerError
 from dreamrunner.export import export_story
 from dreamrunner.jobs import CancelToken, Cancelled
 from dreamrunner.project import Project
 from dreamrunner.regions import build_region_plan
-from dreamrunner.rendering.pipeline import DreamRunnerPipeline, SceneInput
+from dreamrunner.rendering.pipeline import DreamRunnerPipeline, LoraBinding, SceneInput, StockRegionControl
 from dreamrunner.rendering.story_render import StoryRenderer, choose_render
 from dreamrunner.rendering.video_io import read_video
 from dreamrunner.story import Prior, PriorBinding
@@ -158,6 +159,10 @@ def test_variants_are_seeds_and_the_chosen_one_is_exported(tmp_path, rendered, c
     report = renderer.render([0], variants=3)
     assert report.rendered == [("s1", 44)] and Project.load(project.folder).story.scenes[0].chosen_render == 1
 
+    # Rendering with fewer variants keeps the others and the choice.
+    assert renderer.render([0], variants=1).cached == [("s1", 42)]
+    assert [r.seed for r in scene.renders] == [42, 43, 44] and scene.chosen_render == 1
+
     result = export_story(Project.load(project.folder), tmp_path / "story.mp4")
     manifest = json.loads(result.manifest.read_text())
     assert [s["source"] for s in manifest["scenes"]] == ["render", "animatic", "animatic"]
@@ -231,3 +236,21 @@ def test_a_bound_prior_and_its_file_are_part_of_the_cache_key(tmp_path, rendered
     project.story.scenes[0].prior_bindings = [PriorBinding(prior_id="mia-subject", scale=0.5)]
     assert renderer.render([0]).rendered == [("s1", 42)]
     assert len(renderer.calls) == 3
+
+
+def test_stock_path_applies_bound_loras_everywhere_and_removes_them(tmp_path):
+    story = three_scene_story()
+    video = story.settings.video
+    lora = tmp_path / "mia.safetensors"
+    write_subject_lora(lora, seed=3)
+    pipeline = DreamRunnerPipeline.from_components(build_tiny("2b"), StockRegionControl())
+    plan = build_region_plan(story.scenes[0], video.token_grid)
+    binding = LoraBinding("mia", lora, "subject", 1.0, bound_prompts(plan, "subject", "mia"))
+
+    def render(loras):
+        return pipeline(SceneInput("a cat", plan, loras), num_inference_steps=2, num_frames=9, height=64,
+                        width=96).frames
+
+    plain = render(())
+    assert not np.array_equal(render((binding,)), plain)
+    assert np.array_equal(render(()), plain)  # the adapter was removed after the call

@@ -20,6 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     render.add_argument("--scene", type=int, action="append", metavar="N", help="scene number (1-based); repeatable")
     render.add_argument("--backend", choices=BACKENDS, help="model (default: the project's render setting)")
     render.add_argument("--model-path", help="local CogVideoX folder or hub id (default: THUDM/CogVideoX-2b / -5b)")
+    render.add_argument("--region-control", choices=("sr3ai", "stock"), default="sr3ai",
+                        help="sr3ai: one prompt per region with region-gated priors (default); stock: one prompt")
     render.add_argument("--variants", type=int, help="seeds per scene (default: the project's setting)")
     render.add_argument("--steps", type=int, help="denoising steps for this run (saved to the project)")
     render.add_argument("--force", action="store_true", help="render again even where the cache has the scene")
@@ -53,6 +55,7 @@ def _print_progress(update: Progress) -> None:
 
 
 def run_render(args: argparse.Namespace) -> int:
+    from ..rendering.pipeline import REGION_CONTROLS
     from ..rendering.story_render import StoryRenderer
 
     project = Project.load(args.project)
@@ -67,7 +70,8 @@ def run_render(args: argparse.Namespace) -> int:
         story.settings.render.steps = args.steps
     memory = MemoryOptions(device=args.device, cpu_offload=args.cpu_offload, vae_slicing=args.vae_slicing,
                            vae_tiling=args.vae_tiling)
-    renderer = StoryRenderer(project, args.backend, model_path=args.model_path, memory=memory)
+    renderer = StoryRenderer(project, args.backend, model_path=args.model_path, memory=memory,
+                             region_control=REGION_CONTROLS[args.region_control]())
     report = renderer.render(scenes, variants=args.variants, force=args.force, progress=_print_progress)
     for outcome in report.outcomes:
         state = "cached" if outcome.cached else "rendered"

@@ -2,7 +2,8 @@
 
 Each entity's box moves as the region schedule interpolates it between keyframes
 (`dreamrunner.regions.schedule_boxes` over the video frames, the same rule the renderer uses over latent
-frames), filled with the entity's colour and labelled with its name and motion; the background prompt
+frames), filled with the entity's colour and labelled with its name (its description where the plan
+names it "none") and motion; the background prompt
 is the caption along the bottom and the narration runs along the top (text is left out below
 160 pixels of height, where it cannot be read). It is what the app shows before a
 real render exists and what an export uses for scenes without one. It is a plan preview, not a render,
@@ -27,13 +28,25 @@ PALETTE = (
 ANIMATIC_LABEL = "ANIMATIC (plan preview)"
 
 
-def entity_colors(scene: Scene) -> dict[str, tuple[int, int, int]]:
-    """One colour per entity name, in order of first appearance over the keyframes."""
-    colors: dict[str, tuple[int, int, int]] = {}
+def _track_keys(names: list[str]) -> list[tuple[str, int]]:
+    """(name, how many earlier entities share the name): the schedule's own matching of entities between
+    keyframes, so an entity keeps its colour while it moves, even when names repeat (published plans
+    name every entity "none")."""
+    seen: dict[str, int] = {}
+    keys = []
+    for name in names:
+        keys.append((name, seen.get(name, 0)))
+        seen[name] = seen.get(name, 0) + 1
+    return keys
+
+
+def entity_colors(scene: Scene) -> dict[tuple[str, int], tuple[int, int, int]]:
+    """One colour per entity track (name, ordinal among equal names), in order of first appearance."""
+    colors: dict[tuple[str, int], tuple[int, int, int]] = {}
     for keyframe in scene.keyframes:
-        for entity in keyframe.entities:
-            if entity.name not in colors:
-                colors[entity.name] = PALETTE[len(colors) % len(PALETTE)]
+        for key in _track_keys([entity.name for entity in keyframe.entities]):
+            if key not in colors:
+                colors[key] = PALETTE[len(colors) % len(PALETTE)]
     return colors
 
 
@@ -56,14 +69,15 @@ def render_animatic(scene: Scene, video: VideoSettings) -> np.ndarray:
     for t, regions in enumerate(schedule):
         frame = frames[t]
         frame[:] = base
-        for region in regions:
-            color = colors[region.name]
+        for key, region in zip(_track_keys([r.name for r in regions]), regions):
+            color = colors[key]
             x0, y0, x1, y1 = box_pixels(region.box, height, width)
             cv2.rectangle(frame, (x0, y0), (x1, y1), color, thickness=-1)
             cv2.rectangle(frame, (x0, y0), (x1, y1), tuple(c // 2 for c in color), thickness=border)
             if height < MIN_TEXT_HEIGHT:
                 continue
-            label = region.name if not region.motion else f"{region.name}: {region.motion}"
+            name = region.description if region.name.lower() == "none" else region.name
+            label = name if not region.motion else f"{name}: {region.motion}"
             draw_text(frame, label, (x0 + 2 * border, y0 + int(22 * scale) + border), scale * 0.9)
         if height < MIN_TEXT_HEIGHT:
             continue

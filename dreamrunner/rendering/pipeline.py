@@ -76,7 +76,7 @@ class RegionControl(Protocol):
 class StockRegionControl:
     """Stock CogVideoX: the scene prompt alone, no region masks, bound LoRAs applied to every token.
 
-    This is the baseline SR3AI is measured against, and the path used where SR3AI is not available.
+    This is the baseline SR3AI is measured against (`dreamrunner render --region-control stock`).
     """
 
     name = "stock-single-prompt"
@@ -147,6 +147,9 @@ class SR3AIRegionControl:
             yield Conditioning(prompt_embeds, negative_embeds)
         finally:
             controller.detach()
+
+
+REGION_CONTROLS = {"sr3ai": SR3AIRegionControl, "stock": StockRegionControl}
 
 
 def default_region_control() -> RegionControl:

@@ -250,19 +250,23 @@ class StoryRenderer:
             target.with_suffix(".json").write_text(result.model_dump_json(indent=2) + "\n", encoding="utf-8")
             results.append(result)
             outcomes.append(SceneRenderOutcome(scene.id, seed, relative, cached=False))
-        self._store(scene, results)
+        self._store(scene, key, results)
         self.project.save()
         return outcomes
 
-    @staticmethod
-    def _store(scene: Scene, results: list[RenderResult]) -> None:
-        """Keep the scene's current variants (renders of an older plan are dropped from the list; their
-        files stay in the cache), and keep the user's choice of seed when it is still among them."""
+    def _store(self, scene: Scene, key: str, results: list[RenderResult]) -> None:
+        """The scene's variants become those of the current key: this run's plus earlier ones of other seeds
+        (renders of an older plan leave the list; their files stay in the cache). The user's choice of
+        seed is kept while it is among them."""
         chosen_seed = scene.renders[scene.chosen_render].seed if scene.chosen_render is not None else None
-        seeds = [r.seed for r in results]
+        seeds = {r.seed for r in results}
+        kept = [r for r in scene.renders if r.cache_key == key and r.seed not in seeds
+                and self.project.resolve(r.path).is_file()]
+        renders = sorted(kept + results, key=lambda r: r.seed)
+        order = [r.seed for r in renders]
         scene.chosen_render = None
-        scene.renders = results
-        scene.chosen_render = seeds.index(chosen_seed) if chosen_seed in seeds else 0
+        scene.renders = renders
+        scene.chosen_render = order.index(chosen_seed) if chosen_seed in order else 0
 
     def render(self, scenes: list[int] | None = None, *, variants: int | None = None, force: bool = False,
                progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> StoryRenderReport:
