@@ -1,20 +1,24 @@
 """The whole flow in a real headless Chromium, offline: plan a story, change a narration, drag a box,
-approve a retrieved clip, render a scene with the tiny backend, export, and check the mp4 with PyAV."""
+add your own clip and approve a retrieved one, train a motion prior, cancel a render, render a scene with
+the tiny backend, export, and check the mp4 with PyAV."""
 
 from __future__ import annotations
 
+import importlib.util
 from fractions import Fraction
 
 import av
+import numpy as np
 import pytest
 
-from tests.browser import (AppServer, app_home, artifacts, chromium, drag_box, fill_and_leave,  # noqa: F401
-                           new_page, open_tab, read_project, wait_until)
+from browser import (AppServer, app_home, artifacts, chromium, drag_box, fill_and_leave,  # noqa: F401
+                     new_page, open_tab, read_project, wait_until)
 
 pytestmark = pytest.mark.browser
 
-for stage in ("planning", "retrieval", "rendering", "export"):
+for stage in ("planning", "priors", "rendering", "export"):
     pytest.importorskip(f"dreamrunner.{stage}", reason=f"the {stage} stage is not in this branch yet")
+HAS_RETRIEVAL = importlib.util.find_spec("dreamrunner.retrieval") is not None
 
 
 def mp4_facts(path):
@@ -26,7 +30,21 @@ def mp4_facts(path):
     return frames, float(frames / rate)
 
 
-def test_plan_edit_approve_render_export(chromium, app_home, artifacts):
+def write_clip(path, frames: int = 16, fps: int = 8):
+    """A small real H.264 clip: a square moving left to right."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        for t in range(frames):
+            image = np.full((64, 96, 3), 200, np.uint8)
+            image[20:44, 4 + 4 * t:28 + 4 * t] = (200, 60, 40)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def test_plan_edit_approve_render_export(chromium, app_home, artifacts, tmp_path):
     with AppServer(app_home) as app:
         page = new_page(chromium, app.url)
         folder = app_home / "projects" / "demo"
@@ -34,13 +52,10 @@ def test_plan_edit_approve_render_export(chromium, app_home, artifacts):
         # 1. Plan a story offline (the offline planner is the default without an LLM).
         topic = "Pip the owl and Rusty the fox race through the forest at dusk"
         fill_and_leave(page, "#story-topic", topic)
-        page.get_by_text("Planner", exact=True).first.click()  # open the planner settings
-        scenes = page.locator("#num-scenes input[type=number]")
-        scenes.fill("5")
-        scenes.press("Tab")
         page.get_by_role("button", name="Plan story").click()
-        story = wait_until(lambda: (s := read_project(folder))["topic"] == topic and len(s["scenes"]) == 5 and s,
-                           timeout=30, what="the planned story in project.json")
+        story = wait_until(lambda: (s := read_project(folder))["topic"] == topic and s["title"] != "Pip and Rusty"
+                           and s, timeout=30, what="the planned story in project.json")
+        assert 5 <= len(story["scenes"]) <= 8
         assert story["characters"][0]["id"] == "pip", "planning keeps the story's characters"
         assert all(len(s["keyframes"]) == 6 for s in story["scenes"])
         artifacts.shot(page, "planned story")
@@ -70,23 +85,32 @@ def test_plan_edit_approve_render_export(chromium, app_home, artifacts):
         assert moved["box"] == pytest.approx(expected, abs=2.5 / 480)
         artifacts.shot(page, "box dragged")
 
-        # 4. Approve a retrieved clip for a motion of a scene.
+        # 4. Clips for a motion: add your own, and approve a retrieved one.
         scene_with_clips = next(i for i, s in enumerate(story["scenes"]) if s["motions"])
         motion = story["scenes"][scene_with_clips]["motions"][0]
-        open_tab(page, "Motion clips")
         scene_id = story["scenes"][scene_with_clips]["id"]
+        open_tab(page, "Motion clips")
         page.locator("#clips-scene input").click()
         page.get_by_role("option", name=f"{scene_with_clips + 1}.", exact=False).first.click()
         wait_until(lambda: page.locator("#clips-motion input").input_value() == motion, what="the scene's motion")
-        page.get_by_role("button", name="Find clips").click()
-        page.locator("#clip-info").get_by_text("score").wait_for(timeout=60_000)
-        artifacts.shot(page, "clips retrieved")
-        page.get_by_role("button", name="Approve", exact=True).click()
+        own = tmp_path / "my-walk.mp4"
+        write_clip(own)
+        page.locator("#own-clip input[type=file]").set_input_files(str(own))
         clips = wait_until(lambda: read_project(folder)["scenes"][scene_with_clips]["approved_clips"],
-                           what="an approved clip")
-        assert clips[0]["motion"] == motion and clips[0]["path"].startswith(f"media/clips/{scene_id}/")
-        assert (folder / clips[0]["path"]).is_file()
-        artifacts.shot(page, "clip approved")
+                           what="the user's clip")
+        assert clips[0]["source"] == "user" and clips[0]["motion"] == motion
+        assert clips[0]["path"].startswith(f"media/clips/{scene_id}/") and (folder / clips[0]["path"]).is_file()
+        artifacts.shot(page, "own clip added")
+        if HAS_RETRIEVAL:
+            page.get_by_role("button", name="Find clips").click()
+            page.locator("#clip-info").get_by_text("score").wait_for(timeout=60_000)
+            artifacts.shot(page, "clips retrieved")
+            page.get_by_role("button", name="Approve", exact=True).click()
+            clips = wait_until(lambda: (c := read_project(folder)["scenes"][scene_with_clips]["approved_clips"])
+                               and len(c) == 2 and c, what="the approved clip")
+            assert clips[1]["source"] == "retrieval" and clips[1]["motion"] == motion
+            assert (folder / clips[1]["path"]).is_file()
+            artifacts.shot(page, "clip approved")
 
         # 5. Train the motion prior on the approved clip (2 steps on the tiny model), then find it reused.
         open_tab(page, "Priors")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from tests.browser import (IMAGE_H, IMAGE_W, AppServer, app_home, artifacts, chromium, drag_box,  # noqa: F401
+from browser import (IMAGE_H, IMAGE_W, AppServer, app_home, artifacts, chromium, drag_box,  # noqa: F401
                            fill_and_leave, new_page, open_tab, read_project, toast_texts, wait_until)
 
 pytestmark = pytest.mark.browser
