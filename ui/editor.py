@@ -133,7 +133,7 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
     def everything(self, folder, scene_id=None, keyframe=0) -> dict:
         return {self.folder: str(folder), **self.project_view(folder), **self.story_view(folder),
                 **self.board_view(folder, scene_id, keyframe), **self.render_view(folder),
-                **self.clips_view(folder), **self.priors_view(folder)}
+                **self.clips_view(folder), **self.priors_view(folder), **self.export_view(folder)}
 
     @staticmethod
     def reference_images(project: Project, character_id: str | None) -> list[str]:
@@ -177,7 +177,7 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
                     self.build_project_tab()
             self.all_outputs = [self.folder, self.status, self.folder_box, self.recent, self.autosave,
                                 *self.story_outputs, *self.board_outputs, *self.render_outputs,
-                                *self.clips_outputs, *self.priors_outputs]
+                                *self.clips_outputs, *self.priors_outputs, *self.export_outputs]
             self.wire_story_tab()
             self.wire_storyboard_tab()
             self.wire_clips_tab()

@@ -240,6 +240,16 @@ class RenderTab:
             self.export_files = gr.File(label="Download", file_count="multiple", elem_id="export-files",
                                         interactive=False)
         self.export_summary = gr.Markdown(elem_id="export-summary")
+        self.export_outputs = [self.export_video, self.export_files, self.export_summary]
+
+    def export_view(self, folder) -> dict:
+        """The last export of the project, if there is one (it survives restarts like the rest)."""
+        out = self.project(folder).folder / EXPORTS_DIR / "story.mp4"
+        files = [out, out.with_suffix(".srt"), out.with_suffix(".json")]
+        if not all(path.is_file() for path in files):
+            return {self.export_video: None, self.export_files: None, self.export_summary: ""}
+        return {self.export_video: str(out), self.export_files: [str(path) for path in files],
+                self.export_summary: f"The last export of this project ({EXPORTS_DIR}/story.mp4)."}
 
     def wire_export_tab(self) -> None:
         self.export_button.click(guarded(self.export_job), [self.folder, self.export_crossfade, self.export_burn],
