@@ -5,6 +5,7 @@ the tiny backend, export, and check the mp4 with PyAV."""
 from __future__ import annotations
 
 import importlib.util
+import json
 from fractions import Fraction
 
 import av
@@ -129,8 +130,8 @@ def test_plan_edit_approve_render_export(chromium, app_home, artifacts, tmp_path
         page.get_by_role("button", name="Train motion prior").click()
         page.locator("#prior-progress").get_by_text("reused").wait_for(timeout=30_000)
 
-        # 6. Render with the tiny backend (random weights: labelled noise): cancel a long render, then
-        #    render scene 1 (with its motion prior bound) in 2 steps.
+        # 6. Render with the tiny backend (random weights: labelled noise): watch the live preview of a
+        #    long render and cancel it, then render scene 1 (its motion prior bound) as 2 variants of 2 steps.
         open_tab(page, "Render")
         render_steps = page.locator("#render-steps input")
         render_steps.fill("500")
@@ -138,18 +139,28 @@ def test_plan_edit_approve_render_export(chromium, app_home, artifacts, tmp_path
         wait_until(lambda: read_project(folder)["settings"]["render"]["steps"] == 500, what="the steps setting")
         page.get_by_role("button", name="Render scene").click()
         page.locator("#render-progress progress").wait_for(timeout=60_000)
+        page.locator("#render-preview img").wait_for(timeout=60_000)
+        artifacts.shot(page, "live preview")
         page.get_by_role("button", name="Cancel").click()
         page.locator("#render-progress").get_by_text("cancelled").wait_for(timeout=30_000)
         assert read_project(folder)["scenes"][0]["renders"] == []
         artifacts.shot(page, "render cancelled")
         render_steps.fill("2")
         render_steps.press("Tab")
-        wait_until(lambda: read_project(folder)["settings"]["render"]["steps"] == 2, what="the steps setting")
+        variants = page.locator("#render-variants input")
+        variants.fill("2")
+        variants.press("Tab")
+        wait_until(lambda: (r := read_project(folder)["settings"]["render"])["steps"] == 2 and r["variants"] == 2,
+                   what="the render settings")
         page.get_by_role("button", name="Render scene").click()
         page.locator("#noise-note").get_by_text("NOISE").wait_for(timeout=90_000)
-        render = wait_until(lambda: read_project(folder)["scenes"][0]["renders"], what="the render")[0]
-        assert render["is_noise"] and render["backend"].startswith("tiny")
-        rendered_frames, _ = mp4_facts(folder / render["path"])
+        renders = wait_until(lambda: read_project(folder)["scenes"][0]["renders"], what="the renders")
+        assert len(renders) == 2 and all(r["is_noise"] and r["backend"].startswith("tiny") for r in renders)
+        assert renders[0]["seed"] != renders[1]["seed"]
+        page.locator("#variant-choice").get_by_text("variant 2", exact=False).click()
+        page.get_by_role("button", name="Use this variant in the export").click()
+        wait_until(lambda: read_project(folder)["scenes"][0]["chosen_render"] == 1, what="the chosen variant")
+        rendered_frames, _ = mp4_facts(folder / renders[1]["path"])
         artifacts.shot(page, "scene rendered")
 
         # 7. Export: the story video plays and lasts what its scenes add up to.
@@ -165,3 +176,5 @@ def test_plan_edit_approve_render_export(chromium, app_home, artifacts, tmp_path
         assert seconds == pytest.approx(sum(per_scene) / fps, abs=1e-6)
         subtitles = (folder / "exports" / "story.srt").read_text(encoding="utf-8")
         assert narration in subtitles
+        manifest = json.loads((folder / "exports" / "story.json").read_text(encoding="utf-8"))
+        assert manifest["scenes"][0]["seed"] == renders[1]["seed"] and manifest["contains_noise"]
