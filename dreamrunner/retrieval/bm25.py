@@ -1,0 +1,176 @@
+"""BM25 over captions, built with bm25s and persisted as memory-mapped arrays.
+
+bm25s was chosen by measurement (docs/benchmarks.md): it precomputes every (caption, term) score into a
+sparse matrix, so a query only sums a few columns and picks the top k. We hand it token ids from a
+compact flat array instead of Python lists, which keeps a 10M-caption build within a few GB.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from ..jobs import CancelToken, Progress, ProgressCallback
+from .records import CatalogError
+
+# Lucene's BM25 (the variant bm25s calls "lucene"), with its usual parameters.
+K1 = 1.5
+B = 0.75
+# Below this many captions the numpy scorer is as fast as numba and needs no JIT compilation.
+NUMBA_MIN_DOCS = 200_000
+CHUNK = 100_000
+
+
+def _stemmer():
+    try:
+        import Stemmer
+    except ImportError:  # PyStemmer is optional: without it words must match exactly
+        return None
+    return Stemmer.Stemmer("english")
+
+
+def make_tokenizer():
+    import bm25s
+
+    return bm25s.tokenization.Tokenizer(lower=True, stopwords="en", stemmer=_stemmer())
+
+
+class _FlatDocs:
+    """Token ids of every caption in one flat int32 array plus offsets; iterates as per-caption lists."""
+
+    def __init__(self) -> None:
+        self._chunks: list[np.ndarray] = []
+        self._lengths: list[np.ndarray] = []
+        self.flat = np.zeros(0, dtype=np.int32)
+        self.offsets = np.zeros(1, dtype=np.int64)
+
+    def add(self, docs: list[list[int]]) -> None:
+        self._lengths.append(np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs)))
+        self._chunks.append(np.fromiter((t for d in docs for t in d), dtype=np.int32))
+
+    def finish(self) -> None:
+        self.flat = np.concatenate(self._chunks) if self._chunks else np.zeros(0, dtype=np.int32)
+        lengths = np.concatenate(self._lengths) if self._lengths else np.zeros(0, dtype=np.int64)
+        self.offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=self.offsets[1:])
+        self._chunks, self._lengths = [], []
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __iter__(self) -> Iterator[list[int]]:
+        flat, offsets = self.flat, self.offsets.tolist()
+        for start, end in zip(offsets[:-1], offsets[1:]):
+            yield flat[start:end].tolist()
+
+
+class _TokenizedCorpus:
+    """What bm25s.BM25.index() accepts as an already tokenized corpus: `.ids` and `.vocab`."""
+
+    def __init__(self, ids: _FlatDocs, vocab: dict) -> None:
+        self.ids = ids
+        self.vocab = vocab
+
+
+class CaptionIndex:
+    """BM25 (Lucene variant, k1=1.5, b=0.75) over captions with English stopwords and Snowball stems.
+
+    Document i of the index is the i-th caption it was built from; the catalog maps it to its record.
+    """
+
+    def __init__(self, retriever, tokenizer) -> None:
+        self._retriever = retriever
+        self._tokenizer = tokenizer
+
+    @property
+    def num_docs(self) -> int:
+        return int(self._retriever.scores["num_docs"])
+
+    @classmethod
+    def build(cls, captions: Iterable[str], total: int | None = None,
+              progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> CaptionIndex:
+        import bm25s
+
+        tokenizer = make_tokenizer()
+        docs = _FlatDocs()
+        chunk: list[str] = []
+        done = 0
+
+        def flush() -> None:
+            nonlocal done
+            docs.add(tokenizer.tokenize(chunk, update_vocab=True, show_progress=False, return_as="ids"))
+            done += len(chunk)
+            chunk.clear()
+            if cancel is not None:
+                cancel.check()
+            if progress is not None:
+                progress(Progress("indexing", done, total or done, f"tokenized {done:,} captions"))
+
+        for caption in captions:
+            chunk.append(caption)
+            if len(chunk) >= CHUNK:
+                flush()
+        if chunk:
+            flush()
+        docs.finish()
+        if len(docs) == 0:
+            raise CatalogError("cannot index an empty catalog")
+        retriever = bm25s.BM25(k1=K1, b=B, method="lucene", backend=cls._backend(len(docs)))
+        retriever.index(_TokenizedCorpus(docs, tokenizer.get_vocab_dict()), show_progress=False)
+        if progress is not None:
+            progress(Progress("indexing", len(docs), len(docs), f"indexed {len(docs):,} captions"))
+        return cls(retriever, tokenizer)
+
+    @staticmethod
+    def _backend(num_docs: int) -> str:
+        if num_docs < NUMBA_MIN_DOCS:
+            return "numpy"
+        try:
+            import numba  # noqa: F401
+        except ImportError:
+            return "numpy"
+        return "numba"
+
+    def save(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self._retriever.save(str(folder))
+        self._tokenizer.save_vocab(str(folder))
+        (folder / "caption_index.json").write_text(json.dumps({"k1": K1, "b": B, "num_docs": self.num_docs}))
+
+    @classmethod
+    def load(cls, folder: str | Path, mmap: bool = True) -> CaptionIndex:
+        import bm25s
+
+        folder = Path(folder)
+        if not (folder / "caption_index.json").is_file():
+            raise CatalogError(f"{folder} holds no caption index")
+        retriever = bm25s.BM25.load(str(folder), mmap=mmap)
+        num_docs = int(retriever.scores["num_docs"])
+        retriever.backend = cls._backend(num_docs)
+        if retriever.backend == "numba":
+            retriever.compile(activate_numba=True, warmup=False)
+        tokenizer = make_tokenizer()
+        tokenizer.load_vocab(str(folder))
+        return cls(retriever, tokenizer)
+
+    def query_tokens(self, text: str) -> list[str]:
+        """The stems of `text` that occur in the index (stopwords and unseen words dropped)."""
+        tokenizer, vocab = self._tokenizer, self._retriever.vocab_dict
+        stopwords = set(tokenizer.stopwords or ())
+        words = [w for w in tokenizer.splitter(text.lower()) if w not in stopwords]
+        if tokenizer.stemmer is not None:
+            words = [tokenizer.stemmer(w) for w in words]
+        return [w for w in dict.fromkeys(words) if w in vocab]
+
+    def search(self, text: str, k: int = 100) -> list[tuple[int, float]]:
+        """The top-k (document index, BM25 score) pairs, best first; only documents sharing a term."""
+        tokens = self.query_tokens(text)
+        if not tokens:
+            return []
+        k = min(k, self.num_docs)
+        indices, scores = self._retriever.retrieve([tokens], k=k, show_progress=False, n_threads=1)
+        return [(int(i), float(s)) for i, s in zip(indices[0], scores[0]) if s > 0]
