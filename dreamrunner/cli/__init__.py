@@ -6,10 +6,11 @@ import argparse
 import sys
 
 from ..errors import DreamRunnerError
-from . import project_commands
+from . import project_commands, retrieval_commands
 
 # Each stage adds its module here; a module's register() adds its subcommands.
 COMMAND_MODULES = [project_commands]
+COMMAND_MODULES.append(retrieval_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -52,6 +52,6 @@ def load_caption_encoder(name: str | None = "auto") -> CaptionEncoder | None:
         model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
     except (OSError, ValueError) as error:
         raise DreamRunnerError(f"no sentence-embedding model at {name!r} ({str(error).splitlines()[0]})") from None
-    encoder = CaptionEncoder(model, Path(str(path)).name if name == "auto" else name)
+    encoder = CaptionEncoder(model, "all-MiniLM-L6-v2" if name == "auto" else Path(name).name)
     _CACHE[name] = encoder
     return encoder

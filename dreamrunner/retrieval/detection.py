@@ -89,7 +89,7 @@ class MotionBlobDetector:
     (a cut or the model's first frame) yields nothing."""
 
     def __init__(self, min_area: float = 0.005, max_foreground: float = 0.5, working_width: int = 320,
-                 history: int = 50, var_threshold: float = 25.0) -> None:
+                 history: int = 50, var_threshold: float = 25.0, learning_rate: float = 0.2) -> None:
         import cv2
 
         self._cv2 = cv2
@@ -98,22 +98,29 @@ class MotionBlobDetector:
         self.working_width = working_width
         self.history = history
         self.var_threshold = var_threshold
+        # A fixed, slow rate keeps a subject that stops for a moment from melting into the background
+        # (and leaving a ghost where it stood when it moves on).
+        self.learning_rate = learning_rate
         self.reset()
 
     def reset(self) -> None:
         self._subtractor = self._cv2.createBackgroundSubtractorMOG2(
             history=self.history, varThreshold=self.var_threshold, detectShadows=False)
+        self._frames = 0
 
     def detect(self, frame: np.ndarray) -> list[Detection]:
         cv2 = self._cv2
         height, width = frame.shape[:2]
         scale = self.working_width / width
         image = cv2.resize(frame, (self.working_width, max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
-        mask = self._subtractor.apply(image)
-        if (mask > 0).mean() > self.max_foreground:
+        first = self._frames == 0
+        self._frames += 1
+        mask = self._subtractor.apply(image, learningRate=1.0 if first else self.learning_rate)
+        if first or (mask > 0).mean() > self.max_foreground:
             return []
         mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-        mask = cv2.dilate(mask, np.ones((5, 5), np.uint8))  # joins the parts of one moving body
+        # Join the parts of one moving body (limbs and torso separate easily at this resolution).
+        mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 15)))
         count, _, stats, _ = cv2.connectedComponentsWithStats(mask)
         h_img, w_img = mask.shape
         detections = []
@@ -135,13 +142,14 @@ class TransformersDetector:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, labels: tuple[str, ...] = ("person",),
-                        threshold: float = 0.7) -> TransformersDetector:
+                        threshold: float = 0.7, allow_download: bool = False) -> TransformersDetector:
         from transformers import AutoImageProcessor, AutoModelForObjectDetection
 
+        local = not allow_download
         try:
-            model = AutoModelForObjectDetection.from_pretrained(str(name_or_path))
+            model = AutoModelForObjectDetection.from_pretrained(str(name_or_path), local_files_only=local)
             # The slow image processors need no torchvision (unavailable on CPU here).
-            processor = AutoImageProcessor.from_pretrained(str(name_or_path), use_fast=False)
+            processor = AutoImageProcessor.from_pretrained(str(name_or_path), use_fast=False, local_files_only=local)
         except OSError as error:
             raise DetectorUnavailable(
                 f"no object-detection weights at {name_or_path!r} ({str(error).splitlines()[0]}); download them "
@@ -171,12 +179,12 @@ class TransformersDetector:
         return detections
 
 
-def make_detector(name: str) -> Detector:
+def make_detector(name: str, allow_download: bool = False) -> Detector:
     """'hog', 'motion', or 'transformers:<model folder or hub id>'."""
     if name == "hog":
         return HogPeopleDetector()
     if name == "motion":
         return MotionBlobDetector()
     if name.startswith("transformers:"):
-        return TransformersDetector.from_pretrained(name.split(":", 1)[1])
+        return TransformersDetector.from_pretrained(name.split(":", 1)[1], allow_download=allow_download)
     raise DreamRunnerError(f"unknown detector {name!r}; use 'hog', 'motion' or 'transformers:<model>'")

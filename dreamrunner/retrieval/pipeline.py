@@ -52,6 +52,8 @@ class RetrievalSettings(BaseModel):
     fps: int = Field(default=8, ge=1, description="frame rate of cut clips (CogVideoX: 8)")
     size: tuple[int, int] | None = Field(default=None, description="(width, height) of cut clips")
     allow_download: bool = Field(default=False, description="let the downloader hook fetch URL sources")
+    allow_model_download: bool = Field(default=False, description="let transformers fetch CLIP / detector "
+                                       "weights from the hub (otherwise: local folders and the local cache only)")
 
 
 @dataclass
@@ -181,7 +183,7 @@ def retrieve_clips(motion: str, catalog: ClipCatalog, settings: RetrievalSetting
     for record in rest:
         run.drop(record, "video", f"beyond the {settings.max_videos} candidates examined (max_videos)")
     if detector is None and settings.detector:
-        detector = make_detector(settings.detector)
+        detector = make_detector(settings.detector, settings.allow_model_download)
     segmenter = Segmenter(detector, settings.min_subject_area, settings.min_track_seconds) if detector else None
     spans: dict[str, tuple[ClipRecord, str, float, float, list]] = {}
     for step, record in enumerate(examined):
@@ -204,7 +206,8 @@ def retrieve_clips(motion: str, catalog: ClipCatalog, settings: RetrievalSetting
     # 4. re-rank by text-frame similarity
     if scorers is None and settings.clip_model:
         try:
-            scorers = [ClipFrameScorer.from_pretrained(settings.clip_model)]
+            scorers = [ClipFrameScorer.from_pretrained(settings.clip_model,
+                                                       allow_download=settings.allow_model_download)]
         except ScorerUnavailable as error:
             if settings.require_rerank:
                 raise

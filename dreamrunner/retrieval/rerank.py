@@ -47,14 +47,22 @@ class ClipFrameScorer:
         self.max_frames = max_frames
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, max_frames: int = 8) -> ClipFrameScorer:
-        from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
+    def from_pretrained(cls, name_or_path: str | Path, max_frames: int = 8,
+                        allow_download: bool = False) -> ClipFrameScorer:
+        """Loads a CLIP checkpoint from a folder or the local hub cache (the hub too if `allow_download`)."""
+        from transformers import AutoTokenizer, CLIPModel
 
+        try:  # transformers >= 5 names the PIL (no-torchvision) processor explicitly
+            from transformers import CLIPImageProcessorPil as CLIPImageProcessor
+        except ImportError:
+            from transformers import CLIPImageProcessor
+
+        local = not allow_download
         try:
-            model = CLIPModel.from_pretrained(str(name_or_path))
-            tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
-            # The slow processor needs no torchvision (unavailable on CPU here).
-            image_processor = CLIPImageProcessor.from_pretrained(str(name_or_path))
+            model = CLIPModel.from_pretrained(str(name_or_path), local_files_only=local)
+            tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), local_files_only=local)
+            # The PIL processor needs no torchvision (unavailable on CPU here).
+            image_processor = CLIPImageProcessor.from_pretrained(str(name_or_path), local_files_only=local)
         except OSError as error:
             raise ScorerUnavailable(f"no CLIP weights at {name_or_path!r} ({str(error).splitlines()[0]}); "
                                     "download them where you have network and pass the local folder") from None
