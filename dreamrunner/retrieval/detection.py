@@ -1,7 +1,7 @@
 """Subject detectors for tracking-based segmentation: one interface, three real implementations.
 
 - `HogPeopleDetector`: OpenCV's built-in HOG + linear SVM people detector (ships with OpenCV, no download).
-- `MotionBlobDetector`: moving foreground blobs from OpenCV's MOG2 background subtractor, for any subject
+- `MotionBlobDetector`: blobs of pixels that differ from the clip's median background, for any subject
   that moves in front of a steady camera (animals, cartoon characters, vehicles).
 - `TransformersDetector`: any transformers object-detection checkpoint (DETR, YOLOS, ...) when its weights
   are on disk.
@@ -38,7 +38,8 @@ class Detection:
 @runtime_checkable
 class Detector(Protocol):
     def reset(self) -> None:
-        """Forget per-clip state; called before each clip's frames."""
+        """Forget per-clip state; called before each clip's frames. (A detector may also have
+        `fit(frames)`, called next with all the clip's sampled frames, e.g. to learn its background.)"""
 
     def detect(self, frame: np.ndarray) -> list[Detection]:
         """Detections in one RGB uint8 HxWx3 frame."""
@@ -85,50 +86,99 @@ class HogPeopleDetector:
 
 
 class MotionBlobDetector:
-    """Connected blobs of moving pixels (MOG2 background subtraction); a frame that is mostly foreground
-    (a cut or the model's first frame) yields nothing."""
+    """Moving subjects: pixels that differ from the clip's background, grouped into blobs.
 
-    def __init__(self, min_area: float = 0.005, max_foreground: float = 0.5, working_width: int = 320,
-                 history: int = 50, var_threshold: float = 25.0, learning_rate: float = 0.2) -> None:
+    Frames are first aligned to the clip's middle frame (ORB features + a RANSAC similarity transform), so a
+    slowly panning or zooming camera does not read as motion; boxes are in the middle frame's coordinates.
+    The background is the per-pixel temporal median of the aligned frames (`fit`), which has no ghosts and
+    no warm-up, as long as the subject does not stand on one spot for most of the clip.
+    """
+
+    def __init__(self, min_area: float = 0.005, threshold: int = 30, working_width: int = 320,
+                 max_foreground: float = 0.5, merge_distance: float = 0.03) -> None:
         import cv2
 
         self._cv2 = cv2
         self.min_area = min_area
-        self.max_foreground = max_foreground
+        self.threshold = threshold
         self.working_width = working_width
-        self.history = history
-        self.var_threshold = var_threshold
-        # A fixed, slow rate keeps a subject that stops for a moment from melting into the background
-        # (and leaving a ghost where it stood when it moves on).
-        self.learning_rate = learning_rate
+        self.max_foreground = max_foreground
+        self.merge_distance = merge_distance
         self.reset()
 
     def reset(self) -> None:
-        self._subtractor = self._cv2.createBackgroundSubtractorMOG2(
-            history=self.history, varThreshold=self.var_threshold, detectShadows=False)
-        self._frames = 0
+        self._background: np.ndarray | None = None
+        self._reference = None  # ORB keypoints and descriptors of the middle frame
+
+    def _small(self, frame: np.ndarray) -> np.ndarray:
+        height, width = frame.shape[:2]
+        size = (self.working_width, max(1, round(height * self.working_width / width)))
+        return self._cv2.resize(frame, size, interpolation=self._cv2.INTER_AREA)
+
+    def _features(self, image: np.ndarray):
+        return self._orb.detectAndCompute(self._cv2.cvtColor(image, self._cv2.COLOR_RGB2GRAY), None)
+
+    def _align(self, image: np.ndarray) -> np.ndarray:
+        cv2 = self._cv2
+        keypoints, descriptors = self._features(image)
+        ref_keypoints, ref_descriptors = self._reference
+        if descriptors is None or ref_descriptors is None:
+            return image
+        matches = self._matcher.match(descriptors, ref_descriptors)
+        if len(matches) < 20:
+            return image
+        source = np.float32([keypoints[m.queryIdx].pt for m in matches])
+        target = np.float32([ref_keypoints[m.trainIdx].pt for m in matches])
+        transform, inliers = cv2.estimateAffinePartial2D(source, target, method=cv2.RANSAC, ransacReprojThreshold=3)
+        if transform is None or inliers.sum() < 20:
+            return image
+        height, width = image.shape[:2]
+        return cv2.warpAffine(image, transform, (width, height), borderMode=cv2.BORDER_REPLICATE)
+
+    def fit(self, frames: list[np.ndarray]) -> None:
+        """Learns the clip's background (and reference frame) from its sampled frames."""
+        cv2 = self._cv2
+        self._orb = cv2.ORB_create(500)
+        self._matcher = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True)
+        small = [self._small(f) for f in frames]
+        self._reference = self._features(small[len(small) // 2])
+        aligned = [self._align(image) for image in small]
+        self._background = np.median(np.stack(aligned), axis=0).astype(np.int16)
 
     def detect(self, frame: np.ndarray) -> list[Detection]:
         cv2 = self._cv2
-        height, width = frame.shape[:2]
-        scale = self.working_width / width
-        image = cv2.resize(frame, (self.working_width, max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
-        first = self._frames == 0
-        self._frames += 1
-        mask = self._subtractor.apply(image, learningRate=1.0 if first else self.learning_rate)
-        if first or (mask > 0).mean() > self.max_foreground:
+        if self._background is None:
+            self.fit([frame])  # a lone frame is its own background: nothing moves in it
+        image = self._align(self._small(frame)).astype(np.int16)
+        mask = (np.abs(image - self._background).max(axis=2) > self.threshold).astype(np.uint8) * 255
+        if (mask > 0).mean() > self.max_foreground:  # a cut or a camera move, not a subject
             return []
         mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-        # Join the parts of one moving body (limbs and torso separate easily at this resolution).
-        mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 15)))
+        mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7)))
         count, _, stats, _ = cv2.connectedComponentsWithStats(mask)
         h_img, w_img = mask.shape
-        detections = []
-        for x, y, w, h, pixels in stats[1:count]:
-            area = pixels / (w_img * h_img)
-            if area >= self.min_area:
-                detections.append(Detection(_normalize(x, y, w, h, w_img, h_img), float(area), "moving"))
-        return sorted(detections, key=lambda d: -d.score)
+        boxes = [list(_normalize(x, y, w, h, w_img, h_img)) for x, y, w, h, _ in stats[1:count]]
+        boxes = self._merge(boxes)
+        detections = [Detection(tuple(b), (b[2] - b[0]) * (b[3] - b[1]), "moving") for b in boxes]
+        return sorted((d for d in detections if d.area >= self.min_area), key=lambda d: -d.score)
+
+    def _merge(self, boxes: list[list[float]]) -> list[list[float]]:
+        """Unions boxes closer than `merge_distance`: the limbs and torso of one body often come apart."""
+        gap = self.merge_distance
+        merged = True
+        while merged:
+            merged = False
+            for i in range(len(boxes)):
+                for j in range(i + 1, len(boxes)):
+                    a, b = boxes[i], boxes[j]
+                    if a[0] - gap <= b[2] and b[0] - gap <= a[2] and a[1] - gap <= b[3] and b[1] - gap <= a[3]:
+                        boxes[i] = [min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])]
+                        del boxes[j]
+                        merged = True
+                        break
+                if merged:
+                    break
+        return boxes
 
 
 class TransformersDetector:

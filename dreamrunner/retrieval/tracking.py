@@ -95,6 +95,8 @@ class Segmenter:
         if len(frames) == 0:
             return None, "no frames"
         self.detector.reset()
+        if hasattr(self.detector, "fit"):
+            self.detector.fit(frames)
         tracker = IouTracker(self.iou_threshold, max_missed=self.max_gap)
         for frame in frames:
             tracker.update([d for d in self.detector.detect(frame) if d.area >= self.min_area])
