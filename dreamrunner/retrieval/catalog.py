@@ -92,6 +92,8 @@ class ClipCatalog:
     @classmethod
     def open(cls, path: str | Path) -> ClipCatalog:
         path = Path(path)
+        if not path.exists():
+            raise CatalogError(f"{path} does not exist")
         if (path / DB_NAME).is_file():
             catalog = cls(cls._connect(path / DB_NAME), path, path)
             media_root = catalog._get_meta("media_root")
