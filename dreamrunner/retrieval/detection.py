@@ -198,8 +198,8 @@ class TransformersDetector:
         local = not allow_download
         try:
             model = AutoModelForObjectDetection.from_pretrained(str(name_or_path), local_files_only=local)
-            # The slow image processors need no torchvision (unavailable on CPU here).
-            processor = AutoImageProcessor.from_pretrained(str(name_or_path), use_fast=False, local_files_only=local)
+            processor = AutoImageProcessor.from_pretrained(str(name_or_path), local_files_only=local,
+                                                           **_pil_backend())
         except OSError as error:
             raise DetectorUnavailable(
                 f"no object-detection weights at {name_or_path!r} ({str(error).splitlines()[0]}); download them "
@@ -227,6 +227,14 @@ class TransformersDetector:
             x0, y0, x1, y1 = box
             detections.append(Detection(_normalize(x0, y0, x1 - x0, y1 - y0, width, height), float(score), name))
         return detections
+
+
+def _pil_backend() -> dict:
+    """Keyword for an image processor that needs no torchvision (none on CPU here): transformers >= 5 calls
+    it backend="pil", older releases use_fast=False."""
+    import transformers
+
+    return {"backend": "pil"} if int(transformers.__version__.split(".")[0]) >= 5 else {"use_fast": False}
 
 
 def make_detector(name: str, allow_download: bool = False) -> Detector:
