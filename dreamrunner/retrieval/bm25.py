@@ -62,9 +62,12 @@ class _FlatDocs:
         return len(self.offsets) - 1
 
     def __iter__(self) -> Iterator[list[int]]:
-        flat, offsets = self.flat, self.offsets.tolist()
-        for start, end in zip(offsets[:-1], offsets[1:]):
-            yield flat[start:end].tolist()
+        # Offsets go to Python ints a chunk at a time: all 10M at once would cost ~0.5 GB per pass.
+        flat = self.flat
+        for first in range(0, len(self), CHUNK):
+            offsets = self.offsets[first:first + CHUNK + 1].tolist()
+            for start, end in zip(offsets, offsets[1:]):
+                yield flat[start:end].tolist()
 
 
 class _TokenizedCorpus:
