@@ -31,7 +31,10 @@ class PlanFormatError(DreamRunnerError, ValueError):
 
 
 def _parse_regions(body: str, where: str, repairs: list[Repair]) -> list:
-    text = "[" + body.strip().rstrip(",") + "]"
+    body = body.strip().rstrip(",")
+    if body in ("", "[]"):
+        return []
+    text = "[" + body + "]"
     for parse in (json.loads, ast.literal_eval):
         try:
             return parse(text)
@@ -40,7 +43,7 @@ def _parse_regions(body: str, where: str, repairs: list[Repair]) -> list:
     # A plan cut off mid-line loses its closing brackets: close what is open, if that parses.
     depth = body.count("[") - body.count("]")
     if depth > 0:
-        closed = "[" + body.strip().rstrip(",") + "]" * depth + "]"
+        closed = "[" + body + "]" * depth + "]"
         for parse in (json.loads, ast.literal_eval):
             try:
                 regions = parse(closed)
@@ -48,7 +51,7 @@ def _parse_regions(body: str, where: str, repairs: list[Repair]) -> list:
                 continue
             repairs.append(Repair(where, f"closed {depth} unclosed bracket(s) at the end of the line"))
             return regions
-    raise PlanFormatError(f"{where}: cannot read the regions {body.strip()[:80]!r}")
+    raise PlanFormatError(f"{where}: cannot read the regions {body[:80]!r}")
 
 
 def _entity(region: Any, where: str) -> dict:

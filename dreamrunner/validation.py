@@ -171,16 +171,16 @@ def repair_scene_data(scene: Any, label: str = "scene") -> tuple[Any, list[Repai
                 kept.append(entity)
             keyframe["entities"] = kept
         by_index[index] = keyframe
-    if by_index:
-        for index in range(NUM_KEYFRAMES):
-            if index in by_index:
-                continue
-            # Hold the nearest neighbour, preferring the previous keyframe.
-            source = max((i for i in by_index if i < index), default=None)
-            if source is None:
-                source = min(i for i in by_index if i > index)
-            by_index[index] = dict(copy.deepcopy(by_index[source]), index=index)
-            repairs.append(Repair(f"{label}, keyframe {index + 1}", f"was missing; held keyframe {source + 1}"))
+    present = sorted(by_index)
+    for index in range(NUM_KEYFRAMES) if present else ():
+        if index in by_index:
+            continue
+        # Hold the nearest keyframe the plan has, preferring the previous one.
+        source = max((i for i in present if i < index), default=None)
+        if source is None:
+            source = min(i for i in present if i > index)
+        by_index[index] = dict(copy.deepcopy(by_index[source]), index=index)
+        repairs.append(Repair(f"{label}, keyframe {index + 1}", f"was missing; held keyframe {source + 1}"))
     scene["keyframes"] = [by_index[i] for i in sorted(by_index)]
     return scene, repairs
 

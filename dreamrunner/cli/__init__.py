@@ -6,11 +6,12 @@ import argparse
 import sys
 
 from ..errors import DreamRunnerError
-from . import project_commands, retrieval_commands
+from . import project_commands
 
 # Each stage adds its module here; a module's register() adds its subcommands.
 COMMAND_MODULES = [project_commands]
-COMMAND_MODULES.append(retrieval_commands)
+from . import planning_commands  # noqa: E402
+COMMAND_MODULES.append(planning_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,3 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cancelled", file=sys.stderr)
         return 130
+
+from . import eval_commands  # noqa: E402  (appended: evaluation)
+COMMAND_MODULES.append(eval_commands)
+from . import retrieval_commands  # noqa: E402
+COMMAND_MODULES.append(retrieval_commands)

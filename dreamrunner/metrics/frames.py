@@ -1,0 +1,105 @@
+"""Frames in, frames out: checking image inputs, decoding videos, and choosing which frames are scored."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence, Union
+
+import numpy as np
+from PIL import Image
+
+from ..errors import DreamRunnerError
+
+# uint8 [N, H, W, 3], or a sequence of uint8 [H, W, 3] arrays / PIL images.
+Images = Union[np.ndarray, Sequence[Union[np.ndarray, Image.Image]]]
+
+
+class MetricsError(DreamRunnerError):
+    pass
+
+
+def _check_frame(frame: np.ndarray, where: str) -> np.ndarray:
+    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[-1] != 3:
+        raise MetricsError(f"{where}: expected a uint8 [H, W, 3] RGB image, got {frame.dtype} {tuple(frame.shape)}")
+    return frame
+
+
+def as_image_list(images: Images) -> list[np.ndarray]:
+    """uint8 [H, W, 3] arrays from an [N, H, W, 3] array or a sequence of arrays or PIL images."""
+    if isinstance(images, np.ndarray):
+        if images.ndim != 4:
+            raise MetricsError(f"expected frames as a uint8 [N, H, W, 3] array, got shape {tuple(images.shape)}")
+        images = list(images)
+    result = []
+    for i, image in enumerate(images):
+        if isinstance(image, Image.Image):
+            image = np.asarray(image.convert("RGB"))
+        result.append(_check_frame(np.asarray(image), f"image {i}"))
+    return result
+
+
+def as_frames(frames: Images) -> np.ndarray:
+    """A uint8 [F, H, W, 3] array; every frame must have the same size."""
+    if isinstance(frames, np.ndarray):
+        if frames.ndim != 4 or frames.dtype != np.uint8 or frames.shape[-1] != 3:
+            raise MetricsError(f"expected frames as a uint8 [F, H, W, 3] array, got {frames.dtype} {tuple(frames.shape)}")
+        return frames
+    images = as_image_list(frames)
+    if not images:
+        return np.zeros((0, 1, 1, 3), np.uint8)
+    sizes = {image.shape for image in images}
+    if len(sizes) > 1:
+        raise MetricsError(f"the frames of a video must share one size, got {sorted(sizes)}")
+    return np.stack(images)
+
+
+def read_video(path: str | os.PathLike) -> np.ndarray:
+    """Every frame of a video file as uint8 [F, H, W, 3] RGB (decoded with PyAV through imageio)."""
+    import imageio.v3 as iio
+
+    path = Path(path)
+    if not path.is_file():
+        raise MetricsError(f"video {path} does not exist")
+    try:
+        frames = iio.imread(path, plugin="pyav", format="rgb24")
+    except Exception as error:  # PyAV raises its own error types for unreadable containers and codecs
+        raise MetricsError(f"cannot decode video {path}: {error}") from None
+    if frames.ndim != 4 or len(frames) == 0:
+        raise MetricsError(f"video {path} holds no frames")
+    return frames
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    path = Path(path)
+    if not path.is_file():
+        raise MetricsError(f"reference image {path} does not exist")
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except OSError as error:
+        raise MetricsError(f"cannot read reference image {path}: {error}") from None
+
+
+def sample_indices(num_frames: int, max_frames: int | None) -> np.ndarray:
+    """Indices of the frames that are scored: all of them, or `max_frames` spread evenly over the video.
+
+    The first and last frames are always kept and the spacing is as even as integer indices allow,
+    so a sampled clip still spans the whole scene (every event gets frames).
+    """
+    if num_frames < 1:
+        raise MetricsError("a video needs at least one frame")
+    if max_frames is not None and max_frames < 1:
+        raise MetricsError(f"max_frames must be at least 1, got {max_frames}")
+    if max_frames is None or max_frames >= num_frames:
+        return np.arange(num_frames)
+    if max_frames == 1:
+        return np.array([(num_frames - 1) // 2])
+    return np.unique(np.round(np.linspace(0, num_frames - 1, max_frames)).astype(int))
+
+
+def frame_times(indices: np.ndarray, num_frames: int) -> np.ndarray:
+    """Where each frame sits in the video, 0 (first frame) .. 1 (last frame)."""
+    if num_frames == 1:
+        return np.zeros(len(indices))
+    return np.asarray(indices, dtype=float) / (num_frames - 1)

@@ -1,0 +1,81 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from dreamrunner.cli import build_parser
+from dreamrunner.project import Project
+from dreamrunner.validation import validate_story
+
+from .conftest import PLAN_FILES
+
+
+def dreamrunner(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "dreamrunner", *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def test_import_plan_then_validate(tmp_path):
+    result = dreamrunner("import-plan", PLAN_FILES[1], "--out", tmp_path / "p")
+    assert result.returncode == 0, result.stderr
+    assert "imported 100 scenes" in result.stdout
+    assert "swapped y0 and y1" in result.stderr  # the published candle plan's repair is reported
+    story = Project.load(tmp_path / "p").story
+    assert len(story.scenes) == 100 and story.scenes[0].id == "0001"
+    result = dreamrunner("validate", tmp_path / "p")
+    assert result.returncode == 0, result.stderr
+    assert "ok: 100 scenes" in result.stdout
+
+
+def test_import_refuses_to_overwrite_without_force(tmp_path):
+    assert dreamrunner("import-plan", PLAN_FILES[0], "--out", tmp_path).returncode == 0
+    result = dreamrunner("import-plan", PLAN_FILES[0], "--out", tmp_path)
+    assert result.returncode == 2 and "already holds a project" in result.stderr
+    assert dreamrunner("import-plan", PLAN_FILES[0], "--out", tmp_path, "--force").returncode == 0
+
+
+@pytest.mark.parametrize("content,message", [
+    ("not json\n", "1: expected a JSON array [video_name, plan_string]"),
+    ('["a.mp4", "Background:x"]\n', "1: a: the plan has no 'Frame_k:' lines"),
+    ("\n", "holds no plans"),
+])
+def test_import_plan_bad_input(tmp_path, content, message):
+    source = tmp_path / "plans.jsonl"
+    source.write_text(content)
+    result = dreamrunner("import-plan", source, "--out", tmp_path / "p")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "p").exists()
+
+
+def test_validate_reports_problems_without_traceback(tmp_path, simple_story_data):
+    Project.create(tmp_path, validate_story(simple_story_data))
+    result = dreamrunner("validate", tmp_path)
+    assert result.returncode == 2 and "missing media files: media/mira.png" in result.stderr
+    payload = json.loads((tmp_path / "project.json").read_text())
+    payload["story"]["scenes"][0]["keyframes"][0]["entities"][1]["box"] = [0.7, 0.6, 1.5, 0.9]
+    (tmp_path / "project.json").write_text(json.dumps(payload))
+    result = dreamrunner("validate", tmp_path / "project.json")
+    assert result.returncode == 2
+    assert "scene 1 ('s1'), keyframe 1, entity 2 ('owl'), box: x1 = 1.5 is outside [0, 1]" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = dreamrunner("validate", tmp_path / "missing")
+    assert result.returncode == 2 and "does not exist" in result.stderr
+
+
+def test_every_subcommand_has_help(capsys):
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    assert {"validate", "import-plan"} <= set(commands)
+    for name in commands:
+        with pytest.raises(SystemExit) as exit_:
+            parser.parse_args([name, "--help"])
+        assert exit_.value.code == 0
+        assert "usage: dreamrunner " + name in capsys.readouterr().out
+
+
+def test_unknown_subcommand_exits_nonzero():
+    result = dreamrunner("frobnicate")
+    assert result.returncode == 2 and "invalid choice" in result.stderr

@@ -1,0 +1,122 @@
+"""`dreamrunner plan` and `dreamrunner replan`: offline by default, the LLM when the environment names one."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dreamrunner.cli import main
+from dreamrunner.planning import edit_entity, edit_scene
+from dreamrunner.planning.prompts import STORY_EXAMPLE_ANSWER
+from dreamrunner.project import Project
+
+from .llm_server import LLMServer, Reply
+from .planning_answers import GOOD_SCENE
+
+
+@pytest.fixture(autouse=True)
+def no_llm(monkeypatch):
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "DREAMRUNNER_LLM_MODEL", "DREAMRUNNER_LLM_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_plan_offline_with_a_reference_image(tmp_path, capsys):
+    image = tmp_path / "mira.PNG"
+    image.write_bytes(b"\x89PNG fake bytes")
+    out = tmp_path / "story"
+    code = main(["plan", "--topic", "a witch learns to fly", "--character", "Mira:a young witch=" + str(image),
+                 "--character", "Bolt", "--out", str(out), "--scenes", "6"])
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "offline planner" in captured.err and "planned 6 scenes" in captured.out
+    project = Project.load(out)
+    mira, bolt = project.story.characters
+    assert (mira.id, mira.token, mira.description, mira.reference_images) == ("mira", "[v1]", "a young witch",
+                                                                             ["media/characters/mira.png"])
+    assert (bolt.id, bolt.token, bolt.reference_images) == ("bolt", "[v2]", [])
+    assert (out / "media/characters/mira.png").read_bytes() == image.read_bytes()
+    assert len(project.story.scenes) == 6
+    assert main(["validate", str(out)]) == 0
+
+
+def test_plan_single_prompt(tmp_path):
+    out = tmp_path / "one"
+    assert main(["plan", "--prompt", "a dog runs along the beach", "--out", str(out)]) == 0
+    story = Project.load(out).story
+    assert len(story.scenes) == 1 and story.scenes[0].motions == ["running"]
+
+
+def test_plan_and_replan_through_the_llm_named_by_the_environment(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "llm"
+    with LLMServer() as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        monkeypatch.setenv("DREAMRUNNER_LLM_MODEL", "recorded-model")
+        server.llm.queue(json.dumps(STORY_EXAMPLE_ANSWER), *[GOOD_SCENE] * 6)
+        assert main(["plan", "--topic", "a delivery", "--character", "Mira", "--character", "Pip", "--out", str(out)]) == 0
+        assert "LLM planner (model 'recorded-model'" in capsys.readouterr().err
+        assert Project.load(out).story.title == STORY_EXAMPLE_ANSWER["title"]
+        assert {r["body"]["model"] for r in server.llm.requests} == {"recorded-model"}
+
+        # A failing server: a clear error, exit code 2, and the project on disk is byte-for-byte the same.
+        before = (out / "project.json").read_bytes()
+        monkeypatch.setenv("DREAMRUNNER_LLM_TIMEOUT", "5")
+        server.llm.queue(Reply(status=503, body={"error": {"message": "overloaded"}}),
+                         Reply(status=503, body={"error": {"message": "overloaded"}}))
+        assert main(["replan", str(out), "--scene", "s2"]) == 2
+        assert "error: the LLM server" in capsys.readouterr().err
+        assert (out / "project.json").read_bytes() == before
+        # --offline ignores the environment.
+        assert main(["replan", str(out), "--scene", "s2", "--offline"]) == 0
+        assert (out / "project.json.bak").read_bytes() == before
+
+
+def test_replan_keeps_edits_on_disk(tmp_path, capsys):
+    out = tmp_path / "story"
+    assert main(["plan", "--topic", "a picnic in the park", "--character", "Ann", "--out", str(out), "--scenes", "5"]) == 0
+    project = Project.load(out)
+    story = edit_scene(project.story, "s2", narration="Edited.")
+    project.story = edit_entity(story, "s2", 1, 0, box=(0.1, 0.1, 0.3, 0.4))
+    project.save()
+    assert main(["replan", str(out), "--seed", "2"]) == 0
+    scene = Project.load(out).story.scene("s2")
+    assert scene.narration == "Edited." and scene.keyframes[1].entities[0].box == (0.1, 0.1, 0.3, 0.4)
+    assert main(["replan", str(out), "--scene", "s2", "--replace", "box", "narration"]) == 0
+    scene = Project.load(out).story.scene("s2")
+    assert scene.narration == "Edited."  # replan_scene does not rewrite story-level fields
+    assert scene.keyframes[1].entities[0].box != (0.1, 0.1, 0.3, 0.4) and scene.user_edited == []
+    assert "re-planned scene 's2'" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["plan", "--topic", "t", "--out", "{out}"], "at least one --character"),
+    (["plan", "--topic", "t", "--character", ":witch", "--out", "{out}"], "the name is empty"),
+    (["plan", "--topic", "t", "--character", "A=missing.png", "--out", "{out}"], "missing.png does not exist"),
+    (["plan", "--prompt", "p", "--scenes", "3", "--out", "{out}"], "--scenes does not apply"),
+    (["plan", "--topic", "t", "--character", "A", "--scenes", "99", "--out", "{out}"], "between 1 and 12"),
+    (["plan", "--topic", " ", "--character", "A", "--out", "{out}"], "--topic is empty"),
+    (["replan", "{out}"], "no project at"),
+])
+def test_clear_errors(tmp_path, capsys, argv, message):
+    argv = [a.replace("{out}", str(tmp_path / "p")) for a in argv]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_replan_errors_and_existing_projects(tmp_path, capsys):
+    out = str(tmp_path / "p")
+    assert main(["plan", "--topic", "t", "--character", "A", "--out", out]) == 0
+    assert main(["plan", "--topic", "t", "--character", "A", "--out", out]) == 2
+    assert "pass --force" in capsys.readouterr().err
+    assert main(["replan", out, "--scene", "s99"]) == 2
+    assert "has no scene 's99'; its scenes are s1" in capsys.readouterr().err
+    assert main(["replan", out, "--replace", "boxes"]) == 2
+    assert "cannot replace ['boxes']" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["plan", "replan"])
+def test_help(command, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--help"])
+    assert exited.value.code == 0
+    assert "OPENAI_BASE_URL" in capsys.readouterr().out

@@ -1,0 +1,123 @@
+import json
+import os
+
+import pytest
+
+from dreamrunner import project as project_module
+from dreamrunner.project import BACKUP_FILE, PROJECT_FILE, SCHEMA_VERSION, Project, ProjectError
+from dreamrunner.validation import StoryValidationError, validate_story
+
+
+@pytest.fixture
+def story(simple_story_data):
+    return validate_story(simple_story_data)
+
+
+def test_save_and_load_round_trip_without_loss(tmp_path, story):
+    story.scenes[0].keyframes[2].entities[0].mark_edited("box")
+    story.settings.render.seed = 7
+    Project.create(tmp_path / "p", story)
+    loaded = Project.load(tmp_path / "p").story
+    assert loaded == story
+    assert loaded.scenes[0].keyframes[2].entities[0].user_edited == ["box"]
+    payload = json.loads((tmp_path / "p" / PROJECT_FILE).read_text())
+    assert payload["schema_version"] == SCHEMA_VERSION
+
+
+def test_save_keeps_the_previous_version_as_backup(tmp_path, story):
+    project = Project.create(tmp_path, story)
+    project.story.scenes[0].narration = "Changed."
+    project.save()
+    assert Project.load(tmp_path).story.scenes[0].narration == "Changed."
+    assert Project.load(tmp_path, from_backup=True).story.scenes[0].narration == "The witch flies past the owl."
+
+
+def test_a_crash_between_write_and_rename_leaves_the_previous_project(tmp_path, story, monkeypatch):
+    project = Project.create(tmp_path, story)
+    project.story.scenes[0].narration = "Never saved."
+    real_replace = os.replace
+
+    def crash_on_project_file(source, target):
+        if str(target).endswith(PROJECT_FILE):
+            raise OSError("simulated power loss before rename")
+        real_replace(source, target)
+
+    monkeypatch.setattr(project_module.os, "replace", crash_on_project_file)
+    with pytest.raises(OSError, match="simulated power loss"):
+        project.save()
+    monkeypatch.undo()
+    assert Project.load(tmp_path).story.scenes[0].narration == "The witch flies past the owl."
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")], "no temporary file is left behind"
+
+
+def test_a_crash_while_writing_the_temporary_file_leaves_the_previous_project(tmp_path, story, monkeypatch):
+    project = Project.create(tmp_path, story)
+    project.story.title = "Never saved"
+
+    def crash(fd):
+        raise OSError("simulated crash during fsync")
+
+    monkeypatch.setattr(project_module.os, "fsync", crash)
+    with pytest.raises(OSError):
+        project.save()
+    monkeypatch.undo()
+    assert Project.load(tmp_path).story.title == "Night flight"
+
+
+@pytest.mark.parametrize("version,message", [
+    (SCHEMA_VERSION + 1, "saved by a newer DreamRunner Studio"),
+    (0, "older than this version's"),
+    ("1", "no integer schema_version"),
+])
+def test_other_schema_versions_give_a_clear_message(tmp_path, story, version, message):
+    project = Project.create(tmp_path, story)
+    payload = json.loads(project.path.read_text())
+    payload["schema_version"] = version
+    project.path.write_text(json.dumps(payload))
+    with pytest.raises(ProjectError, match=message):
+        Project.load(tmp_path)
+
+
+@pytest.mark.parametrize("text,message", [
+    ("{not json", "is not valid JSON \\(line 1, column 2\\)"),
+    ('{"schema_version": 1}', "is not a DreamRunner Studio project"),
+])
+def test_broken_files_give_a_clear_message(tmp_path, text, message):
+    (tmp_path / PROJECT_FILE).write_text(text)
+    with pytest.raises(ProjectError, match=message):
+        Project.load(tmp_path)
+
+
+def test_missing_project(tmp_path):
+    with pytest.raises(ProjectError, match="project.json not found"):
+        Project.load(tmp_path / "nowhere")
+
+
+def test_invalid_story_in_file_names_the_field(tmp_path, story):
+    project = Project.create(tmp_path, story)
+    payload = json.loads(project.path.read_text())
+    payload["story"]["scenes"][0]["keyframes"][1]["entities"][0]["box"] = [0.9, 0.1, 0.1, 0.5]
+    project.path.write_text(json.dumps(payload))
+    with pytest.raises(StoryValidationError, match=r"keyframe 2, entity 1 \('witch'\), box: x0 = 0.9"):
+        Project.load(tmp_path)
+
+
+def test_paths_that_escape_the_project_are_refused(tmp_path, story):
+    project = Project.create(tmp_path / "p", story)
+    assert project.resolve("media/mira.png") == (tmp_path / "p" / "media" / "mira.png").resolve()
+    with pytest.raises(ValueError, match="escapes the project folder"):
+        project.story.characters[0].reference_images = ["../secret.png"]
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (project.media / "link").symlink_to(outside)
+    with pytest.raises(ProjectError, match="leads outside the project folder"):
+        project.resolve("media/link/x.png")
+    assert project.relative(project.media / "a.png") == "media/a.png"
+    with pytest.raises(ProjectError, match="not inside the project folder"):
+        project.relative(outside / "a.png")
+
+
+def test_saving_an_unchanged_story_does_not_touch_the_backup(tmp_path, story):
+    project = Project.create(tmp_path, story)
+    project.save()
+    assert not (tmp_path / BACKUP_FILE).exists()
