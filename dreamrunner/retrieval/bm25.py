@@ -122,6 +122,10 @@ class CaptionIndex:
         if len(docs) == 0:
             raise CatalogError("cannot index an empty catalog")
         retriever = bm25s.BM25(k1=K1, b=B, method="lucene", backend=cls._backend(len(docs)))
+        if retriever.backend == "numba":
+            # bm25s 0.3 does not switch its CSC builder to numba by itself: the numpy one argsorts packed
+            # int64 keys and needs about three times the memory of numba's counting sort.
+            retriever.activate_numba_csc()
         retriever.index(_TokenizedCorpus(docs, tokenizer.get_vocab_dict()), show_progress=False)
         if progress is not None:
             progress(Progress("indexing", len(docs), len(docs), f"indexed {len(docs):,} captions"))
