@@ -3,6 +3,8 @@
 import json
 import math
 
+import numpy as np
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -138,3 +140,25 @@ def test_open_refuses_what_is_not_a_catalog(tmp_path):
     (tmp_path / "bad" / "catalog.sqlite").write_bytes(b"garbage" * 100)
     with pytest.raises(CatalogError, match="not a readable catalog database"):
         ClipCatalog.open(tmp_path / "bad")
+
+
+def test_sparse_top_k_of_large_indexes_matches_bm25s(monkeypatch):
+    pytest.importorskip("numba")
+    import dreamrunner.retrieval.bm25 as bm25
+
+    rng = np.random.default_rng(0)
+    words = ["man", "woman", "dog", "walking", "running", "dancing", "ballroom", "street", "park", "red", "blue",
+             "jumping", "waltz", "couple", "grass", "beach", "city", "night", "slowly", "fast"]
+    captions = [" ".join(rng.choice(words, size=rng.integers(3, 12))) for _ in range(3000)]
+    small = bm25.CaptionIndex.build(captions)  # numpy backend: bm25s's own retrieve
+    monkeypatch.setattr(bm25, "NUMBA_MIN_DOCS", 1)
+    large = bm25.CaptionIndex.build(captions)  # numba: the sparse kernel
+    assert small._sparse is None and large._sparse is not None
+    for query in ["ballroom dancing", "a man walking a dog", "fast", "couple waltz at night in the city"]:
+        expected, got = small.search(query, k=50), large.search(query, k=50)
+        assert [round(s, 4) for _, s in got] == [round(s, 4) for _, s in expected]
+        # equal scores may come in either order; the sets of documents above the last score agree
+        cutoff = expected[-1][1]
+        assert {d for d, s in got if s > cutoff + 1e-5} == {d for d, s in expected if s > cutoff + 1e-5}
+    for _ in range(2):  # the shared score buffer is clean between queries
+        assert large.search("ballroom", k=5) == large.search("ballroom", k=5)
