@@ -56,22 +56,25 @@ QUERIES = """ballroom dancing|a man running on a beach|a woman riding a horse|tw
 |a child jumping on a trampoline|a dog catching a ball|a man skateboarding down a street|surfing a big wave
 |a couple dancing the tango|a girl doing a cartwheel on grass|a man climbing a wall|people swimming in the ocean
 |a woman doing yoga stretching|a boy kicking a soccer ball|a man juggling balls|a person skiing down snow
-|cycling on a road|a woman playing the piano|a man playing guitar on stage|a chef chopping vegetables in a kitchen
-|a baby crawling on the floor|a man lifting weights|people marching in the street|a girl spinning in a ballet
-|a man doing a backflip|two men fencing|a woman jogging in a park|a man diving into water|kids playing basketball
-|a man throwing a javelin|a woman doing a pirouette|breakdance on the street|a person walking a dog
-|a man driving a car|a bird flying over water|a woman painting a wall|a man rowing a boat|people hiking up a hill
-|a person doing a handstand|a woman singing on stage|a man pushing a cart|a man pulling a rope|gymnastics floor routine
-|a girl hula hoop|a man riding a unicycle|a man walking on a tightrope|a boy riding a bicycle|a man riding a motorcycle
-|a woman doing aerobics|martial arts kicking|karate fighting|a tennis player serving|a baseball player batting
-|a golfer swinging|hockey players skating|a man fishing from a boat|a man waving his hands|people clapping hands
-|a woman laughing|a child crying|a man eating food|a woman drinking water|a man typing on a computer|a girl reading a book
-|a man writing on paper|a woman cooking food|a man cutting wood|people hugging|a couple kissing|a man falling down
-|a man lying on the grass|a woman kneeling|a man bowing|salsa dancing couple|people doing the conga|flamenco dancer
-|samba dancing in the street|a man doing squats|a woman doing lunges|burpee exercise|deadlift in a gym|pole vault jump
-|a hurdle race|archery shooting|rodeo horse riding|acrobat on a trapeze|a man on stilts|a contortion act
-|limbo dancing|moonwalk dance|parkour jumping over walls|polka dancing|waltz in a ballroom|quickstep dance
-|jive dancing|rumba dancing|zumba class|pilates exercise|kettlebell swing|wrestling match""".replace("\n", "").split("|")
+|cycling on a road|a woman playing the piano|a man playing guitar on stage
+|a chef chopping vegetables in a kitchen|a baby crawling on the floor|a man lifting weights
+|people marching in the street|a girl spinning in a ballet|a man doing a backflip|two men fencing
+|a woman jogging in a park|a man diving into water|kids playing basketball|a man throwing a javelin
+|a woman doing a pirouette|breakdance on the street|a person walking a dog|a man driving a car
+|a bird flying over water|a woman painting a wall|a man rowing a boat|people hiking up a hill
+|a person doing a handstand|a woman singing on stage|a man pushing a cart|a man pulling a rope
+|gymnastics floor routine|a girl hula hoop|a man riding a unicycle|a man walking on a tightrope
+|a boy riding a bicycle|a man riding a motorcycle|a woman doing aerobics|martial arts kicking|karate fighting
+|a tennis player serving|a baseball player batting|a golfer swinging|hockey players skating
+|a man fishing from a boat|a man waving his hands|people clapping hands|a woman laughing|a child crying
+|a man eating food|a woman drinking water|a man typing on a computer|a girl reading a book
+|a man writing on paper|a woman cooking food|a man cutting wood|people hugging|a couple kissing
+|a man falling down|a man lying on the grass|a woman kneeling|a man bowing|salsa dancing couple
+|people doing the conga|flamenco dancer|samba dancing in the street|a man doing squats|a woman doing lunges
+|burpee exercise|deadlift in a gym|pole vault jump|a hurdle race|archery shooting|rodeo horse riding
+|acrobat on a trapeze|a man on stilts|a contortion act|limbo dancing|moonwalk dance|parkour jumping over walls
+|polka dancing|waltz in a ballroom|quickstep dance|jive dancing|rumba dancing|zumba class|pilates exercise
+|kettlebell swing|wrestling match""".replace("\n", "").split("|")
 assert len(QUERIES) == 100, len(QUERIES)
 
 

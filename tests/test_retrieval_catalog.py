@@ -73,7 +73,7 @@ def test_bm25_scores_match_a_hand_computed_lucene_bm25():
     index = CaptionIndex.build(captions)
     # Tokens after stopwords and Snowball stems: d0 [man, danc, ballroom], d1 [two, peopl, danc, waltz],
     # d2 [dog, run, grass], d3 [ballroom, danc, coupl, spin, around, ballroom]; mean length 16/4 = 4.
-    lengths, avg, n, k1, b = [3, 4, 3, 6], 4.0, 4, 1.5, 0.75
+    avg, n, k1, b = 4.0, 4, 1.5, 0.75
 
     def idf(df):
         return math.log(1 + (n - df + 0.5) / (df + 0.5))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from dreamrunner.cli import main as cli_main
-from dreamrunner.jobs import CancelToken, Cancelled
+from dreamrunner.jobs import Cancelled, CancelToken
 from dreamrunner.retrieval import (
     ClipCatalog,
     ClipFilter,
