@@ -16,7 +16,7 @@ from .catalog import ClipCatalog
 from .dense import load_caption_encoder
 from .detection import make_detector
 from .filters import ClipFilter
-from .records import ClipRecord, UnreadableVideo
+from .records import CatalogError, ClipRecord, UnreadableVideo
 from .rerank import ClipFrameScorer, ClipScorer, ScorerUnavailable, rank_by_similarity, select_clips
 from .tracking import Segmenter
 from .video import materialise, probe, sample_frames
@@ -131,8 +131,6 @@ def retrieve_clips(motion: str, catalog: ClipCatalog, settings: RetrievalSetting
     """
     settings = settings or RetrievalSettings()
     if not motion.strip():
-        from .records import CatalogError
-
         raise CatalogError("the motion text is empty")
     run = _Run(motion, progress, cancel)
     result = run.result
