@@ -122,7 +122,6 @@ def run_import(args: argparse.Namespace) -> int:
 
 def _rebase(record, base: Path, media_root: Path):
     """Relative local sources are relative to the file or folder they came from; store them from media_root."""
-
     if record.is_remote or Path(record.source).is_absolute():
         return record
     absolute = (base / record.source).resolve()
