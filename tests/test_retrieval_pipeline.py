@@ -226,3 +226,17 @@ def test_missing_clip_weights_skip_reranking_with_a_warning_or_fail_when_require
     assert any(w.startswith("CLIP re-ranking skipped: no CLIP weights") for w in result.warnings)
     with pytest.raises(ScorerUnavailable):
         retrieve_clips("walking", catalog, settings.model_copy(update={"require_rerank": True}))
+
+
+def test_cli_imports_a_video_folder_into_a_catalog_and_cuts_clips(tmp_path, capsys):
+    videos = tmp_path / "videos"
+    render_figure_clip(videos / "jump.mp4", "jump", seconds=2.0, size=(96, 72))
+    (videos / "jump.txt").write_text("a child jumping on the grass")
+    assert cli_main(["catalog", "import", str(videos), "--into", str(tmp_path / "cat"),
+                     "--attribution", "made by the test"]) == 0
+    assert cli_main(["catalog", "info", str(tmp_path / "cat")]) == 0
+    assert "attribution: made by the test" in capsys.readouterr().out
+    assert cli_main(["retrieve", "--motion", "jumping", "--catalog", str(tmp_path / "cat"), "--detector", "none",
+                     "--clip-model", "none", "--no-dense", "--out", str(tmp_path / "cut")]) == 0
+    clip_id, score, caption, span, path = capsys.readouterr().out.strip().split("\t")
+    assert clip_id == "jump" and span == "[0.00-2.00 s]" and probe(path).fps == 8
