@@ -212,6 +212,21 @@ class PriorSettings(Model):
     batch_size: int = Field(default=1, ge=1)
     max_steps: int = Field(default=500, ge=1)
     checkpoint_every: int = Field(default=100, ge=1)
+    seed: int = 0
+    # Motion priors may train below the model's resolution, e.g. (240, 352): about 4x fewer video tokens.
+    motion_resolution: tuple[int, int] | None = None
+    # Memory/speed trade-off (dreamrunner.priors.memory; measured in docs/benchmarks.md); neither changes what
+    # is learned. The defaults took 1.36 s/step at 13.3 GB peak at 2B size on an H100.
+    gradient_checkpointing: Literal["off", "full", "selective"] = "selective"
+    uncheckpointed_blocks: int = Field(default=4, ge=0)
+
+    @field_validator("motion_resolution")
+    @classmethod
+    def _check_motion_resolution(cls, size: tuple[int, int] | None) -> tuple[int, int] | None:
+        # 8x VAE downsampling then 2x2 patches: both sides must be multiples of 16.
+        if size is not None and (size[0] < 16 or size[1] < 16 or size[0] % 16 or size[1] % 16):
+            raise ValueError(f"motion_resolution {size[0]}x{size[1]} must be positive multiples of 16 (e.g. 240x352)")
+        return size
 
 
 class StorySettings(Model):

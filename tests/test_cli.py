@@ -8,7 +8,7 @@ from dreamrunner.cli import build_parser
 from dreamrunner.project import Project
 from dreamrunner.validation import validate_story
 
-from .conftest import PLAN_FILES
+from published_plans import PLAN_FILES
 
 
 def dreamrunner(*args, cwd=None):

@@ -3,7 +3,7 @@ import pytest
 from dreamrunner.plan_format import PlanFormatError, format_plan, parse_plan
 from dreamrunner.story import NUM_KEYFRAMES
 
-from .conftest import fixture_plans
+from published_plans import fixture_plans
 
 PLANS = fixture_plans()
 

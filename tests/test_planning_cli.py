@@ -11,8 +11,8 @@ from dreamrunner.planning import edit_entity, edit_scene
 from dreamrunner.planning.prompts import STORY_EXAMPLE_ANSWER
 from dreamrunner.project import Project
 
-from .llm_server import LLMServer, Reply
-from .planning_answers import GOOD_SCENE
+from llm_server import LLMServer, Reply
+from planning_answers import GOOD_SCENE
 
 
 @pytest.fixture(autouse=True)

@@ -20,8 +20,8 @@ from dreamrunner.planning.prompts import SCENE_EXAMPLE_ANSWER, STORY_EXAMPLE_ANS
 from dreamrunner.planning.schema import ScenePlanAnswer, json_schema
 from dreamrunner.story import NUM_KEYFRAMES, Character, Story
 
-from .llm_server import LLMServer, Reply
-from .planning_answers import GOOD_SCENE, STORY_ANSWER, scene_answer
+from llm_server import LLMServer, Reply
+from planning_answers import GOOD_SCENE, STORY_ANSWER, scene_answer
 
 CHARACTERS = [
     Character(id="mira", name="Mira", token="[v1]", description="a young witch with a pointed hat"),

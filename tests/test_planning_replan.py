@@ -21,8 +21,8 @@ from dreamrunner.planning import (
 from dreamrunner.planning.prompts import STORY_EXAMPLE_ANSWER
 from dreamrunner.story import Character, Entity, Story
 
-from .llm_server import LLMServer
-from .planning_answers import scene_answer
+from llm_server import LLMServer
+from planning_answers import scene_answer
 
 CHARACTERS = [
     Character(id="mira", name="Mira", token="[v1]", description="a young witch"),

@@ -7,7 +7,7 @@ from dreamrunner.plan_format import parse_plan
 from dreamrunner.regions import BACKGROUND, box_cells, build_region_plan, keyframe_positions, schedule_boxes
 from dreamrunner.story import Scene, VideoSettings
 
-from .conftest import fixture_plans
+from published_plans import fixture_plans
 
 
 def _scene(keyframes, background="bg") -> Scene:

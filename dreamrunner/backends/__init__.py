@@ -6,8 +6,35 @@ paths users run with real checkpoints, on tiny random-weight models built from s
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+from ..errors import DreamRunnerError
+
+BACKENDS = ("tiny", "tiny-5b", "cogvideox-2b", "cogvideox-5b")
+
+
+@dataclass(frozen=True)
+class MemoryOptions:
+    """Where the model runs and how it saves GPU memory; applied when a pipeline is built on the components.
+
+    cpu_offload: "model" moves each whole model to the GPU only while it runs (diffusers'
+    enable_model_cpu_offload); "sequential" streams layer by layer (least memory, slowest).
+    VAE slicing decodes one video of a batch at a time; tiling decodes in overlapping spatial tiles.
+    """
+
+    device: str | None = None  # None: cuda if available, else cpu
+    cpu_offload: Literal["none", "model", "sequential"] = "none"
+    vae_slicing: bool = False
+    vae_tiling: bool = False
+
+    def resolved_device(self) -> str:
+        if self.device:
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @dataclass
@@ -24,6 +51,7 @@ class ModelComponents:
     is_noise: bool = False
     # Frame geometry the model was made for (VideoSettings field values), e.g. num_frames=49, height=480.
     video_defaults: dict = field(default_factory=dict)
+    memory: MemoryOptions = field(default_factory=MemoryOptions)
 
     @property
     def max_text_tokens(self) -> int:
@@ -33,5 +61,43 @@ class ModelComponents:
         return {"tokenizer": self.tokenizer, "text_encoder": self.text_encoder, "vae": self.vae,
                 "transformer": self.transformer, "scheduler": self.scheduler}
 
+    def apply_vae_memory_options(self) -> None:
+        if self.memory.vae_slicing:
+            self.vae.enable_slicing()
+        if self.memory.vae_tiling:
+            self.vae.enable_tiling()
+
 
 NOISE_LABEL = "RANDOM WEIGHTS - NOISE, NOT A RESULT"
+
+
+def load_backend(
+    name: str,
+    path: str | os.PathLike | None = None,
+    *,
+    dtype: Any = None,
+    memory: MemoryOptions | None = None,
+    local_files_only: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+) -> ModelComponents:
+    """Components for a backend name: "tiny"/"tiny-5b" (random weights, noise) or "cogvideox-2b"/"cogvideox-5b".
+
+    `path` is a local diffusers folder or a hub id for the CogVideoX backends (default: the env var
+    DREAMRUNNER_COGVIDEOX_2B / _5B, else THUDM/CogVideoX-2b / -5b through the hub cache, or `cache_dir`).
+    """
+    if name in ("tiny", "tiny-2b", "tiny-5b"):
+        from .tiny import build_tiny
+
+        components = build_tiny("5b" if name == "tiny-5b" else "2b")
+        if dtype is not None:
+            for module in (components.transformer, components.vae, components.text_encoder):
+                module.to(dtype)
+        components.memory = memory or MemoryOptions()
+        components.apply_vae_memory_options()
+        return components
+    if name in ("cogvideox-2b", "cogvideox-5b"):
+        from .cogvideox import load_cogvideox
+
+        return load_cogvideox(name, path, dtype=dtype, memory=memory, local_files_only=local_files_only,
+                              cache_dir=cache_dir)
+    raise DreamRunnerError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")

@@ -6,12 +6,18 @@ import argparse
 import sys
 
 from ..errors import DreamRunnerError
-from . import project_commands
+from . import (
+    eval_commands,
+    planning_commands,
+    prior_commands,
+    project_commands,
+    render_commands,
+    retrieval_commands,
+)
 
-# Each stage adds its module here; a module's register() adds its subcommands.
-COMMAND_MODULES = [project_commands]
-from . import planning_commands  # noqa: E402
-COMMAND_MODULES.append(planning_commands)
+# One module per stage, in pipeline order; each module's register() adds its subcommands.
+COMMAND_MODULES = [project_commands, planning_commands, retrieval_commands, prior_commands, render_commands,
+                   eval_commands]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,8 +42,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cancelled", file=sys.stderr)
         return 130
-
-from . import eval_commands  # noqa: E402  (appended: evaluation)
-COMMAND_MODULES.append(eval_commands)
-from . import retrieval_commands  # noqa: E402
-COMMAND_MODULES.append(retrieval_commands)

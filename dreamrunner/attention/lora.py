@@ -1,0 +1,155 @@
+"""Region-gated LoRA: y = W x + sum_k s_k * m_k * B_k A_k x, each LoRA gated to its own tokens.
+
+peft adds a LoRA delta to every token; SR3AI needs each subject / motion prior to act only on the tokens
+of the prompts bound to it (their text tokens and the union of their video regions). The gate is a per-token
+scalar, so it is applied in the rank space: m_k * (B_k A_k x) = B_k (m_k * A_k x). All LoRAs on a linear
+are stacked, [A_1; ..; A_K] and [B_1 .. B_K], so a step costs two thin matmuls per linear however many
+LoRAs are active, plus one add into the base output. The delta is added by a forward hook on the model's own
+`nn.Linear`, leaving the module tree and its state-dict keys untouched.
+
+Weights load from the diffusers CogVideoX LoRA layout (docs/architecture.md), the file peft training and
+`CogVideoXPipeline.save_lora_weights` write: `transformer.transformer_blocks.{i}.{module}.lora_A.weight` /
+`lora_B.weight`, rank and alpha in the `lora_adapter_metadata` safetensors metadata. Subject priors live on
+even blocks, motion priors on odd blocks.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import DreamRunnerError
+from ..regions import RegionPlan
+
+KINDS = ("subject", "motion")
+_KEY = re.compile(r"^(?:transformer\.)?(transformer_blocks\.(\d+)\.(.+))\.lora_([AB])\.weight$")
+
+
+class LoRAFileError(DreamRunnerError, ValueError):
+    """A LoRA file that cannot be read as a subject or motion prior."""
+
+
+def block_parity_ok(kind: str, block: int) -> bool:
+    """Subject priors live on even transformer blocks, motion priors on odd ones (the paper's split)."""
+    return block % 2 == (0 if kind == "subject" else 1)
+
+
+def _pattern_value(patterns: dict, name: str, default):
+    # peft's rank_pattern / alpha_pattern: a key matches a module name that ends with it.
+    for pattern, value in patterns.items():
+        if re.fullmatch(rf"(.*\.)?{pattern}", name):
+            return value
+    return default
+
+
+@dataclass(eq=False)
+class LoRAWeights:
+    """One prior's LoRA factors: module name ("transformer_blocks.{i}.{module}") -> (A [r, in], B [out, r], alpha / r)."""
+
+    kind: str
+    modules: dict[str, tuple[torch.Tensor, torch.Tensor, float]]
+    name: str = ""
+
+    @classmethod
+    def load(cls, path: str | Path, kind: str | None = None) -> LoRAWeights:
+        """Read a diffusers/peft CogVideoX LoRA safetensors file. `kind` defaults to the JSON card's."""
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise LoRAFileError(f"LoRA file not found: {path}")
+        card = path.with_suffix(".json")
+        if kind is None and card.is_file():
+            kind = json.loads(card.read_text()).get("kind")
+        if kind not in KINDS:
+            raise LoRAFileError(f"{path.name}: kind must be one of {KINDS} (argument or card), got {kind!r}")
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                metadata = f.metadata() or {}
+                tensors = {key: f.get_tensor(key) for key in f.keys()}
+        except Exception as error:  # safetensors raises its own error types for corrupt files
+            raise LoRAFileError(f"{path.name}: not a readable safetensors file ({error})") from error
+        config = json.loads(metadata.get("lora_adapter_metadata", "{}") or "{}")
+        config = {key.split(".", 1)[1] if key.startswith("transformer.") else key: value
+                  for key, value in config.items()}
+        return cls.from_state_dict(tensors, kind, config, name=path.stem, where=path.name)
+
+    @classmethod
+    def from_state_dict(cls, tensors: dict, kind: str, config: dict | None = None, name: str = "",
+                        where: str = "LoRA") -> LoRAWeights:
+        """From peft / diffusers keys and a peft LoraConfig dict (r, lora_alpha, rank_pattern, alpha_pattern)."""
+        config = config or {}
+        if config.get("use_dora"):
+            raise LoRAFileError(f"{where}: DoRA adapters cannot be region-gated")
+        factors: dict[str, dict[str, torch.Tensor]] = {}
+        for key, tensor in tensors.items():
+            match = _KEY.match(key)
+            if match is None:
+                raise LoRAFileError(f"{where}: unexpected key {key!r}; expected transformer_blocks.<i>.<module>.lora_A/B.weight")
+            module, block, _, which = match.group(1), int(match.group(2)), match.group(3), match.group(4)
+            if not block_parity_ok(kind, block):
+                parity = "even" if kind == "subject" else "odd"
+                raise LoRAFileError(f"{where}: a {kind} prior must only touch {parity} blocks, but has {key!r}")
+            factors.setdefault(module, {})[which] = tensor
+        if not factors:
+            raise LoRAFileError(f"{where}: no LoRA weights in the file")
+        modules = {}
+        for module, pair in factors.items():
+            if set(pair) != {"A", "B"} or pair["A"].shape[0] != pair["B"].shape[1]:
+                raise LoRAFileError(f"{where}: {module} needs lora_A [r, in] and lora_B [out, r] of one rank")
+            rank = pair["A"].shape[0]
+            r = _pattern_value(config.get("rank_pattern") or {}, module, config.get("r", rank))
+            alpha = _pattern_value(config.get("alpha_pattern") or {}, module, config.get("lora_alpha", r))
+            scaling = alpha / (r ** 0.5 if config.get("use_rslora") else r)
+            modules[module] = (pair["A"], pair["B"], float(scaling))
+        return cls(kind=kind, modules=modules, name=name)
+
+    @property
+    def blocks(self) -> set[int]:
+        return {int(name.split(".")[1]) for name in self.modules}
+
+
+@dataclass(eq=False)
+class GatedLoRA:
+    """A prior bound to prompts of the scene: it acts on their text tokens and their video regions only."""
+
+    weights: LoRAWeights
+    prompts: tuple[int, ...]
+    scale: float = 1.0
+
+
+def bound_prompts(plan: RegionPlan, kind: str, target: str) -> tuple[int, ...]:
+    """Prompts a prior binds to, explicitly: subject -> `plan.character_ids[p]`, motion -> `plan.motions[p]`."""
+    if kind not in KINDS:
+        raise LoRAFileError(f"kind must be one of {KINDS}, got {kind!r}")
+    table = plan.character_ids if kind == "subject" else plan.motions
+    return tuple(p for p, values in enumerate(table) if target in values)
+
+
+@dataclass(eq=False)
+class GatedLinearHook:
+    """Forward hook on one linear: adds the stacked, per-token gated deltas of the LoRAs that target it."""
+
+    context: object  # SR3AIContext: gives the [S, sum r] gate of this linear's LoRAs for the current call
+    module: str  # "transformer_blocks.{i}.{module}"
+    lora_ids: tuple[int, ...]
+    down: torch.Tensor  # [sum r, in]
+    up: torch.Tensor  # [out, sum r]
+    ranks: tuple[int, ...]
+    scalings: tuple[float, ...]
+    handle: object = field(default=None, repr=False)
+
+    def __call__(self, module, args, output):
+        x = args[0]
+        gate = self.context.lora_gate(self, x.shape[1], x.device, x.dtype)
+        hidden = F.linear(x, self.down) * gate
+        # One GEMM adds the delta into the base output in place (beta = 1): no delta tensor, no add, no
+        # copy of the output (out-of-place addmm copies it first). The base linear does not keep its
+        # output for backward, so this is autograd-safe.
+        output.view(-1, output.shape[-1]).addmm_(hidden.view(-1, hidden.shape[-1]), self.up.t())
+        return output

@@ -1,0 +1,46 @@
+"""Training objectives of the subject and motion priors, on v-prediction targets.
+
+Tensors are laid out as the CogVideoX transformer takes them: [batch, frames, channels, height, width],
+so the latent-frame axis is 1 (MotionDirector's UNet code uses axis 2; the formulas are the same).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+FRAME_AXIS = 1
+
+
+def diffusion_targets(scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor):
+    """Noisy latents and the v-prediction target, both from the model's own scheduler."""
+    noisy = scheduler.add_noise(latents, noise, timesteps)
+    target = scheduler.get_velocity(latents, noise, timesteps)
+    return noisy, target
+
+
+def frame_loss(pred: torch.Tensor, target: torch.Tensor, frame: int) -> torch.Tensor:
+    """MSE on one latent frame.
+
+    The subject prior uses frame 0: its clips are one reference image repeated, and the paper focuses the
+    loss on reconstructing the first frame. MotionDirector's spatial (appearance) step uses a random frame.
+    """
+    return F.mse_loss(pred.select(FRAME_AXIS, frame).float(), target.select(FRAME_AXIS, frame).float())
+
+
+def debiased_temporal_loss(pred: torch.Tensor, target: torch.Tensor, anchor: int, beta: float = 1.0) -> torch.Tensor:
+    """MotionDirector's temporal objective: full MSE plus the appearance-debiased MSE.
+
+    Both prediction and target are re-centred on one anchor frame, `alpha * x - beta * x[anchor]` with
+    `alpha = sqrt(beta**2 + 1)`, so what is shared by all frames (appearance) weighs less than what changes
+    between them (motion).
+    """
+    alpha = math.sqrt(beta**2 + 1.0)
+    pred, target = pred.float(), target.float()
+    full = F.mse_loss(pred, target)
+    pred_anchor = pred.narrow(FRAME_AXIS, anchor, 1)
+    target_anchor = target.narrow(FRAME_AXIS, anchor, 1)
+    debiased = F.mse_loss(alpha * pred - beta * pred_anchor, alpha * target - beta * target_anchor)
+    return full + debiased

@@ -1,0 +1,197 @@
+"""Prior jobs: prepare, tune (or resume, or reuse), save, and register a prior in a project.
+
+A prior is identified by a key over (model, inputs, settings): the model fingerprint, the prior kind and
+target, each source file's SHA-256 with its caption, the frame geometry and the settings that change what
+is learned. An identical request finds the finished prior and does not train again; an interrupted one
+resumes from its last checkpoint in `<priors>/.work/<key>/`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..backends import ModelComponents
+from ..errors import DreamRunnerError
+from ..jobs import CancelToken, Progress, ProgressCallback
+from ..project import Project
+from ..story import Prior, PriorSettings
+from . import lora
+from .data import TrainingClip, subject_caption
+from .encoding import EncodingCache, file_digest
+from .training import Example, MotionTrainer, SubjectTrainer
+
+CARD_FORMAT = "dreamrunner-prior/1"
+PRIORS_DIR = "priors"
+CACHE_DIR = ".cache"
+# Settings that change what is learned; checkpointing cadence and memory modes do not.
+KEY_SETTINGS = ("rank", "learning_rate", "weight_decay", "batch_size", "max_steps", "seed")
+
+
+class PriorError(DreamRunnerError):
+    pass
+
+
+@dataclass(frozen=True)
+class PriorRequest:
+    kind: str  # "subject" or "motion"
+    target: str  # character id or motion text
+    clips: tuple[TrainingClip, ...]
+    settings: PriorSettings
+    labels: tuple[str, ...] = ()  # how the card names each source (project-relative paths); default file names
+
+    def geometry(self, components: ModelComponents) -> tuple[int, int, int]:
+        """(frames, height, width) to train at: the model's own, or the motion resolution if one is set."""
+        video = components.video_defaults
+        frames, height, width = video["num_frames"], video["height"], video["width"]
+        if self.kind == "motion" and self.settings.motion_resolution is not None:
+            height, width = self.settings.motion_resolution
+        return frames, height, width
+
+
+@dataclass
+class PriorOutcome:
+    path: Path
+    card: dict
+    cached: bool
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "prior"
+
+
+def prior_key(fingerprint: str, request: PriorRequest, geometry: tuple[int, int, int]) -> str:
+    missing = [clip.path for clip in request.clips if not Path(clip.path).is_file()]
+    if missing:
+        raise PriorError(f"{request.kind} prior {request.target!r}: source file {missing[0]} does not exist")
+    sources = [(file_digest(clip.path), clip.caption, clip.static) for clip in request.clips]
+    settings = {name: getattr(request.settings, name) for name in KEY_SETTINGS}
+    payload = [fingerprint, request.kind, request.target, sources, list(geometry), settings]
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _device_and_dtype(device: str | torch.device | None) -> tuple[torch.device, torch.dtype]:
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return device, (torch.bfloat16 if device.type == "cuda" else torch.float32)
+
+
+def train_prior(components: ModelComponents, request: PriorRequest, folder: Path,
+                progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
+                device: str | torch.device | None = None) -> PriorOutcome:
+    """Tune one prior into `folder` (or find it there already) and return its file and card."""
+    if request.kind == "motion" and request.settings.batch_size != 1:
+        raise PriorError("motion priors train one clip per step (one appearance LoRA per clip): set batch_size to 1")
+    if not request.clips:
+        raise PriorError(f"{request.kind} prior {request.target!r} has no source images or clips")
+    folder = Path(folder)
+    device, dtype = _device_and_dtype(device)
+    cache = EncodingCache(folder / CACHE_DIR, components)
+    geometry = request.geometry(components)
+    key = prior_key(cache.fingerprint, request, geometry)
+    name = f"{request.kind}-{slug(request.target)}-{key[:12]}"
+    weights = folder / f"{name}.safetensors"
+    if weights.is_file() and (folder / f"{name}.json").is_file():
+        card = lora.read_card(weights)
+        if card.get("key") == key:
+            if progress is not None:
+                progress(Progress(stage=f"{request.kind} prior", step=card["steps"], total=card["steps"],
+                                  message="already trained with these inputs and settings: reused"))
+            return PriorOutcome(weights, card, cached=True)
+
+    examples = []
+    for number, clip in enumerate(request.clips, start=1):
+        if cancel is not None:
+            cancel.check()
+        mean, std = cache.latents(clip, *geometry)
+        examples.append(Example(mean, std, cache.text(clip.caption)))
+        if progress is not None:
+            progress(Progress(stage="encoding", step=number, total=len(request.clips), message=clip.path.name))
+
+    rotary = None
+    if components.transformer.config.use_rotary_positional_embeddings:
+        latent_frames = examples[0].latent_mean.shape[0]
+        rotary = cache.pipeline._prepare_rotary_positional_embeddings(geometry[1], geometry[2], latent_frames, device)
+    trainer_class = SubjectTrainer if request.kind == "subject" else MotionTrainer
+    workdir = folder / ".work" / key
+    trainer = trainer_class(components.transformer, components.scheduler, examples, request.settings, workdir,
+                            device=device, dtype=dtype, rotary=rotary)
+    try:
+        started = time.monotonic()
+        result = trainer.train(progress=progress, cancel=cancel)
+        labels = request.labels or tuple(clip.path.name for clip in request.clips)
+        card = {
+            "format": CARD_FORMAT, "key": key, "kind": request.kind, "target": request.target,
+            "learned": ("the appearance of the character bound to its token" if request.kind == "subject"
+                        else "the motion shared by the clips (temporal LoRA; per-clip appearance LoRAs dropped)"),
+            "sources": [{"path": label, "sha256": file_digest(clip.path), "caption": clip.caption}
+                        for label, clip in zip(labels, request.clips)],
+            "settings": request.settings.model_dump(mode="json"),
+            "frames": geometry[0], "height": geometry[1], "width": geometry[2],
+            "blocks": lora.prior_blocks(request.kind, components.transformer.config.num_layers),
+            "modules": list(lora.TARGET_MODULES), "rank": request.settings.rank, "alpha": request.settings.rank,
+            "model": components.name, "model_fingerprint": cache.fingerprint, "is_noise": components.is_noise,
+            "steps": result.steps, "resumed_from": result.resumed_from,
+            "loss_first": result.losses[0], "loss_last": result.losses[-1],
+            "train_seconds": round(time.monotonic() - started, 2),
+        }
+        path = lora.save_prior(components.transformer, trainer.kept_adapter, folder, name, card)
+    finally:
+        trainer.close()
+    shutil.rmtree(workdir, ignore_errors=True)
+    return PriorOutcome(path, card, cached=False)
+
+
+def _register(project: Project, prior_id: str, kind: str, target: str, outcome: PriorOutcome) -> Prior:
+    prior = Prior(id=prior_id, kind=kind, target=target, path=project.relative(outcome.path), card=outcome.card)
+    project.story.priors = [p for p in project.story.priors if p.id != prior_id] + [prior]
+    project.save()
+    return prior
+
+
+def _settings(project: Project, max_steps: int | None) -> PriorSettings:
+    settings = project.story.settings.prior
+    return settings.model_copy(update={"max_steps": max_steps}) if max_steps else settings
+
+
+def train_subject(project: Project, character_id: str, components: ModelComponents, max_steps: int | None = None,
+                  progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
+                  device: str | torch.device | None = None) -> tuple[Prior, PriorOutcome]:
+    """Tune the subject prior of a character from its reference images and register it in the project."""
+    try:
+        character = project.story.character(character_id)
+    except KeyError:
+        known = ", ".join(c.id for c in project.story.characters) or "none"
+        raise PriorError(f"no character {character_id!r} in the project (characters: {known})") from None
+    if not character.reference_images:
+        raise PriorError(f"character {character_id!r} has no reference images to learn a subject prior from")
+    caption = subject_caption(character)
+    clips = tuple(TrainingClip(project.resolve(p), caption, static=True) for p in character.reference_images)
+    request = PriorRequest("subject", character_id, clips, _settings(project, max_steps), tuple(character.reference_images))
+    outcome = train_prior(components, request, project.media / PRIORS_DIR, progress, cancel, device)
+    return _register(project, f"subject-{slug(character_id)}", "subject", character_id, outcome), outcome
+
+
+def train_motion(project: Project, motion: str, components: ModelComponents, max_steps: int | None = None,
+                 progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
+                 device: str | torch.device | None = None) -> tuple[Prior, PriorOutcome]:
+    """Tune the motion prior of `motion` from the clips approved for it in the project's scenes."""
+    seen, clips, labels = set(), [], []
+    for scene in project.story.scenes:
+        for clip in scene.approved_clips:
+            if clip.motion == motion and clip.path not in seen:
+                seen.add(clip.path)
+                clips.append(TrainingClip(project.resolve(clip.path), clip.caption or motion, static=False))
+                labels.append(clip.path)
+    if not clips:
+        motions = sorted({c.motion for s in project.story.scenes for c in s.approved_clips})
+        raise PriorError(f"no approved clips for motion {motion!r} (motions with clips: {', '.join(motions) or 'none'})")
+    request = PriorRequest("motion", motion, tuple(clips), _settings(project, max_steps), tuple(labels))
+    outcome = train_prior(components, request, project.media / PRIORS_DIR, progress, cancel, device)
+    return _register(project, f"motion-{slug(motion)}", "motion", motion, outcome), outcome

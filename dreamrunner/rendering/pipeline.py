@@ -1,0 +1,307 @@
+"""`DreamRunnerPipeline`: one scene in, frames out, on diffusers' CogVideoX.
+
+It subclasses `diffusers.CogVideoXPipeline` and reuses its denoising loop unchanged; what DreamRunner
+adds goes in around it:
+
+- Region control (the one place SR3AI plugs in): a `RegionControl` turns a `SceneInput` (region plan,
+  prompts, bound LoRAs) into the text conditioning and attention kwargs the loop feeds the transformer,
+  and installs/removes whatever it needs on the transformer (attention processors, gated LoRAs) for the
+  duration of one call. `SR3AIRegionControl` (the default) runs SR3AI from `dreamrunner.attention`: one
+  prompt per region, region-based 3D attention and region-gated LoRAs. `StockRegionControl` is the stock
+  single-prompt baseline: one prompt for the whole scene, bound LoRAs applied everywhere (ungated)
+  through diffusers' own LoRA loader.
+- Progress per denoising step, a cheap live preview every few steps (`LatentPreview`: a fixed linear
+  latent -> RGB map fitted once per VAE), and cancel, all from `callback_on_step_end`, so cancel takes
+  effect at the end of the step in progress.
+- Memory options of the backend (CPU offload, VAE slicing/tiling), applied by `from_components`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Literal, Protocol
+
+import cv2
+import numpy as np
+import torch
+from diffusers import CogVideoXPipeline
+
+from ..backends import NOISE_LABEL, MemoryOptions, ModelComponents
+from ..errors import DreamRunnerError
+from ..jobs import CancelToken, Progress, ProgressCallback
+from ..regions import RegionPlan
+from .overlay import label_frames
+
+
+@dataclass(frozen=True)
+class LoraBinding:
+    """A trained prior bound to a scene: its safetensors file, strength, and the region prompts it belongs to."""
+
+    name: str  # the prior id; the adapter name
+    path: Path
+    kind: Literal["subject", "motion"]
+    scale: float
+    prompts: tuple[int, ...]  # indices into the region plan's prompts (the gate of a region-gated LoRA)
+
+
+@dataclass(frozen=True)
+class SceneInput:
+    """Everything about a scene that conditions its generation (sampling settings are call arguments)."""
+
+    prompt: str  # the whole-scene prompt, used by the stock single-prompt path
+    region_plan: RegionPlan  # prompts (0 = background) and their token masks on the latent token grid
+    loras: tuple[LoraBinding, ...] = ()
+
+
+@dataclass
+class Conditioning:
+    prompt_embeds: torch.Tensor
+    negative_prompt_embeds: torch.Tensor | None
+    attention_kwargs: dict = field(default_factory=dict)
+
+
+class RegionControl(Protocol):
+    """How a scene's region plan and LoRAs condition the transformer: SR3AI or the stock path."""
+
+    name: str  # part of every render's cache key: a different control renders differently
+
+    def conditioning(self, pipeline: DreamRunnerPipeline, scene: SceneInput, negative_prompt: str,
+                     do_classifier_free_guidance: bool) -> contextlib.AbstractContextManager[Conditioning]:
+        """Encode the prompts and set up the transformer for one call; undo the setup on exit."""
+
+
+class StockRegionControl:
+    """Stock CogVideoX: the scene prompt alone, no region masks, bound LoRAs applied to every token.
+
+    This is the baseline SR3AI is measured against (`dreamrunner render --region-control stock`).
+    """
+
+    name = "stock-single-prompt"
+
+    @contextlib.contextmanager
+    def conditioning(self, pipeline, scene, negative_prompt, do_classifier_free_guidance) -> Iterator[Conditioning]:
+        prompt_embeds, negative_embeds = pipeline.encode_prompt(
+            scene.prompt, negative_prompt, do_classifier_free_guidance,
+            max_sequence_length=pipeline.transformer.config.max_text_seq_length, device=pipeline._execution_device,
+        )
+        with _ungated_loras(pipeline, scene.loras):
+            yield Conditioning(prompt_embeds, negative_embeds)
+
+
+@contextlib.contextmanager
+def _ungated_loras(pipeline: CogVideoXPipeline, loras: tuple[LoraBinding, ...]) -> Iterator[None]:
+    if not loras:
+        yield
+        return
+    for lora in loras:
+        if not lora.path.is_file():
+            raise DreamRunnerError(f"prior {lora.name!r}: LoRA file {lora.path} not found")
+        pipeline.load_lora_weights(str(lora.path), adapter_name=lora.name)
+    pipeline.set_adapters([lora.name for lora in loras], [lora.scale for lora in loras])
+    try:
+        yield
+    finally:
+        pipeline.delete_adapters([lora.name for lora in loras])
+
+
+class SR3AIRegionControl:
+    """SR3AI (dreamrunner.attention): one prompt per region, region-based 3D attention, region-gated LoRAs.
+
+    The controller is attached to the transformer for one call and detached after it, so the same
+    pipeline can also run the stock path. Classifier-free guidance uses the negative prompt in every region.
+    """
+
+    def __init__(self, implementation: str = "fast"):
+        self.implementation = implementation
+        self.name = f"sr3ai-{implementation}"
+
+    @contextlib.contextmanager
+    def conditioning(self, pipeline, scene, negative_prompt, do_classifier_free_guidance) -> Iterator[Conditioning]:
+        from ..attention import GatedLoRA, LoRAWeights, SR3AIController, encode_region_prompts
+
+        plan = scene.region_plan
+        length = int(pipeline.transformer.config.max_text_seq_length)
+        device = pipeline._execution_device
+        dtype = pipeline.transformer.dtype
+        loras = [GatedLoRA(LoRAWeights.load(lora.path, lora.kind), prompts=lora.prompts, scale=lora.scale)
+                 for lora in scene.loras]
+        encode = lambda prompts: encode_region_prompts(  # noqa: E731
+            pipeline.tokenizer, pipeline.text_encoder, prompts, length, device=device, dtype=dtype)
+        prompt_embeds = encode(plan.prompts)
+        negative_embeds = encode([negative_prompt] * plan.num_prompts) if do_classifier_free_guidance else None
+        if pipeline.memory.cpu_offload == "sequential":
+            raise DreamRunnerError("SR3AI needs whole models on the GPU while they run: use cpu_offload 'model' "
+                                   "(or 'none'), not 'sequential'")
+        if pipeline.memory.cpu_offload == "model":
+            # The gated-LoRA factors are placed on the transformer's device when set: bring it to the GPU now
+            # (and the text encoder, done, off it), as its offload hook would at its first call.
+            pipeline.text_encoder.to("cpu")
+            pipeline.transformer.to(device)
+        controller = SR3AIController(pipeline.transformer, self.implementation).attach()
+        try:
+            controller.set_regions(plan)
+            controller.set_loras(loras)
+            yield Conditioning(prompt_embeds, negative_embeds)
+        finally:
+            controller.detach()
+
+
+REGION_CONTROLS = {"sr3ai": SR3AIRegionControl, "stock": StockRegionControl}
+
+
+def default_region_control() -> RegionControl:
+    return SR3AIRegionControl()
+
+
+class LatentPreview:
+    """A fixed linear map from latent channels to RGB, fitted once per VAE: a preview costs one tiny matmul.
+
+    The fit encodes 27 flat colours with the VAE itself and solves least squares from their (unscaled)
+    latents back to the colours, so it holds for any CogVideoX VAE without tabulated coefficients.
+    """
+
+    def __init__(self, vae, device: torch.device, upscale: int = 8):
+        values = torch.tensor([-0.8, 0.0, 0.8])
+        colors = torch.cartesian_prod(values, values, values)  # [27, 3] in [-1, 1]
+        images = colors[:, :, None, None, None].expand(-1, -1, 1, 16, 16)
+        with torch.no_grad():
+            latents = vae.encode(images.to(device=device, dtype=vae.dtype)).latent_dist.mean
+        features = latents.float().mean(dim=(2, 3, 4)).cpu()  # [27, C]
+        design = torch.cat([features, torch.ones(len(features), 1)], dim=1)
+        ridge = 1e-3 * torch.eye(design.shape[1])
+        solution = torch.linalg.solve(design.T @ design + ridge, design.T @ colors)
+        # Random-weight VAEs in low precision can give non-finite latents; such a preview shows grey.
+        self.weight = torch.nan_to_num(solution[:-1], 0.0)  # [C, 3]
+        self.bias = torch.nan_to_num(solution[-1], 0.0)  # [3]
+        self.scaling_factor = float(vae.config.scaling_factor)
+        self.upscale = upscale
+
+    def __call__(self, latents: torch.Tensor) -> np.ndarray:
+        """latents [B, F, C, h, w] as the pipeline holds them -> uint8 RGB of the middle frame of sample 0."""
+        frame = latents[0, latents.shape[1] // 2].float() / self.scaling_factor  # [C, h, w]
+        rgb = torch.einsum("chw,ck->hwk", frame, self.weight.to(frame.device)) + self.bias.to(frame.device)
+        image = ((torch.nan_to_num(rgb).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
+        return cv2.resize(image, (image.shape[1] * self.upscale, image.shape[0] * self.upscale),
+                          interpolation=cv2.INTER_NEAREST)
+
+
+@dataclass
+class SceneFrames:
+    frames: np.ndarray  # uint8 [F, H, W, 3]
+    is_noise: bool
+    seconds: float
+    nonfinite: bool = False  # the decode held NaN/inf (shown black): random low-precision VAEs can do this
+
+
+class DreamRunnerPipeline(CogVideoXPipeline):
+    """CogVideoX with a scene plan: region control, bound priors, progress, live preview and cancel."""
+
+    is_noise = False
+    backend_name = "unknown"
+    memory = MemoryOptions()
+
+    def __init__(self, tokenizer, text_encoder, vae, transformer, scheduler):
+        super().__init__(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
+                         scheduler=scheduler)
+        self.region_control: RegionControl = default_region_control()
+        self._preview: LatentPreview | None = None
+
+    @classmethod
+    def from_components(cls, components: ModelComponents, region_control: RegionControl | None = None):
+        pipeline = cls(**components.pipeline_kwargs())
+        pipeline.is_noise = components.is_noise
+        pipeline.backend_name = components.name
+        pipeline.memory = components.memory
+        if region_control is not None:
+            pipeline.region_control = region_control
+        memory = components.memory
+        device = memory.resolved_device()
+        if memory.cpu_offload != "none" and device == "cpu":
+            raise DreamRunnerError("CPU offload moves models to a GPU only while they run; it needs a GPU device")
+        if memory.cpu_offload == "model":
+            pipeline.enable_model_cpu_offload(device=device)
+        elif memory.cpu_offload == "sequential":
+            pipeline.enable_sequential_cpu_offload(device=device)
+        else:
+            pipeline.to(device)
+        pipeline.set_progress_bar_config(disable=True)
+        return pipeline
+
+    def live_preview(self) -> LatentPreview:
+        if self._preview is None:
+            self._preview = LatentPreview(self.vae, self._execution_device)
+        return self._preview
+
+    def check_grid(self, plan: RegionPlan, num_frames: int, height: int, width: int) -> None:
+        patch = self.transformer.config.patch_size
+        spatial = self.vae_scale_factor_spatial * patch
+        grid = ((num_frames - 1) // self.vae_scale_factor_temporal + 1, height // spatial, width // spatial)
+        if tuple(plan.grid) != grid:
+            raise DreamRunnerError(f"the region plan is on a {tuple(plan.grid)} token grid, but {num_frames} frames at "
+                                   f"{height}x{width} make a {grid} grid; build the plan for this geometry")
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        scene: SceneInput,
+        *,
+        seed: int = 42,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 6.0,
+        negative_prompt: str = "",
+        num_frames: int = 49,
+        height: int = 480,
+        width: int = 720,
+        progress: ProgressCallback | None = None,
+        cancel: CancelToken | None = None,
+        preview_every: int = 5,
+    ) -> SceneFrames:
+        """Generate the scene's frames. Raises `dreamrunner.jobs.Cancelled` at the end of the step in which
+        `cancel` was set."""
+        self.check_grid(scene.region_plan, num_frames, height, width)
+        cancel = cancel or CancelToken()
+        cancel.check()
+        started = time.monotonic()
+        preview = self.live_preview() if progress is not None and preview_every > 0 else None
+        do_cfg = guidance_scale > 1.0
+
+        def on_step_end(pipeline, step, timestep, tensors):
+            done = step + 1
+            if progress is not None:
+                image = None
+                if preview is not None and (done % preview_every == 0 or done == num_inference_steps):
+                    image = preview(tensors["latents"])
+                    if self.is_noise:
+                        image = label_frames(image[None], NOISE_LABEL)[0]
+                elapsed = time.monotonic() - started
+                progress(Progress("denoise", done, num_inference_steps, f"step {done}/{num_inference_steps}",
+                                  eta_seconds=elapsed / done * (num_inference_steps - done), preview=image))
+            cancel.check()
+            return {}
+
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        try:
+            with self.region_control.conditioning(self, scene, negative_prompt, do_cfg) as conditioning:
+                output = CogVideoXPipeline.__call__(
+                    self,
+                    prompt_embeds=conditioning.prompt_embeds,
+                    negative_prompt_embeds=conditioning.negative_prompt_embeds,
+                    attention_kwargs=conditioning.attention_kwargs or None,
+                    num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                    num_frames=num_frames, height=height, width=width, generator=generator,
+                    callback_on_step_end=on_step_end, callback_on_step_end_tensor_inputs=["latents"],
+                    output_type="np", return_dict=False,
+                )[0]
+        except BaseException:
+            # An interrupted loop skips its own offload reset; return the models to the CPU all the same.
+            self.maybe_free_model_hooks()
+            raise
+        nonfinite = not np.isfinite(output[0]).all()
+        frames = (np.nan_to_num(output[0]).clip(0, 1) * 255).round().astype(np.uint8)
+        if self.is_noise:
+            frames = label_frames(frames, NOISE_LABEL)
+        return SceneFrames(frames=frames, is_noise=self.is_noise, seconds=time.monotonic() - started,
+                           nonfinite=nonfinite)

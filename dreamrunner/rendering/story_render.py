@@ -1,0 +1,291 @@
+"""Story rendering: scenes in order (or chosen ones), each cached by a hash of everything that affects it.
+
+A scene's cache key hashes its plan (background, narration, motions, every keyframe's entities and
+boxes), the bound priors (id, kind, target, scale and the SHA-256 of each LoRA file), frame geometry,
+sampling settings, the model and the region control. Each variant is one seed; the clip of (key, seed)
+lives at `media/renders/<scene id>/<key[:16]>-seed<seed>.mp4` with a JSON sidecar holding its
+`RenderResult`. An edit changes the keys of the scenes it touched only, so only those re-render; undoing
+an edit finds the earlier clips again. The project is saved after every scene, so a cancel or crash
+loses at most the scene in progress.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..backends import MemoryOptions, ModelComponents, load_backend
+from ..errors import DreamRunnerError
+from ..jobs import CancelToken, Progress, ProgressCallback
+from ..project import Project
+from ..regions import build_region_plan
+from ..story import RenderResult, Scene, Story, VideoSettings
+from ..attention import bound_prompts
+from .pipeline import DreamRunnerPipeline, LoraBinding, RegionControl, SceneInput, default_region_control
+from .video_io import write_video
+
+# Bump when a change to the rendering code changes what a given key renders.
+RENDER_FORMAT_VERSION = 1
+RENDERS_DIR = "media/renders"
+
+
+class RenderError(DreamRunnerError):
+    pass
+
+
+def _without_user_edited(value):
+    if isinstance(value, dict):
+        return {k: _without_user_edited(v) for k, v in value.items() if k != "user_edited"}
+    if isinstance(value, list):
+        return [_without_user_edited(v) for v in value]
+    return value
+
+
+_file_hashes: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, remembered per (path, size, mtime) so unchanged LoRA files are read once."""
+    stat = path.stat()
+    memo = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if memo not in _file_hashes:
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _file_hashes[memo] = digest.hexdigest()
+    return _file_hashes[memo]
+
+
+def render_geometry(video: VideoSettings, components_name: str, video_defaults: dict) -> VideoSettings:
+    """The geometry a scene renders at: the story's, except that random-weight (tiny) models render at
+    their own small frame size, keeping the story's frame count and fps (export scales frames up)."""
+    if components_name.startswith("tiny") and video.height * video.width > video_defaults["height"] * video_defaults["width"]:
+        return video.model_copy(update={"height": video_defaults["height"], "width": video_defaults["width"]})
+    return video
+
+
+def scene_prompt(scene: Scene, prompts: tuple[str, ...]) -> str:
+    """The whole-scene prompt of the stock path: narration, the region descriptions, then the background."""
+    parts = [scene.narration.strip()] if scene.narration.strip() else []
+    parts += [p for p in prompts[1:]]
+    parts.append(scene.background)
+    return ". ".join(part.rstrip(".") for part in parts) + "."
+
+
+def scene_input(project: Project, scene: Scene, video: VideoSettings) -> SceneInput:
+    story = project.story
+    plan = build_region_plan(scene, video.token_grid)
+    priors = {prior.id: prior for prior in story.priors}
+    loras = []
+    for binding in scene.prior_bindings:
+        prior = priors[binding.prior_id]
+        loras.append(LoraBinding(name=prior.id, path=project.resolve(prior.path), kind=prior.kind,
+                                 scale=binding.scale, prompts=bound_prompts(plan, prior.kind, prior.target)))
+    return SceneInput(prompt=scene_prompt(scene, plan.prompts), region_plan=plan, loras=tuple(loras))
+
+
+def scene_cache_key(project: Project, scene: Scene, backend: str, region_control: str, video: VideoSettings) -> str:
+    """Hash of everything that affects a scene's frames, except the seed (each variant is a seed)."""
+    story = project.story
+    priors = {prior.id: prior for prior in story.priors}
+    bound = []
+    for binding in scene.prior_bindings:
+        prior = priors[binding.prior_id]
+        path = project.resolve(prior.path)
+        if not path.is_file():
+            raise RenderError(f"scene {scene.id!r}: the LoRA file of prior {prior.id!r} ({prior.path}) is missing")
+        bound.append({"id": prior.id, "kind": prior.kind, "target": prior.target, "scale": binding.scale,
+                      "sha256": file_sha256(path)})
+    plan = _without_user_edited(scene.model_dump(
+        mode="json", include={"description", "narration", "motions", "background", "keyframes"}))
+    render = story.settings.render
+    payload = {
+        "version": RENDER_FORMAT_VERSION,
+        "backend": backend,
+        "region_control": region_control,
+        "plan": plan,
+        "priors": bound,
+        "video": video.model_dump(mode="json"),
+        "sampling": {"steps": render.steps, "guidance_scale": render.guidance_scale,
+                     "negative_prompt": render.negative_prompt},
+    }
+    text = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def variant_seeds(story: Story, variants: int | None = None) -> list[int]:
+    render = story.settings.render
+    return [render.seed + v for v in range(variants or render.variants)]
+
+
+@dataclass
+class SceneRenderOutcome:
+    scene_id: str
+    seed: int
+    path: str
+    cached: bool
+
+
+@dataclass
+class StoryRenderReport:
+    outcomes: list[SceneRenderOutcome] = field(default_factory=list)
+
+    @property
+    def rendered(self) -> list[tuple[str, int]]:
+        return [(o.scene_id, o.seed) for o in self.outcomes if not o.cached]
+
+    @property
+    def cached(self) -> list[tuple[str, int]]:
+        return [(o.scene_id, o.seed) for o in self.outcomes if o.cached]
+
+
+class StoryRenderer:
+    """Renders a project's scenes, loading the model only when some scene is not cached."""
+
+    def __init__(
+        self,
+        project: Project,
+        backend: str | None = None,
+        *,
+        model_path: str | None = None,
+        memory: MemoryOptions | None = None,
+        components: ModelComponents | Callable[[], ModelComponents] | None = None,
+        region_control: RegionControl | None = None,
+        preview_every: int = 5,
+    ):
+        self.project = project
+        self.backend = backend or project.story.settings.render.backend
+        self._components = components
+        self._model_path = model_path
+        self._memory = memory
+        self.region_control = region_control or default_region_control()
+        self.preview_every = preview_every
+        self._pipeline: DreamRunnerPipeline | None = None
+
+    @property
+    def pipeline(self) -> DreamRunnerPipeline:
+        if self._pipeline is None:
+            components = self._components
+            if callable(components):
+                components = components()
+            if components is None:
+                components = load_backend(self.backend, self._model_path, memory=self._memory)
+            self._pipeline = DreamRunnerPipeline.from_components(components, self.region_control)
+        return self._pipeline
+
+    def _video_defaults(self) -> dict:
+        if self.backend.startswith("tiny"):
+            from ..backends.tiny import TINY_VIDEO
+
+            return TINY_VIDEO
+        from ..backends.cogvideox import VIDEO_DEFAULTS
+
+        return VIDEO_DEFAULTS
+
+    def geometry(self) -> VideoSettings:
+        return render_geometry(self.project.story.settings.video, self.backend, self._video_defaults())
+
+    def scene_key(self, scene: Scene) -> str:
+        return scene_cache_key(self.project, scene, self.backend, self.region_control.name, self.geometry())
+
+    def clip_path(self, scene: Scene, key: str, seed: int) -> str:
+        return f"{RENDERS_DIR}/{scene.id}/{key[:16]}-seed{seed}.mp4"
+
+    def _cached(self, scene: Scene, key: str, seed: int) -> RenderResult | None:
+        for render in scene.renders:
+            if render.cache_key == key and render.seed == seed and self.project.resolve(render.path).is_file():
+                return render
+        relative = self.clip_path(scene, key, seed)
+        sidecar = self.project.resolve(relative).with_suffix(".json")
+        if self.project.resolve(relative).is_file() and sidecar.is_file():
+            try:
+                return RenderResult.model_validate_json(sidecar.read_text(encoding="utf-8"))
+            except ValueError:
+                return None  # a damaged sidecar: render again
+        return None
+
+    def render_scene(self, index: int, *, variants: int | None = None, force: bool = False,
+                     progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> list[SceneRenderOutcome]:
+        """Render (or find cached) every variant of scene `index` (0-based), update it and save the project."""
+        story = self.project.story
+        if not 0 <= index < len(story.scenes):
+            raise RenderError(f"there is no scene {index + 1}; the story has {len(story.scenes)} scenes")
+        cancel = cancel or CancelToken()
+        scene = story.scenes[index]
+        key = self.scene_key(scene)
+        video = self.geometry()
+        render_settings = story.settings.render
+        seeds = variant_seeds(story, variants)
+        results: list[RenderResult] = []
+        outcomes = []
+        for number, seed in enumerate(seeds):
+            cancel.check()
+            found = None if force else self._cached(scene, key, seed)
+            if found is not None:
+                results.append(found)
+                outcomes.append(SceneRenderOutcome(scene.id, seed, found.path, cached=True))
+                continue
+            where = f"scene {index + 1}/{len(story.scenes)} ({scene.id}), variant {number + 1}/{len(seeds)} (seed {seed})"
+
+            def forward(step: Progress, where=where) -> None:
+                if progress is not None:
+                    progress(Progress("render", step.step, step.total, f"{where}: {step.message}",
+                                      eta_seconds=step.eta_seconds, preview=step.preview))
+
+            output = self.pipeline(
+                scene_input(self.project, scene, video), seed=seed, num_inference_steps=render_settings.steps,
+                guidance_scale=render_settings.guidance_scale, negative_prompt=render_settings.negative_prompt,
+                num_frames=video.num_frames, height=video.height, width=video.width,
+                progress=forward, cancel=cancel, preview_every=self.preview_every,
+            )
+            relative = self.clip_path(scene, key, seed)
+            target = self.project.resolve(relative)
+            write_video(target, output.frames, video.fps)
+            result = RenderResult(seed=seed, path=relative, cache_key=key, backend=self.pipeline.backend_name,
+                                  is_noise=output.is_noise)
+            target.with_suffix(".json").write_text(result.model_dump_json(indent=2) + "\n", encoding="utf-8")
+            results.append(result)
+            outcomes.append(SceneRenderOutcome(scene.id, seed, relative, cached=False))
+        self._store(scene, key, results)
+        self.project.save()
+        return outcomes
+
+    def _store(self, scene: Scene, key: str, results: list[RenderResult]) -> None:
+        """The scene's variants become those of the current key: this run's plus earlier ones of other seeds
+        (renders of an older plan leave the list; their files stay in the cache). The user's choice of
+        seed is kept while it is among them."""
+        chosen_seed = scene.renders[scene.chosen_render].seed if scene.chosen_render is not None else None
+        seeds = {r.seed for r in results}
+        kept = [r for r in scene.renders if r.cache_key == key and r.seed not in seeds
+                and self.project.resolve(r.path).is_file()]
+        renders = sorted(kept + results, key=lambda r: r.seed)
+        order = [r.seed for r in renders]
+        scene.chosen_render = None
+        scene.renders = renders
+        scene.chosen_render = order.index(chosen_seed) if chosen_seed in order else 0
+
+    def render(self, scenes: list[int] | None = None, *, variants: int | None = None, force: bool = False,
+               progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> StoryRenderReport:
+        """Render the given scenes (0-based; default all) in order."""
+        story = self.project.story
+        indices = list(range(len(story.scenes))) if scenes is None else scenes
+        report = StoryRenderReport()
+        for index in indices:
+            report.outcomes += self.render_scene(index, variants=variants, force=force, progress=progress, cancel=cancel)
+        return report
+
+
+def choose_render(project: Project, index: int, seed: int) -> None:
+    """Make the variant with `seed` the one export uses for scene `index` (0-based), and save."""
+    scene = project.story.scenes[index]
+    for position, render in enumerate(scene.renders):
+        if render.seed == seed:
+            scene.chosen_render = position
+            project.save()
+            return
+    raise RenderError(f"scene {index + 1} ({scene.id!r}) has no render with seed {seed}; "
+                      f"it has seeds {[r.seed for r in scene.renders]}")

@@ -1,0 +1,89 @@
+"""Reading and writing mp4 clips with PyAV (libx264, yuv420p), written atomically.
+
+A scene clip or story video is written to a temporary file beside its target and renamed over it, so a
+cancelled or crashed job never leaves a half-written file where the project expects a finished one.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from ..errors import DreamRunnerError
+
+
+class VideoFileError(DreamRunnerError):
+    pass
+
+
+class VideoWriter:
+    """Streams uint8 HxWx3 RGB frames into an mp4; the file appears at `path` only on `close()`."""
+
+    def __init__(self, path: str | os.PathLike, fps: int, width: int, height: int, crf: int = 18):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self._temporary = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".mp4", dir=self.path.parent)
+        os.close(fd)
+        self.width, self.height = width, height
+        self.frames = 0
+        self._container = av.open(self._temporary, mode="w")
+        self._stream = self._container.add_stream("libx264", rate=Fraction(fps))
+        self._stream.width, self._stream.height = width, height
+        self._stream.pix_fmt = "yuv420p"
+        self._stream.options = {"crf": str(crf), "preset": "veryfast"}
+
+    def write(self, frame: np.ndarray) -> None:
+        if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
+            raise VideoFileError(f"frame of shape {frame.shape} {frame.dtype}, expected ({self.height}, {self.width}, 3) uint8")
+        video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        for packet in self._stream.encode(video_frame):
+            self._container.mux(packet)
+        self.frames += 1
+
+    def close(self) -> Path:
+        for packet in self._stream.encode():
+            self._container.mux(packet)
+        self._container.close()
+        os.replace(self._temporary, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        self._container.close()
+        Path(self._temporary).unlink(missing_ok=True)
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: int) -> Path:
+    frames = iter(frames)
+    first = next(frames)
+    with VideoWriter(path, fps, first.shape[1], first.shape[0]) as writer:
+        writer.write(first)
+        for frame in frames:
+            writer.write(frame)
+    return Path(path)
+
+
+def read_video(path: str | os.PathLike) -> np.ndarray:
+    """All frames of a clip as uint8 [F, H, W, 3] RGB."""
+    try:
+        with av.open(str(path)) as container:
+            frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    except (av.error.FFmpegError, OSError) as error:
+        raise VideoFileError(f"cannot read video {path}: {error}") from None
+    if not frames:
+        raise VideoFileError(f"video {path} has no frames")
+    return np.stack(frames)

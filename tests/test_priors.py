@@ -1,0 +1,166 @@
+"""Priors: objectives, data preparation, encoding cache, and the LoRA file format (tiny models, CPU)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dreamrunner.backends.tiny import TINY_VIDEO, build_tiny
+from dreamrunner.priors import (
+    EncodingCache,
+    PriorDataError,
+    TrainingClip,
+    debiased_temporal_loss,
+    diffusion_targets,
+    frame_loss,
+    load_static_clip,
+    load_video_clip,
+    prior_blocks,
+    subject_caption,
+)
+from dreamrunner.story import Character, PriorSettings
+
+F, H, W = TINY_VIDEO["num_frames"], TINY_VIDEO["height"], TINY_VIDEO["width"]
+
+
+def write_image(path, seed=0, size=(80, 120)):
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def write_clip(path, frames=12, speed=5):
+    import imageio.v3 as iio
+
+    video = np.zeros((frames, 64, 96, 3), np.uint8)
+    for i in range(frames):
+        video[i, 20:40, speed * i:speed * i + 20] = (255, 128, 0)
+    iio.imwrite(path, video, plugin="pyav", codec="libx264", fps=8)
+    return path
+
+
+# Objectives -------------------------------------------------------------------------------------------
+
+def test_debiased_temporal_loss_matches_hand_computed_example():
+    # Two latent frames of one value each: pred = [2, 4], target = [1, 1], anchor 0, beta 1, alpha = sqrt(2).
+    pred = torch.tensor([2.0, 4.0]).reshape(1, 2, 1, 1, 1)
+    target = torch.tensor([1.0, 1.0]).reshape(1, 2, 1, 1, 1)
+    # full MSE = (1^2 + 3^2) / 2 = 5
+    # debiased: sqrt2*pred - pred[0] = [2sqrt2 - 2, 4sqrt2 - 2]; sqrt2*target - target[0] = [sqrt2 - 1, sqrt2 - 1]
+    # differences [sqrt2 - 1, 3sqrt2 - 1]; squares 3 - 2sqrt2 and 19 - 6sqrt2; mean 11 - 4sqrt2
+    expected = 5 + 11 - 4 * math.sqrt(2)
+    assert debiased_temporal_loss(pred, target, anchor=0).item() == pytest.approx(expected, rel=1e-6)
+    # Anchor on frame 1: sqrt2*pred - 4 minus (sqrt2*target - 1) -> differences [sqrt2 - 3, 3sqrt2 - 3];
+    # squares 11 - 6sqrt2 and 27 - 18sqrt2; mean 19 - 12sqrt2
+    expected_1 = 5 + 19 - 12 * math.sqrt(2)
+    assert debiased_temporal_loss(pred, target, anchor=1).item() == pytest.approx(expected_1, rel=1e-6)
+    # beta = 0 leaves alpha = 1: the debiased term is the plain MSE again.
+    assert debiased_temporal_loss(pred, target, anchor=0, beta=0.0).item() == pytest.approx(10.0)
+
+
+def test_debiased_loss_ignores_appearance_shared_by_all_frames():
+    torch.manual_seed(0)
+    target = torch.randn(1, 4, 2, 3, 3)
+    offset = torch.randn(1, 1, 2, 3, 3)  # the same error on every frame: appearance, not motion
+    pred = target + offset
+    total = debiased_temporal_loss(pred, target, anchor=2)
+    full = torch.mean(offset.expand_as(pred) ** 2)
+    # alpha*(t+o) - (t_a+o) - (alpha*t - t_a) = (alpha - 1) o: the shared error shrinks by (sqrt2 - 1)^2
+    assert total.item() == pytest.approx(full.item() * (1 + (math.sqrt(2) - 1) ** 2), rel=1e-5)
+
+
+def test_frame_loss_reads_only_its_frame():
+    pred, target = torch.zeros(1, 3, 2, 2, 2), torch.zeros(1, 3, 2, 2, 2)
+    pred[:, 1] = 2.0
+    assert frame_loss(pred, target, 0).item() == 0.0
+    assert frame_loss(pred, target, 1).item() == pytest.approx(4.0)
+
+
+def test_diffusion_targets_are_the_schedulers_v_prediction():
+    scheduler = build_tiny().scheduler
+    latents, noise = torch.randn(2, 3, 4, 2, 2), torch.randn(2, 3, 4, 2, 2)
+    timesteps = torch.tensor([10, 900])
+    noisy, target = diffusion_targets(scheduler, latents, noise, timesteps)
+    alpha = scheduler.alphas_cumprod[timesteps].reshape(2, 1, 1, 1, 1).float()
+    assert torch.allclose(noisy, alpha.sqrt() * latents + (1 - alpha).sqrt() * noise, atol=1e-5)
+    assert torch.allclose(target, alpha.sqrt() * noise - (1 - alpha).sqrt() * latents, atol=1e-5)
+
+
+# Data -------------------------------------------------------------------------------------------------
+
+def test_static_clip_repeats_the_image_in_range(tmp_path):
+    clip = load_static_clip(write_image(tmp_path / "ref.png"), F, H, W)
+    assert clip.shape == (F, 3, H, W)
+    assert clip.min() >= -1.0 and clip.max() <= 1.0 and clip.min() < -0.9 and clip.max() > 0.9
+    assert torch.equal(clip[0], clip[-1])
+
+
+def test_video_clip_samples_frames_over_the_whole_clip(tmp_path):
+    clip = load_video_clip(write_clip(tmp_path / "run.mp4", frames=12), F, H, W)
+    assert clip.shape == (F, 3, H, W) and -1.0 <= clip.min() and clip.max() <= 1.0
+    # The orange square moves right: its mean column grows from the first to the last sampled frame.
+    columns = torch.arange(W, dtype=torch.float32)
+
+    def square_column(frame):
+        weight = (frame[0] > 0.5).float().sum(0)
+        return float((weight * columns).sum() / weight.sum())
+
+    assert square_column(clip[-1]) > square_column(clip[0]) + 20
+
+
+def test_subject_caption_uses_the_rare_token():
+    character = Character(id="w", name="witch", token="[v1]", description="in a purple hat")
+    assert subject_caption(character) == "[v1] witch, in a purple hat"
+
+
+@pytest.mark.parametrize("loader, name", [(load_static_clip, "broken.png"), (load_video_clip, "broken.mp4")])
+def test_corrupt_media_gives_an_error_naming_the_file(tmp_path, loader, name):
+    path = tmp_path / name
+    path.write_bytes(b"this is not media at all" * 10)
+    with pytest.raises(PriorDataError, match=name):
+        loader(path, F, H, W)
+    with pytest.raises(PriorDataError, match="missing.png"):
+        loader(tmp_path / "missing.png", F, H, W)
+
+
+# Encoding cache ---------------------------------------------------------------------------------------
+
+def test_encoding_cache_encodes_each_content_once(tmp_path):
+    components = build_tiny()
+    image = write_image(tmp_path / "ref.png")
+    clip = TrainingClip(image, "[v1] witch", static=True)
+    first = EncodingCache(tmp_path / "cache", components)
+    mean, std = first.latents(clip, F, H, W)
+    text = first.text("[v1] witch")
+    assert mean.shape == (3, 4, H // 8, W // 8) and std.shape == mean.shape and (std > 0).all()
+    assert text.shape == (components.max_text_tokens, components.transformer.config.text_embed_dim)
+    assert first.encoded == {"latents": 1, "text": 1}
+
+    again = EncodingCache(tmp_path / "cache", components)  # a new job over the same folder
+    mean2, _ = again.latents(clip, F, H, W)
+    assert torch.equal(mean, mean2) and torch.equal(text, again.text("[v1] witch"))
+    assert again.encoded == {"latents": 0, "text": 0}
+
+    write_image(image, seed=1)  # new content under the same name is encoded anew
+    again.latents(clip, F, H, W)
+    assert again.encoded["latents"] == 1
+
+    other_model = EncodingCache(tmp_path / "cache", build_tiny(seed=1))
+    assert other_model.fingerprint != first.fingerprint
+
+
+# Layout and settings ----------------------------------------------------------------------------------
+
+def test_prior_blocks_split_even_and_odd():
+    assert prior_blocks("subject", 30) == list(range(0, 30, 2))
+    assert prior_blocks("motion", 30) == list(range(1, 30, 2))
+
+
+def test_motion_resolution_must_fit_the_patch_grid():
+    assert PriorSettings(motion_resolution=(240, 352)).motion_resolution == (240, 352)
+    with pytest.raises(ValueError, match="multiples of 16"):
+        PriorSettings(motion_resolution=(240, 360))

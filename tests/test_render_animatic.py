@@ -1,0 +1,70 @@
+"""The animatic draws each entity's box where the plan puts it, frame by frame."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+from render_helpers import moving_scene
+
+from dreamrunner.rendering.animatic import BACKGROUND_COLOR, entity_colors, render_animatic
+from dreamrunner.plan_format import parse_plan
+from dreamrunner.story import VideoSettings
+
+FIXTURES = Path(__file__).parent / "fixtures" / "dreamrunner_plans"
+
+VIDEO = VideoSettings(num_frames=17, fps=8, height=240, width=320)
+
+
+def pixel(frame: np.ndarray, x: float, y: float) -> tuple[int, ...]:
+    return tuple(int(v) for v in frame[int(y * VIDEO.height), int(x * VIDEO.width)])
+
+
+def test_boxes_sit_where_the_plan_puts_them():
+    scene = moving_scene("s", "A cat walks under an owl.", start_x=0.05, end_x=0.55)
+    frames = render_animatic(scene, VIDEO)
+    assert frames.shape == (17, 240, 320, 3) and frames.dtype == np.uint8
+    colors = entity_colors(scene)
+    assert colors["cat", 0] != colors["owl", 0]
+    for t in (0, 5, 8, 13, 16):
+        # The fixture moves the cat linearly, so its box on frame t is the same straight line the plan gives.
+        x0 = 0.05 + 0.5 * t / 16
+        assert pixel(frames[t], x0 + 0.2, 0.6) == colors["cat", 0], f"frame {t}: cat box centre"
+        assert pixel(frames[t], 0.825, 0.2) == colors["owl", 0], f"frame {t}: owl box centre"
+        # Just outside the cat's box, on both sides, is background.
+        if x0 > 0.03:
+            assert pixel(frames[t], x0 - 0.02, 0.6) == BACKGROUND_COLOR, f"frame {t}: left of the cat"
+        assert pixel(frames[t], x0 + 0.42, 0.6) == BACKGROUND_COLOR, f"frame {t}: right of the cat"
+    # Where the cat ends up is empty on the first frame: the box moves.
+    assert pixel(frames[0], 0.9, 0.8) == BACKGROUND_COLOR
+    assert pixel(frames[16], 0.9, 0.8) == colors["cat", 0]
+
+
+def test_narration_and_background_caption_are_drawn():
+    scene = moving_scene("s", "A cat walks under an owl.")
+    with_text = render_animatic(scene, VIDEO)
+    silent = render_animatic(scene.model_copy(update={"narration": ""}), VIDEO)
+    top = slice(0, VIDEO.height // 10)
+    assert (with_text[:, top] != silent[:, top]).any()
+    bottom = with_text[0, -VIDEO.height // 12:]
+    assert (bottom != BACKGROUND_COLOR).any(axis=-1).sum() > 50  # the background caption's pixels
+
+
+def test_published_plan_boxes_on_keyframe_frames():
+    """A plan of the paper's own (both entities named "none"): on the frames where keyframes land, each box
+    centre has its entity's colour, and the two entities differ."""
+    line = (FIXTURES / "3_spatial_relationships.jsonl").read_text().splitlines()[0]
+    scene, _ = parse_plan(json.loads(line)[1], "0001")
+    video = VideoSettings(num_frames=21, fps=8, height=144, width=224)  # keyframe k lands on frame 4k
+    frames = render_animatic(scene, video)
+    colors = entity_colors(scene)
+    assert len(set(colors.values())) == 2
+    for keyframe in scene.keyframes:
+        frame = frames[4 * keyframe.index]
+        for ordinal, entity in enumerate(keyframe.entities):
+            x0, y0, x1, y1 = entity.box
+            later = keyframe.entities[ordinal + 1:]  # drawn on top; all named "none", so ordinal = position
+            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+            if any(b.box[0] <= cx <= b.box[2] and b.box[1] <= cy <= b.box[3] for b in later):
+                continue
+            got = tuple(int(v) for v in frame[int(cy * video.height), int(cx * video.width)])
+            assert got == colors[(entity.name, ordinal)], f"keyframe {keyframe.index + 1}, entity {ordinal + 1}"

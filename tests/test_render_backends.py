@@ -1,0 +1,72 @@
+"""Backends: real CogVideoX loading goes through diffusers from_pretrained; missing weights say how to get them."""
+
+import pytest
+import torch
+from diffusers import CogVideoXPipeline
+
+from dreamrunner.backends import MemoryOptions, load_backend
+from dreamrunner.backends.cogvideox import WeightsMissingError
+from dreamrunner.backends.tiny import build_tiny
+from dreamrunner.cli import main
+from dreamrunner.errors import DreamRunnerError
+from dreamrunner.rendering.pipeline import DreamRunnerPipeline
+
+
+def test_missing_local_folder_says_how_to_get_the_weights(tmp_path):
+    with pytest.raises(WeightsMissingError) as caught:
+        load_backend("cogvideox-2b", tmp_path / "CogVideoX-2b")
+    message = str(caught.value)
+    assert "huggingface-cli download THUDM/CogVideoX-2b" in message and "DREAMRUNNER_COGVIDEOX_2B" in message
+    assert "no such folder" in message and "'tiny' backend" in message
+
+
+def test_hub_id_without_a_cached_copy_is_a_clear_message(tmp_path):
+    with pytest.raises(WeightsMissingError, match="huggingface-cli download THUDM/CogVideoX-5b"):
+        load_backend("cogvideox-5b", local_files_only=True, cache_dir=tmp_path)
+
+
+def test_incomplete_folder_names_what_is_missing(tmp_path):
+    (tmp_path / "model_index.json").write_text("{}")
+    (tmp_path / "vae").mkdir()
+    with pytest.raises(WeightsMissingError, match="lacks transformer, text_encoder, tokenizer, scheduler"):
+        load_backend("cogvideox-2b", tmp_path)
+
+
+def test_truncated_weights_are_a_clear_message(tmp_path):
+    CogVideoXPipeline(**build_tiny("2b").pipeline_kwargs()).save_pretrained(tmp_path)
+    for weights in (tmp_path / "transformer").glob("*.safetensors"):
+        weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(WeightsMissingError, match="cogvideox-2b weights are not available"):
+        load_backend("cogvideox-2b", tmp_path)
+
+
+def test_cli_prints_the_message_without_a_traceback(tmp_path, capsys):
+    from render_helpers import three_scene_story
+
+    from dreamrunner.project import Project
+
+    Project.create(tmp_path / "story", three_scene_story())
+    code = main(["render", str(tmp_path / "story"), "--backend", "cogvideox-2b", "--model-path", str(tmp_path / "none")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert err.startswith("error: cogvideox-2b weights are not available") and "huggingface-cli download" in err
+
+
+def test_a_diffusers_folder_loads_through_the_real_loader(tmp_path):
+    """The CogVideoX loader reads the layout `save_pretrained` writes (here tiny random weights)."""
+    CogVideoXPipeline(**build_tiny("5b").pipeline_kwargs()).save_pretrained(tmp_path)
+    memory = MemoryOptions(device="cpu", vae_slicing=True, vae_tiling=True)
+    components = load_backend("cogvideox-5b", tmp_path, dtype=torch.float32, memory=memory)
+    assert components.name == "cogvideox-5b" and components.video_defaults["num_frames"] == 49
+    assert components.transformer.config.use_rotary_positional_embeddings
+    assert components.transformer.dtype == torch.float32
+    assert components.vae.use_slicing and components.vae.use_tiling
+    assert components.tokenizer("a cat").input_ids[-1] == components.tokenizer.eos_token_id
+
+
+def test_memory_options(tmp_path):
+    components = load_backend("tiny", memory=MemoryOptions(device="cpu", cpu_offload="model"))
+    with pytest.raises(DreamRunnerError, match="needs a GPU"):
+        DreamRunnerPipeline.from_components(components)
+    with pytest.raises(DreamRunnerError, match="unknown backend 'cogvideox-9b'"):
+        load_backend("cogvideox-9b")
