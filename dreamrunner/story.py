@@ -219,6 +219,10 @@ class PriorSettings(Model):
     # is learned. The defaults took 1.36 s/step at 13.3 GB peak at 2B size on an H100.
     gradient_checkpointing: Literal["off", "full", "selective"] = "selective"
     uncheckpointed_blocks: int = Field(default=4, ge=0)
+    # Speed levers that keep the objective (dreamrunner.priors.speed): LoRA matmuls in the backbone's dtype
+    # with fp32 master weights, and torch.compile of each transformer block ("gpu": on CUDA only).
+    lora_compute: Literal["float32", "backbone"] = "backbone"
+    compile_blocks: Literal["off", "gpu", "always"] = "gpu"
 
     @field_validator("motion_resolution")
     @classmethod
