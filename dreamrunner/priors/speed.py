@@ -2,13 +2,13 @@
 
 - LoRA compute in the backbone's dtype (`PriorSettings.lora_compute = "backbone"`): PEFT casts a layer's
   input to its LoRA weights' dtype, so a bf16 backbone with fp32 LoRA weights makes an fp32 copy of every
-  LoRA layer's input and saves it for the backward pass (about 0.7 GB per block at 2B size, 480x720). Here
+  LoRA layer's input and saves it for the backward pass (10 GB at 2B size, 480x720, no checkpointing). Here
   the LoRA matmuls run in the input's dtype instead, on a bf16 view of the fp32 weights: the weights, their
   gradients (cast back by autograd) and AdamW stay fp32, so the fp32 weights remain the master copy.
 - Regional compilation (`PriorSettings.compile_blocks`): `torch.compile` of each transformer block (not the
   whole model), fusing its norms, modulation, rotary embedding, GELU and gated residuals. The PEFT layers are
-  left out of the compiled graphs (run eagerly between them): compiled, they would specialise on the active
-  adapter names, one recompilation per clip and step kind of a motion prior.
+  left out of the compiled graphs (run eagerly between them): traced, their loops over the active adapters
+  would put the adapter names in the guards, one recompilation per clip and step kind of a motion prior.
 """
 
 from __future__ import annotations
