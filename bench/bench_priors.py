@@ -3,8 +3,9 @@
 Full size (default): a CogVideoX-2B transformer with random weights in bf16, 49 frames at 480x720
 (latents [13, 16, 60, 90]), T5 embeddings [226, 4096], rank 32, latents and text embeddings cached (fed
 directly, as `dreamrunner.priors` does after its encoding cache). It runs the library's own trainers
-(`SubjectTrainer`, `MotionTrainer`) and compares, in one run, memory/speed configurations against the
-baseline of a plain PEFT step (diffusers' full gradient checkpointing, default attention kernel):
+(`SubjectTrainer`, `MotionTrainer`) and compares, in one run, speed/memory configurations (checkpointing,
+LoRA compute dtype, compiled blocks) against the baseline of a plain PEFT step (diffusers' full gradient
+checkpointing, fp32 LoRA compute, default attention kernel), then profiles the fastest one within 24 GB:
 
     python bench/bench_priors.py --out results.json          # one GPU
     python bench/bench_priors.py --tiny                      # tiny model on CPU: checks the script runs
@@ -62,7 +63,7 @@ def examples(transformer, count: int, height: int, width: int, frames: int) -> l
 
 
 def measure(trainer_class, transformer, scheduler, data, settings, device, dtype, cudnn: bool,
-            warmup: int, steps: int, workdir: Path) -> dict:
+            warmup: int, steps: int, workdir: Path, profile: bool = False) -> dict:
     cuda = device.type == "cuda"
     if cuda:
         torch.cuda.empty_cache()
@@ -71,103 +72,176 @@ def measure(trainer_class, transformer, scheduler, data, settings, device, dtype
                             prefer_cudnn_attention=cudnn)
     try:
         transformer.train()
-        first_loss = trainer.step()  # same seed in every configuration: the same loss, up to bf16 rounding
-        for _ in range(warmup - 1):
-            trainer.step()
-        if cuda:
-            torch.cuda.synchronize()
-        times = []
-        for _ in range(steps):
+        times, losses = [], []
+        for _ in range(warmup + steps):  # the first steps compile, where compilation is on
             started = time.perf_counter()
-            trainer.step()
+            losses.append(trainer.step())  # same seed in every configuration: the same losses, up to bf16 rounding
             if cuda:
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - started)
         peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
+        kernels = profile_step(trainer) if profile and cuda else None
     finally:
         transformer.eval()
         trainer.close()
-    times.sort()
-    return {"seconds_per_step": sum(times) / len(times), "median": times[len(times) // 2], "peak_gb": peak,
-            "first_loss": first_loss}
+    timed = sorted(times[warmup:])
+    median = timed[len(timed) // 2]
+    result = {"seconds_per_step": sum(timed) / len(timed), "median": median, "peak_gb": peak,
+              "first_loss": losses[0], "losses": [round(v, 5) for v in losses], "compiled": trainer.compiled,
+              "step_seconds": [round(t, 3) for t in times],
+              # time over the steady state spent in the first steps: compilation, allocator warm-up
+              "warmup_extra_seconds": sum(times[:warmup]) - warmup * median}
+    if kernels is not None:
+        result["kernels"] = kernels
+    return result
+
+
+KERNEL_GROUPS = (("attention", ("flash", "fmha", "attention", "cudnn")),
+                 ("matmul", ("gemm", "nvjet", "cutlass", "sm90")),
+                 ("compiled (triton)", ("triton",)))
+
+
+def profile_step(trainer) -> dict:
+    """GPU time of one step by kernel group, and the ten costliest kernels."""
+    from torch.profiler import ProfilerActivity, profile
+
+    try:
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            trainer.step()
+            torch.cuda.synchronize()
+        events = [(e.key, e.self_device_time_total, e.count) for e in prof.key_averages()]
+    except Exception as error:  # the profile is extra: never lose the row's timings to it
+        return {"error": f"{type(error).__name__}: {error}"[:300]}
+    events = [e for e in events if e[1] > 0]
+    total = sum(e[1] for e in events)
+    groups = dict.fromkeys([name for name, _ in KERNEL_GROUPS] + ["other"], 0.0)
+    for name, microseconds, _ in events:
+        group = next((g for g, keys in KERNEL_GROUPS if any(k in name.lower() for k in keys)), "other")
+        groups[group] += microseconds
+    top = sorted(events, key=lambda e: e[1], reverse=True)[:12]
+    return {"gpu_seconds": total / 1e6, "groups_seconds": {k: round(v / 1e6, 4) for k, v in groups.items()},
+            "top": [{"kernel": name[:120], "seconds": round(us / 1e6, 4), "calls": count} for name, us, count in top]}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="tiny random model on CPU (checks the script)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per configuration")
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=3, help="untimed first steps (compilation happens here)")
     parser.add_argument("--rank", type=int, default=32)
     parser.add_argument("--reduced", default="240x352", help="reduced motion resolution HxW (multiples of 16)")
-    parser.add_argument("--uncheckpointed", default="4,8", help="counts of un-checkpointed blocks to try")
-    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    parser.add_argument("--compile", default="gpu", choices=("gpu", "always"),
+                        help="compile_blocks of the compiled rows ('gpu': not on CPU; 'always' checks it there)")
+    parser.add_argument("--budget", type=float, default=330.0,
+                        help="seconds after which the optional rows (reduced resolution) are skipped")
+    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here (after every row)")
     args = parser.parse_args()
 
+    began = time.perf_counter()
     device = torch.device("cpu" if args.tiny or not torch.cuda.is_available() else "cuda")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    steps = args.steps or (2 if args.tiny else 5)
+    steps = args.steps or (2 if args.tiny else 4)
+    warmup = 1 if args.tiny else args.warmup
     transformer, scheduler = build(args.tiny, device, dtype)
     frames = (transformer.config.sample_frames - 1) // 4 + 1
     full = (transformer.config.sample_height * 8, transformer.config.sample_width * 8)
     reduced = tuple(int(v) for v in args.reduced.lower().split("x"))
     if args.tiny:
         reduced = (full[0] // 2 // 16 * 16 or 16, full[1] // 2 // 16 * 16 or 16)
+    num_blocks = transformer.config.num_layers
     workdir = Path("/tmp/bench_priors")
     results = {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
                "torch": torch.__version__, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "model": "tiny-2b" if args.tiny else "CogVideoX-2B shape, random weights, bf16",
-               "frames": frames * 4 - 3, "rank": args.rank, "timed_steps": steps, "runs": []}
+               "frames": frames * 4 - 3, "rank": args.rank, "warmup_steps": warmup, "timed_steps": steps, "runs": []}
 
-    def run(name, loop, size, mode, cudnn, uncheckpointed=0):
+    def run(name, loop, size, mode, uncheckpointed=0, lora_compute="backbone", compile_blocks="off", cudnn=True,
+            profile=False):
         trainer_class = SubjectTrainer if loop == "subject" else MotionTrainer
         data = examples(transformer, 1 if loop == "subject" else MOTION_CLIPS, size[0], size[1], frames)
-        settings = PriorSettings(rank=args.rank, gradient_checkpointing=mode, uncheckpointed_blocks=uncheckpointed)
+        settings = PriorSettings(rank=args.rank, gradient_checkpointing=mode, uncheckpointed_blocks=uncheckpointed,
+                                 lora_compute=lora_compute, compile_blocks=compile_blocks)
         try:
             result = measure(trainer_class, transformer, scheduler, data, settings, device, dtype, cudnn,
-                             args.warmup, steps, workdir)
+                             warmup, steps, workdir, profile)
         except torch.cuda.OutOfMemoryError:
             result = {"error": "out of memory"}
         except Exception as error:  # one failing configuration must not lose the others' numbers
             result = {"error": f"{type(error).__name__}: {error}"[:300]}
         row = {"name": name, "loop": loop, "height": size[0], "width": size[1], "checkpointing": mode,
-               "uncheckpointed_blocks": uncheckpointed, "attention": "cudnn" if cudnn else "default", **result}
+               "uncheckpointed_blocks": uncheckpointed, "lora_compute": lora_compute,
+               "compile_blocks": compile_blocks, "attention": "cudnn" if cudnn else "default",
+               "elapsed_s": round(time.perf_counter() - began, 1), **result}
         results["runs"].append(row)
-        print(json.dumps(row), flush=True)
+        print(json.dumps({k: v for k, v in row.items() if k != "kernels"}), flush=True)
+        if args.out:
+            args.out.write_text(json.dumps(results, indent=2) + "\n")
         return row
 
-    baseline = run("baseline: full checkpointing, default attention", "motion", full, "full", False)
-    run("no checkpointing, default attention", "motion", full, "off", False)
-    run("full checkpointing, cuDNN attention", "motion", full, "full", True)
-    candidates = [run("selective checkpointing, cuDNN attention", "motion", full, "selective", True)]
-    for count in (int(c) for c in args.uncheckpointed.split(",") if c):
-        candidates.append(run(f"selective, {count} blocks un-checkpointed, cuDNN", "motion", full, "selective", True, count))
-    run("no checkpointing, cuDNN attention", "motion", full, "off", True)
+    def ok(row):
+        return "error" not in row
 
-    fitting = [r for r in candidates if "error" not in r and (r["peak_gb"] is None or r["peak_gb"] <= TARGET_GB)]
-    if not fitting:
-        print("no candidate configuration ran within the memory target", flush=True)
-        fitting = [baseline]
-    chosen = min(fitting, key=lambda r: r["seconds_per_step"])
-    mode, count = chosen["checkpointing"], chosen["uncheckpointed_blocks"]
+    def fits(row):
+        return ok(row) and (row["peak_gb"] is None or row["peak_gb"] <= TARGET_GB)
+
+    compiled = args.compile
+    baseline = run("baseline: full checkpointing, fp32 LoRA compute, default attention", "motion", full, "full",
+                   lora_compute="float32", cudnn=False)
+    run("earlier defaults: selective, 4 un-checkpointed, fp32 LoRA compute", "motion", full, "selective", 4,
+        lora_compute="float32")
+    candidates = [
+        run("selective, 4 un-checkpointed, bf16 LoRA compute", "motion", full, "selective", 4),
+        run("no checkpointing, bf16 LoRA compute", "motion", full, "off"),
+    ]
+    full_compiled = run("full checkpointing, bf16 LoRA, compiled blocks", "motion", full, "full",
+                        compile_blocks=compiled)
+    off_compiled = run("no checkpointing, bf16 LoRA, compiled blocks", "motion", full, "off", compile_blocks=compiled)
+    candidates += [full_compiled, off_compiled]
+    if ok(full_compiled) and ok(off_compiled) and not fits(off_compiled) and full_compiled["peak_gb"] is not None:
+        # Spend the memory left under the target on un-checkpointed blocks, at the measured cost per block.
+        per_block = (off_compiled["peak_gb"] - full_compiled["peak_gb"]) / num_blocks
+        count = max(0, min(num_blocks, int((TARGET_GB - 1.0 - full_compiled["peak_gb"]) / per_block)))
+        candidates.append(run(f"full checkpointing, {count} un-checkpointed, bf16 LoRA, compiled blocks", "motion",
+                              full, "full", count, compile_blocks=compiled))
+
+    fitting = [r for r in candidates if fits(r)] or [baseline]
+    chosen = min(fitting, key=lambda r: r["median"])
+    config = {k: chosen[k] for k in ("checkpointing", "uncheckpointed_blocks", "lora_compute", "compile_blocks")}
+    mode, count, lora_compute, compile_blocks = config.values()
     cudnn = chosen["attention"] == "cudnn"
-    subject = run("chosen configuration", "subject", full, mode, cudnn, count)
-    small = run("chosen configuration, reduced resolution", "motion", reduced, mode, cudnn, count)
-    small_baseline = run("baseline, reduced resolution", "motion", reduced, "full", False)
+    profiled = run("chosen configuration (profiled after timing)", "motion", full, mode, count, lora_compute,
+                   compile_blocks, cudnn, profile=device.type == "cuda")
+    subject_baseline = run("baseline", "subject", full, "full", lora_compute="float32", cudnn=False)
+    subject = run("chosen configuration", "subject", full, mode, count, lora_compute, compile_blocks, cudnn)
+    small = small_baseline = None
+    if time.perf_counter() - began < args.budget:
+        small_baseline = run("baseline, reduced resolution", "motion", reduced, "full", lora_compute="float32",
+                             cudnn=False)
+        small = run("chosen configuration, reduced resolution", "motion", reduced, mode, count, lora_compute,
+                    compile_blocks, cudnn)
 
-    def summary(row):
-        return {"seconds_per_step": round(row["seconds_per_step"], 3), "projected_300_steps_s": round(300 * row["seconds_per_step"], 1),
+    def summary(row, against):
+        if row is None or not ok(row) or not ok(against):
+            return None
+        return {"seconds_per_step": round(row["seconds_per_step"], 3), "median": round(row["median"], 3),
+                "projected_300_steps_s": round(300 * row["median"] + row["warmup_extra_seconds"], 1),
                 "peak_gb": None if row["peak_gb"] is None else round(row["peak_gb"], 2),
-                "speedup_vs_baseline": round(baseline["seconds_per_step"] / row["seconds_per_step"], 2)}
+                "speedup_vs_baseline": round(against["median"] / row["median"], 2)}
 
     results["summary"] = {
-        "chosen": {"checkpointing": mode, "uncheckpointed_blocks": count, "attention": chosen["attention"]},
-        "motion": summary(chosen), "subject": summary(subject), "motion_reduced": summary(small),
+        "chosen": config, "motion": summary(chosen, baseline), "motion_repeat": summary(profiled, baseline),
+        "subject": summary(subject, subject_baseline), "motion_reduced": summary(small, small_baseline),
         "reduced_resolution": f"{reduced[0]}x{reduced[1]}",
-        "reduced_speedup_vs_full_same_config": round(chosen["seconds_per_step"] / small["seconds_per_step"], 2),
-        "reduced_baseline_seconds_per_step": round(small_baseline["seconds_per_step"], 3),
         "targets": {"seconds_per_step": TARGET_SECONDS, "peak_gb": TARGET_GB},
+        # compilation happens once per process and new variant (first compiled row, new loop, new resolution):
+        # add it to a 300-step projection
+        "compile_seconds": {f"{r['loop']} {r['height']}x{r['width']}: {r['name']}": round(r["warmup_extra_seconds"], 1)
+                            for r in results["runs"] if ok(r) and r["compiled"] and r["warmup_extra_seconds"] > 1},
+        "total_seconds": round(time.perf_counter() - began, 1),
     }
     print(json.dumps(results["summary"], indent=2))
+    if "kernels" in profiled:
+        print(json.dumps(profiled["kernels"], indent=2))
     if args.out:
         args.out.write_text(json.dumps(results, indent=2) + "\n")
     return 0

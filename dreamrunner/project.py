@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from .errors import DreamRunnerError
+from .files import temporary_beside
 from .story import Story
 from .validation import validate_story
 
@@ -33,9 +33,9 @@ class ProjectError(DreamRunnerError):
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    temporary = temporary_beside(path, ".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        with open(temporary, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())

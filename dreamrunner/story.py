@@ -215,10 +215,15 @@ class PriorSettings(Model):
     seed: int = 0
     # Motion priors may train below the model's resolution, e.g. (240, 352): about 4x fewer video tokens.
     motion_resolution: tuple[int, int] | None = None
-    # Memory/speed trade-off (dreamrunner.priors.memory; measured in docs/benchmarks.md); neither changes what
-    # is learned. The defaults took 1.36 s/step at 13.3 GB peak at 2B size on an H100.
-    gradient_checkpointing: Literal["off", "full", "selective"] = "selective"
-    uncheckpointed_blocks: int = Field(default=4, ge=0)
+    # Memory/speed trade-off (dreamrunner.priors.memory, .speed; measured in docs/benchmarks.md); none changes
+    # the objective. Checkpointing: which blocks recompute their activations; LoRA matmuls in the backbone's
+    # dtype with fp32 master weights; torch.compile of each transformer block ("gpu": on CUDA only). The
+    # defaults, the fastest measured within 24 GB at 2B size, 480x720: 1.06 s/step at 22.5 GB on an H100
+    # (a larger model or resolution needs fewer un-checkpointed blocks).
+    gradient_checkpointing: Literal["off", "full", "selective"] = "full"
+    uncheckpointed_blocks: int = Field(default=17, ge=0)
+    lora_compute: Literal["float32", "backbone"] = "backbone"
+    compile_blocks: Literal["off", "gpu", "always"] = "gpu"
 
     @field_validator("motion_resolution")
     @classmethod

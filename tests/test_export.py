@@ -88,3 +88,18 @@ def test_cli_render_one_scene_then_export(tmp_path, capsys):
     # The stock path is another cache key: the scene renders again.
     assert main(["render", str(tmp_path / "story"), "--scene", "2", "--region-control", "stock"]) == 0
     assert "s2 seed 42: rendered" in capsys.readouterr().out
+
+
+def test_written_videos_get_the_usual_permissions(tmp_path):
+    import os
+
+    import numpy as np
+
+    from dreamrunner.rendering.video_io import write_video
+
+    umask = os.umask(0o022)
+    try:
+        path = write_video(tmp_path / "clip.mp4", [np.zeros((64, 96, 3), np.uint8)] * 3, fps=8)
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644

@@ -23,6 +23,7 @@ from dreamrunner.priors import (
     TrainingClip,
     train_prior,
 )
+from dreamrunner.priors.lora import tuner_layers
 from dreamrunner.project import Project
 from dreamrunner.story import Character, ClipRef, KeyFrame, PriorSettings, Scene, Story
 
@@ -145,6 +146,74 @@ def test_checkpointing_modes_take_the_same_step(components, tmp_path, mode, plai
     assert losses == pytest.approx(reference_losses, rel=1e-5)
     for name, value in reference.items():
         assert torch.allclose(weights[name], value, atol=1e-6), name
+
+
+def test_lora_compute_in_the_backbone_dtype_takes_the_same_step(tmp_path):
+    """On a bf16 backbone the LoRA matmuls run in bf16 while the weights and AdamW state stay fp32."""
+    components = build_tiny("2b")
+    clip = TrainingClip(write_clip(tmp_path / "a.mp4"), "a fox running", static=False)
+    data = [example(components, tmp_path, clip)]
+    lora_input_dtypes = set()
+
+    def record(module, args):
+        lora_input_dtypes.add(args[0].dtype)
+
+    def two_steps(lora_compute):
+        lora_input_dtypes.clear()
+        settings = PriorSettings(max_steps=2, lora_compute=lora_compute, **FAST)
+        trainer = MotionTrainer(components.transformer, components.scheduler, data, settings,
+                                tmp_path / lora_compute, dtype=torch.bfloat16)
+        hooks = [m.register_forward_pre_hook(record) for n, m in components.transformer.named_modules()
+                 if n.endswith("lora_A.temporal")]
+        lora_weights = [p for n, p in components.transformer.named_parameters() if "lora_" in n]
+        try:
+            initial = torch.cat([p.detach().flatten() for p in lora_weights])
+            losses = trainer.train().losses
+            update = torch.cat([p.detach().flatten() for p in lora_weights]) - initial
+            weights = {n: p.detach().clone() for n, p in components.transformer.named_parameters() if "lora_" in n}
+            optimizer_dtypes = {v.dtype for state in trainer.optimizer.state.values() for v in state.values()
+                                if v.dim() > 0}
+            return losses, weights, optimizer_dtypes, set(lora_input_dtypes), update
+        finally:
+            for hook in hooks:
+                hook.remove()
+            trainer.close()
+
+    reference_losses, _, _, reference_inputs, reference_update = two_steps("float32")
+    losses, weights, optimizer_dtypes, inputs, update = two_steps("backbone")
+    assert reference_inputs == {torch.float32} and inputs == {torch.bfloat16}
+    assert {w.dtype for w in weights.values()} == {torch.float32} and optimizer_dtypes == {torch.float32}
+    assert losses == pytest.approx(reference_losses, rel=2e-2)
+    # the same update up to bf16 rounding of the LoRA matmuls
+    assert float((update - reference_update).norm() / reference_update.norm()) < 5e-2
+    # close() gives the transformer back as it was: no adapters, the given dtype, PEFT's cast switched back on
+    assert components.transformer.dtype == torch.float32 and not getattr(components.transformer, "peft_config", None)
+
+
+def test_block_compilation_is_wired_and_undone(components, tmp_path):
+    """`compile_blocks` compiles each block with the PEFT layers left eager, and close() undoes it. Only the
+    wiring is checked here: compiling even the tiny model takes over a minute on a 2-core CPU, so compiled
+    steps are exercised (and compared with eager ones) by bench/bench_priors.py on the GPU."""
+    clip = TrainingClip(write_clip(tmp_path / "a.mp4"), "a fox running", static=False)
+    data = [example(components, tmp_path, clip)]
+    blocks = components.transformer.transformer_blocks
+    on_cpu = SubjectTrainer(components.transformer, components.scheduler, data,
+                            PriorSettings(compile_blocks="gpu", **FAST), tmp_path / "gpu")
+    try:
+        assert not on_cpu.compiled and all(block._compiled_call_impl is None for block in blocks)
+    finally:
+        on_cpu.close()
+    trainer = SubjectTrainer(components.transformer, components.scheduler, data,
+                             PriorSettings(compile_blocks="always", **FAST), tmp_path / "always")
+    layers = tuner_layers(components.transformer)
+    try:
+        assert trainer.compiled and all(block._compiled_call_impl is not None for block in blocks)
+        assert layers and all("forward" in layer.__dict__ for layer in layers)  # PEFT layers kept out of the graphs
+    finally:
+        trainer.close()
+    assert all(block._compiled_call_impl is None for block in blocks) and not tuner_layers(components.transformer)
+    with pytest.raises(ValueError, match="compile_blocks"):
+        PriorSettings(compile_blocks="sometimes")
 
 
 def test_saved_subject_prior_loads_in_a_stock_diffusers_pipeline(components, tmp_path):

@@ -121,3 +121,12 @@ def test_saving_an_unchanged_story_does_not_touch_the_backup(tmp_path, story):
     project = Project.create(tmp_path, story)
     project.save()
     assert not (tmp_path / BACKUP_FILE).exists()
+
+
+def test_saved_files_get_the_usual_permissions(tmp_path, story):
+    umask = os.umask(0o022)
+    try:
+        project = Project.create(tmp_path, story)
+    finally:
+        os.umask(umask)
+    assert project.path.stat().st_mode & 0o777 == 0o644

@@ -6,10 +6,18 @@ import argparse
 import sys
 
 from ..errors import DreamRunnerError
-from . import eval_commands, planning_commands, prior_commands, project_commands, render_commands
+from . import (
+    eval_commands,
+    planning_commands,
+    prior_commands,
+    project_commands,
+    render_commands,
+    retrieval_commands,
+)
 
 # One module per stage, in pipeline order; each module's register() adds its subcommands.
-COMMAND_MODULES = [project_commands, planning_commands, prior_commands, render_commands, eval_commands]
+COMMAND_MODULES = [project_commands, planning_commands, retrieval_commands, prior_commands, render_commands,
+                   eval_commands]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -47,7 +47,7 @@ def add_prior_adapter(transformer, name: str, kind: str, rank: int) -> None:
         transformer.add_adapter(config, adapter_name=name)
 
 
-def _tuner_layers(transformer):
+def tuner_layers(transformer):
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     return [module for module in transformer.modules() if isinstance(module, BaseTunerLayer)]
@@ -59,7 +59,7 @@ def activate(transformer, active: list[str], trainable: list[str]) -> None:
     MotionDirector's temporal step runs the clip's appearance LoRA but does not update it, which PEFT's
     own `set_adapter` (every active adapter trainable) cannot express.
     """
-    for layer in _tuner_layers(transformer):
+    for layer in tuner_layers(transformer):
         layer.set_adapter(active)
     for name, parameter in transformer.named_parameters():
         parameter.requires_grad_(any(f".{adapter}." in name for adapter in trainable) and "lora_" in name)

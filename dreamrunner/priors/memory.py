@@ -1,11 +1,12 @@
 """Memory/speed trade-offs of LoRA training on a frozen CogVideoX: which blocks recompute what.
 
 Modes (`PriorSettings.gradient_checkpointing`):
-- "off": keep every activation (fastest, about 43 GB at 2B size, 480x720, 49 frames);
+- "off": keep every activation (fastest; 35 GB at 2B size, 480x720, 49 frames, with bf16 LoRA compute);
 - "full": recompute each block in the backward pass (diffusers' default checkpointing; least memory);
 - "selective": recompute each block but keep its attention outputs, the expensive part to recompute
   (torch's selective activation checkpointing).
-`uncheckpointed_blocks` leaves that many of the last blocks un-checkpointed, spending spare memory on speed.
+`uncheckpointed_blocks` leaves that many of the last blocks un-checkpointed (all of them if it is larger
+than the model's block count), spending spare memory on speed.
 The checkpointing function is handed to diffusers' `enable_gradient_checkpointing`, which calls it per block.
 """
 
@@ -37,7 +38,7 @@ def configure_checkpointing(transformer, mode: str, uncheckpointed_blocks: int =
     if mode not in ("full", "selective"):
         raise ValueError(f"gradient checkpointing mode must be 'off', 'full' or 'selective', got {mode!r}")
     blocks = list(transformer.transformer_blocks)
-    plain = {id(block) for block in blocks[len(blocks) - uncheckpointed_blocks:]} if uncheckpointed_blocks else set()
+    plain = {id(block) for block in blocks[max(0, len(blocks) - uncheckpointed_blocks):]}
     context_fn = functools.partial(create_selective_checkpoint_contexts, _keep_attention) if mode == "selective" else None
 
     def checkpointing(block, *args):

@@ -22,7 +22,7 @@ import torch
 
 from ..jobs import CancelToken, EtaClock, Progress, ProgressCallback
 from ..story import PriorSettings
-from . import lora
+from . import lora, speed
 from .memory import attention_backend, configure_checkpointing
 from .objectives import debiased_temporal_loss, diffusion_targets, frame_loss
 
@@ -80,8 +80,15 @@ class PriorTrainer:
         parameters = [p for name in self.adapters for p in lora.adapter_parameters(transformer, name)]
         for parameter in parameters:  # LoRA weights train in fp32 even on a bf16 backbone
             parameter.data = parameter.data.float()
-        self.optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+        if settings.lora_compute == "backbone":
+            speed.compute_lora_in_input_dtype(transformer, self.adapters)
+        # One fused kernel for the update of every LoRA tensor on CUDA; the same AdamW arithmetic.
+        self.optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay,
+                                           fused=True if self.device.type == "cuda" else None)
         configure_checkpointing(transformer, settings.gradient_checkpointing, settings.uncheckpointed_blocks)
+        self.compiled = speed.should_compile(settings.compile_blocks, self.device)
+        if self.compiled:
+            speed.compile_blocks(transformer)
 
     # What a prior kind defines: its adapters, the one it keeps, and its loss.
     adapters: list[str]
@@ -171,6 +178,9 @@ class PriorTrainer:
     def close(self) -> None:
         """Take the training adapters and checkpointing off the transformer, leaving it as it was given."""
         self.transformer.disable_gradient_checkpointing()
+        if self.compiled:
+            speed.uncompile_blocks(self.transformer)
+        speed.restore_lora_input_cast(self.transformer)
         with warnings.catch_warnings():  # deleting the active adapter is the point here
             warnings.filterwarnings("ignore", message="Adapter .* was active which is now deleted")
             self.transformer.delete_adapters(self.adapters)

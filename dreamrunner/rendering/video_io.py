@@ -7,7 +7,6 @@ cancelled or crashed job never leaves a half-written file where the project expe
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
@@ -16,6 +15,7 @@ import av
 import numpy as np
 
 from ..errors import DreamRunnerError
+from ..files import temporary_beside
 
 
 class VideoFileError(DreamRunnerError):
@@ -28,8 +28,7 @@ class VideoWriter:
     def __init__(self, path: str | os.PathLike, fps: int, width: int, height: int, crf: int = 18):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self._temporary = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".mp4", dir=self.path.parent)
-        os.close(fd)
+        self._temporary = str(temporary_beside(self.path, ".mp4"))
         self.width, self.height = width, height
         self.frames = 0
         self._container = av.open(self._temporary, mode="w")
