@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 
-from dreamrunner.project import Project  # noqa: E402
+from dreamrunner.project import BACKUP_FILE, Project  # noqa: E402
 from dreamrunner.story import Character, Entity, KeyFrame, Scene, Story, StorySettings  # noqa: E402
 
 
@@ -114,7 +114,9 @@ def main() -> None:
     draw_owl(media / "pip_2.png", 30)
     draw_fox(media / "rusty_1.png", 0)
     draw_fox(media / "rusty_2.png", 30)
-    Project(HERE, build_story()).save()
+    project = Project(HERE, build_story())
+    project.save()
+    (HERE / BACKUP_FILE).unlink(missing_ok=True)  # the demo ships one story, not its previous version
     print(f"wrote {HERE / 'project.json'}")
 
 
