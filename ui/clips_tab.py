@@ -18,7 +18,7 @@ from dreamrunner.story import ClipRef
 
 from .jobs import Cancels, progress_html, run_streaming, stream_job
 from .messages import guarded
-from .stages import load
+from .stages import available, load
 
 CLIP_COLUMNS = ["id", "motion", "score", "source", "caption"]
 VIDEO_SUFFIXES = {".mp4", ".webm", ".mov", ".mkv", ".avi"}
@@ -67,6 +67,9 @@ class ClipsTab:
             self.clips_detector = gr.Dropdown([("moving subject", "motion"), ("people (HOG)", "hog")], value="motion",
                                               label="Subject detector", elem_id="clips-detector")
             self.find_clips = gr.Button("Find clips", variant="primary", elem_id="find-clips")
+        if not available("retrieval"):
+            gr.Markdown("*The retrieval stage (`dreamrunner.retrieval`) is not in this installation: add your "
+                        "own clips below.*", elem_id="clips-unavailable")
         self.clips_progress = gr.HTML(elem_id="clips-progress")
         self.clips_notes = gr.Markdown(elem_id="clips-notes")
         self.candidates = gr.State([])
