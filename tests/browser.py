@@ -3,7 +3,7 @@ Chromium through Playwright, with a screenshot of each step under test-artifacts
 
 Fixtures (import them into a test module): `chromium` (one browser per module), `app_home` (an empty
 $DREAMRUNNER_HOME), `artifacts` (the test's screenshot folder). Tests skip, saying why, only when no
-Chromium executable is installed; .ci/run installs Debian's chromium.
+Chromium executable is installed, and fail instead under CI (CI set), where .ci/run installs Debian's chromium.
 """
 
 from __future__ import annotations
@@ -133,7 +133,9 @@ class Steps:
 @pytest.fixture(scope="module")
 def chromium():
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM}: install Debian's chromium (apt-get install -y chromium) "
+        # CI must run the editor's end-to-end tests: there a missing browser is a failure, not a skip.
+        skip_or_fail = pytest.fail if os.environ.get("CI") else pytest.skip
+        skip_or_fail(f"no Chromium at {CHROMIUM}: install Debian's chromium (apt-get install -y chromium) "
                     "or set DREAMRUNNER_CHROMIUM")
     from playwright.sync_api import sync_playwright
 

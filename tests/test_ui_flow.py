@@ -4,7 +4,6 @@ the tiny backend, export, and check the mp4 with PyAV."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from fractions import Fraction
 
@@ -19,7 +18,6 @@ pytestmark = pytest.mark.browser
 
 for stage in ("planning", "priors", "rendering", "export"):
     pytest.importorskip(f"dreamrunner.{stage}", reason=f"the {stage} stage is not in this branch yet")
-HAS_RETRIEVAL = importlib.util.find_spec("dreamrunner.retrieval") is not None
 
 
 def mp4_facts(path):
@@ -102,16 +100,15 @@ def test_plan_edit_approve_render_export(chromium, app_home, artifacts, tmp_path
         assert clips[0]["source"] == "user" and clips[0]["motion"] == motion
         assert clips[0]["path"].startswith(f"media/clips/{scene_id}/") and (folder / clips[0]["path"]).is_file()
         artifacts.shot(page, "own clip added")
-        if HAS_RETRIEVAL:
-            page.get_by_role("button", name="Find clips").click()
-            page.locator("#clip-info").get_by_text("score").wait_for(timeout=60_000)
-            artifacts.shot(page, "clips retrieved")
-            page.get_by_role("button", name="Approve", exact=True).click()
-            clips = wait_until(lambda: (c := read_project(folder)["scenes"][scene_with_clips]["approved_clips"])
-                               and len(c) == 2 and c, what="the approved clip")
-            assert clips[1]["source"] == "retrieval" and clips[1]["motion"] == motion
-            assert (folder / clips[1]["path"]).is_file()
-            artifacts.shot(page, "clip approved")
+        page.get_by_role("button", name="Find clips").click()
+        page.locator("#clip-info").get_by_text("score").wait_for(timeout=60_000)
+        artifacts.shot(page, "clips retrieved")
+        page.get_by_role("button", name="Approve", exact=True).click()
+        clips = wait_until(lambda: (c := read_project(folder)["scenes"][scene_with_clips]["approved_clips"])
+                           and len(c) == 2 and c, what="the approved clip")
+        assert clips[1]["source"] == "retrieval" and clips[1]["motion"] == motion
+        assert (folder / clips[1]["path"]).is_file()
+        artifacts.shot(page, "clip approved")
 
         # 5. Train the motion prior on the approved clip (2 steps on the tiny model), then find it reused.
         open_tab(page, "Priors")
