@@ -135,6 +135,8 @@ def main() -> int:
     parser.add_argument("--budget", type=float, default=330.0,
                         help="seconds after which the optional rows (reduced resolution) are skipped")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here (after every row)")
+    parser.add_argument("--selective-compiled", action="store_true",
+                        help="only compare selective checkpointing on compiled blocks with the defaults and the baseline")
     args = parser.parse_args()
 
     began = time.perf_counter()
@@ -185,6 +187,8 @@ def main() -> int:
         return ok(row) and (row["peak_gb"] is None or row["peak_gb"] <= TARGET_GB)
 
     compiled = args.compile
+    if args.selective_compiled:
+        return compare_selective_compiled(run, full, compiled, results, args.out)
     baseline = run("baseline: full checkpointing, fp32 LoRA compute, default attention", "motion", full, "full",
                    lora_compute="float32", cudnn=False)
     run("earlier defaults: selective, 4 un-checkpointed, fp32 LoRA compute", "motion", full, "selective", 4,
@@ -244,6 +248,30 @@ def main() -> int:
         print(json.dumps(profiled["kernels"], indent=2))
     if args.out:
         args.out.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+def compare_selective_compiled(run, full, compiled, results, out) -> int:
+    """Selective checkpointing (attention outputs kept, so not recomputed) on compiled blocks, per loop, against
+    the defaults (full checkpointing of the checkpointed blocks) and the plain-PEFT baseline of the same run."""
+    defaults = PriorSettings()
+    summary = {}
+    for loop in ("motion", "subject"):
+        baseline = run("baseline: full checkpointing, fp32 LoRA compute, default attention", loop, full, "full",
+                       lora_compute="float32", cudnn=False)
+        rows = [run(f"defaults: full checkpointing, {defaults.uncheckpointed_blocks} un-checkpointed, bf16 LoRA, "
+                    "compiled blocks", loop, full, "full", defaults.uncheckpointed_blocks, compile_blocks=compiled)]
+        for count in (defaults.uncheckpointed_blocks, defaults.uncheckpointed_blocks - 4):
+            rows.append(run(f"selective, {count} un-checkpointed, bf16 LoRA, compiled blocks", loop, full,
+                            "selective", count, compile_blocks=compiled))
+        summary[loop] = [{"name": r["name"], "median": r.get("median"), "peak_gb": r.get("peak_gb"),
+                          "speedup_vs_baseline": round(baseline["median"] / r["median"], 2)
+                          if "median" in r and "median" in baseline else None, "error": r.get("error")}
+                         for r in rows]
+    results["summary"] = summary
+    print(json.dumps(summary, indent=2))
+    if out:
+        out.write_text(json.dumps(results, indent=2) + "\n")
     return 0
 
 
