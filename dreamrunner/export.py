@@ -29,7 +29,7 @@ from .jobs import CancelToken, Progress, ProgressCallback
 from .project import Project
 from .rendering.animatic import render_animatic
 from .rendering.overlay import label_frames
-from .rendering.video_io import VideoWriter, read_video
+from .video_io import VideoWriter, read_video
 from .story import Scene, Story
 
 

@@ -11,7 +11,7 @@ from dreamrunner.cli import main
 from dreamrunner.export import ExportError, export_story, srt_time
 from dreamrunner.project import Project
 from dreamrunner.rendering.animatic import render_animatic
-from dreamrunner.rendering.video_io import read_video
+from dreamrunner.video_io import read_video
 from dreamrunner.story import VideoSettings
 
 VIDEO = VideoSettings(num_frames=9, fps=8, height=160, width=224)
@@ -95,7 +95,7 @@ def test_written_videos_get_the_usual_permissions(tmp_path):
 
     import numpy as np
 
-    from dreamrunner.rendering.video_io import write_video
+    from dreamrunner.video_io import write_video
 
     umask = os.umask(0o022)
     try:

@@ -17,7 +17,7 @@ from dreamrunner.project import Project
 from dreamrunner.regions import build_region_plan
 from dreamrunner.rendering.pipeline import DreamRunnerPipeline, LoraBinding, SceneInput, StockRegionControl
 from dreamrunner.rendering.story_render import StoryRenderer, choose_render
-from dreamrunner.rendering.video_io import read_video
+from dreamrunner.video_io import read_video
 from dreamrunner.story import Prior, PriorBinding
 
 

@@ -56,7 +56,7 @@ class RenderTab:
         scene = story.scene(scene_id)
         load("rendering")
         from dreamrunner.rendering.animatic import render_animatic
-        from dreamrunner.rendering.video_io import write_video
+        from dreamrunner.video_io import write_video
 
         video = story.settings.video
         folder_ = Path(tempfile.gettempdir()) / "dreamrunner-animatics"

@@ -10,6 +10,8 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DreamRunnerError
+from ..video_io import VideoFileError
+from ..video_io import read_video as decode_video
 
 # uint8 [N, H, W, 3], or a sequence of uint8 [H, W, 3] arrays / PIL images.
 Images = Union[np.ndarray, Sequence[Union[np.ndarray, Image.Image]]]
@@ -55,19 +57,11 @@ def as_frames(frames: Images) -> np.ndarray:
 
 
 def read_video(path: str | os.PathLike) -> np.ndarray:
-    """Every frame of a video file as uint8 [F, H, W, 3] RGB (decoded with PyAV through imageio)."""
-    import imageio.v3 as iio
-
-    path = Path(path)
-    if not path.is_file():
-        raise MetricsError(f"video {path} does not exist")
+    """Every frame of a video file as uint8 [F, H, W, 3] RGB."""
     try:
-        frames = iio.imread(path, plugin="pyav", format="rgb24")
-    except Exception as error:  # PyAV raises its own error types for unreadable containers and codecs
-        raise MetricsError(f"cannot decode video {path}: {error}") from None
-    if frames.ndim != 4 or len(frames) == 0:
-        raise MetricsError(f"video {path} holds no frames")
-    return frames
+        return decode_video(path)
+    except VideoFileError as error:
+        raise MetricsError(str(error)) from None
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:

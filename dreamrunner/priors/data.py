@@ -12,9 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from ..errors import DreamRunnerError
 from ..story import Character
+from ..video_io import VideoFileError, read_video
 
 
 class PriorDataError(DreamRunnerError):
@@ -38,8 +40,6 @@ def subject_caption(character: Character) -> str:
 
 def _fit(image, height: int, width: int) -> np.ndarray:
     """Resize so the image covers height x width, then centre-crop: no distortion, no borders."""
-    from PIL import Image
-
     scale = max(height / image.height, width / image.width)
     size = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
     image = image.convert("RGB").resize(size, Image.Resampling.BICUBIC)
@@ -54,7 +54,7 @@ def _to_clip(frames: list[np.ndarray]) -> torch.Tensor:
 
 def load_static_clip(path: Path, num_frames: int, height: int, width: int) -> torch.Tensor:
     """A reference image repeated into a clip of `num_frames` frames."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
@@ -69,25 +69,11 @@ def load_static_clip(path: Path, num_frames: int, height: int, width: int) -> to
 
 def load_video_clip(path: Path, num_frames: int, height: int, width: int) -> torch.Tensor:
     """`num_frames` frames sampled evenly over the whole clip (decoded with PyAV)."""
-    import av
-
-    if not Path(path).is_file():
-        raise PriorDataError(f"clip {path} does not exist")
-    from PIL import Image
-
-    frames: list[np.ndarray] = []
     try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise PriorDataError(f"clip {path} has no video stream")
-            for frame in container.decode(video=0):
-                frames.append(_fit(Image.fromarray(frame.to_ndarray(format="rgb24")), height, width))
-    except PriorDataError:
-        raise
-    except (av.error.FFmpegError, OSError, ValueError) as error:
-        raise PriorDataError(f"clip {path} cannot be decoded as a video: {error}") from None
-    if not frames:
-        raise PriorDataError(f"clip {path} holds no video frames")
+        decoded = read_video(path)
+    except VideoFileError as error:
+        raise PriorDataError(f"clip {path}: {error}") from None
+    frames = [_fit(Image.fromarray(frame), height, width) for frame in decoded]
     # Evenly spaced over the clip; a clip shorter than num_frames repeats frames rather than failing.
     picks = np.linspace(0, len(frames) - 1, num_frames).round().astype(int)
     return _to_clip([frames[i] for i in picks])

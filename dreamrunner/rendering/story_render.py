@@ -25,7 +25,7 @@ from ..regions import build_region_plan
 from ..story import RenderResult, Scene, Story, VideoSettings
 from ..attention import bound_prompts
 from .pipeline import DreamRunnerPipeline, LoraBinding, RegionControl, SceneInput, default_region_control
-from .video_io import write_video
+from ..video_io import write_video
 
 # Bump when a change to the rendering code changes what a given key renders.
 RENDER_FORMAT_VERSION = 1

@@ -14,8 +14,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from ..errors import DreamRunnerError
-from ..files import temporary_beside
+from .errors import DreamRunnerError
+from .files import temporary_beside
 
 
 class VideoFileError(DreamRunnerError):
@@ -78,11 +78,13 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: int)
 
 def read_video(path: str | os.PathLike) -> np.ndarray:
     """All frames of a clip as uint8 [F, H, W, 3] RGB."""
+    if not Path(path).is_file():
+        raise VideoFileError(f"video {path} does not exist")
     try:
         with av.open(str(path)) as container:
             frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
-    except (av.error.FFmpegError, OSError) as error:
-        raise VideoFileError(f"cannot read video {path}: {error}") from None
+    except (av.error.FFmpegError, OSError, ValueError) as error:
+        raise VideoFileError(f"cannot decode video {path}: {error}") from None
     if not frames:
         raise VideoFileError(f"video {path} has no frames")
     return np.stack(frames)
