@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DreamRunnerError
-from .files import temporary_beside
+from .files import write_text_atomic
 from .story import Story
 from .validation import validate_story
 
@@ -30,33 +30,6 @@ FORMAT = "dreamrunner-studio"
 
 class ProjectError(DreamRunnerError):
     pass
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    temporary = temporary_beside(path, ".tmp")
-    try:
-        with open(temporary, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def dump_story(story: Story) -> str:
@@ -130,8 +103,8 @@ class Project:
             previous = self.path.read_text(encoding="utf-8")
             if previous == text:
                 return
-            _write_atomic(self.folder / BACKUP_FILE, previous)
-        _write_atomic(self.path, text)
+            write_text_atomic(self.folder / BACKUP_FILE, previous)
+        write_text_atomic(self.path, text)
 
     def resolve(self, relative: str) -> Path:
         """The absolute path of a media path of the story, refusing any that leaves the folder (symlinks too)."""

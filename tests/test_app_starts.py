@@ -1,21 +1,16 @@
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
+from browser import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_app_starts_and_serves_its_page(tmp_path):
-    port = _free_port()
+    port = free_port()
     env_home = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "GRADIO_ANALYTICS_ENABLED": "False"}
     process = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env_home,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from dreamrunner.files import write_text_atomic
 from dreamrunner.project import PROJECT_FILE, Project, ProjectError
 from dreamrunner.story import Story
 
@@ -45,9 +46,7 @@ class AppState:
     def update(self, **values) -> None:
         data = {**self.read(), **values}
         self.home.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(data, indent=2), encoding="utf-8")
-        os.replace(temporary, self.path)
+        write_text_atomic(self.path, json.dumps(data, indent=2))
 
     @property
     def last_project(self) -> Path | None:

@@ -14,15 +14,8 @@ from pathlib import Path
 import torch
 
 from ..backends import ModelComponents
+from ..files import file_sha256
 from .data import TrainingClip, load_clip
-
-
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def model_fingerprint(components: ModelComponents) -> str:
@@ -81,7 +74,7 @@ class EncodingCache:
         temporary.replace(path)
 
     def latent_key(self, clip: TrainingClip, num_frames: int, height: int, width: int) -> str:
-        return _key(self.fingerprint, "latents", file_digest(clip.path), clip.static, num_frames, height, width)
+        return _key(self.fingerprint, "latents", file_sha256(clip.path), clip.static, num_frames, height, width)
 
     def latents(self, clip: TrainingClip, num_frames: int, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, std) of the scaled VAE posterior, [latent_frames, channels, h, w] each."""

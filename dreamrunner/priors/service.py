@@ -25,7 +25,8 @@ from ..project import Project
 from ..story import Prior, PriorSettings
 from . import lora
 from .data import TrainingClip, subject_caption
-from .encoding import EncodingCache, file_digest
+from ..files import file_sha256
+from .encoding import EncodingCache
 from .training import Example, MotionTrainer, SubjectTrainer
 
 CARD_FORMAT = "dreamrunner-prior/1"
@@ -71,7 +72,7 @@ def prior_key(fingerprint: str, request: PriorRequest, geometry: tuple[int, int,
     missing = [clip.path for clip in request.clips if not Path(clip.path).is_file()]
     if missing:
         raise PriorError(f"{request.kind} prior {request.target!r}: source file {missing[0]} does not exist")
-    sources = [(file_digest(clip.path), clip.caption, clip.static) for clip in request.clips]
+    sources = [(file_sha256(clip.path), clip.caption, clip.static) for clip in request.clips]
     settings = {name: getattr(request.settings, name) for name in KEY_SETTINGS}
     payload = [fingerprint, request.kind, request.target, sources, list(geometry), settings]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
@@ -130,7 +131,7 @@ def train_prior(components: ModelComponents, request: PriorRequest, folder: Path
             "format": CARD_FORMAT, "key": key, "kind": request.kind, "target": request.target,
             "learned": ("the appearance of the character bound to its token" if request.kind == "subject"
                         else "the motion shared by the clips (temporal LoRA; per-clip appearance LoRAs dropped)"),
-            "sources": [{"path": label, "sha256": file_digest(clip.path), "caption": clip.caption}
+            "sources": [{"path": label, "sha256": file_sha256(clip.path), "caption": clip.caption}
                         for label, clip in zip(labels, request.clips)],
             "settings": request.settings.model_dump(mode="json"),
             "frames": geometry[0], "height": geometry[1], "width": geometry[2],

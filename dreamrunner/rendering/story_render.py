@@ -19,6 +19,7 @@ from typing import Callable
 
 from ..backends import MemoryOptions, ModelComponents, load_backend
 from ..errors import DreamRunnerError
+from ..files import file_sha256
 from ..jobs import CancelToken, Progress, ProgressCallback
 from ..project import Project
 from ..regions import build_region_plan
@@ -42,22 +43,6 @@ def _without_user_edited(value):
     if isinstance(value, list):
         return [_without_user_edited(v) for v in value]
     return value
-
-
-_file_hashes: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file, remembered per (path, size, mtime) so unchanged LoRA files are read once."""
-    stat = path.stat()
-    memo = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if memo not in _file_hashes:
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        _file_hashes[memo] = digest.hexdigest()
-    return _file_hashes[memo]
 
 
 def render_geometry(video: VideoSettings, components_name: str, video_defaults: dict) -> VideoSettings:
