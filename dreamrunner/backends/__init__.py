@@ -30,11 +30,14 @@ class MemoryOptions:
     vae_tiling: bool = False
 
     def resolved_device(self) -> str:
-        if self.device:
-            return self.device
-        import torch
+        return self.device or default_device()
 
-        return "cuda" if torch.cuda.is_available() else "cpu"
+
+def default_device() -> str:
+    """Where models run when the user names no device: the GPU when there is one."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @dataclass

@@ -14,6 +14,7 @@ from typing import Protocol, Sequence, runtime_checkable
 import numpy as np
 import torch
 
+from ..backends import default_device
 from .frames import Images, as_image_list
 
 DEFAULT_CLIP = "openai/clip-vit-large-patch14-336"
@@ -48,10 +49,6 @@ class VideoTextEncoder(Protocol):
     def encode_videos(self, videos: Sequence[np.ndarray]) -> torch.Tensor: ...
 
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor: ...
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _normalized(features: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..backends import default_device
 from .encoders import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CLIP,
@@ -20,7 +21,6 @@ from .encoders import (
     ImageEncoder,
     TextImageEncoder,
     VideoTextEncoder,
-    default_device,
 )
 from .frames import MetricsError
 from .quality import DEFAULT_AESTHETIC_CLIP, FrameInterpolator, ImageQualityScorer, LaionAestheticScorer

@@ -18,14 +18,14 @@ from pathlib import Path
 
 import torch
 
-from ..backends import ModelComponents
+from ..backends import ModelComponents, default_device
 from ..errors import DreamRunnerError
+from ..files import file_sha256
 from ..jobs import CancelToken, Progress, ProgressCallback
 from ..project import Project
 from ..story import Prior, PriorSettings
 from . import lora
 from .data import TrainingClip, subject_caption
-from ..files import file_sha256
 from .encoding import EncodingCache
 from .training import Example, MotionTrainer, SubjectTrainer
 
@@ -79,7 +79,7 @@ def prior_key(fingerprint: str, request: PriorRequest, geometry: tuple[int, int,
 
 
 def _device_and_dtype(device: str | torch.device | None) -> tuple[torch.device, torch.dtype]:
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(device or default_device())
     return device, (torch.bfloat16 if device.type == "cuda" else torch.float32)
 
 
