@@ -7,37 +7,67 @@
 
 A save writes a temporary file, fsyncs it and renames it over `project.json`, so a crash at any point
 leaves either the old or the new project, never a torn one.
+
+Several writers (the editor, CLI commands, two processes) may change one project. Each save holds an advisory
+lock (`filelock`, `.project.json.lock`) and checks the file's `revision` against the one this writer loaded;
+over a newer revision it merges both writers' changes (`dreamrunner.revisions`) and refuses, naming what both
+changed, when they touch the same thing. A save never silently overwrites another writer's work.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+
+from filelock import FileLock, Timeout
 
 from .errors import DreamRunnerError
 from .files import write_text_atomic
+from .revisions import merge_values
 from .story import Story
-from .validation import validate_story
+from .validation import StoryValidationError, validate_story
 
 SCHEMA_VERSION = 1
 PROJECT_FILE = "project.json"
 BACKUP_FILE = "project.json.bak"
+LOCK_FILE = ".project.json.lock"
 MEDIA_DIR = "media"
 FORMAT = "dreamrunner-studio"
+# Seconds a save waits for another writer's save to finish before giving up with a message.
+LOCK_TIMEOUT = 30.0
 
 
 class ProjectError(DreamRunnerError):
     pass
 
 
-def dump_story(story: Story) -> str:
-    payload = {"format": FORMAT, "schema_version": SCHEMA_VERSION, "story": story.model_dump(mode="json")}
+class ProjectConflict(ProjectError):
+    """Another writer saved changes to the same parts of the story since this one loaded it."""
+
+    def __init__(self, folder: Path, places: list[str], theirs_revision: int):
+        self.places = places
+        shown = ", ".join(places[:6]) + (f" and {len(places) - 6} more" if len(places) > 6 else "")
+        super().__init__(
+            f"{folder / PROJECT_FILE} was changed by another writer (now revision {theirs_revision}) in the same "
+            f"places as this change: {shown}. Nothing was saved; reload the project to see their version "
+            f"and make the change again.")
+
+
+def dump_story(story: Story, revision: int = 1) -> str:
+    payload = {"format": FORMAT, "schema_version": SCHEMA_VERSION, "revision": revision,
+               "story": story.model_dump(mode="json")}
     return json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
 
 
 def parse_project(text: str, source: str = PROJECT_FILE) -> Story:
+    return read_project(text, source)[0]
+
+
+def read_project(text: str, source: str = PROJECT_FILE) -> tuple[Story, int]:
+    """The story of a project file's text and its revision (0 for files written before revisions)."""
     try:
         payload = json.loads(text)
     except json.JSONDecodeError as error:
@@ -57,15 +87,25 @@ def parse_project(text: str, source: str = PROJECT_FILE) -> Story:
             f"{source} uses schema version {version}, older than this version's {SCHEMA_VERSION}, and no migration "
             f"from it exists. Open it with the DreamRunner Studio release that wrote it and re-export the plan."
         )
-    return validate_story(payload.get("story"))
+    revision = payload.get("revision", 0)
+    if not isinstance(revision, int) or isinstance(revision, bool) or revision < 0:
+        raise ProjectError(f"{source} has a revision that is not a whole number: {revision!r}")
+    return validate_story(payload.get("story")), revision
 
 
 class Project:
-    """A story bound to its folder on disk."""
+    """A story bound to its folder on disk.
 
-    def __init__(self, folder: str | os.PathLike, story: Story):
+    `revision` is the file revision this story was loaded from or last saved as (None: not saved yet);
+    `base` is the story as it was then, which a save over a newer revision merges against.
+    """
+
+    def __init__(self, folder: str | os.PathLike, story: Story, revision: int | None = None):
         self.folder = Path(folder)
         self.story = story
+        self.revision = revision
+        self.base = story.model_copy(deep=True) if revision is not None else None
+        self._stamp: tuple | None = None
 
     @property
     def path(self) -> Path:
@@ -76,11 +116,17 @@ class Project:
         return self.folder / MEDIA_DIR
 
     @classmethod
-    def create(cls, folder: str | os.PathLike, story: Story) -> Project:
+    def create(cls, folder: str | os.PathLike, story: Story, overwrite: bool = False) -> Project:
+        """Make a new project folder. An existing project there is refused, or replaced with `overwrite`
+        (its story stays in project.json.bak)."""
         project = cls(folder, story)
         project.folder.mkdir(parents=True, exist_ok=True)
         project.media.mkdir(exist_ok=True)
-        project.save()
+        with project._locked():
+            current = project._read_disk()
+            if current is not None and not overwrite:
+                raise ProjectError(f"{project.folder} already holds a project; open it instead")
+            project._write(current, 1 if current is None else current[1] + 1)
         return project
 
     @classmethod
@@ -93,18 +139,122 @@ class Project:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as error:
             raise ProjectError(f"cannot read {path}: {error}") from None
-        return cls(folder, parse_project(text, str(path)))
+        story, revision = read_project(text, str(path))
+        if from_backup:
+            # A backup opened to be kept: saving it must replace whatever project.json holds now.
+            current = Project._disk_revision(folder)
+            revision = current if current is not None else 0
+        project = cls(folder, story, revision)
+        project._stamp = project._disk_stamp()
+        return project
+
+    # -- saving: lock, revision check, merge ---------------------------------------------------------
 
     def save(self) -> None:
-        """Atomically replace project.json, keeping what it held before as project.json.bak."""
+        """Write the story as the next revision of project.json, keeping the previous file as project.json.bak.
+
+        Raises ProjectConflict (nothing written) when another writer saved changes to the same places since
+        this story was loaded; their changes elsewhere are merged into `self.story` and saved with it.
+        """
         self.folder.mkdir(parents=True, exist_ok=True)
-        text = dump_story(self.story)
-        if self.path.is_file():
-            previous = self.path.read_text(encoding="utf-8")
-            if previous == text:
+        with self._locked():
+            current = self._read_disk()
+            if current is not None and current[1] != self.revision:
+                self.story = self._merged(current[0], current[1])
+            if current is not None and current[0] == self.story:
+                self._adopt(current[1])
                 return
-            write_text_atomic(self.folder / BACKUP_FILE, previous)
-        write_text_atomic(self.path, text)
+            self._write(current, 1 if current is None else current[1] + 1)
+
+    def refresh(self) -> bool:
+        """Take in what other writers saved since this story was loaded (merged with unsaved changes here).
+
+        Returns True when the story changed; raises ProjectConflict when both changed the same places."""
+        stamp = self._disk_stamp()
+        if stamp is None or stamp == self._stamp:
+            return False
+        with self._locked():
+            current = self._read_disk()
+        if current is None or current[1] == self.revision:
+            self._stamp = stamp
+            return False
+        before = self.story
+        # Unsaved changes here stay changes relative to the new base.
+        self.story = self._merged(current[0], current[1])
+        self.revision, self.base, self._stamp = current[1], current[0], stamp
+        return self.story != before
+
+    @contextmanager
+    def edit(self, save: bool = True) -> Iterator[Project]:
+        """One change to the story (`dreamrunner.edits`): the whole story is checked afterwards; on any error it
+        is put back as it was (a ProjectConflict on saving included); with `save`, a changed story is saved."""
+        before = self.story.model_copy(deep=True)
+        try:
+            yield self
+            validate_story(self.story.model_dump(mode="json"))  # cross references, which assignment does not check
+            if save and self.story != before:
+                self.save()
+        except BaseException:
+            self.story = before
+            raise
+
+    def _merged(self, theirs: Story, theirs_revision: int) -> Story:
+        if self.base is None:
+            # This writer never saw the file's story: everything it holds would overwrite theirs.
+            raise ProjectConflict(self.folder, ["the whole story (this copy was not loaded from the file)"],
+                                  theirs_revision)
+        merged, conflicts = merge_values(self.base.model_dump(mode="json"), self.story.model_dump(mode="json"),
+                                         theirs.model_dump(mode="json"))
+        if conflicts:
+            raise ProjectConflict(self.folder, conflicts, theirs_revision)
+        try:
+            return validate_story(merged)
+        except StoryValidationError as error:
+            raise ProjectConflict(self.folder, [f"the merged story is not valid: {error}"], theirs_revision) from None
+
+    def _write(self, current: tuple[Story, int, str] | None, revision: int) -> None:
+        if current is not None:
+            write_text_atomic(self.folder / BACKUP_FILE, current[2])
+        write_text_atomic(self.path, dump_story(self.story, revision))
+        self._adopt(revision)
+
+    def _adopt(self, revision: int) -> None:
+        self.revision = revision
+        self.base = self.story.model_copy(deep=True)
+        self._stamp = self._disk_stamp()
+
+    def _read_disk(self) -> tuple[Story, int, str] | None:
+        if not self.path.is_file():
+            return None
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise ProjectError(f"cannot read {self.path}: {error}") from None
+        return (*read_project(text, str(self.path)), text)
+
+    @staticmethod
+    def _disk_revision(folder: Path) -> int | None:
+        try:
+            return read_project((Path(folder) / PROJECT_FILE).read_text(encoding="utf-8"))[1]
+        except (OSError, UnicodeDecodeError, DreamRunnerError):
+            return None
+
+    def _disk_stamp(self) -> tuple | None:
+        try:
+            stat = self.path.stat()
+        except OSError:
+            return None
+        return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        lock = FileLock(str(self.folder / LOCK_FILE), timeout=LOCK_TIMEOUT)
+        try:
+            with lock:
+                yield
+        except Timeout:
+            raise ProjectError(f"{self.folder} is being saved by another program for more than {LOCK_TIMEOUT:.0f} s; "
+                               f"try again (lock file {LOCK_FILE})") from None
 
     def resolve(self, relative: str) -> Path:
         """The absolute path of a media path of the story, refusing any that leaves the folder (symlinks too)."""

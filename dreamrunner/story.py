@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+import unicodedata
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -34,6 +35,20 @@ def _check_media_path(path: str) -> str:
 
 
 MediaPath = Annotated[str, AfterValidator(_check_media_path)]
+
+
+def slug(text: str, fallback: str = "item") -> str:
+    """The one id and file-name rule: ASCII letters and digits joined by '-', e.g. "Mira Moon" -> "mira-moon"."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]+", "-", ascii_text.casefold()).strip("-")[:40].strip("-") or fallback
+
+
+def unique_id(base: str, taken: set[str]) -> str:
+    """`base`, or `base-2`, `base-3`, ... whichever is not taken."""
+    candidate, number = base, 2
+    while candidate in taken:
+        candidate, number = f"{base}-{number}", number + 1
+    return candidate
 
 
 class Model(BaseModel):
@@ -93,6 +108,11 @@ class Entity(Editable):
     motion: str | None = None
     description: str = Field(min_length=1)
     box: Box
+
+
+def entity_key(entity: Entity) -> str:
+    """Who an entity is across keyframes (its track): its character, else its name."""
+    return f"character:{entity.character_id}" if entity.character_id else f"name:{entity.name.strip().casefold()}"
 
 
 class KeyFrame(Editable):

@@ -71,6 +71,14 @@ def describe_location(loc: tuple, data: Any) -> str:
     return ", ".join(parts)
 
 
+def first_message(error: ValueError) -> str:
+    """The first message of a pydantic error (an assignment that failed), without pydantic's prefix."""
+    errors = getattr(error, "errors", None)
+    if callable(errors):
+        return errors()[0]["msg"].removeprefix("Value error, ")
+    return str(error)
+
+
 def problems_from(error: ValidationError, data: Any) -> list[Problem]:
     problems = []
     for item in error.errors():

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from dreamrunner.cli import main
-from dreamrunner.planning import edit_entity, edit_scene
+from dreamrunner import edits
 from dreamrunner.planning.prompts import STORY_EXAMPLE_ANSWER
 from dreamrunner.project import Project
 
@@ -75,9 +75,9 @@ def test_replan_keeps_edits_on_disk(tmp_path, capsys):
     out = tmp_path / "story"
     assert main(["plan", "--topic", "a picnic in the park", "--character", "Ann", "--out", str(out), "--scenes", "5"]) == 0
     project = Project.load(out)
-    story = edit_scene(project.story, "s2", narration="Edited.")
-    project.story = edit_entity(story, "s2", 1, 0, box=(0.1, 0.1, 0.3, 0.4))
-    project.save()
+    with project.edit():
+        edits.edit_scene(project.story, "s2", narration="Edited.")
+        edits.edit_entity(project.story, "s2", 1, 0, box=(0.1, 0.1, 0.3, 0.4))
     assert main(["replan", str(out), "--seed", "2"]) == 0
     scene = Project.load(out).story.scene("s2")
     assert scene.narration == "Edited." and scene.keyframes[1].entities[0].box == (0.1, 0.1, 0.3, 0.4)

@@ -11,15 +11,13 @@ from dreamrunner.planning import (
     OfflinePlanner,
     PlannerSettings,
     PlanningError,
-    add_entity,
-    edit_entity,
-    edit_scene,
-    remove_entity,
     replan_scene,
     replan_story,
 )
 from dreamrunner.planning.prompts import STORY_EXAMPLE_ANSWER
-from dreamrunner.story import Character, Entity, Story
+from dreamrunner import edits
+from dreamrunner.edits import EditError
+from dreamrunner.story import Character, Story
 
 from llm_server import LLMServer
 from planning_answers import scene_answer
@@ -29,6 +27,13 @@ CHARACTERS = [
     Character(id="bolt", name="Bolt", token="[v2]", description="a small silver robot"),
 ]
 NEW_BOX = (0.05, 0.1, 0.3, 0.5)
+
+
+def changed(story: Story, edit, *args, **fields) -> Story:
+    """A copy of `story` with one edit of dreamrunner.edits applied (the input stays as it was)."""
+    copy = story.model_copy(deep=True)
+    edit(copy, *args, **fields)
+    return copy
 
 
 @pytest.fixture
@@ -41,9 +46,9 @@ def boxes(scene, name):
 
 
 def test_replan_scene_keeps_an_edited_narration_and_box(story):
-    edited = edit_scene(story, "s2", narration="Mira's own words.")
+    edited = changed(story, edits.edit_scene, "s2", narration="Mira's own words.")
     mira = [e.name for e in edited.scene("s2").keyframes[2].entities].index("Mira")
-    edited = edit_entity(edited, "s2", 2, mira, box=NEW_BOX)
+    edited = changed(edited, edits.edit_entity, "s2", 2, mira, box=NEW_BOX)
     assert edited.scene("s2").user_edited == ["narration"]
     assert edited.scene("s2").keyframes[2].entities[mira].user_edited == ["box"]
     before = edited.model_dump()
@@ -66,7 +71,7 @@ def test_replan_scene_keeps_an_edited_narration_and_box(story):
 
 
 def test_replace_lets_the_new_plan_win(story):
-    edited = edit_entity(edit_scene(story, "s2", background="a red canyon"), "s2", 2, 0, box=NEW_BOX)
+    edited = changed(changed(story, edits.edit_scene, "s2", background="a red canyon"), edits.edit_entity, "s2", 2, 0, box=NEW_BOX)
     fresh = replan_scene(story, "s2", OfflinePlanner(seed=1)).scene("s2")
     kept = replan_scene(edited, "s2", OfflinePlanner(seed=1), replace={"box"}).scene("s2")
     assert kept.background == "a red canyon" and kept.keyframes == fresh.keyframes
@@ -77,10 +82,11 @@ def test_replace_lets_the_new_plan_win(story):
 
 
 def test_a_deleted_entity_stays_deleted_and_an_added_one_stays(story):
-    bolt = story.scene("s3").keyframes[0].entities[1]
-    lantern = Entity(name="lantern", description="a glowing lantern on the sand", box=(0.45, 0.7, 0.55, 0.9))
-    edited = remove_entity(story, "s3", bolt)
-    edited = add_entity(edited, "s3", lantern, keyframes=[0, 1, 2])
+    assert story.scene("s3").keyframes[0].entities[1].name == "Bolt"
+    lantern = dict(name="lantern", description="a glowing lantern on the sand", box=(0.45, 0.7, 0.55, 0.9))
+    edited = changed(story, edits.delete_entity, "s3", 0, 1, all_keyframes=True)
+    for k in range(3):
+        edits.add_entity(edited, "s3", k, **lantern)
     assert all(k.user_edited == ["entities"] for k in edited.scene("s3").keyframes)
     result = replan_scene(edited, "s3", OfflinePlanner(seed=1)).scene("s3")
     fresh = replan_scene(story, "s3", OfflinePlanner(seed=1)).scene("s3")
@@ -89,7 +95,7 @@ def test_a_deleted_entity_stays_deleted_and_an_added_one_stays(story):
         assert names == (["Mira", "lantern"] if k < 3 else ["Mira"])
         # Mira was not edited: she follows the new plan.
         assert keyframe.entities[0] == next(e for e in fresh.keyframes[k].entities if e.name == "Mira")
-    assert result.keyframes[0].entities[1].box == lantern.box
+    assert result.keyframes[0].entities[1].box == lantern["box"]
     # Freeing the keyframes brings Bolt back and drops nothing the user edited.
     freed = replan_scene(edited, "s3", OfflinePlanner(seed=1), replace={"entities"}).scene("s3")
     assert sorted(e.name for e in freed.keyframes[0].entities) == ["Bolt", "Mira", "lantern"]
@@ -100,7 +106,7 @@ def test_an_edited_entity_the_new_plan_lacks_is_kept(story):
     data = story.model_dump()
     # A scene that names only Mira: the new plan has only her.
     data["scenes"][0].update(description="Mira is walking alone.", narration="Mira sets off.")
-    edited = edit_entity(Story.model_validate(data), "s1", 4, 1, description="Bolt waiting in the shade")
+    edited = changed(Story.model_validate(data), edits.edit_entity, "s1", 4, 1, description="Bolt waiting in the shade")
     result = replan_scene(edited, "s1", OfflinePlanner()).scene("s1")
     assert [e.name for e in result.keyframes[0].entities] == ["Mira"]
     assert [e.name for e in result.keyframes[4].entities] == ["Mira", "Bolt"]
@@ -118,24 +124,24 @@ def test_a_locked_layout_and_the_non_plan_fields_are_kept(story):
 
 
 def test_edit_helpers_refuse_bad_edits(story):
-    with pytest.raises(PlanningError, match="no scene 'zz'"):
-        edit_scene(story, "zz", narration="x")
-    with pytest.raises(PlanningError, match="cannot edit \\['id'\\]"):
-        edit_scene(story, "s1", id="x")
-    with pytest.raises(PlanningError, match="no entity 9"):
-        edit_entity(story, "s1", 0, 9, box=NEW_BOX)
-    with pytest.raises(PlanningError, match="no keyframe 6"):
-        edit_entity(story, "s1", 6, 0, box=NEW_BOX)
-    with pytest.raises(Exception, match="x0 = 0.9 must be less than x1"):
-        edit_entity(story, "s1", 0, 0, box=(0.9, 0.1, 0.2, 0.5))
-    with pytest.raises(PlanningError, match="no entity 'ghost'"):
-        remove_entity(story, "s1", Entity(name="ghost", description="g", box=NEW_BOX))
+    with pytest.raises(EditError, match="no scene 'zz'"):
+        edits.edit_scene(story, "zz", narration="x")
+    with pytest.raises(EditError, match="cannot edit \\['id'\\]"):
+        edits.edit_scene(story, "s1", id="x")
+    with pytest.raises(EditError, match="no entity 10"):
+        edits.edit_entity(story, "s1", 0, 9, box=NEW_BOX)
+    with pytest.raises(EditError, match="no keyframe 7"):
+        edits.edit_entity(story, "s1", 6, 0, box=NEW_BOX)
+    with pytest.raises(EditError, match="x0 = 0.9 must be less than x1"):
+        edits.edit_entity(story, "s1", 0, 0, box=(0.9, 0.1, 0.2, 0.5))
+    with pytest.raises(EditError, match="no entity 10"):
+        edits.delete_entity(story, "s1", 0, 9)
 
 
 def test_replan_story_keeps_edited_story_fields_and_plans_from_them(story):
-    edited = edit_scene(story, "s1", narration="My opening line.")
-    edited = edit_scene(edited, "s3", description="Mira is riding a horse past the dunes.", motions=["riding a horse"])
-    edited = edit_entity(edited, "s2", 0, 0, box=NEW_BOX)
+    edited = changed(story, edits.edit_scene, "s1", narration="My opening line.")
+    edited = changed(edited, edits.edit_scene, "s3", description="Mira is riding a horse past the dunes.", motions=["riding a horse"])
+    edited = changed(edited, edits.edit_entity, "s2", 0, 0, box=NEW_BOX)
     before = edited.model_dump()
     with LLMServer() as server:
         server.llm.queue(json.dumps(STORY_EXAMPLE_ANSWER), *[json.dumps(scene_answer(0.01 * i)) for i in range(6)])

@@ -10,13 +10,14 @@ from render_helpers import three_scene_story, write_subject_lora
 
 from dreamrunner.attention import bound_prompts
 from dreamrunner.backends.tiny import build_tiny
+from dreamrunner import edits
 from dreamrunner.errors import DreamRunnerError
 from dreamrunner.export import export_story
 from dreamrunner.jobs import CancelToken, Cancelled
 from dreamrunner.project import Project
 from dreamrunner.regions import build_region_plan
 from dreamrunner.rendering.pipeline import DreamRunnerPipeline, LoraBinding, SceneInput, StockRegionControl
-from dreamrunner.rendering.story_render import StoryRenderer, choose_render
+from dreamrunner.rendering.story_render import StoryRenderer, commit_to
 from dreamrunner.video_io import read_video
 from dreamrunner.story import Prior, PriorBinding
 
@@ -30,8 +31,13 @@ def components():
 def rendered(tmp_path_factory, components):
     """The 3-scene story rendered once; tests that change it work on a copy."""
     project = Project.create(tmp_path_factory.mktemp("rendered") / "story", three_scene_story())
-    report = StoryRenderer(project, "tiny", components=components).render()
+    report = StoryRenderer(project, "tiny", components=components).render(commit_to(project))
     return project, report
+
+
+def chosen_path(project: Project, index: int) -> str:
+    scene = project.story.scenes[index]
+    return scene.renders[scene.chosen_render].path
 
 
 def copy_of(rendered, tmp_path) -> Project:
@@ -119,21 +125,21 @@ def test_three_scene_story_renders_and_exports(tmp_path, rendered):
 def test_an_edit_rerenders_only_the_scene_it_touched(tmp_path, rendered, components):
     project = copy_of(rendered, tmp_path)
     renderer = CountingRenderer(project, "tiny", components=components)
-    assert renderer.render().cached == [("s1", 42), ("s2", 42), ("s3", 42)] and renderer.calls == []
+    assert renderer.render(commit_to(project)).cached == [("s1", 42), ("s2", 42), ("s3", 42)] and renderer.calls == []
     first_paths = [scene.renders[0].path for scene in project.story.scenes]
 
     project.story.scenes[1].narration = "She meets a very old owl."
-    report = renderer.render()
+    report = renderer.render(commit_to(project))
     assert report.rendered == [("s2", 42)] and report.cached == [("s1", 42), ("s3", 42)]
 
     box = project.story.scenes[2].keyframes[3].entities[0]
     box.box = (0.1, 0.3, 0.5, 0.9)
-    report = renderer.render()
+    report = renderer.render(commit_to(project))
     assert report.rendered == [("s3", 42)] and len(renderer.calls) == 2
 
     # Undoing the narration edit finds the first clip of scene 2 in the cache again.
     project.story.scenes[1].narration = "She meets an old owl."
-    report = renderer.render([1])
+    report = renderer.render(commit_to(project), [1])
     assert report.cached == [("s2", 42)] and len(renderer.calls) == 2
     assert project.story.scenes[1].renders[0].path == first_paths[1]
     # Only the scene asked for was looked at.
@@ -146,21 +152,22 @@ def test_variants_are_seeds_and_the_chosen_one_is_exported(tmp_path, rendered, c
         scene.chosen_render = None
         scene.renders = []
     renderer = StoryRenderer(project, "tiny", components=components)
-    assert renderer.render([0], variants=2).rendered == [("s1", 43)]
+    assert renderer.render(commit_to(project), [0], variants=2).rendered == [("s1", 43)]
     scene = project.story.scenes[0]
     assert [r.seed for r in scene.renders] == [42, 43] and scene.chosen_render == 0
     clips = [read_video(project.resolve(r.path)) for r in scene.renders]
     assert not np.array_equal(clips[0], clips[1])
 
-    choose_render(project, 0, 43)
+    with project.edit():
+        edits.choose_render(project.story, "s1", 43)
     with pytest.raises(DreamRunnerError, match="no render with seed 7"):
-        choose_render(project, 0, 7)
+        edits.choose_render(project.story, "s1", 7)
     # Re-rendering keeps the user's choice; adding a variant renders only the new seed.
-    report = renderer.render([0], variants=3)
+    report = renderer.render(commit_to(project), [0], variants=3)
     assert report.rendered == [("s1", 44)] and Project.load(project.folder).story.scenes[0].chosen_render == 1
 
     # Rendering with fewer variants keeps the others and the choice.
-    assert renderer.render([0], variants=1).cached == [("s1", 42)]
+    assert renderer.render(commit_to(project), [0], variants=1).cached == [("s1", 42)]
     assert [r.seed for r in scene.renders] == [42, 43, 44] and scene.chosen_render == 1
 
     result = export_story(Project.load(project.folder), tmp_path / "story.mp4")
@@ -182,7 +189,7 @@ def test_cancel_stops_within_one_step_and_keeps_earlier_scenes(tmp_path, compone
 
     try:
         with pytest.raises(Cancelled):
-            StoryRenderer(project, "tiny", components=components).render(progress=progress, cancel=cancel)
+            StoryRenderer(project, "tiny", components=components).render(commit_to(project), progress=progress, cancel=cancel)
     finally:
         handle.remove()
     # Scene 1 took 4 steps x 1 (CFG batched) calls, scene 2 one step; none ran after the cancel.
@@ -222,19 +229,19 @@ def test_a_bound_prior_and_its_file_are_part_of_the_cache_key(tmp_path, rendered
     write_subject_lora(lora, seed=1)
     project.story.priors = [Prior(id="mia-subject", kind="subject", target="mia", path="media/priors/mia.safetensors")]
     renderer = CountingRenderer(project, "tiny", components=build_tiny("2b"))
-    assert renderer.render([0]).cached == [("s1", 42)]
-    plain = read_video(project.resolve(project.story.scenes[0].renders[0].path))
+    assert renderer.render(commit_to(project), [0]).cached == [("s1", 42)]
+    plain = read_video(project.resolve(chosen_path(project, 0)))
 
     project.story.scenes[0].prior_bindings = [PriorBinding(prior_id="mia-subject", scale=1.0)]
-    assert renderer.render([0]).rendered == [("s1", 42)]
-    with_prior = read_video(project.resolve(project.story.scenes[0].renders[0].path))
+    assert renderer.render(commit_to(project), [0]).rendered == [("s1", 42)]
+    with_prior = read_video(project.resolve(chosen_path(project, 0)))
     assert not np.array_equal(plain, with_prior)  # the gated LoRA changed the cat's region
 
-    assert renderer.render([0]).cached == [("s1", 42)]
+    assert renderer.render(commit_to(project), [0]).cached == [("s1", 42)]
     write_subject_lora(lora, seed=2)  # the prior was re-trained: same id, new weights
-    assert renderer.render([0]).rendered == [("s1", 42)]
+    assert renderer.render(commit_to(project), [0]).rendered == [("s1", 42)]
     project.story.scenes[0].prior_bindings = [PriorBinding(prior_id="mia-subject", scale=0.5)]
-    assert renderer.render([0]).rendered == [("s1", 42)]
+    assert renderer.render(commit_to(project), [0]).rendered == [("s1", 42)]
     assert len(renderer.calls) == 3
 
 

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from dreamrunner.edits import EditError
 from dreamrunner.project import Project
 from dreamrunner.story import Story
 from ui import board
@@ -28,7 +29,7 @@ def boxes_of(keyframe):
 def test_an_unmoved_box_changes_nothing_and_marks_nothing(story):
     keyframe = story.scenes[0].keyframes[2]
     before = keyframe.model_copy(deep=True)
-    assert board.apply_boxes(story, keyframe, boxes_of(keyframe), SIZE, "kf") == []
+    assert board.apply_boxes(story, "s1", 2, boxes_of(keyframe), SIZE) == []
     assert keyframe == before
 
 
@@ -37,7 +38,7 @@ def test_a_dragged_box_is_stored_normalized_and_marked(story):
     sent = boxes_of(keyframe)
     sent[0].update(xmin=sent[0]["xmin"] + 72, xmax=sent[0]["xmax"] + 72, ymin=sent[0]["ymin"] + 48,
                    ymax=sent[0]["ymax"] + 48)
-    changes = board.apply_boxes(story, keyframe, sent, SIZE, "kf")
+    changes = board.apply_boxes(story, "s1", 0, sent, SIZE)
     assert changes and "moved 'witch'" in changes[0]
     assert keyframe.entities[0].box == pytest.approx((0.1, 0.2, 0.4, 0.6))
     assert keyframe.entities[0].user_edited == ["box"]
@@ -47,15 +48,15 @@ def test_a_dragged_box_is_stored_normalized_and_marked(story):
 def test_added_renamed_and_deleted_boxes(story):
     keyframe = story.scenes[0].keyframes[0]
     sent = boxes_of(keyframe) + [{"xmin": 0, "ymin": 0, "xmax": 72, "ymax": 48, "label": ""}]
-    board.apply_boxes(story, keyframe, sent, SIZE, "kf")
+    board.apply_boxes(story, "s1", 0, sent, SIZE)
     assert [e.name for e in keyframe.entities] == ["witch", "owl", "entity 3"]
     assert keyframe.entities[2].box == (0.0, 0.0, 0.1, 0.1)
     assert keyframe.user_edited == ["entities"]
     sent = boxes_of(keyframe)
     sent[1]["label"] = "old owl"
-    board.apply_boxes(story, keyframe, sent, SIZE, "kf")
+    board.apply_boxes(story, "s1", 0, sent, SIZE)
     assert keyframe.entities[1].name == "old owl" and keyframe.entities[1].is_edited("name")
-    board.apply_boxes(story, keyframe, [sent[0], sent[2]], SIZE, "kf")
+    board.apply_boxes(story, "s1", 0, [sent[0], sent[2]], SIZE)
     assert [e.name for e in keyframe.entities] == ["witch", "entity 3"]
 
 
@@ -64,7 +65,7 @@ def test_a_box_outside_the_frame_is_refused(story):
     sent = boxes_of(keyframe)
     sent[0].update(xmin=800, xmax=900)
     with pytest.raises(BoardEditError, match="no area inside the frame"):
-        board.apply_boxes(story, keyframe, sent, SIZE, "scene 's1', keyframe 1")
+        board.apply_boxes(story, "s1", 0, sent, SIZE)
 
 
 def test_table_edits_are_validated_and_marked(story):
@@ -72,18 +73,18 @@ def test_table_edits_are_validated_and_marked(story):
     rows = board.entity_rows(keyframe)
     rows[1][3] = "a grey owl on a branch"
     rows[1][1] = "Mira"  # a character may be named by id, name or token
-    board.apply_rows(story, keyframe, rows, "kf")
+    board.apply_rows(story, "s1", 0, rows)
     owl = keyframe.entities[1]
     assert owl.description == "a grey owl on a branch" and owl.character_id == "c1"
     assert owl.user_edited == ["character_id", "description"]
     rows = board.entity_rows(keyframe)
     rows[0][4] = 2.0
-    with pytest.raises(BoardEditError, match=r"entity 1 \('witch'\), box: x0 = 2.0 is outside \[0, 1\]"):
-        board.apply_rows(story, keyframe, rows, "kf")
+    with pytest.raises(EditError, match=r"entity 1 \('witch'\), box: x0 = 2.0 is outside \[0, 1\]"):
+        board.apply_rows(story, "s1", 0, rows)
     rows = board.entity_rows(keyframe)
     rows[0][1] = "nobody"
-    with pytest.raises(BoardEditError, match="'nobody' is not a character of the story"):
-        board.apply_rows(story, keyframe, rows, "kf")
+    with pytest.raises(EditError, match="'nobody' is not a character of the story"):
+        board.apply_rows(story, "s1", 0, rows)
 
 
 def test_workspace_remembers_the_last_project_and_rolls_back_failed_edits(tmp_path, story):

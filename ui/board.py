@@ -3,7 +3,8 @@
 The box editor (gradio_image_annotation) speaks whole pixels of the keyframe image; the story keeps
 normalized (x0, y0, x1, y1) boxes. A box the user did not move comes back rounded to whole pixels, so a
 box counts as moved only when it differs from the stored one by at least one pixel: opening a keyframe
-never marks anything as edited. Every applied change marks the field user-edited (`mark_edited`).
+never marks anything as edited. The changes themselves are made by `dreamrunner.edits`, which marks them as
+the user's; this module only turns pixels and table cells into those calls.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from dreamrunner import edits
 from dreamrunner.errors import DreamRunnerError
 from dreamrunner.story import Entity, KeyFrame, Story
 
@@ -63,6 +65,15 @@ def revision(scene_id: str, keyframe: KeyFrame, size: CanvasSize) -> str:
     return hashlib.sha1(repr((scene_id, keyframe.index, shown)).encode("utf-8")).hexdigest()[:16]
 
 
+def box_summary(boxes: list[dict]) -> list[tuple]:
+    """Labels and whole-pixel corners of the box editor's boxes, to tell an edit from the echo of a redraw."""
+    try:
+        return [((b.get("label") or "").strip(), *(round(float(b[k])) for k in ("xmin", "ymin", "xmax", "ymax")))
+                for b in boxes]
+    except (KeyError, TypeError, ValueError):
+        return []
+
+
 def normalize(box: dict, size: CanvasSize, where: str) -> tuple[float, float, float, float]:
     try:
         xs = sorted((float(box["xmin"]), float(box["xmax"])))
@@ -82,55 +93,41 @@ def _same_box(entity: Entity, box: dict, size: CanvasSize) -> bool:
     return all(abs(float(box[k]) - stored[k]) < 1 for k in stored)
 
 
-def _new_entity(story: Story, label: str, box: tuple[float, float, float, float], number: int) -> Entity:
-    name = label.strip() or f"entity {number}"
-    character = next((c.id for c in story.characters if c.name.lower() == name.lower()), None)
-    entity = Entity(name=name, character_id=character, description=name, box=box)
-    entity.mark_edited("name", "description", "box")
-    return entity
-
-
-def apply_boxes(story: Story, keyframe: KeyFrame, boxes: list[dict], size: CanvasSize, where: str) -> list[str]:
-    """Apply one edit of the box editor (moves, resizes, relabels, one added or deleted box) to a keyframe.
-
-    Returns what changed, in words; an empty list when nothing did.
-    """
-    old = keyframe.entities
+def apply_boxes(story: Story, scene_id: str, k: int, boxes: list[dict], size: CanvasSize) -> list[str]:
+    """Turn one report of the box editor (moves, resizes, relabels, one added or deleted box) into edits of
+    keyframe `k` (`dreamrunner.edits`). Returns what changed, in words; an empty list when nothing did."""
+    where = f"scene {scene_id!r}, keyframe {k + 1}"
+    old = story.scene(scene_id).keyframes[k].entities
     changes: list[str] = []
     if len(boxes) < len(old):
-        # Deleted boxes: keep the old entities that still match the sent boxes in order.
-        kept: list[Entity] = []
-        j = 0
-        for entity in old:
+        # Deleted boxes: the old entities that no longer match the sent boxes in order.
+        gone, j = [], 0
+        for position, entity in enumerate(old):
             if j < len(boxes) and (boxes[j].get("label") or "") == entity.name and _same_box(entity, boxes[j], size):
-                kept.append(entity)
                 j += 1
             else:
-                changes.append(f"deleted {entity.name!r}")
+                gone.append(position)
         if j != len(boxes):
             raise BoardEditError(f"{where}: delete one box at a time (the editor sent {len(boxes)} boxes for "
                                  f"{len(old)} entities)")
-        keyframe.entities = kept
-        keyframe.mark_edited("entities")
+        for position in reversed(gone):
+            changes.append(f"deleted {edits.delete_entity(story, scene_id, k, position).name!r}")
         return changes
-    for position, (entity, box) in enumerate(zip(old, boxes), start=1):
+    for position, (entity, box) in enumerate(zip(old, boxes)):
         label = (box.get("label") or "").strip()
+        fields = {}
         if label and label != entity.name:
+            fields["name"] = label
             changes.append(f"renamed {entity.name!r} to {label!r}")
-            entity.name = label
-            entity.mark_edited("name")
         if not _same_box(entity, box, size):
-            entity.box = normalize(box, size, f"{where}, entity {position} ({entity.name!r})")
-            entity.mark_edited("box")
-            changes.append(f"moved {entity.name!r} to {list(entity.box)}")
-    if len(boxes) > len(old):
-        added = []
-        for number, box in enumerate(boxes[len(old):], start=len(old) + 1):
-            entity = _new_entity(story, box.get("label") or "", normalize(box, size, f"{where}, new box"), number)
-            added.append(entity)
-            changes.append(f"added {entity.name!r}")
-        keyframe.entities = [*old, *added]
-        keyframe.mark_edited("entities")
+            fields["box"] = normalize(box, size, f"{where}, entity {position + 1} ({entity.name!r})")
+        if fields:
+            edits.edit_entity(story, scene_id, k, position, **fields)
+            if "box" in fields:
+                changes.append(f"moved {label or entity.name!r} to {list(fields['box'])}")
+    for box in boxes[len(old):]:
+        entity = edits.add_entity(story, scene_id, k, box.get("label") or "", normalize(box, size, f"{where}, new box"))
+        changes.append(f"added {entity.name!r}")
     return changes
 
 
@@ -138,26 +135,17 @@ def entity_rows(keyframe: KeyFrame) -> list[list]:
     return [[e.name, e.character_id or "", e.motion or "", e.description, *e.box] for e in keyframe.entities]
 
 
-def _character_id(story: Story, text: str, where: str) -> str | None:
-    text = text.strip()
-    if not text:
-        return None
-    for character in story.characters:
-        if text in (character.id, character.name, character.token):
-            return character.id
-    known = ", ".join(f"{c.id} ({c.name})" for c in story.characters) or "none yet"
-    raise BoardEditError(f"{where}: {text!r} is not a character of the story; characters: {known}")
-
-
-def apply_rows(story: Story, keyframe: KeyFrame, rows: list[list], where: str) -> list[str]:
-    """Apply the entity table (one row per entity, in ENTITY_COLUMNS order) to a keyframe."""
+def apply_rows(story: Story, scene_id: str, k: int, rows: list[list]) -> list[str]:
+    """Apply the entity table (one row per entity, in ENTITY_COLUMNS order) to keyframe `k`."""
+    where = f"scene {scene_id!r}, keyframe {k + 1}"
+    entities = story.scene(scene_id).keyframes[k].entities
     rows = [row for row in rows if any(str(cell).strip() for cell in row)]
-    if len(rows) != len(keyframe.entities):
-        raise BoardEditError(f"{where}: the table has {len(rows)} rows for {len(keyframe.entities)} entities; "
+    if len(rows) != len(entities):
+        raise BoardEditError(f"{where}: the table has {len(rows)} rows for {len(entities)} entities; "
                              "add entities with 'Add entity' or by drawing a box, delete them with 'Delete entity'")
     changes = []
-    for position, (entity, row) in enumerate(zip(keyframe.entities, rows), start=1):
-        here = f"{where}, entity {position} ({entity.name!r})"
+    for position, (entity, row) in enumerate(zip(entities, rows)):
+        here = f"{where}, entity {position + 1} ({entity.name!r})"
         if len(row) != len(ENTITY_COLUMNS):
             raise BoardEditError(f"{here}: expected the columns {ENTITY_COLUMNS}")
         name, character, motion, description = (str(cell if cell is not None else "").strip() for cell in row[:4])
@@ -165,46 +153,17 @@ def apply_rows(story: Story, keyframe: KeyFrame, rows: list[list], where: str) -
             box = tuple(float(cell) for cell in row[4:])
         except (TypeError, ValueError):
             raise BoardEditError(f"{here}: x0, y0, x1, y1 must be numbers between 0 and 1, got {row[4:]}") from None
-        values = {"name": name, "character_id": _character_id(story, character, here),
+        fields = {"name": name, "character_id": character or None,
                   "motion": None if motion.lower() in NO_MOTION else motion, "description": description}
+        if character and character != entity.character_id:
+            fields["character_id"] = edits.find_character(story, character).id
         if any(abs(a - b) > 1e-6 for a, b in zip(box, entity.box)):
-            values["box"] = box
-        for field, value in values.items():
-            if getattr(entity, field) == value:
-                continue
-            if field in ("name", "description") and not value:
-                raise BoardEditError(f"{here}: {field} may not be empty")
-            try:
-                setattr(entity, field, value)
-            except ValueError as error:
-                raise BoardEditError(f"{here}, {field}: {_first_message(error)}") from None
-            entity.mark_edited(field)
-            changes.append(f"{entity.name}: {field} = {value!r}")
+            fields["box"] = box
+        fields = {f: v for f, v in fields.items() if getattr(entity, f) != v}
+        if fields:
+            edits.edit_entity(story, scene_id, k, position, **fields)
+            changes += [f"{name or entity.name}: {f} = {v!r}" for f, v in fields.items()]
     return changes
-
-
-def _first_message(error: ValueError) -> str:
-    errors = getattr(error, "errors", None)
-    if callable(errors):
-        return errors()[0]["msg"].removeprefix("Value error, ")
-    return str(error)
-
-
-def add_entity(story: Story, keyframe: KeyFrame) -> Entity:
-    number = len(keyframe.entities) + 1
-    entity = _new_entity(story, f"entity {number}", (0.35, 0.3, 0.65, 0.8), number)
-    keyframe.entities = [*keyframe.entities, entity]
-    keyframe.mark_edited("entities")
-    return entity
-
-
-def delete_entity(keyframe: KeyFrame, position: int) -> Entity:
-    if not 0 <= position < len(keyframe.entities):
-        raise BoardEditError(f"keyframe {keyframe.index + 1} has no entity {position + 1}")
-    removed = keyframe.entities[position]
-    keyframe.entities = [e for i, e in enumerate(keyframe.entities) if i != position]
-    keyframe.mark_edited("entities")
-    return removed
 
 
 def parse_motions(text: str) -> list[str]:

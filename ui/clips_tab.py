@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import hashlib
 import html
-import re
 import shutil
 import tempfile
 from pathlib import Path
 
 import gradio as gr
 
+from dreamrunner import edits
 from dreamrunner.errors import DreamRunnerError
-from dreamrunner.story import ClipRef
+from dreamrunner.story import ClipRef, slug
 
 from .jobs import Cancels, progress_html, run_streaming, stream_job
 from .messages import guarded
@@ -28,8 +28,9 @@ class ClipError(DreamRunnerError):
     pass
 
 
-def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "clip"
+def _approval(clip: ClipRef) -> str:
+    """The approved-clip dropdown's value: one approval (a clip may be approved for several motions)."""
+    return f"{clip.motion}\t{clip.id}"
 
 
 def check_video(path: Path) -> float:
@@ -106,7 +107,7 @@ class ClipsTab:
         motion = motion if motion in scene.motions else (scene.motions[0] if scene.motions else None)
         rows = [[c.id, c.motion, "" if c.score is None else round(c.score, 3), c.source, c.caption]
                 for c in scene.approved_clips]
-        choices = [(f"{c.motion}: {c.id}", c.id) for c in scene.approved_clips]
+        choices = [(f"{c.motion}: {c.id}", _approval(c)) for c in scene.approved_clips]
         return {self.clips_scene: gr.update(choices=[(f"{n}. {s.description or s.id}", s.id)
                                                      for n, s in enumerate(story.scenes, start=1)], value=scene_id),
                 self.clips_motion: gr.update(choices=scene.motions, value=motion),
@@ -183,18 +184,7 @@ class ClipsTab:
     def _add_clip(self, folder, scene_id, motion, source_path: Path, clip_id: str, caption: str,
                   score: float | None, source: str) -> ClipRef:
         with self.workspace.edit(folder) as project:
-            scene = project.story.scene(scene_id)
-            if motion not in scene.motions:
-                raise ClipError(f"scene {scene_id!r} has no motion {motion!r}")
-            if any(c.id == clip_id and c.motion == motion for c in scene.approved_clips):
-                raise ClipError(f"{clip_id} is already approved for {motion!r}")
-            target = project.media / "clips" / _safe(scene_id) / _safe(motion) / f"{_safe(clip_id)}{source_path.suffix}"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source_path, target)
-            clip = ClipRef(id=clip_id, motion=motion, path=project.relative(target), caption=caption, score=score,
-                           source=source)
-            scene.approved_clips = [*scene.approved_clips, clip]
-        return clip
+            return edits.approve_clip(project, scene_id, motion, source_path, clip_id, caption, score, source)
 
     def approve(self, folder, scene_id, motion, candidates, index):
         clip = self._candidate(candidates, index)
@@ -207,17 +197,18 @@ class ClipsTab:
         clip = self._candidate(candidates, index)
         with self.workspace.edit(folder) as project:
             scene = project.story.scene(scene_id)
-            scene.approved_clips = [c for c in scene.approved_clips if not (c.id == clip["id"] and c.motion == motion)]
+            if any(c.id == clip["id"] and c.motion == motion for c in scene.approved_clips):
+                edits.unapprove_clip(project.story, scene_id, motion, clip["id"])
         rest = [c for c in candidates if c["id"] != clip["id"]]
         return {self.status: self.status_text(folder), **self.clips_view(folder, scene_id, motion),
                 **self.candidates_view(rest, 0 if rest else None)}
 
-    def remove_approved(self, folder, scene_id, motion, clip_id):
-        if not clip_id:
+    def remove_approved(self, folder, scene_id, motion, approval):
+        if not approval or "\t" not in approval:
             raise ClipError("choose an approved clip to remove")
+        approved_motion, clip_id = approval.split("\t", 1)
         with self.workspace.edit(folder) as project:
-            scene = project.story.scene(scene_id)
-            scene.approved_clips = [c for c in scene.approved_clips if c.id != clip_id]
+            edits.unapprove_clip(project.story, scene_id, approved_motion, clip_id)
         return {self.status: self.status_text(folder), **self.clips_view(folder, scene_id, motion)}
 
     def add_own_clip(self, folder, scene_id, motion, upload):
@@ -225,7 +216,7 @@ class ClipsTab:
             raise ClipError("choose the motion this clip shows")
         path = Path(upload if isinstance(upload, str) else upload.name)
         seconds = check_video(path)
-        clip = self._add_clip(folder, scene_id, motion, path, f"user-{_safe(path.stem)}",
+        clip = self._add_clip(folder, scene_id, motion, path, f"user-{slug(path.stem, 'clip')}",
                               f"added by the user ({seconds:.1f} s)", None, "user")
         gr.Info(f"added {clip.id} for {motion!r}")
         return {self.status: self.status_text(folder), self.own_clip: None,

@@ -1,7 +1,8 @@
 """The storyboard editor: Gradio Blocks over one project folder per browser session.
 
-Every handler takes the session's project folder (a gr.State), changes the story through
-`Workspace.edit` (serialised, rolled back on error, autosaved) and returns what the page shows.
+Every handler takes the session's project folder (a gr.State), changes the story with `dreamrunner.edits`
+inside `Workspace.edit` (serialised, merged with other writers, rolled back on error, autosaved) and returns
+what the page shows. The UI keeps widget state and pixel <-> normalized conversion only.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from pathlib import Path
 import gradio as gr
 from gradio_image_annotation import image_annotator
 
+from dreamrunner import edits
 from dreamrunner.project import Project
 from dreamrunner.story import NUM_KEYFRAMES, Story
-from dreamrunner.validation import validate_story
 
 from . import board, characters
 from .backdrop import keyframe_backdrop
@@ -54,11 +55,6 @@ def _keyframe_index(value) -> int:
     except (TypeError, ValueError):
         return 0
     return min(max(index, 0), NUM_KEYFRAMES - 1)
-
-
-def validate_in_place(project: Project) -> None:
-    """Re-check cross references (characters, priors) after an edit; raising rolls the edit back."""
-    validate_story(project.story.model_dump(mode="json"))
 
 
 class Editor(ClipsTab, PriorsTab, RenderTab):
@@ -265,18 +261,15 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
         planner = make_planner(*planner_settings)
         progress(0.1, desc=f"planning with the {planner.name} planner")
         with self.workspace.edit(folder) as project:
-            old = project.story
-            old.topic = (topic or "").strip()
-            planned = planner.plan_story(old.topic, list(old.characters), int(num_scenes) or None)
-            # The plan brings new scenes; what is not the plan (settings, trained priors) stays.
-            project.story = planned.model_copy(update={"settings": old.settings, "priors": old.priors})
-            validate_in_place(project)
+            edits.set_story_fields(project.story, topic=topic)
+            planned = planner.plan_story(project.story.topic, list(project.story.characters), int(num_scenes) or None)
+            project.story = edits.adopt_plan(project.story, planned)
         gr.Info(f"planned {len(project.story.scenes)} scenes with the {planner.name} planner")
         return self.everything(folder)
 
     def set_story_field(self, folder, field, value):
         with self.workspace.edit(folder) as project:
-            setattr(project.story, field, value or "")
+            edits.set_story_fields(project.story, **{field: value})
         return self.status_text(folder)
 
     def edit_characters(self, folder, table):
@@ -284,14 +277,13 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
         try:
             with self.workspace.edit(folder) as project:
                 characters.apply_character_rows(project.story, rows)
-                validate_in_place(project)
         except Exception as error:  # noqa: BLE001 - shown, and the table goes back to the story
             warn(error)
         return {self.status: self.status_text(folder), **self.story_view(folder)}
 
     def add_character(self, folder, name):
         with self.workspace.edit(folder) as project:
-            character = characters.add_character(project.story, name)
+            character = edits.add_character(project.story, name)
         view = self.story_view(folder)
         view[self.character_choice] = gr.update(choices=view[self.character_choice]["choices"], value=character.id)
         view[self.reference_gallery] = []
@@ -301,8 +293,7 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
         if not character_id:
             raise gr.Error("choose the character to remove")
         with self.workspace.edit(folder) as project:
-            characters.remove_character(project.story, character_id)
-            validate_in_place(project)
+            edits.remove_character(project.story, character_id)
         return {self.status: self.status_text(folder), **self.story_view(folder)}
 
     def add_references(self, folder, character_id, files):
@@ -311,7 +302,7 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
         paths = [f if isinstance(f, str) else f.name for f in (files or [])]
         try:
             with self.workspace.edit(folder) as project:
-                added = characters.add_reference_images(project, character_id, paths)
+                added = edits.add_reference_images(project, character_id, paths)
             gr.Info(f"added {len(added)} reference image(s) to {character_id}")
         except Exception as error:  # noqa: BLE001
             warn(error)
@@ -396,11 +387,8 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
         value = value or ""
         try:
             with self.workspace.edit(folder) as project:
-                scene = project.story.scene(scene_id)
-                new = board.parse_motions(value) if field == "motions" else value.strip()
-                if getattr(scene, field) != new:
-                    setattr(scene, field, new)
-                    scene.mark_edited(field)
+                edits.edit_scene(project.story, scene_id,
+                                 **{field: board.parse_motions(value) if field == "motions" else value})
         except Exception as error:  # noqa: BLE001 - shown; the field goes back to the stored value
             warn(error)
         story = self.project(folder).story
@@ -420,22 +408,30 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
         story = self.project(folder).story
         return rev == board.revision(scene_id, story.scene(scene_id).keyframes[k], board.canvas_size(story))
 
+    def _stale(self, folder, scene_id, k) -> dict:
+        """An edit made against an older picture of the keyframe (another tab or a CLI command changed it):
+        not applied; the page says so and shows the keyframe as it is now."""
+        warn("this keyframe was changed elsewhere (another tab or program) since this page showed it; your "
+             "change was not applied: the keyframe now shows the current boxes, make the change again")
+        return self._keyframe_outputs(folder, scene_id, k, refresh_boxes=True)
+
     def edit_boxes(self, folder, scene_id, keyframe, rev, value):
         if not value or scene_id is None:
             return gr.skip()
         k = _keyframe_index(keyframe)
         if not self._is_current(folder, scene_id, k, rev):
-            # Made against an older picture (e.g. the echo of a redraw): show the stored keyframe instead.
-            return self._keyframe_outputs(folder, scene_id, k, refresh_boxes=True)
+            story = self.project(folder).story
+            shown = board.annotator_boxes(story.scene(scene_id).keyframes[k], board.canvas_size(story))
+            if board.box_summary(value.get("boxes") or []) == board.box_summary(shown):
+                return gr.skip()  # the echo of a redraw: it shows what is stored
+            return self._stale(folder, scene_id, k)
         refresh = False
         try:
             with self.workspace.edit(folder) as project:
                 story = project.story
                 scene = story.scene(scene_id)
                 before = len(scene.keyframes[k].entities)
-                changes = board.apply_boxes(story, scene.keyframes[k], value.get("boxes") or [],
-                                            board.canvas_size(story), f"scene {scene_id!r}, keyframe {k + 1}")
-                validate_in_place(project)
+                changes = board.apply_boxes(story, scene_id, k, value.get("boxes") or [], board.canvas_size(story))
                 # New boxes get a name and color; deleted ones change the numbering: redraw the editor.
                 refresh = len(scene.keyframes[k].entities) != before or any(
                     not (b.get("label") or "").strip() for b in value.get("boxes") or [])
@@ -449,13 +445,11 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
     def edit_rows(self, folder, scene_id, keyframe, rev, table):
         k = _keyframe_index(keyframe)
         if not self._is_current(folder, scene_id, k, rev):
-            return self._keyframe_outputs(folder, scene_id, k, refresh_boxes=True)
+            return self._stale(folder, scene_id, k)
         rows = table.values.tolist() if hasattr(table, "values") else table
         try:
             with self.workspace.edit(folder) as project:
-                scene = project.story.scene(scene_id)
-                board.apply_rows(project.story, scene.keyframes[k], rows, f"scene {scene_id!r}, keyframe {k + 1}")
-                validate_in_place(project)
+                board.apply_rows(project.story, scene_id, k, rows)
         except Exception as error:  # noqa: BLE001
             warn(error)
         return self._keyframe_outputs(folder, scene_id, k, refresh_boxes=True)
@@ -463,7 +457,7 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
     def add_entity(self, folder, scene_id, keyframe):
         k = _keyframe_index(keyframe)
         with self.workspace.edit(folder) as project:
-            board.add_entity(project.story, project.story.scene(scene_id).keyframes[k])
+            edits.add_entity(project.story, scene_id, k, "")
         return {self.status: self.status_text(folder), **self.board_view(folder, scene_id, k)}
 
     def delete_entity(self, folder, scene_id, keyframe, position):
@@ -471,7 +465,7 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
         if position is None:
             raise gr.Error("choose the entity to delete")
         with self.workspace.edit(folder) as project:
-            board.delete_entity(project.story.scene(scene_id).keyframes[k], int(position))
+            edits.delete_entity(project.story, scene_id, k, int(position))
         return {self.status: self.status_text(folder), **self.board_view(folder, scene_id, k)}
 
     # -- Project tab ---------------------------------------------------------------------------------

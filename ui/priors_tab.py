@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import gradio as gr
 
+from dreamrunner import edits
 from dreamrunner.project import Project
-from dreamrunner.story import PriorBinding, Story
 
 from .jobs import GPU, Cancels, progress_html, run_streaming, stream_job
 from .messages import guarded
@@ -16,20 +16,6 @@ from .render_tab import components_for
 from .stages import load
 
 PRIOR_COLUMNS = ["id", "kind", "target", "steps", "loss first → last", "model", "bound to scenes"]
-
-
-def scenes_for(story: Story, kind: str, target: str) -> list[str]:
-    """The scenes a prior belongs to: those showing the character (subject) or having the motion."""
-    if kind == "subject":
-        return [s.id for s in story.scenes
-                if any(e.character_id == target for k in s.keyframes for e in k.entities)]
-    return [s.id for s in story.scenes if target in s.motions]
-
-
-def bind(story: Story, prior_id: str, scene_ids: list[str]) -> None:
-    for scene in story.scenes:
-        if scene.id in scene_ids and all(b.prior_id != prior_id for b in scene.prior_bindings):
-            scene.prior_bindings = [*scene.prior_bindings, PriorBinding(prior_id=prior_id)]
 
 
 class PriorsTab:
@@ -89,7 +75,7 @@ class PriorsTab:
         if value is None or value == "":
             raise gr.Error(f"{field} needs a value")
         with self.workspace.edit(folder) as project:
-            setattr(project.story.settings.prior, field, int(value))
+            edits.set_setting(project.story, f"prior.{field}", int(value))
         return self.status_text(folder)
 
     def cancel_prior(self, request: gr.Request):
@@ -111,6 +97,7 @@ class PriorsTab:
         priors = load("priors")
         token = self.prior_cancels.new(request.session_hash if request else None)
         live = self.project(folder)
+        # The job reads a copy taken now; its result is committed to the live story below.
         snapshot = Project(live.folder, live.story.model_copy(deep=True))
         backend = snapshot.story.settings.render.backend
         yield {self.prior_progress: progress_html(None, f"loading the {backend} backend…")}
@@ -123,9 +110,7 @@ class PriorsTab:
         prior, outcome = yield from stream_job(
             run_streaming(work, token, gpu=True), lambda event, text="": {self.prior_progress: progress_html(event, text)})
         with self.workspace.edit(folder) as project:
-            story = project.story
-            story.priors = [p for p in story.priors if p.id != prior.id] + [prior]
-            bind(story, prior.id, scenes_for(story, kind, target))
+            edits.register_prior(project.story, prior)
         how = "reused (already trained on these inputs and settings)" if outcome.cached else \
             f"trained {outcome.card.get('steps')} steps"
         noise = " — on random weights (noise)" if outcome.card.get("is_noise") else ""

@@ -1,8 +1,9 @@
 """Render and Export tabs, and the storyboard's animatic: they drive dreamrunner.rendering and
 dreamrunner.export (loaded on first use) through `ui.jobs`.
 
-Renders run on a copy of the story taken when the job starts, so the storyboard stays editable while a
-scene renders; the finished variants are then written into the live story (one edit, autosaved).
+Renders read a copy of the story taken when the job starts, so the storyboard stays editable while a
+scene renders; each finished scene's variants are committed to the live story at once (one edit through
+`Workspace.edit`, autosaved), so edits made meanwhile stay and a crash loses at most the scene in progress.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from dreamrunner import edits
 from dreamrunner.backends import NOISE_LABEL
 from dreamrunner.project import Project
 
@@ -158,15 +160,15 @@ class RenderTab:
         if value is None or value == "":
             raise gr.Error(f"{field} needs a value")
         with self.workspace.edit(folder) as project:
-            setattr(project.story.settings.render, field, value)
+            edits.set_setting(project.story, f"render.{field}", value)
         return self.status_text(folder)
 
     def choose_variant(self, folder, scene_id, position):
         if position is None:
             raise gr.Error("render the scene first, then choose one of its variants")
         with self.workspace.edit(folder) as project:
-            scene = project.story.scene(scene_id)
-            scene.chosen_render = int(position)
+            render = project.story.scene(scene_id).renders[int(position)]
+            edits.choose_render(project.story, scene_id, render.seed, render.cache_key)
         view = self.variants_view(folder, scene_id, position)
         return self.status_text(folder), view[self.variant_choice], view[self.variant_video], view[self.noise_note]
 
@@ -194,8 +196,12 @@ class RenderTab:
         yield {self.render_progress: progress_html(None, f"loading the {backend} backend…"),
                self.render_preview: None}
 
+        def commit(scene_id_, results):
+            with self.workspace.edit(folder) as project:
+                edits.store_renders(project, scene_id_, results)
+
         def work(progress, cancel):
-            return renderer.render(indices, progress=progress, cancel=cancel)
+            return renderer.render(commit, indices, progress=progress, cancel=cancel)
 
         def show(event, text=""):
             update = {self.render_progress: progress_html(event, text)}
@@ -203,25 +209,11 @@ class RenderTab:
                 update[self.render_preview] = event.preview
             return update
 
-        try:
-            report = yield from stream_job(run_streaming(work, token, gpu=True), show)
-        finally:
-            # Whatever finished (every scene before a cancel or an error) goes into the live story.
-            self._store_renders(folder, snapshot, indices)
+        report = yield from stream_job(run_streaming(work, token, gpu=True), show)
         done = f"rendered {len(report.rendered)} variant(s), {len(report.cached)} from the cache"
         shown = scene_id if not every_scene else story.scenes[indices[-1]].id
         yield {self.status: self.status_text(folder), self.render_progress: progress_html(None, done),
                **self.variants_view(folder, shown)}
-
-    def _store_renders(self, folder, snapshot: Project, indices: list[int]) -> None:
-        rendered = {snapshot.story.scenes[i].id: snapshot.story.scenes[i] for i in indices}
-        with self.workspace.edit(folder) as project:
-            for scene in project.story.scenes:
-                done = rendered.get(scene.id)
-                if done is not None and done.renders != scene.renders:
-                    scene.chosen_render = None
-                    scene.renders = done.renders
-                    scene.chosen_render = done.chosen_render
 
     # -- Export tab ----------------------------------------------------------------------------------
 

@@ -2,8 +2,10 @@
 
 The app keeps a small state file (`$DREAMRUNNER_HOME/state.json`, default `~/.dreamrunner`) naming the
 last project and the autosave choice, so a restarted app reopens that project. Every change to a story
-goes through `Workspace.edit`, which serialises edits to one project, rolls a failed edit back (a bad
-value never half-applies) and saves right away when autosave is on.
+goes through `Workspace.edit` (which calls `dreamrunner.edits` inside `Project.edit`): it serialises edits to
+one project, first takes in what other writers (a CLI command, another app) saved meanwhile, rolls a failed
+edit back (a bad value never half-applies) and saves right away when autosave is on. Jobs (render, train)
+hand their results to a `Workspace.edit` of the live story; none saves a copy of its own.
 """
 
 from __future__ import annotations
@@ -67,7 +69,6 @@ class Workspace:
         self.projects_dir = self.home / "projects"
         self.demo = demo
         self._projects: dict[Path, Project] = {}
-        self._dirty: set[Path] = set()
         self._locks: dict[Path, threading.RLock] = {}
         self._guard = threading.Lock()
 
@@ -119,12 +120,15 @@ class Workspace:
             return self._locks.setdefault(folder, threading.RLock())
 
     def open(self, folder: str | os.PathLike) -> Project:
+        """The project held for this folder, with what other writers saved since it was read taken in."""
         folder = Path(folder).resolve()
         with self._lock(folder):
             project = self._projects.get(folder)
             if project is None:
                 project = Project.load(folder)
                 self._projects[folder] = project
+            else:
+                project.refresh()
         if self.state.last_project != folder:
             self.state.update(last_project=str(folder))
         return project
@@ -134,17 +138,13 @@ class Workspace:
         folder = Path(folder).resolve()
         with self._lock(folder):
             self._projects.pop(folder, None)
-            self._dirty.discard(folder)
             return self.open(folder)
 
     def create(self, folder: str | os.PathLike, story: Story, overwrite: bool = False) -> Project:
         folder = Path(folder).resolve()
-        if (folder / PROJECT_FILE).exists() and not overwrite:
-            raise ProjectError(f"{folder} already holds a project; open it instead")
         with self._lock(folder):
-            project = Project.create(folder, story)
+            project = Project.create(folder, story, overwrite=overwrite)
             self._projects[folder] = project
-            self._dirty.discard(folder)
         self.state.update(last_project=str(folder))
         return project
 
@@ -163,7 +163,9 @@ class Workspace:
         return self.create(target, story)
 
     def is_dirty(self, folder: str | os.PathLike) -> bool:
-        return Path(folder).resolve() in self._dirty
+        """Whether the story has changes not saved yet (autosave off)."""
+        project = self._projects.get(Path(folder).resolve())
+        return project is not None and project.story != project.base
 
     def save(self, folder: str | os.PathLike) -> Project:
         folder = Path(folder).resolve()
@@ -173,7 +175,6 @@ class Workspace:
                 project.save()
             except OSError as error:
                 raise ProjectError(f"could not save {project.path}: {error}") from None
-            self._dirty.discard(folder)
             return project
 
     def set_autosave(self, enabled: bool) -> None:
@@ -181,18 +182,12 @@ class Workspace:
 
     @contextmanager
     def edit(self, folder: str | os.PathLike) -> Iterator[Project]:
-        """Change a project's story; on any error the story is put back as it was."""
+        """Change a project's story (through `dreamrunner.edits`); on any error the story is put back as it was.
+
+        A save over another writer's newer revision merges both, or raises ProjectConflict (naming what both
+        changed) with this edit rolled back."""
         folder = Path(folder).resolve()
         with self._lock(folder):
             project = self.open(folder)
-            before = project.story.model_copy(deep=True)
-            try:
+            with project.edit(save=self.state.autosave):
                 yield project
-            except BaseException:
-                project.story = before
-                raise
-            if project.story == before:
-                return
-            self._dirty.add(folder)
-            if self.state.autosave:
-                self.save(folder)

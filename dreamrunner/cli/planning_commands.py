@@ -114,7 +114,7 @@ def run_plan(args: argparse.Namespace) -> int:
             character = character.model_copy(update={"reference_images": [target.relative_to(out).as_posix()]})
         updated.append(character)
     story = story.model_validate({**story.model_dump(), "characters": [c.model_dump() for c in updated]})
-    Project.create(out, story)
+    Project.create(out, story, overwrite=args.force)
     _report(planner)
     print(f"planned {len(story.scenes)} scene{'s' * (len(story.scenes) != 1)} of {story.title!r} into {out}")
     return 0

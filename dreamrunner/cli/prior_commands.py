@@ -6,6 +6,7 @@ import argparse
 import signal
 import sys
 
+from .. import edits
 from ..backends import BACKENDS, load_backend
 from ..errors import DreamRunnerError
 from ..jobs import CancelToken, Cancelled, Progress
@@ -16,7 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     subject = subparsers.add_parser("train-subject", help="tune a character's subject prior (LoRA, even blocks)",
                                     description=(
         "Tune a subject prior from the character's reference images (each repeated into a static clip captioned "
-        "with the character's rare token) and register it in the project. Ctrl-C stops at the next step and "
+        "with the character's rare token), register it in the project and bind it to the scenes that show the "
+        "character (--no-bind: register only). Ctrl-C stops at the next step and "
         "keeps a checkpoint: the same command resumes. An identical earlier run is reused, not repeated."))
     subject.add_argument("project", help="project folder")
     subject.add_argument("--character", required=True, help="character id")
@@ -26,7 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     motion = subparsers.add_parser("train-motion", help="tune a motion prior from approved clips (LoRA, odd blocks)",
                                    description=(
         "Tune a motion prior (MotionDirector-style: a temporal LoRA plus one appearance LoRA per clip, only the "
-        "temporal one kept) from the clips approved for this motion in the project's scenes, and register it."))
+        "temporal one kept) from the clips approved for this motion in the project's scenes, register it and bind "
+        "it to the scenes with that motion (--no-bind: register only)."))
     motion.add_argument("project", help="project folder")
     motion.add_argument("--motion", required=True, help="motion text, as in the scenes' approved clips")
     _common(motion)
@@ -38,6 +41,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="model to tune on (tiny = random weights for trying the workflow; its priors are noise)")
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: the project's prior settings)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--no-bind", dest="bind", action="store_false",
+                        help="register the prior without binding it to its scenes")
 
 
 def _report(progress: Progress) -> None:
@@ -66,9 +71,12 @@ def _run(args: argparse.Namespace, train, target: str) -> int:
         return 130
     finally:
         signal.signal(signal.SIGINT, previous)
+    with project.edit():
+        bound = edits.register_prior(project.story, prior, bind=args.bind)
     status = "reused (already trained with these inputs and settings)" if outcome.cached else "trained"
     noise = "  [random weights: this prior is noise, not a result]" if components.is_noise else ""
     print(f"{prior.id}: {status} -> {prior.path}{noise}")
+    print(f"{prior.id}: bound to {', '.join(bound)}" if bound else f"{prior.id}: bound to no scene")
     return 0
 
 

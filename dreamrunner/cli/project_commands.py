@@ -77,6 +77,6 @@ def run_import_plan(args: argparse.Namespace) -> int:
     if not scenes:
         raise DreamRunnerError(f"{source} holds no plans")
     story = Story(title=source.stem, topic=f"imported from {source.name}", scenes=scenes)
-    Project.create(out, story)
+    Project.create(out, story, overwrite=args.force)
     print(f"imported {len(scenes)} scenes into {out}")
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .. import edits
 from ..backends import BACKENDS, MemoryOptions
 from ..errors import DreamRunnerError
 from ..jobs import Progress
@@ -34,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     choose = subparsers.add_parser("choose", help="pick the variant export uses for a scene")
     choose.add_argument("project", help="project folder")
-    choose.add_argument("--scene", type=int, required=True, metavar="N", help="scene number (1-based)")
+    choose.add_argument("--scene", required=True, metavar="SCENE", help="scene id or number (1-based)")
     choose.add_argument("--seed", type=int, required=True, help="the seed of the variant to use")
     choose.set_defaults(run=run_choose)
 
@@ -56,7 +57,7 @@ def _print_progress(update: Progress) -> None:
 
 def run_render(args: argparse.Namespace) -> int:
     from ..rendering.pipeline import REGION_CONTROLS
-    from ..rendering.story_render import StoryRenderer
+    from ..rendering.story_render import StoryRenderer, commit_to
 
     project = Project.load(args.project)
     story = project.story
@@ -67,12 +68,14 @@ def run_render(args: argparse.Namespace) -> int:
             raise DreamRunnerError(f"no scene {bad[0]}: the story has scenes 1 to {len(story.scenes)}")
         scenes = [n - 1 for n in args.scene]
     if args.steps is not None:
-        story.settings.render.steps = args.steps
+        with project.edit():
+            edits.set_setting(project.story, "render.steps", args.steps)
     memory = MemoryOptions(device=args.device, cpu_offload=args.cpu_offload, vae_slicing=args.vae_slicing,
                            vae_tiling=args.vae_tiling)
     renderer = StoryRenderer(project, args.backend, model_path=args.model_path, memory=memory,
                              region_control=REGION_CONTROLS[args.region_control]())
-    report = renderer.render(scenes, variants=args.variants, force=args.force, progress=_print_progress)
+    report = renderer.render(commit_to(project), scenes, variants=args.variants, force=args.force,
+                             progress=_print_progress)
     for outcome in report.outcomes:
         state = "cached" if outcome.cached else "rendered"
         print(f"{outcome.scene_id} seed {outcome.seed}: {state} {outcome.path}")
@@ -82,13 +85,11 @@ def run_render(args: argparse.Namespace) -> int:
 
 
 def run_choose(args: argparse.Namespace) -> int:
-    from ..rendering.story_render import choose_render
-
     project = Project.load(args.project)
-    if not 1 <= args.scene <= len(project.story.scenes):
-        raise DreamRunnerError(f"no scene {args.scene}: the story has scenes 1 to {len(project.story.scenes)}")
-    choose_render(project, args.scene - 1, args.seed)
-    print(f"scene {args.scene} now uses seed {args.seed}")
+    with project.edit():
+        scene = edits.find_scene(project.story, args.scene)
+        edits.choose_render(project.story, scene.id, args.seed)
+    print(f"scene {scene.id} now uses seed {args.seed}")
     return 0
 
 

@@ -2,7 +2,6 @@
 LLM or the built-in offline planner, and re-planning that keeps the user's edits. See docs/planning.md."""
 
 from .base import MAX_SCENES, MIN_SCENES, Planner, PlanningError
-from .edits import add_entity, edit_entity, edit_scene, remove_entity
 from .llm import LLMPlanner
 from .offline import MOTION_VOCABULARY, OfflinePlanner, motion_spec
 from .parsing import bind_characters, parse_scene_answer, parse_story_answer
@@ -12,7 +11,7 @@ from .settings import PlannerSettings, get_planner
 
 __all__ = [
     "LLMPlanner", "MAX_SCENES", "MIN_SCENES", "MOTION_VOCABULARY", "OfflinePlanner", "Planner", "PlannerSettings",
-    "PlanningError", "REPLACEABLE", "SceneOutline", "ScenePlanAnswer", "StoryOutline", "add_entity",
-    "bind_characters", "edit_entity", "edit_scene", "get_planner", "merge_scene", "motion_spec",
-    "parse_scene_answer", "parse_story_answer", "remove_entity", "replan_scene", "replan_story",
+    "PlanningError", "REPLACEABLE", "SceneOutline", "ScenePlanAnswer", "StoryOutline",
+    "bind_characters", "get_planner", "merge_scene", "motion_spec",
+    "parse_scene_answer", "parse_story_answer", "replan_scene", "replan_story",
 ]

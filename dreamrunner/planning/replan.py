@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ..story import Entity, KeyFrame, Scene, Story
+from ..story import Entity, KeyFrame, Scene, Story, entity_key
 from .base import Planner, PlanningError, story_from_outline, with_scenes
 
 SCENE_STORY_FIELDS = ("description", "narration", "motions")
@@ -43,10 +43,6 @@ def _check(replace: Iterable[str]) -> frozenset[str]:
 
 def _locks(obj, replace: frozenset[str]) -> list[str]:
     return [f for f in obj.user_edited if f not in replace]
-
-
-def entity_key(entity: Entity) -> str:
-    return f"character:{entity.character_id}" if entity.character_id else f"name:{entity.name.strip().casefold()}"
 
 
 def _keyed(entities: list[Entity]) -> dict[tuple[str, int], Entity]:

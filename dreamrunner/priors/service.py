@@ -1,4 +1,6 @@
-"""Prior jobs: prepare, tune (or resume, or reuse), save, and register a prior in a project.
+"""Prior jobs: prepare, tune (or resume, or reuse) and save a prior's file, and hand back the `Prior` that
+describes it. The job never changes the project's story: its caller commits the prior
+(`dreamrunner.edits.register_prior`, which also binds it to its scenes) to the live story and saves it.
 
 A prior is identified by a key over (model, inputs, settings): the model fingerprint, the prior kind and
 target, each source file's SHA-256 with its caption, the frame geometry and the settings that change what
@@ -10,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from ..errors import DreamRunnerError
 from ..files import file_sha256
 from ..jobs import CancelToken, Progress, ProgressCallback
 from ..project import Project
-from ..story import Prior, PriorSettings
+from ..story import Prior, PriorSettings, slug
 from . import lora
 from .data import TrainingClip, subject_caption
 from .encoding import EncodingCache
@@ -62,10 +63,6 @@ class PriorOutcome:
     path: Path
     card: dict
     cached: bool
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "prior"
 
 
 def prior_key(fingerprint: str, request: PriorRequest, geometry: tuple[int, int, int]) -> str:
@@ -149,11 +146,9 @@ def train_prior(components: ModelComponents, request: PriorRequest, folder: Path
     return PriorOutcome(path, card, cached=False)
 
 
-def _register(project: Project, prior_id: str, kind: str, target: str, outcome: PriorOutcome) -> Prior:
-    prior = Prior(id=prior_id, kind=kind, target=target, path=project.relative(outcome.path), card=outcome.card)
-    project.story.priors = [p for p in project.story.priors if p.id != prior_id] + [prior]
-    project.save()
-    return prior
+def _prior(project: Project, kind: str, target: str, outcome: PriorOutcome) -> Prior:
+    return Prior(id=f"{kind}-{slug(target)}", kind=kind, target=target, path=project.relative(outcome.path),
+                 card=outcome.card)
 
 
 def _settings(project: Project, max_steps: int | None) -> PriorSettings:
@@ -164,7 +159,7 @@ def _settings(project: Project, max_steps: int | None) -> PriorSettings:
 def train_subject(project: Project, character_id: str, components: ModelComponents, max_steps: int | None = None,
                   progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
                   device: str | torch.device | None = None) -> tuple[Prior, PriorOutcome]:
-    """Tune the subject prior of a character from its reference images and register it in the project."""
+    """Tune the subject prior of a character from its reference images; returns the prior to register."""
     try:
         character = project.story.character(character_id)
     except KeyError:
@@ -176,13 +171,14 @@ def train_subject(project: Project, character_id: str, components: ModelComponen
     clips = tuple(TrainingClip(project.resolve(p), caption, static=True) for p in character.reference_images)
     request = PriorRequest("subject", character_id, clips, _settings(project, max_steps), tuple(character.reference_images))
     outcome = train_prior(components, request, project.media / PRIORS_DIR, progress, cancel, device)
-    return _register(project, f"subject-{slug(character_id)}", "subject", character_id, outcome), outcome
+    return _prior(project, "subject", character_id, outcome), outcome
 
 
 def train_motion(project: Project, motion: str, components: ModelComponents, max_steps: int | None = None,
                  progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
                  device: str | torch.device | None = None) -> tuple[Prior, PriorOutcome]:
-    """Tune the motion prior of `motion` from the clips approved for it in the project's scenes."""
+    """Tune the motion prior of `motion` from the clips approved for it in the project's scenes; returns the
+    prior to register."""
     seen, clips, labels = set(), [], []
     for scene in project.story.scenes:
         for clip in scene.approved_clips:
@@ -195,4 +191,4 @@ def train_motion(project: Project, motion: str, components: ModelComponents, max
         raise PriorError(f"no approved clips for motion {motion!r} (motions with clips: {', '.join(motions) or 'none'})")
     request = PriorRequest("motion", motion, tuple(clips), _settings(project, max_steps), tuple(labels))
     outcome = train_prior(components, request, project.media / PRIORS_DIR, progress, cancel, device)
-    return _register(project, f"motion-{slug(motion)}", "motion", motion, outcome), outcome
+    return _prior(project, "motion", motion, outcome), outcome

@@ -5,8 +5,12 @@ boxes), the bound priors (id, kind, target, scale and the SHA-256 of each LoRA f
 sampling settings, the model and the region control. Each variant is one seed; the clip of (key, seed)
 lives at `media/renders/<scene id>/<key[:16]>-seed<seed>.mp4` with a JSON sidecar holding its
 `RenderResult`. An edit changes the keys of the scenes it touched only, so only those re-render; undoing
-an edit finds the earlier clips again. The project is saved after every scene, so a cancel or crash
-loses at most the scene in progress.
+an edit finds the earlier clips again.
+
+The renderer reads the story it was given and never changes or saves it: after every scene it hands the
+finished renders to its `commit` callback, which stores them in the live story (`dreamrunner.edits.
+store_renders`) and saves it, so a cancel or crash loses at most the scene in progress and edits made while
+the job runs are kept.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .. import edits
 from ..backends import MemoryOptions, ModelComponents, load_backend
 from ..errors import DreamRunnerError
 from ..files import file_sha256
@@ -24,6 +29,9 @@ from ..jobs import CancelToken, Progress, ProgressCallback
 from ..project import Project
 from ..regions import build_region_plan
 from ..story import RenderResult, Scene, Story, VideoSettings
+
+# Receives a scene id and the renders (variants) finished for it; stores them in the live story.
+RenderCommit = Callable[[str, list[RenderResult]], None]
 from ..attention import bound_prompts
 from .pipeline import DreamRunnerPipeline, LoraBinding, RegionControl, SceneInput, default_region_control
 from ..video_io import write_video
@@ -193,9 +201,9 @@ class StoryRenderer:
                 return None  # a damaged sidecar: render again
         return None
 
-    def render_scene(self, index: int, *, variants: int | None = None, force: bool = False,
+    def render_scene(self, index: int, commit: RenderCommit, *, variants: int | None = None, force: bool = False,
                      progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> list[SceneRenderOutcome]:
-        """Render (or find cached) every variant of scene `index` (0-based), update it and save the project."""
+        """Render (or find cached) every variant of scene `index` (0-based) and hand them to `commit`."""
         story = self.project.story
         if not 0 <= index < len(story.scenes):
             raise RenderError(f"there is no scene {index + 1}; the story has {len(story.scenes)} scenes")
@@ -235,42 +243,25 @@ class StoryRenderer:
             target.with_suffix(".json").write_text(result.model_dump_json(indent=2) + "\n", encoding="utf-8")
             results.append(result)
             outcomes.append(SceneRenderOutcome(scene.id, seed, relative, cached=False))
-        self._store(scene, key, results)
-        self.project.save()
+        commit(scene.id, results)
         return outcomes
 
-    def _store(self, scene: Scene, key: str, results: list[RenderResult]) -> None:
-        """The scene's variants become those of the current key: this run's plus earlier ones of other seeds
-        (renders of an older plan leave the list; their files stay in the cache). The user's choice of
-        seed is kept while it is among them."""
-        chosen_seed = scene.renders[scene.chosen_render].seed if scene.chosen_render is not None else None
-        seeds = {r.seed for r in results}
-        kept = [r for r in scene.renders if r.cache_key == key and r.seed not in seeds
-                and self.project.resolve(r.path).is_file()]
-        renders = sorted(kept + results, key=lambda r: r.seed)
-        order = [r.seed for r in renders]
-        scene.chosen_render = None
-        scene.renders = renders
-        scene.chosen_render = order.index(chosen_seed) if chosen_seed in order else 0
-
-    def render(self, scenes: list[int] | None = None, *, variants: int | None = None, force: bool = False,
-               progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> StoryRenderReport:
-        """Render the given scenes (0-based; default all) in order."""
+    def render(self, commit: RenderCommit, scenes: list[int] | None = None, *, variants: int | None = None,
+               force: bool = False, progress: ProgressCallback | None = None,
+               cancel: CancelToken | None = None) -> StoryRenderReport:
+        """Render the given scenes (0-based; default all) in order, committing each scene as it finishes."""
         story = self.project.story
         indices = list(range(len(story.scenes))) if scenes is None else scenes
         report = StoryRenderReport()
         for index in indices:
-            report.outcomes += self.render_scene(index, variants=variants, force=force, progress=progress, cancel=cancel)
+            report.outcomes += self.render_scene(index, commit, variants=variants, force=force, progress=progress,
+                                                 cancel=cancel)
         return report
 
 
-def choose_render(project: Project, index: int, seed: int) -> None:
-    """Make the variant with `seed` the one export uses for scene `index` (0-based), and save."""
-    scene = project.story.scenes[index]
-    for position, render in enumerate(scene.renders):
-        if render.seed == seed:
-            scene.chosen_render = position
-            project.save()
-            return
-    raise RenderError(f"scene {index + 1} ({scene.id!r}) has no render with seed {seed}; "
-                      f"it has seeds {[r.seed for r in scene.renders]}")
+def commit_to(project: Project) -> RenderCommit:
+    """The commit of a caller that owns `project` (the CLI, scripts): store each scene's renders and save."""
+    def commit(scene_id: str, results: list[RenderResult]) -> None:
+        with project.edit():
+            edits.store_renders(project, scene_id, results)
+    return commit

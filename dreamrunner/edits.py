@@ -1,0 +1,451 @@
+"""Every change a user can make to a story, in one place: the editor (`ui/`) and the CLI both call these.
+
+Each function changes the story in place (or the project's media, where files come in) and raises `EditError`
+naming what is wrong. Call them inside `Project.edit()` (CLI, library) or `Workspace.edit()` (editor): those
+check the whole story afterwards, put it back as it was on any error, and save. A field a user sets by hand is
+named in its `user_edited`, so re-planning keeps it (docs/planning.md).
+
+Scenes are named by id; `find_scene` also takes a 1-based number, the way the CLI lets users address them.
+Entities are named by their position in a keyframe (0-based); `all_keyframes=True` applies a change to the
+same entity (its `entity_key`: character, else name) in every keyframe of the scene, its track.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from .errors import DreamRunnerError
+from .project import Project
+from .story import (Box, Character, ClipRef, Entity, KeyFrame, Prior, PriorBinding, RenderResult, Scene, Story,
+                    entity_key, slug, unique_id)
+from .validation import first_message
+
+SCENE_FIELDS = ("description", "narration", "motions", "background")
+ENTITY_FIELDS = ("name", "character_id", "motion", "description", "box")
+CLIPS_DIR = "clips"
+CHARACTERS_DIR = "characters"
+DEFAULT_BOX = (0.35, 0.3, 0.65, 0.8)
+
+
+class EditError(DreamRunnerError):
+    pass
+
+
+def _set(obj: Any, field: str, value: Any, where: str) -> bool:
+    """Assign a validated field; True when it changed. Pydantic's message is reshaped to name the place."""
+    if getattr(obj, field) == value:
+        return False
+    try:
+        setattr(obj, field, value)
+    except ValueError as error:
+        raise EditError(f"{where}, {field}: {first_message(error)}") from None
+    return True
+
+
+# -- story ---------------------------------------------------------------------------------------------
+
+def set_story_fields(story: Story, **fields: str) -> list[str]:
+    """Title and topic. Returns the fields that changed."""
+    unknown = sorted(set(fields) - {"title", "topic"})
+    if unknown:
+        raise EditError(f"cannot set {unknown} of a story; settable: title, topic")
+    return [f for f, v in fields.items() if _set(story, f, (v or "").strip(), "story")]
+
+
+def set_setting(story: Story, path: str, value: Any) -> bool:
+    """One setting by its dotted path under `story.settings`, e.g. ``render.steps`` or ``prior.max_steps``."""
+    *parents, field = path.split(".")
+    node: Any = story.settings
+    for part in parents:
+        node = getattr(node, part, None)
+        if node is None:
+            break
+    if node is None or field not in type(node).model_fields:
+        raise EditError(f"there is no setting {path!r}; settings are " + ", ".join(
+            f"{group}.{name}" for group in ("video", "render", "prior")
+            for name in type(getattr(story.settings, group)).model_fields))
+    return _set(node, field, value, f"setting {path}")
+
+
+def adopt_plan(story: Story, planned: Story) -> Story:
+    """A newly planned story (Plan story) in place of `story`: what is not the plan (characters' reference
+    images, settings, trained priors) carries over; the title stays unless the story had none."""
+    images = {c.id: c.reference_images for c in story.characters}
+    characters = [c.model_copy(update={"reference_images": images.get(c.id, c.reference_images)})
+                  for c in planned.characters]
+    return planned.model_copy(update={"title": story.title or planned.title, "characters": characters,
+                                      "settings": story.settings, "priors": story.priors})
+
+
+# -- characters ----------------------------------------------------------------------------------------
+
+def add_character(story: Story, name: str, description: str = "", token: str | None = None) -> Character:
+    """A new character with the one id rule (`story.slug`) and the next free rare token [vN]."""
+    name = (name or "").strip()
+    if not name:
+        raise EditError("give the new character a name")
+    if any(c.name.casefold() == name.casefold() for c in story.characters):
+        raise EditError(f"the story already has a character named {name!r}; give the new one another name")
+    tokens = {c.token for c in story.characters}
+    if token is None:
+        number = 1
+        while f"[v{number}]" in tokens:
+            number += 1
+        token = f"[v{number}]"
+    elif token in tokens:
+        raise EditError(f"token {token} is taken by another character")
+    try:
+        character = Character(id=unique_id(slug(name, "character"), {c.id for c in story.characters}), name=name,
+                              token=token, description=(description or "").strip())
+    except ValueError as error:
+        raise EditError(f"character {name!r}: {first_message(error)}") from None
+    story.characters = [*story.characters, character]
+    return character
+
+
+def edit_character(story: Story, character_id: str, **fields: str) -> list[str]:
+    """Name, token and description (the id is fixed: entities and priors refer to it)."""
+    unknown = sorted(set(fields) - {"name", "token", "description"})
+    if unknown:
+        raise EditError(f"cannot set {unknown} of a character; settable: name, token, description")
+    character = find_character(story, character_id)
+    changed = []
+    for field, value in fields.items():
+        value = str(value if value is not None else "").strip()
+        if field == "name" and any(c.id != character.id and c.name.casefold() == value.casefold()
+                                   for c in story.characters):
+            raise EditError(f"another character is already named {value!r}")
+        if field == "token" and any(c.id != character.id and c.token == value for c in story.characters):
+            raise EditError(f"token {value} is taken by another character; each needs its own, e.g. [v1], [v2]")
+        if _set(character, field, value, f"character {character.id!r}"):
+            changed.append(field)
+    return changed
+
+
+def remove_character(story: Story, character_id: str, unbind: bool = False) -> None:
+    """Remove a character. Bound entities are refused unless `unbind`: then they keep their boxes as plain
+    entities, and the character's subject priors (and their bindings) go too."""
+    character = find_character(story, character_id)
+    used = [f"{s.id} keyframe {k.index + 1}" for s in story.scenes for k in s.keyframes
+            if any(e.character_id == character.id for e in k.entities)]
+    priors = [p.id for p in story.priors if p.kind == "subject" and p.target == character.id]
+    if (used or priors) and not unbind:
+        what = []
+        if used:
+            what.append(f"bound to entities ({', '.join(used[:4])}{', ...' if len(used) > 4 else ''})")
+        if priors:
+            what.append(f"has the subject prior {', '.join(priors)}")
+        raise EditError(f"character {character.id!r} is {' and '.join(what)}; remove it with its bindings "
+                        f"(editor: confirm; CLI: --unbind)")
+    for scene in story.scenes:
+        for keyframe in scene.keyframes:
+            for entity in keyframe.entities:
+                if entity.character_id == character.id:
+                    entity.character_id = None
+                    entity.mark_edited("character_id")
+    for prior_id in priors:
+        delete_prior(story, prior_id)
+    story.characters = [c for c in story.characters if c.id != character.id]
+
+
+def find_character(story: Story, text: str) -> Character:
+    """A character by its id, name or token."""
+    text = (text or "").strip()
+    for character in story.characters:
+        if text in (character.id, character.token) or text.casefold() == character.name.casefold():
+            return character
+    known = ", ".join(f"{c.id} ({c.name})" for c in story.characters) or "none yet"
+    raise EditError(f"{text!r} is not a character of the story; characters: {known}")
+
+
+def add_reference_images(project: Project, character_id: str, paths: Iterable[str | Path]) -> list[str]:
+    """Check every image first, then copy all of them as PNGs into media/characters/ (all or nothing).
+    Returns the project-relative paths added."""
+    from .media import load_reference_image
+
+    character = find_character(project.story, character_id)
+    images = [load_reference_image(Path(p)) for p in paths]
+    if not images:
+        raise EditError("choose one or more image files to add")
+    folder = project.media / CHARACTERS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    added = []
+    number = len(character.reference_images) + 1
+    for image in images:
+        while (target := folder / f"{character.id}_{number}.png").exists():
+            number += 1
+        image.save(target)
+        added.append(project.relative(target))
+    character.reference_images = [*character.reference_images, *added]
+    return added
+
+
+def remove_reference_image(story: Story, character_id: str, path: str) -> None:
+    """Take an image off a character's references (the file stays in media/, so undo can bring it back)."""
+    character = find_character(story, character_id)
+    if path not in character.reference_images:
+        raise EditError(f"{path} is not a reference image of {character.id!r}; it has "
+                        f"{', '.join(character.reference_images) or 'none'}")
+    character.reference_images = [p for p in character.reference_images if p != path]
+
+
+# -- scenes, keyframes, entities -----------------------------------------------------------------------
+
+def find_scene(story: Story, ref: str | int) -> Scene:
+    """A scene by id, or by its 1-based number."""
+    text = str(ref).strip()
+    for scene in story.scenes:
+        if scene.id == text:
+            return scene
+    if text.isdigit() and 1 <= int(text) <= len(story.scenes):
+        return story.scenes[int(text) - 1]
+    ids = ", ".join(s.id for s in story.scenes) or "none"
+    raise EditError(f"the story has no scene {text!r}; give an id ({ids}) or a number 1-{len(story.scenes)}")
+
+
+def edit_scene(story: Story, scene_id: str, **fields: Any) -> list[str]:
+    """Set scene fields (description, narration, motions, background) as the user's."""
+    unknown = sorted(set(fields) - set(SCENE_FIELDS))
+    if unknown:
+        raise EditError(f"cannot edit {unknown} of a scene; editable: {', '.join(SCENE_FIELDS)}")
+    scene = find_scene(story, scene_id)
+    changed = []
+    for field, value in fields.items():
+        value = [m.strip() for m in value if m.strip()] if field == "motions" else (value or "").strip()
+        if field == "background" and not value:
+            raise EditError(f"scene {scene.id!r}: the background may not be empty")
+        if _set(scene, field, value, f"scene {scene.id!r}"):
+            scene.mark_edited(field)
+            changed.append(field)
+    return changed
+
+
+def _keyframe(scene: Scene, keyframe: int) -> KeyFrame:
+    if not 0 <= keyframe < len(scene.keyframes):
+        raise EditError(f"scene {scene.id!r} has no keyframe {keyframe + 1} (keyframes 1-{len(scene.keyframes)})")
+    return scene.keyframes[keyframe]
+
+
+def _entity(scene: Scene, keyframe: int, position: int) -> Entity:
+    frame = _keyframe(scene, keyframe)
+    if not 0 <= position < len(frame.entities):
+        raise EditError(f"scene {scene.id!r}, keyframe {keyframe + 1} has no entity {position + 1} "
+                        f"(it has {len(frame.entities)})")
+    return frame.entities[position]
+
+
+def _track(scene: Scene, key: str) -> list[Entity]:
+    """The entity with `key` in every keyframe where it appears."""
+    return [e for k in scene.keyframes for e in k.entities if entity_key(e) == key]
+
+
+def add_entity(story: Story, scene_id: str, keyframe: int, name: str, box: Box | None = None,
+               character_id: str | None = None, motion: str | None = None, description: str | None = None,
+               all_keyframes: bool = False) -> Entity:
+    """A user's entity on one keyframe (or all six); it survives re-planning. A name that is a character's
+    binds the entity to that character unless `character_id` says otherwise."""
+    scene = find_scene(story, scene_id)
+    name = (name or "").strip() or f"entity {len(_keyframe(scene, keyframe).entities) + 1}"
+    if character_id is None:
+        character_id = next((c.id for c in story.characters if c.name.casefold() == name.casefold()), None)
+    else:
+        character_id = find_character(story, character_id).id
+    where = f"scene {scene.id!r}, keyframe {keyframe + 1}, new entity {name!r}"
+    try:
+        entity = Entity(name=name, character_id=character_id, motion=(motion or None),
+                        description=(description or "").strip() or name, box=box or DEFAULT_BOX)
+    except ValueError as error:
+        raise EditError(f"{where}: {first_message(error)}") from None
+    entity.mark_edited(*(f for f in ENTITY_FIELDS if getattr(entity, f) is not None))
+    for frame in scene.keyframes if all_keyframes else [_keyframe(scene, keyframe)]:
+        frame.entities = [*frame.entities, entity.model_copy(deep=True)]
+        frame.mark_edited("entities")
+    return entity
+
+
+def edit_entity(story: Story, scene_id: str, keyframe: int, position: int, all_keyframes: bool = False,
+                **fields: Any) -> list[str]:
+    """Set entity fields (name, character_id, motion, description, box) as the user's.
+
+    With `all_keyframes`, the fields apply to the entity's whole track; a box then moves every keyframe's box
+    by the same change of its edges (clamped to the frame), so the track keeps its path."""
+    unknown = sorted(set(fields) - set(ENTITY_FIELDS))
+    if unknown:
+        raise EditError(f"cannot edit {unknown} of an entity; editable: {', '.join(ENTITY_FIELDS)}")
+    scene = find_scene(story, scene_id)
+    entity = _entity(scene, keyframe, position)
+    where = f"scene {scene.id!r}, keyframe {keyframe + 1}, entity {position + 1} ({entity.name!r})"
+    if "character_id" in fields and fields["character_id"]:
+        fields["character_id"] = find_character(story, fields["character_id"]).id
+    if "character_id" in fields and not fields["character_id"]:
+        fields["character_id"] = None
+    if "motion" in fields:
+        fields["motion"] = (fields["motion"] or "").strip() or None
+    for field in ("name", "description"):
+        if field in fields:
+            fields[field] = (fields[field] or "").strip()
+            if not fields[field]:
+                raise EditError(f"{where}: the {field} may not be empty")
+    targets = _track(scene, entity_key(entity)) if all_keyframes else [entity]
+    delta = None
+    if "box" in fields:
+        box = tuple(float(v) for v in fields["box"])
+        delta = tuple(new - old for new, old in zip(box, entity.box))
+    changed: list[str] = []
+    for target in targets:
+        for field, value in fields.items():
+            if field == "box":
+                value = box if target is entity else _moved(target.box, delta)
+            if _set(target, field, value, where):
+                target.mark_edited(field)
+                if field not in changed:
+                    changed.append(field)
+    return changed
+
+
+def _moved(box: Box, delta: tuple[float, ...]) -> tuple[float, float, float, float]:
+    moved = [min(max(v + d, 0.0), 1.0) for v, d in zip(box, delta)]
+    return tuple(round(v, 4) for v in moved)  # type: ignore[return-value]
+
+
+def delete_entity(story: Story, scene_id: str, keyframe: int, position: int, all_keyframes: bool = False) -> Entity:
+    """Remove an entity from one keyframe (or its whole track); re-planning will not bring it back there."""
+    scene = find_scene(story, scene_id)
+    entity = _entity(scene, keyframe, position)
+    key = entity_key(entity)
+    for index, frame in enumerate(scene.keyframes):
+        if all_keyframes:
+            kept = [e for e in frame.entities if entity_key(e) != key]
+        elif index == keyframe:
+            kept = [e for i, e in enumerate(frame.entities) if i != position]
+        else:
+            continue
+        if len(kept) != len(frame.entities):
+            frame.entities = kept
+            frame.mark_edited("entities")
+    return entity
+
+
+# -- motion clips --------------------------------------------------------------------------------------
+
+def approve_clip(project: Project, scene_id: str, motion: str, source: str | Path, clip_id: str,
+                 caption: str = "", score: float | None = None, origin: str = "user") -> ClipRef:
+    """Copy a clip into media/clips/<scene>/<motion>/ and approve it for one motion of a scene."""
+    scene = find_scene(project.story, scene_id)
+    if motion not in scene.motions:
+        raise EditError(f"scene {scene.id!r} has no motion {motion!r}; its motions: {', '.join(scene.motions) or 'none'}")
+    if any(c.id == clip_id and c.motion == motion for c in scene.approved_clips):
+        raise EditError(f"{clip_id} is already approved for {motion!r} in scene {scene.id!r}")
+    source = Path(source)
+    if not source.is_file():
+        raise EditError(f"clip file {source} does not exist")
+    target = project.media / CLIPS_DIR / slug(scene.id) / slug(motion) / f"{slug(clip_id, 'clip')}{source.suffix.lower()}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if source.resolve() != target.resolve():
+        shutil.copyfile(source, target)
+    clip = ClipRef(id=clip_id, motion=motion, path=project.relative(target), caption=caption or "", score=score,
+                   source=origin)
+    scene.approved_clips = [*scene.approved_clips, clip]
+    return clip
+
+
+def unapprove_clip(story: Story, scene_id: str, motion: str, clip_id: str) -> None:
+    """Take one clip off one motion of a scene (its approvals for other motions stay)."""
+    scene = find_scene(story, scene_id)
+    kept = [c for c in scene.approved_clips if not (c.id == clip_id and c.motion == motion)]
+    if len(kept) == len(scene.approved_clips):
+        raise EditError(f"{clip_id} is not approved for {motion!r} in scene {scene.id!r}")
+    scene.approved_clips = kept
+
+
+# -- priors --------------------------------------------------------------------------------------------
+
+def scenes_for(story: Story, kind: str, target: str) -> list[str]:
+    """The scenes a prior belongs to: those showing the character (subject) or having the motion."""
+    if kind == "subject":
+        return [s.id for s in story.scenes if any(e.character_id == target for k in s.keyframes for e in k.entities)]
+    return [s.id for s in story.scenes if target in s.motions]
+
+
+def register_prior(story: Story, prior: Prior, bind: bool = True) -> list[str]:
+    """Add a trained prior (replacing one with its id); with `bind`, bind it to the scenes it belongs to.
+    Returns the scenes bound."""
+    story.priors = [p for p in story.priors if p.id != prior.id] + [prior]
+    return bind_prior(story, prior.id) if bind else []
+
+
+def bind_prior(story: Story, prior_id: str, scene_ids: Iterable[str] | None = None, scale: float = 1.0) -> list[str]:
+    """Bind a prior to scenes (default: those it belongs to) with a strength; an existing binding's scale is
+    updated. Returns the scene ids bound."""
+    prior = _prior(story, prior_id)
+    scenes = ([find_scene(story, s) for s in scene_ids] if scene_ids is not None
+              else [find_scene(story, s) for s in scenes_for(story, prior.kind, prior.target)])
+    for scene in scenes:
+        binding = PriorBinding(prior_id=prior.id, scale=scale)
+        others = [b for b in scene.prior_bindings if b.prior_id != prior.id]
+        if [*others, binding] != scene.prior_bindings:
+            scene.prior_bindings = [*others, binding]
+    return [s.id for s in scenes]
+
+
+def unbind_prior(story: Story, prior_id: str, scene_ids: Iterable[str] | None = None) -> list[str]:
+    """Unbind a prior from scenes (default: all). Returns the scene ids it was removed from."""
+    _prior(story, prior_id)
+    scenes = [find_scene(story, s) for s in scene_ids] if scene_ids is not None else story.scenes
+    removed = []
+    for scene in scenes:
+        kept = [b for b in scene.prior_bindings if b.prior_id != prior_id]
+        if len(kept) != len(scene.prior_bindings):
+            scene.prior_bindings = kept
+            removed.append(scene.id)
+    return removed
+
+
+def delete_prior(story: Story, prior_id: str) -> Prior:
+    """Remove a prior and its bindings (the file stays in media/priors: a trained prior is reused, not lost)."""
+    prior = _prior(story, prior_id)
+    unbind_prior(story, prior.id)
+    story.priors = [p for p in story.priors if p.id != prior.id]
+    return prior
+
+
+def _prior(story: Story, prior_id: str) -> Prior:
+    for prior in story.priors:
+        if prior.id == prior_id:
+            return prior
+    raise EditError(f"the story has no prior {prior_id!r}; priors: {', '.join(p.id for p in story.priors) or 'none'}")
+
+
+# -- renders -------------------------------------------------------------------------------------------
+
+def store_renders(project: Project, scene_id: str, results: list[RenderResult]) -> None:
+    """Record finished renders of a scene (what a render job hands back). A render of the same plan and seed
+    replaces the earlier one in its place, new ones are added at the end; renders of other plans or seeds stay listed while their files exist. The user's
+    chosen variant stays chosen while it renders the same plan; otherwise the first new render is chosen."""
+    scene = find_scene(project.story, scene_id)
+    chosen = scene.renders[scene.chosen_render] if scene.chosen_render is not None else None
+    new = {(r.cache_key, r.seed): r for r in results}
+    renders = [new.pop((r.cache_key, r.seed), r) for r in scene.renders]
+    renders = [r for r in renders if r in results or project.resolve(r.path).is_file()] + list(new.values())
+    paths = [r.path for r in renders]
+    scene.chosen_render = None
+    scene.renders = renders
+    if chosen is not None and chosen.path in paths and (not results or chosen.cache_key == results[0].cache_key):
+        scene.chosen_render = paths.index(chosen.path)
+    elif renders:
+        scene.chosen_render = paths.index(results[0].path) if results else 0
+
+
+def choose_render(story: Story, scene_id: str, seed: int, cache_key: str | None = None) -> RenderResult:
+    """Make a variant the one export uses for a scene: the newest render with `seed` (and `cache_key`)."""
+    scene = find_scene(story, scene_id)
+    for position in reversed(range(len(scene.renders))):
+        render = scene.renders[position]
+        if render.seed == seed and cache_key in (None, render.cache_key):
+            scene.chosen_render = position
+            return render
+    raise EditError(f"scene {scene.id!r} has no render with seed {seed}; it has seeds "
+                    f"{sorted({r.seed for r in scene.renders})}")
