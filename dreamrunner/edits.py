@@ -331,17 +331,22 @@ def delete_entity(story: Story, scene_id: str, keyframe: int, position: int, all
 
 # -- motion clips --------------------------------------------------------------------------------------
 
-def approve_clip(project: Project, scene_id: str, motion: str, source: str | Path, clip_id: str,
+def approve_clip(project: Project, scene_id: str, motion: str, source: str | Path, clip_id: str | None = None,
                  caption: str = "", score: float | None = None, origin: str = "user") -> ClipRef:
-    """Copy a clip into media/clips/<scene>/<motion>/ and approve it for one motion of a scene."""
+    """Check a clip plays, copy it into media/clips/<scene>/<motion>/ and approve it for one motion of a scene.
+    A user's own clip is named by its file (`user-<file name>`); a retrieved one keeps its catalog id."""
+    from .media import check_clip
+
     scene = find_scene(project.story, scene_id)
+    source = Path(source)
+    clip_id = clip_id or f"user-{slug(source.stem, 'clip')}"
     if motion not in scene.motions:
         raise EditError(f"scene {scene.id!r} has no motion {motion!r}; its motions: {', '.join(scene.motions) or 'none'}")
     if any(c.id == clip_id and c.motion == motion for c in scene.approved_clips):
         raise EditError(f"{clip_id} is already approved for {motion!r} in scene {scene.id!r}")
-    source = Path(source)
     if not source.is_file():
         raise EditError(f"clip file {source} does not exist")
+    check_clip(source)
     target = project.media / CLIPS_DIR / slug(scene.id) / slug(motion) / f"{slug(clip_id, 'clip')}{source.suffix.lower()}"
     target.parent.mkdir(parents=True, exist_ok=True)
     if source.resolve() != target.resolve():

@@ -1,5 +1,5 @@
-"""Media that users bring in: reference images of characters, checked and decoded once, the same way for the
-editor's uploads and the CLI's `--character NAME=IMAGE`."""
+"""Media that users bring in (reference images of characters, their own motion clips), checked the same way
+for the editor's uploads and the CLI's commands."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from .errors import DreamRunnerError
 MIN_SIDE = 64
 MAX_BYTES = 20 * 1024 * 1024
 FORMATS = {"PNG", "JPEG", "WEBP", "BMP", "GIF"}
+VIDEO_SUFFIXES = {".mp4", ".webm", ".mov", ".mkv", ".avi"}
 
 
 class MediaError(DreamRunnerError):
@@ -37,3 +38,23 @@ def load_reference_image(path: Path) -> Image.Image:
         raise MediaError(f"{name} is {image.size[0]}x{image.size[1]} pixels; reference images need at least "
                          f"{MIN_SIDE} pixels on each side")
     return image.convert("RGB")
+
+
+def check_clip(path: Path) -> float:
+    """Seconds of a playable video (PyAV decodes one frame to be sure), or a MediaError saying why not."""
+    import av
+
+    path = Path(path)
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        raise MediaError(f"{path.name} is not a video file ({', '.join(sorted(VIDEO_SUFFIXES))})")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise MediaError(f"{path.name} has no video stream")
+            stream = container.streams.video[0]
+            next(container.decode(video=0))
+            if stream.duration is not None and stream.time_base is not None:
+                return float(stream.duration * stream.time_base)
+            return (container.duration or 0) / 1_000_000
+    except (av.error.FFmpegError, StopIteration, OSError) as error:
+        raise MediaError(f"{path.name} cannot be played: {error or 'no frames'}") from None

@@ -14,14 +14,13 @@ import gradio as gr
 
 from dreamrunner import edits
 from dreamrunner.errors import DreamRunnerError
-from dreamrunner.story import ClipRef, slug
+from dreamrunner.story import ClipRef
 
 from .jobs import Cancels, progress_html, run_streaming, stream_job
 from .messages import guarded
 from .stages import available, load
 
 CLIP_COLUMNS = ["id", "motion", "score", "source", "caption"]
-VIDEO_SUFFIXES = {".mp4", ".webm", ".mov", ".mkv", ".avi"}
 
 
 class ClipError(DreamRunnerError):
@@ -31,25 +30,6 @@ class ClipError(DreamRunnerError):
 def _approval(clip: ClipRef) -> str:
     """The approved-clip dropdown's value: one approval (a clip may be approved for several motions)."""
     return f"{clip.motion}\t{clip.id}"
-
-
-def check_video(path: Path) -> float:
-    """Seconds of a playable video (PyAV decodes one frame to be sure), or a ClipError saying why not."""
-    import av
-
-    if path.suffix.lower() not in VIDEO_SUFFIXES:
-        raise ClipError(f"{path.name} is not a video file ({', '.join(sorted(VIDEO_SUFFIXES))})")
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise ClipError(f"{path.name} has no video stream")
-            stream = container.streams.video[0]
-            next(container.decode(video=0))
-            if stream.duration is not None and stream.time_base is not None:
-                return float(stream.duration * stream.time_base)
-            return (container.duration or 0) / 1_000_000
-    except (av.error.FFmpegError, StopIteration, OSError) as error:
-        raise ClipError(f"{path.name} cannot be played: {error or 'no frames'}") from None
 
 
 class ClipsTab:
@@ -181,15 +161,11 @@ class ClipsTab:
             raise ClipError("select a retrieved clip first (click it in the gallery)")
         return candidates[int(index)]
 
-    def _add_clip(self, folder, scene_id, motion, source_path: Path, clip_id: str, caption: str,
-                  score: float | None, source: str) -> ClipRef:
-        with self.workspace.edit(folder) as project:
-            return edits.approve_clip(project, scene_id, motion, source_path, clip_id, caption, score, source)
-
     def approve(self, folder, scene_id, motion, candidates, index):
         clip = self._candidate(candidates, index)
-        self._add_clip(folder, scene_id, motion, Path(clip["path"]), clip["id"], clip["caption"], clip["score"],
-                       clip["source"])
+        with self.workspace.edit(folder) as project:
+            edits.approve_clip(project, scene_id, motion, clip["path"], clip["id"], clip["caption"], clip["score"],
+                               clip["source"])
         gr.Info(f"approved {clip['id']} for {motion!r}")
         return {self.status: self.status_text(folder), **self.clips_view(folder, scene_id, motion)}
 
@@ -215,9 +191,8 @@ class ClipsTab:
         if not motion:
             raise ClipError("choose the motion this clip shows")
         path = Path(upload if isinstance(upload, str) else upload.name)
-        seconds = check_video(path)
-        clip = self._add_clip(folder, scene_id, motion, path, f"user-{slug(path.stem, 'clip')}",
-                              f"added by the user ({seconds:.1f} s)", None, "user")
+        with self.workspace.edit(folder) as project:
+            clip = edits.approve_clip(project, scene_id, motion, path)
         gr.Info(f"added {clip.id} for {motion!r}")
         return {self.status: self.status_text(folder), self.own_clip: None,
                 **self.clips_view(folder, scene_id, motion)}

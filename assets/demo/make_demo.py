@@ -114,8 +114,7 @@ def main() -> None:
     draw_owl(media / "pip_2.png", 30)
     draw_fox(media / "rusty_1.png", 0)
     draw_fox(media / "rusty_2.png", 30)
-    project = Project(HERE, build_story())
-    project.save()
+    Project.create(HERE, build_story(), overwrite=True)
     (HERE / BACKUP_FILE).unlink(missing_ok=True)  # the demo ships one story, not its previous version
     print(f"wrote {HERE / 'project.json'}")
 

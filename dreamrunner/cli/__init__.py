@@ -7,6 +7,7 @@ import sys
 
 from ..errors import DreamRunnerError
 from . import (
+    edit_commands,
     eval_commands,
     planning_commands,
     prior_commands,
@@ -16,8 +17,8 @@ from . import (
 )
 
 # One module per stage, in pipeline order; each module's register() adds its subcommands.
-COMMAND_MODULES = [project_commands, planning_commands, retrieval_commands, prior_commands, render_commands,
-                   eval_commands]
+COMMAND_MODULES = [project_commands, planning_commands, edit_commands, retrieval_commands, prior_commands,
+                   render_commands, eval_commands]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,216 @@
+"""The editor and the CLI make the same story changes: each change is made once through the editor's handler
+(in this process, as the page calls it) and once through the `dreamrunner` command (a real process) on two
+copies of one project; the saved stories and media must be the same. Also: an edit made in the page while a
+render job runs survives the job."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from dreamrunner import edits
+from dreamrunner.project import Project
+from dreamrunner.story import RenderResult
+from dreamrunner.validation import validate_story
+from ui import board
+from ui.editor import build_app
+from ui.workspace import Workspace
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def editor(tmp_path_factory):
+    workspace = Workspace(home=tmp_path_factory.mktemp("home"))
+    _, editor = build_app(workspace, workspace.install_demo())
+    return editor
+
+
+@pytest.fixture
+def pair(tmp_path, simple_story_data):
+    """Two copies of one project: (folder the editor changes, folder the CLI changes)."""
+    base = Project.create(tmp_path / "base", validate_story(simple_story_data))
+    with base.edit():
+        story = base.story
+        edits.add_character(story, "Gus")  # a character no entity uses, to remove
+        story.scenes[0].motions = ["flying", "gliding"]
+        for seed in (1, 2):
+            path = base.media / "renders" / f"seed{seed}.mp4"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"")
+            story.scenes[0].renders = [*story.scenes[0].renders, RenderResult(
+                seed=seed, path=f"media/renders/seed{seed}.mp4", cache_key="k", backend="tiny", is_noise=True)]
+        story.scenes[0].chosen_render = 0
+    (base.media / "mira.png").parent.mkdir(exist_ok=True)
+    Image.new("RGB", (80, 80), (200, 40, 40)).save(base.media / "mira.png")
+    shutil.copytree(base.folder, tmp_path / "page")
+    shutil.copytree(base.folder, tmp_path / "cli")
+    return tmp_path / "page", tmp_path / "cli"
+
+
+def cli(*args) -> str:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-m", "dreamrunner", *map(str, args)], env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def same_result(page: Path, cli_folder: Path) -> None:
+    assert Project.load(page).story == Project.load(cli_folder).story
+    files = lambda folder: sorted(p.relative_to(folder).as_posix() for p in (folder / "media").rglob("*") if p.is_file())  # noqa: E731
+    assert files(page) == files(cli_folder)
+
+
+def picture(tmp_path: Path) -> Path:
+    path = tmp_path / "Side view.png"
+    Image.new("RGB", (96, 96), (30, 120, 60)).save(path)
+    return path
+
+
+def clip(tmp_path: Path) -> Path:
+    path = tmp_path / "My jump.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=8)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(8):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 30, np.uint8), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+def test_add_a_character(editor, pair):
+    editor.add_character(pair[0], "Zoë Café")
+    cli("character", "add", pair[1], "Zoë Café")
+    same_result(*pair)
+    assert Project.load(pair[0]).story.characters[-1].id == "zoe-cafe"
+
+
+def test_edit_a_character_in_the_table(editor, pair):
+    rows = [[c.id, c.name, c.token, c.description] for c in Project.load(pair[0]).story.characters]
+    rows[0][3], rows[1][2] = "a young witch with a red scarf", "[v7]"
+    editor.edit_characters(pair[0], rows)
+    cli("character", "edit", pair[1], "c1", "--description", "a young witch with a red scarf")
+    cli("character", "edit", pair[1], "Gus", "--token", "[v7]")
+    same_result(*pair)
+
+
+def test_remove_a_character(editor, pair):
+    editor.remove_character(pair[0], "gus")
+    cli("character", "remove", pair[1], "gus")
+    same_result(*pair)
+
+
+def test_add_a_reference_image(editor, pair, tmp_path):
+    editor.add_references(pair[0], "c1", [str(picture(tmp_path))])
+    cli("character", "add-image", pair[1], "c1", picture(tmp_path))
+    same_result(*pair)
+    assert Project.load(pair[0]).story.characters[0].reference_images[-1] == "media/characters/c1_2.png"
+
+
+@pytest.mark.parametrize("field,page_value,cli_args", [
+    ("narration", "The witch waves at the owl.", ["--narration", "The witch waves at the owl."]),
+    ("motions", "flying\nwaving", ["--motion", "flying", "--motion", "waving"]),
+    ("background", "a dark forest", ["--background", "a dark forest"]),
+    ("description", "Mira meets the owl.", ["--description", "Mira meets the owl."]),
+])
+def test_edit_a_scene(editor, pair, field, page_value, cli_args):
+    editor.set_scene_field(pair[0], "s1", field, page_value)
+    cli("scene", "edit", pair[1], "1", *cli_args)
+    same_result(*pair)
+
+
+def test_drag_a_box(editor, pair):
+    story = Project.load(pair[0]).story
+    size = board.canvas_size(story)
+    keyframe = story.scenes[0].keyframes[0]
+    sent = board.annotator_boxes(keyframe, size)
+    sent[0].update(xmin=sent[0]["xmin"] + 72, xmax=sent[0]["xmax"] + 72, ymin=sent[0]["ymin"] + 48,
+                   ymax=sent[0]["ymax"] + 48)
+    editor.edit_boxes(pair[0], "s1", 0, board.revision("s1", keyframe, size), {"boxes": sent})
+    box = board.normalize(sent[0], size, "test")
+    cli("entity", "edit", pair[1], "s1", "--keyframe", "1", "--entity", "1", "--box", ",".join(map(str, box)))
+    same_result(*pair)
+
+
+def test_draw_a_new_box(editor, pair):
+    story = Project.load(pair[0]).story
+    size = board.canvas_size(story)
+    keyframe = story.scenes[0].keyframes[1]
+    sent = board.annotator_boxes(keyframe, size) + [{"xmin": 72, "ymin": 48, "xmax": 216, "ymax": 240, "label": "lantern"}]
+    editor.edit_boxes(pair[0], "s1", 1, board.revision("s1", keyframe, size), {"boxes": sent})
+    cli("entity", "add", pair[1], "s1", "lantern", "--keyframe", "2", "--box", "0.1,0.1,0.3,0.5")
+    same_result(*pair)
+
+
+def test_add_and_delete_entities(editor, pair):
+    editor.add_entity(pair[0], "s1", 3)
+    cli("entity", "add", pair[1], "s1", "", "--keyframe", "4")
+    editor.delete_entity(pair[0], "s1", 0, 1)
+    cli("entity", "delete", pair[1], "s1", "--keyframe", "1", "--entity", "2")
+    same_result(*pair)
+
+
+def test_edit_an_entity_in_the_table(editor, pair):
+    story = Project.load(pair[0]).story
+    keyframe = story.scenes[0].keyframes[2]
+    rows = board.entity_rows(keyframe)
+    rows[1][1], rows[1][2], rows[1][3] = "Mira", "perching", "a grey owl"
+    editor.edit_rows(pair[0], "s1", 2, board.revision("s1", keyframe, board.canvas_size(story)), rows)
+    cli("entity", "edit", pair[1], "s1", "--keyframe", "3", "--entity", "2", "--character", "Mira", "--motion",
+        "perching", "--description", "a grey owl")
+    same_result(*pair)
+
+
+def test_approve_and_unapprove_a_clip(editor, pair, tmp_path):
+    editor.add_own_clip(pair[0], "s1", "gliding", str(clip(tmp_path)))
+    cli("clips", "approve", pair[1], "s1", "--motion", "gliding", clip(tmp_path))
+    same_result(*pair)
+    editor.remove_approved(pair[0], "s1", "gliding", "gliding\tuser-my-jump")
+    cli("clips", "unapprove", pair[1], "s1", "--motion", "gliding", "user-my-jump")
+    same_result(*pair)
+
+
+def test_choose_a_render(editor, pair):
+    editor.choose_variant(pair[0], "s1", 1)
+    cli("choose", pair[1], "--scene", "s1", "--seed", "2")
+    same_result(*pair)
+    assert Project.load(pair[0]).story.scenes[0].chosen_render == 1
+
+
+def test_title_and_settings(editor, pair):
+    editor.set_story_field(pair[0], "title", "The owl's night")
+    editor.set_render_setting(pair[0], "steps", 12)
+    editor.set_prior_setting(pair[0], "max_steps", 80)
+    cli("set", pair[1], "title=The owl's night", "render.steps=12", "prior.max_steps=80")
+    same_result(*pair)
+
+
+def test_an_edit_made_while_a_render_job_runs_survives_it(tmp_path, simple_story_data):
+    data = dict(simple_story_data)
+    data["scenes"] = [data["scenes"][0], {**data["scenes"][0], "id": "s2"}]
+    project = Project.create(tmp_path / "story", validate_story(data))
+    with project.edit():
+        edits.set_setting(project.story, "render.steps", 3)
+    workspace = Workspace(home=tmp_path / "home")
+    _, editor = build_app(workspace, project.folder)
+    job = editor.render_all_job(project.folder, "s1", request=None)
+    next(job)  # "loading the backend": the job has taken its copy of the story
+    editor.set_scene_field(project.folder, "s2", "narration", "Edited while the scenes render.")
+    on_disk = lambda: Project.load(project.folder).story  # noqa: E731
+    for _ in job:
+        # Whatever the job has finished so far, the user's edit stays on disk all along.
+        assert on_disk().scenes[1].narration == "Edited while the scenes render."
+    story = on_disk()
+    assert story.scenes[1].narration == "Edited while the scenes render."
+    for scene in story.scenes:
+        assert len(scene.renders) == 1 and project.resolve(scene.renders[0].path).is_file()
