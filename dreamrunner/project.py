@@ -6,18 +6,20 @@
       media/              reference images, approved clips, priors, renders (relative paths only)
 
 A save writes a temporary file, fsyncs it and renames it over `project.json`, so a crash at any point
-leaves either the old or the new project, never a torn one.
+leaves either the old or the new project, never a torn one. The hidden temporaries a killed save leaves
+behind are removed by the next load or save of the project.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 from .errors import DreamRunnerError
-from .files import write_text_atomic
+from .files import remove_stale_temporaries, write_text_atomic
 from .story import Story
 from .validation import validate_story
 
@@ -60,6 +62,12 @@ def parse_project(text: str, source: str = PROJECT_FILE) -> Story:
     return validate_story(payload.get("story"))
 
 
+def _remove_orphans(folder: Path) -> None:
+    """Remove the temporaries of saves that were killed before their rename (see files.remove_stale_temporaries)."""
+    for name in (PROJECT_FILE, BACKUP_FILE):
+        remove_stale_temporaries(folder / name)
+
+
 class Project:
     """A story bound to its folder on disk."""
 
@@ -89,6 +97,7 @@ class Project:
         path = folder / (BACKUP_FILE if from_backup else PROJECT_FILE)
         if not path.is_file():
             raise ProjectError(f"no project at {folder}: {path.name} not found")
+        _remove_orphans(folder)
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as error:
@@ -98,6 +107,7 @@ class Project:
     def save(self) -> None:
         """Atomically replace project.json, keeping what it held before as project.json.bak."""
         self.folder.mkdir(parents=True, exist_ok=True)
+        _remove_orphans(self.folder)
         text = dump_story(self.story)
         if self.path.is_file():
             previous = self.path.read_text(encoding="utf-8")
@@ -121,6 +131,22 @@ class Project:
         if root not in target.parents:
             raise ProjectError(f"{path} is not inside the project folder {root}")
         return target.relative_to(root).as_posix()
+
+
+def restore_backup(folder: str | os.PathLike) -> Project:
+    """Make `project.json.bak` the project again, when `project.json` is damaged or was a mistake.
+
+    The replaced `project.json` is kept beside it as `project.json.damaged-<YYYYmmdd-HHMMSS>` (nothing is
+    deleted) and the backup stays, so the step can be undone by hand. Raises ProjectError, naming the
+    problem, when the backup is missing or cannot be read as a project either.
+    """
+    folder = Path(folder)
+    backup = Project.load(folder, from_backup=True)
+    current = folder / PROJECT_FILE
+    if current.exists():
+        os.replace(current, folder / f"{PROJECT_FILE}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+    write_text_atomic(current, dump_story(backup.story))
+    return Project.load(folder)
 
 
 def load_story_file(path: str | os.PathLike) -> Any:
