@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from dreamrunner.project import Project
+from dreamrunner.project import Project, ProjectError
 from dreamrunner.story import Story
 from ui import board
 from ui.board import BoardEditError, CanvasSize
@@ -112,3 +112,16 @@ def test_workspace_remembers_the_last_project_and_rolls_back_failed_edits(tmp_pa
     assert Project.load(other).story.scenes[0].narration == "saved at once"
     workspace.save(other)
     assert Project.load(other).story.scenes[0].narration == "not yet saved"
+
+
+def test_folders_typed_in_the_page_stay_inside_the_roots(tmp_path):
+    home = tmp_path / "home"
+    workspace = Workspace(home=home, roots=[tmp_path / "extra"])
+    assert workspace.resolve_folder("mine") == (home / "projects" / "mine").resolve()
+    assert workspace.resolve_folder(str(tmp_path / "extra" / "a" / "b")) == (tmp_path / "extra" / "a" / "b").resolve()
+    (home / "projects").mkdir(parents=True)
+    (tmp_path / "outside").mkdir()
+    (home / "projects" / "link").symlink_to(tmp_path / "outside")
+    for text in (str(tmp_path), "../x", "~", str(tmp_path / "extra-2"), "link", "link/inner", "/"):
+        with pytest.raises(ProjectError, match="is outside the folders this editor may use"):
+            workspace.resolve_folder(text)

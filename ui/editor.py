@@ -261,7 +261,8 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
             env = planning_defaults()
             gr.Markdown("The offline planner needs no LLM. For an LLM, give an OpenAI-compatible endpoint "
                         "(OpenAI, Ollama, vLLM, llama.cpp server); the key is used for this session only and "
-                        "never written to the project.")
+                        "never written to the project. With no key typed here, the server's own key is used "
+                        "only with the server's own endpoint: another base URL needs its key typed here.")
             with gr.Row():
                 self.planner_kind = gr.Radio([("Offline planner", "offline"), ("LLM", "llm")],
                                              value=env["kind"], label="Planner", elem_id="planner-kind")
