@@ -17,7 +17,7 @@ import sys
 from dreamrunner.errors import DreamRunnerError
 from ui import Workspace, build_app
 from ui.editor import CSS
-from ui.server import DEFAULT_MAX_UPLOAD, MAX_UPLOAD_ENV, launch_options
+from ui.server import DEFAULT_MAX_UPLOAD, MAX_UPLOAD_ENV, launch_options, parse_size
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,9 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     try:
+        max_upload = parse_size(args.max_upload)
         workspace = Workspace(roots=args.project_root)
         folder, problem = workspace.start(args.project)
-        options = launch_options(workspace, args.max_upload)
+        options = launch_options(workspace, max_upload)
     except DreamRunnerError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -151,3 +151,19 @@ def test_the_api_key_appears_nowhere_a_client_or_a_file_could_show_it(site):
         for path in root.rglob("*"):
             if path.is_file():
                 assert API_KEY.encode() not in path.read_bytes(), path
+
+
+def test_the_upload_limit_setting_is_checked_at_start(tmp_path):
+    import subprocess
+    import sys
+
+    from browser import ROOT
+
+    from ui.server import parse_size
+
+    assert parse_size("200mb") == 200 << 20 and parse_size("512") == 512 and parse_size(" 2 GB ") == 2 << 30
+    env = {"DREAMRUNNER_HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "app.py", "--max-upload", "lots"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "upload limit 'lots' is not a size such as 500kb, 200mb or 2gb" in result.stderr

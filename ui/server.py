@@ -74,8 +74,8 @@ class FileRouteGuard:
         await self.app(scope, receive, send)
 
 
-def launch_options(workspace: Workspace, max_upload: str | int) -> dict:
-    """Keyword arguments for `Blocks.launch`: allowed_paths fixed to the roots, the guard, the upload limit."""
-    limit = max_upload if isinstance(max_upload, int) else parse_size(max_upload)
-    return {"allowed_paths": [str(root) for root in workspace.roots], "max_file_size": limit,
+def launch_options(workspace: Workspace, max_upload: int) -> dict:
+    """Keyword arguments for `Blocks.launch`: allowed_paths fixed to the roots, the guard, the upload limit
+    (bytes)."""
+    return {"allowed_paths": [str(root) for root in workspace.roots], "max_file_size": max_upload,
             "app_kwargs": {"middleware": [Middleware(FileRouteGuard)]}}

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from dreamrunner.files import write_text_atomic
+from dreamrunner.files import remove_stale_temporaries, write_text_atomic
 from dreamrunner.project import PROJECT_FILE, Project, ProjectError, restore_backup
 from dreamrunner.story import Story
 
@@ -51,6 +51,7 @@ class AppState:
     def update(self, **values) -> None:
         data = {**self.read(), **values}
         self.home.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.path)
         write_text_atomic(self.path, json.dumps(data, indent=2))
 
     @property
