@@ -1,12 +1,17 @@
-"""File helpers every stage shares: atomic writes (a temporary file beside the target, renamed over it) and
-content hashes."""
+"""File helpers every stage shares: atomic writes (a temporary file beside the target, renamed over it),
+clean-up of the temporaries a killed writer leaves, and content hashes."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
+import time
 from pathlib import Path
+
+# A temporary whose writer is gone (or that is this old) is an orphan: a write takes seconds, not an hour.
+STALE_TEMPORARY_SECONDS = 3600.0
 
 
 def temporary_beside(path: Path, suffix: str) -> Path:
@@ -14,8 +19,10 @@ def temporary_beside(path: Path, suffix: str) -> Path:
 
     mkstemp makes files 0600; the renamed file must not end up less readable than any other file the user
     writes (a project shared with a colleague, an exported video), so apply the umask like open() does.
+    The name is `.<name>.<pid>.<random><suffix>`: the writer's pid tells `remove_stale_temporaries` whether
+    the write may still be under way.
     """
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=suffix, dir=path.parent)
     umask = os.umask(0)
     os.umask(umask)
     os.fchmod(fd, 0o666 & ~umask)
@@ -36,6 +43,53 @@ def write_text_atomic(path: Path, text: str) -> None:
         temporary.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    except (OSError, OverflowError):
+        return False
+    return True
+
+
+def remove_stale_temporaries(path: Path, suffix: str = ".tmp", max_age: float = STALE_TEMPORARY_SECONDS) -> list[Path]:
+    """Delete the temporaries `temporary_beside(path, suffix)` made that no write will rename any more.
+
+    A temporary is stale when the process named in it is gone (killed mid-write), or when it is older
+    than `max_age` seconds (a reused pid, another machine on a shared disk, a name from before pids were
+    recorded). A live writer's fresh temporary is left alone, so this is safe while another process saves.
+    Returns the paths removed; files that vanish meanwhile or cannot be removed are skipped.
+    """
+    path = Path(path)
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(?:(\d+)\.)?[A-Za-z0-9_]+{re.escape(suffix)}$")
+    removed = []
+    try:
+        candidates = [entry for entry in os.scandir(path.parent) if entry.name.startswith(f".{path.name}.")]
+    except OSError:
+        return removed
+    now = time.time()
+    for entry in candidates:
+        match = pattern.match(entry.name)
+        if match is None:
+            continue
+        try:
+            age = now - entry.stat(follow_symlinks=False).st_mtime
+        except OSError:
+            continue
+        pid = match.group(1)
+        if age < max_age and (pid is None or _process_alive(int(pid))):
+            continue
+        try:
+            os.unlink(entry.path)
+        except OSError:
+            continue
+        removed.append(Path(entry.path))
+    return removed
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -12,12 +12,14 @@ Several writers (the editor, CLI commands, two processes) may change one project
 lock (`filelock`, `.project.json.lock`) and checks the file's `revision` against the one this writer loaded;
 over a newer revision it merges both writers' changes (`dreamrunner.revisions`) and refuses, naming what both
 changed, when they touch the same thing. A save never silently overwrites another writer's work.
+The hidden temporaries a killed save leaves behind are removed by the next load or save.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -25,7 +27,7 @@ from typing import Any, Iterator
 from filelock import FileLock, Timeout
 
 from .errors import DreamRunnerError
-from .files import write_text_atomic
+from .files import remove_stale_temporaries, write_text_atomic
 from .revisions import merge_values
 from .story import Story
 from .validation import StoryValidationError, validate_story
@@ -93,6 +95,12 @@ def read_project(text: str, source: str = PROJECT_FILE) -> tuple[Story, int]:
     return validate_story(payload.get("story")), revision
 
 
+def _remove_orphans(folder: Path) -> None:
+    """Remove the temporaries of saves that were killed before their rename (see files.remove_stale_temporaries)."""
+    for name in (PROJECT_FILE, BACKUP_FILE):
+        remove_stale_temporaries(folder / name)
+
+
 class Project:
     """A story bound to its folder on disk.
 
@@ -135,6 +143,7 @@ class Project:
         path = folder / (BACKUP_FILE if from_backup else PROJECT_FILE)
         if not path.is_file():
             raise ProjectError(f"no project at {folder}: {path.name} not found")
+        _remove_orphans(folder)
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as error:
@@ -157,6 +166,7 @@ class Project:
         this story was loaded; their changes elsewhere are merged into `self.story` and saved with it.
         """
         self.folder.mkdir(parents=True, exist_ok=True)
+        _remove_orphans(self.folder)
         with self._locked():
             current = self._read_disk()
             if current is not None and current[1] != self.revision:
@@ -271,6 +281,23 @@ class Project:
         if root not in target.parents:
             raise ProjectError(f"{path} is not inside the project folder {root}")
         return target.relative_to(root).as_posix()
+
+
+def restore_backup(folder: str | os.PathLike) -> Project:
+    """Make `project.json.bak` the project again, when `project.json` is damaged or was a mistake.
+
+    The replaced `project.json` is kept beside it as `project.json.damaged-<YYYYmmdd-HHMMSS>` (nothing is
+    deleted) and the backup stays, so the step can be undone by hand. Raises ProjectError, naming the
+    problem, when the backup is missing or cannot be read as a project either.
+    """
+    folder = Path(folder)
+    backup = Project.load(folder, from_backup=True)
+    current = folder / PROJECT_FILE
+    with backup._locked():
+        if current.exists():
+            os.replace(current, folder / f"{PROJECT_FILE}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+        write_text_atomic(current, dump_story(backup.story, (backup.revision or 0) + 1))
+    return Project.load(folder)
 
 
 def load_story_file(path: str | os.PathLike) -> Any:

@@ -41,9 +41,12 @@ def free_port() -> int:
 class AppServer:
     """`python app.py` in a subprocess, as a user starts it."""
 
-    def __init__(self, home: Path, project: Path | None = None, log: Path | None = None):
+    def __init__(self, home: Path, project: Path | None = None, log: Path | None = None,
+                 env: dict | None = None, args: tuple[str, ...] = ()):
         self.home = Path(home)
         self.project = project
+        self.env = env or {}  # extra environment variables (HOME, OPENAI_API_KEY, ...)
+        self.args = tuple(args)  # extra app.py arguments
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.log_path = log or (self.home / f"app-{self.port}.log")
@@ -53,8 +56,9 @@ class AppServer:
         # Offline like CI: model look-ups fail at once instead of waiting on the closed network.
         env = {**os.environ, "DREAMRUNNER_HOME": str(self.home), "GRADIO_ANALYTICS_ENABLED": "False",
                "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-               "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-        command = [sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(self.port)]
+               "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), **self.env}
+        command = [sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(self.port),
+                   *self.args]
         if self.project is not None:
             command += ["--project", str(self.project)]
         self.home.mkdir(parents=True, exist_ok=True)

@@ -239,3 +239,25 @@ def test_a_scene_with_nothing_to_plan_from_is_refused(server, story):
 def test_the_api_key_is_not_shown():
     settings = PlannerSettings(api_key="sk-secret-value", base_url="http://localhost:1/v1")
     assert "sk-secret" not in repr(settings) and "sk-secret" not in settings.describe()
+
+
+def test_the_environment_key_is_only_sent_to_the_configured_or_allow_listed_endpoints():
+    from dreamrunner.planning import settings_for_caller
+
+    env = {"OPENAI_API_KEY": "sk-env", "DREAMRUNNER_LLM_ALLOWED_URLS": "http://gpu-box:8000/v1, http://other/v1"}
+    # No OPENAI_BASE_URL: the key belongs to OpenAI's API (and the allow-listed servers).
+    assert settings_for_caller("", "", "", env).api_key == "sk-env"
+    assert settings_for_caller("https://API.openai.com/v1/", "", "", env).api_key == "sk-env"
+    chosen = settings_for_caller("http://gpu-box:8000/v1/", "", "m", env)
+    assert (chosen.base_url, chosen.api_key, chosen.model) == ("http://gpu-box:8000/v1/", "sk-env", "m")
+    with pytest.raises(PlanningError, match="type an API key for it"):
+        settings_for_caller("http://attacker.example/v1", "", "", env)
+    typed = settings_for_caller("http://attacker.example/v1", "sk-typed", "", env)
+    assert typed.api_key == "sk-typed"
+    # With OPENAI_BASE_URL set, OpenAI's own URL is not a destination of the key any more.
+    local = {"OPENAI_API_KEY": "sk-env", "OPENAI_BASE_URL": "http://127.0.0.1:11434/v1"}
+    assert settings_for_caller("http://127.0.0.1:11434/v1", None, None, local).api_key == "sk-env"
+    with pytest.raises(PlanningError, match=r"server's LLM endpoint \(http://127.0.0.1:11434/v1\)"):
+        settings_for_caller("https://api.openai.com/v1", None, None, local)
+    # No key in the environment: nothing to leak, a typed keyless URL (a local server) is fine.
+    assert settings_for_caller("http://127.0.0.1:8080/v1", "", "", {}).api_key is None

@@ -1,5 +1,6 @@
 import json
 import os
+import re
 
 import pytest
 
@@ -130,3 +131,87 @@ def test_saved_files_get_the_usual_permissions(tmp_path, story):
     finally:
         os.umask(umask)
     assert project.path.stat().st_mode & 0o777 == 0o644
+
+
+SAVE_LOOP = """
+import sys
+from dreamrunner.project import Project
+project = Project.load(sys.argv[1])
+padding = "x" * 400_000  # a large story: each write takes long enough to be killed in the middle
+n = 0
+while True:
+    n += 1
+    project.story.topic = f"{n} {padding}"
+    project.save()
+    print(n, flush=True)
+"""
+
+
+def _orphans(folder):
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".project.json") and p.name.endswith(".tmp"))
+
+
+def test_temporaries_of_saves_killed_by_sigkill_are_removed_on_the_next_load_and_save(tmp_path, story):
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    Project.create(tmp_path, story)
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    # kill -9 writers at varying moments until one is caught mid-write (each new writer's load would
+    # already remove the orphans of the one before, so stop at the first).
+    for attempt in range(60):
+        writer = subprocess.Popen([sys.executable, "-c", SAVE_LOOP, str(tmp_path)], env=env,
+                                  stdout=subprocess.PIPE, text=True)
+        writer.stdout.readline()  # it is saving now
+        time.sleep(0.003 * (attempt % 11))
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+        writer.stdout.close()
+        if _orphans(tmp_path):
+            break
+    left = _orphans(tmp_path)
+    assert left, "no save was caught mid-write; the test proves nothing"
+    # Each name records its writer's pid, and those processes are gone.
+    assert all(re.search(r"\.project\.json(\.bak)?\.\d+\.\w+\.tmp$", name) for name in left), left
+
+    project = Project.load(tmp_path)  # still the last completed save
+    assert project.story.topic.split()[0].isdigit()
+    assert _orphans(tmp_path) == []
+
+    # A save cleans up too, and a live writer's fresh temporary is left alone.
+    (tmp_path / f".project.json.99999999.abcdefgh.tmp").write_text("dead pid")
+    live = tmp_path / f".project.json.{os.getpid()}.abcdefgh.tmp"
+    live.write_text("being written")
+    old = tmp_path / ".project.json.bak.oldname1.tmp"  # no pid (an older version's name), older than an hour
+    old.write_text("stale")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    unrelated = tmp_path / ".project.json.notes"
+    unrelated.write_text("not ours")
+    project.story.title = "saved again"
+    project.save()
+    assert _orphans(tmp_path) == [live.name]
+    assert unrelated.exists() and Project.load(tmp_path).story.title == "saved again"
+
+
+def test_restore_backup_keeps_the_damaged_file(tmp_path, story):
+    from dreamrunner.project import restore_backup
+
+    project = Project.create(tmp_path, story.model_copy(deep=True))
+    project.story.title = "Second"
+    project.save()
+    (tmp_path / PROJECT_FILE).write_text('{"format": "dreamrunner-studio", "schema_ver')
+    with pytest.raises(ProjectError, match="not valid JSON"):
+        Project.load(tmp_path)
+    restored = restore_backup(tmp_path)
+    assert restored.story == story  # the story before the last save
+    assert Project.load(tmp_path).story == story
+    damaged = [p for p in tmp_path.iterdir() if p.name.startswith(f"{PROJECT_FILE}.damaged-")]
+    assert len(damaged) == 1 and damaged[0].read_text().endswith("schema_ver")
+    assert (tmp_path / BACKUP_FILE).is_file()
+    (tmp_path / BACKUP_FILE).write_text("garbage")
+    with pytest.raises(ProjectError, match="project.json.bak is not valid JSON"):
+        restore_backup(tmp_path)

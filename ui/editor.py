@@ -25,7 +25,7 @@ from .messages import guarded, warn
 from .priors_tab import PriorsTab
 from .render_tab import RenderTab
 from .stages import make_planner, planning_defaults
-from .workspace import Workspace
+from .workspace import StartupProblem, Workspace
 
 CSS = """
 #project-status {font-size: 0.9em}
@@ -60,9 +60,10 @@ def _keyframe_index(value) -> int:
 class Editor(ClipsTab, PriorsTab, RenderTab):
     """Builds the Blocks; holds the components that several tabs update."""
 
-    def __init__(self, workspace: Workspace, startup_folder: Path):
+    def __init__(self, workspace: Workspace, startup_folder: Path, problem: StartupProblem | None = None):
         self.workspace = workspace
         self.startup_folder = Path(startup_folder)
+        self.problem = problem  # the project that could not be opened at start, until restored or dismissed
 
     # -- shared views --------------------------------------------------------------------------------
 
@@ -141,12 +142,6 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
             return []
         return [str(project.resolve(p)) for p in character.reference_images if project.resolve(p).is_file()]
 
-    def allow(self, folder: Path) -> None:
-        """Let gradio serve media of a project opened while running (it refuses paths it was not told about)."""
-        path = str(Path(folder).resolve())
-        if self.blocks is not None and path not in self.blocks.allowed_paths:
-            self.blocks.allowed_paths.append(path)
-
     # -- layout --------------------------------------------------------------------------------------
 
     def build(self) -> gr.Blocks:
@@ -156,6 +151,7 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
             self.folder = gr.State(None)
             gr.Markdown("## DreamRunner Studio — storyboard editor")
             self.status = gr.Markdown(elem_id="project-status")
+            self.build_problem_notice()
             with gr.Tabs(elem_id="tabs"):
                 with gr.Tab("Story", id="story", elem_id="tab-story"):
                     self.build_story_tab()
@@ -187,14 +183,54 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
             self.priors_tab.select(guarded(self.priors_view), [self.folder], self.priors_outputs)
             self.render_tab.select(guarded(self.render_view), [self.folder, self.render_scene_choice],
                                    self.render_outputs)
-            blocks.load(guarded(self.on_load), outputs=self.all_outputs)
+            self.wire_problem_notice()
+            blocks.load(guarded(self.on_load), outputs=[*self.all_outputs, self.problem_box])
         return blocks
 
     def on_load(self):
         last = self.workspace.state.last_project
-        folder = last if last is not None and (last / "project.json").is_file() else self.startup_folder
-        self.allow(folder)
-        return self.everything(folder)
+        usable = last is not None and self.workspace.is_allowed(last) and (last / "project.json").is_file()
+        folder = last if usable else self.startup_folder
+        return {**self.everything(folder), self.problem_box: gr.update(visible=self.problem is not None)}
+
+    # -- a project that could not be opened at start -------------------------------------------------
+
+    def problem_text(self) -> str:
+        problem = self.problem
+        if problem is None:
+            return ""
+        text = (f"**The project `{html.escape(str(problem.folder))}` could not be opened:** "
+                f"{html.escape(problem.error)}\n\nThe demo story is open instead; the damaged files are untouched. ")
+        if problem.backup_error is None:
+            return text + ("*Open the backup* makes `project.json.bak` (the story before its last save) the "
+                           "project again and keeps the damaged file beside it as `project.json.damaged-…`.")
+        return text + f"Its backup cannot be used either: {html.escape(problem.backup_error)}"
+
+    def build_problem_notice(self) -> None:
+        with gr.Group(visible=self.problem is not None, elem_id="startup-problem") as self.problem_box:
+            gr.Markdown(self.problem_text(), elem_id="startup-problem-text")
+            with gr.Row():
+                self.open_backup_button = gr.Button(
+                    "Open the backup", variant="primary", elem_id="open-backup",
+                    visible=self.problem is not None and self.problem.backup_error is None)
+                self.keep_demo_button = gr.Button("Keep the demo", elem_id="keep-demo")
+
+    def wire_problem_notice(self) -> None:
+        self.open_backup_button.click(guarded(self.open_backup), [], [*self.all_outputs, self.problem_box])
+        self.keep_demo_button.click(guarded(self.keep_demo), [], [self.problem_box])
+
+    def open_backup(self):
+        if self.problem is None:
+            raise gr.Error("there is no damaged project to restore")
+        folder = self.problem.folder
+        self.workspace.restore_backup(folder)
+        self.problem = None
+        gr.Info(f"opened the backup of {folder}")
+        return {**self.everything(folder), self.problem_box: gr.update(visible=False)}
+
+    def keep_demo(self):
+        self.problem = None
+        return gr.update(visible=False)
 
     # -- Story tab -----------------------------------------------------------------------------------
 
@@ -221,7 +257,8 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
             env = planning_defaults()
             gr.Markdown("The offline planner needs no LLM. For an LLM, give an OpenAI-compatible endpoint "
                         "(OpenAI, Ollama, vLLM, llama.cpp server); the key is used for this session only and "
-                        "never written to the project.")
+                        "never written to the project. With no key typed here, the server's own key is used "
+                        "only with the server's own endpoint: another base URL needs its key typed here.")
             with gr.Row():
                 self.planner_kind = gr.Radio([("Offline planner", "offline"), ("LLM", "llm")],
                                              value=env["kind"], label="Planner", elem_id="planner-kind")
@@ -497,15 +534,16 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
         open_button.click(guarded(self.open_project), [self.recent], out)
         save_button.click(guarded(self.save_project), [self.folder], [self.status])
         reload_button.click(guarded(self.revert_project), [self.folder, self.scene_list, self.keyframe], out)
-        new_button.click(guarded(lambda text: self.new_project(text, demo=False)), [self.new_folder], out)
-        demo_button.click(guarded(lambda text: self.new_project(text, demo=True)), [self.new_folder], out)
+        new_button.click(guarded(lambda text: self.new_project(text, demo=False)), [self.new_folder], out,
+                         api_name="new_project")
+        demo_button.click(guarded(lambda text: self.new_project(text, demo=True)), [self.new_folder], out,
+                          api_name="new_from_demo")
         copy_button.click(guarded(self.copy_project), [self.folder, self.new_folder], out)
         self.autosave.input(guarded(self.set_autosave), [self.folder, self.autosave], [self.status])
 
     def open_project(self, text):
         folder = self.workspace.resolve_folder(text)
         self.workspace.open(folder)
-        self.allow(folder)
         return self.everything(folder)
 
     def save_project(self, folder):
@@ -527,13 +565,11 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
                 shutil.copytree(source, project.media, dirs_exist_ok=True)
         else:
             self.workspace.create(folder, Story(title=folder.name))
-        self.allow(folder)
         return self.everything(folder)
 
     def copy_project(self, folder, text):
         target = self.workspace.resolve_folder(text)
         self.workspace.copy_to(folder, target)
-        self.allow(target)
         gr.Info(f"saved a copy in {target} and opened it")
         return self.everything(target)
 
@@ -544,7 +580,8 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
         return self.status_text(folder)
 
 
-def build_app(workspace: Workspace, startup_folder: Path) -> tuple[gr.Blocks, Editor]:
-    editor = Editor(workspace, startup_folder)
+def build_app(workspace: Workspace, startup_folder: Path,
+              problem: StartupProblem | None = None) -> tuple[gr.Blocks, Editor]:
+    editor = Editor(workspace, startup_folder, problem)
     blocks = editor.build()
     return blocks, editor

@@ -49,15 +49,12 @@ def planning_defaults() -> dict:
 
 
 def make_planner(kind: str, base_url: str, model: str, api_key: str):
-    """The planner the Story tab's settings describe (the key falls back to OPENAI_API_KEY)."""
+    """The planner the Story tab's settings describe. The key falls back to OPENAI_API_KEY only for the
+    server's own endpoints (dreamrunner.planning.settings_for_caller): a page is not trusted with it."""
     planning = load("planning")
     if kind != "llm":
         return planning.OfflinePlanner()
-    env = planning.PlannerSettings.from_env()
-    values = {"base_url": (base_url or "").strip() or env.base_url,
-              "api_key": (api_key or "").strip() or env.api_key,
-              "model": (model or "").strip() or env.model}
-    settings = env.model_copy(update=values)
+    settings = planning.settings_for_caller(base_url, api_key, model)
     if not settings.llm_configured:
         raise StageUnavailable("the LLM planner needs a base URL or an API key (or choose the offline planner)")
     return planning.get_planner(settings)

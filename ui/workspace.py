@@ -6,6 +6,10 @@ goes through `Workspace.edit` (which calls `dreamrunner.edits` inside `Project.e
 one project, first takes in what other writers (a CLI command, another app) saved meanwhile, rolls a failed
 edit back (a bad value never half-applies) and saves right away when autosave is on. Jobs (render, train)
 hand their results to a `Workspace.edit` of the live story; none saves a copy of its own.
+
+Folders chosen from the page (open, new, copy) must lie inside the workspace's roots: the projects
+folder, the folders given with `app.py --project-root`, and the project opened at start. Anyone who can
+reach the editor's port can call its handlers, so a page never names an arbitrary server folder.
 """
 
 from __future__ import annotations
@@ -15,11 +19,12 @@ import os
 import shutil
 import threading
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from dreamrunner.files import write_text_atomic
-from dreamrunner.project import PROJECT_FILE, Project, ProjectError
+from dreamrunner.files import remove_stale_temporaries, write_text_atomic
+from dreamrunner.project import PROJECT_FILE, Project, ProjectError, restore_backup
 from dreamrunner.story import Story
 
 HOME_ENV = "DREAMRUNNER_HOME"
@@ -48,6 +53,7 @@ class AppState:
     def update(self, **values) -> None:
         data = {**self.read(), **values}
         self.home.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.path)
         write_text_atomic(self.path, json.dumps(data, indent=2))
 
     @property
@@ -60,17 +66,85 @@ class AppState:
         return bool(self.read().get("autosave", True))
 
 
-class Workspace:
-    """The projects this app has open, shared by its browser sessions."""
+@dataclass(frozen=True)
+class StartupProblem:
+    """The project the app should have opened at start could not be read; the demo is open instead."""
 
-    def __init__(self, home: Path | None = None, demo: Path = DEMO_PROJECT):
+    folder: Path
+    error: str
+    backup_error: str | None  # None: project.json.bak reads as a project and can replace it
+
+
+class Workspace:
+    """The projects this app has open, shared by its browser sessions.
+
+    `roots`: folders, besides `<home>/projects`, under which the page may open, create or copy projects.
+    """
+
+    def __init__(self, home: Path | None = None, demo: Path = DEMO_PROJECT,
+                 roots: list[str | os.PathLike] | tuple = ()):
         self.home = Path(home) if home is not None else default_home()
         self.state = AppState(self.home)
         self.projects_dir = self.home / "projects"
+        self.roots = [self.projects_dir.resolve()]
+        for root in roots:
+            self.add_root(root)
         self.demo = demo
         self._projects: dict[Path, Project] = {}
         self._locks: dict[Path, threading.RLock] = {}
         self._guard = threading.Lock()
+
+    # -- where the page may go -----------------------------------------------------------------------
+
+    def add_root(self, folder: str | os.PathLike) -> Path:
+        """Let the page use `folder` and everything under it (called at start, never for a folder a page named)."""
+        folder = Path(folder).expanduser().resolve()
+        if not self.is_allowed(folder):
+            self.roots.append(folder)
+        return folder
+
+    def is_allowed(self, folder: str | os.PathLike) -> bool:
+        folder = Path(folder).expanduser().resolve()
+        return any(folder == root or root in folder.parents for root in self.roots)
+
+    def check_allowed(self, folder: str | os.PathLike) -> Path:
+        """The resolved folder (symlinks followed), or ProjectError when it is outside every root."""
+        resolved = Path(folder).expanduser().resolve()
+        if not self.is_allowed(resolved):
+            roots = ", ".join(str(root) for root in self.roots)
+            raise ProjectError(f"{resolved} is outside the folders this editor may use ({roots}); choose a "
+                               f"folder under one of them, or restart app.py with --project-root "
+                               f"{resolved.parent} to allow that place")
+        return resolved
+
+    def start(self, requested: str | os.PathLike | None = None) -> tuple[Path, StartupProblem | None]:
+        """Open the project to show first (see `startup_folder`) and make its folder a root.
+
+        A damaged project does not stop the app: the demo opens instead, and the problem is returned
+        (with whether `project.json.bak` can replace it) for the page to show.
+        """
+        folder = self.add_root(self.startup_folder(requested))
+        try:
+            self.open(folder)
+            return folder, None
+        except ProjectError as error:
+            try:
+                Project.load(folder, from_backup=True)
+                backup_error = None
+            except ProjectError as backup:
+                backup_error = str(backup)
+            problem = StartupProblem(folder, str(error), backup_error)
+        demo = self.install_demo()
+        self.open(demo)
+        return demo, problem
+
+    def restore_backup(self, folder: str | os.PathLike) -> Project:
+        """Replace a damaged project.json by its backup (dreamrunner.project.restore_backup) and open it."""
+        folder = self.check_allowed(folder)
+        with self._lock(folder):
+            self._projects.pop(folder, None)
+            restore_backup(folder)
+        return self.open(folder)
 
     # -- which project -------------------------------------------------------------------------------
 
@@ -106,12 +180,12 @@ class Workspace:
         return found
 
     def resolve_folder(self, text: str) -> Path:
-        """A folder typed by the user: absolute, or a name under the projects folder."""
+        """A folder typed by the user: absolute, or a name under the projects folder; inside the roots."""
         text = (text or "").strip()
         if not text:
             raise ProjectError("type a project folder (a path, or a name under " f"{self.projects_dir})")
         path = Path(text).expanduser()
-        return (path if path.is_absolute() else self.projects_dir / path).resolve()
+        return self.check_allowed(path if path.is_absolute() else self.projects_dir / path)
 
     # -- loading and saving --------------------------------------------------------------------------
 

@@ -13,11 +13,11 @@ Public API (docs/sr3ai.md):
 from .controller import SR3AIContext, SR3AIController, encode_region_prompts
 from .functional import attention_with_lse, sr3ai_attention_dense, sr3ai_attention_fast
 from .layout import RegionLayout, RegionLayoutError
-from .lora import GatedLoRA, LoRAFileError, LoRAWeights, block_parity_ok, bound_prompts
+from .lora import GatedLoRA, LoRAFileError, LoRAWeights, block_parity_ok, bound_prompts, read_lora_file
 from .processor import MultiPromptPatchEmbed, SR3AIAttnProcessor
 
 __all__ = [
     "GatedLoRA", "LoRAFileError", "LoRAWeights", "MultiPromptPatchEmbed", "RegionLayout", "RegionLayoutError",
     "SR3AIAttnProcessor", "SR3AIContext", "SR3AIController", "attention_with_lse", "block_parity_ok",
-    "bound_prompts", "encode_region_prompts", "sr3ai_attention_dense", "sr3ai_attention_fast",
+    "bound_prompts", "encode_region_prompts", "read_lora_file", "sr3ai_attention_dense", "sr3ai_attention_fast",
 ]

@@ -34,6 +34,31 @@ class LoRAFileError(DreamRunnerError, ValueError):
     """A LoRA file that cannot be read as a subject or motion prior."""
 
 
+def read_lora_file(path: str | Path, tensors: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """A prior file's tensors (name -> tensor, on the CPU; none when `tensors` is False) and its safetensors
+    metadata. The one door priors come in by, in both region-control modes.
+
+    Only safetensors files are read: a pickled checkpoint (.bin, .pt, .pth, .ckpt) can run code when it is
+    loaded, and a prior may come from someone else's project. Raises LoRAFileError for another suffix, a
+    missing file, or a file that does not parse as safetensors (whatever its name).
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise LoRAFileError(f"{path.name}: priors are loaded from .safetensors files only; a pickled checkpoint "
+                            f"({path.suffix or 'no suffix'}) can run code when loaded and is refused")
+    if not path.is_file():
+        raise LoRAFileError(f"LoRA file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            found = {key: f.get_tensor(key) for key in f.keys()} if tensors else {}
+    except Exception as error:  # safetensors raises its own error types for corrupt files
+        raise LoRAFileError(f"{path.name}: not a readable safetensors file ({error})") from error
+    return found, metadata
+
+
 def block_parity_ok(kind: str, block: int) -> bool:
     """Subject priors live on even transformer blocks, motion priors on odd ones (the paper's split)."""
     return block % 2 == (0 if kind == "subject" else 1)
@@ -58,8 +83,6 @@ class LoRAWeights:
     @classmethod
     def load(cls, path: str | Path, kind: str | None = None) -> LoRAWeights:
         """Read a diffusers/peft CogVideoX LoRA safetensors file. `kind` defaults to the JSON card's."""
-        from safetensors import safe_open
-
         path = Path(path)
         if not path.is_file():
             raise LoRAFileError(f"LoRA file not found: {path}")
@@ -68,12 +91,7 @@ class LoRAWeights:
             kind = json.loads(card.read_text()).get("kind")
         if kind not in KINDS:
             raise LoRAFileError(f"{path.name}: kind must be one of {KINDS} (argument or card), got {kind!r}")
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as f:
-                metadata = f.metadata() or {}
-                tensors = {key: f.get_tensor(key) for key in f.keys()}
-        except Exception as error:  # safetensors raises its own error types for corrupt files
-            raise LoRAFileError(f"{path.name}: not a readable safetensors file ({error})") from error
+        tensors, metadata = read_lora_file(path)
         config = json.loads(metadata.get("lora_adapter_metadata", "{}") or "{}")
         config = {key.split(".", 1)[1] if key.startswith("transformer.") else key: value
                   for key, value in config.items()}

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .base import PlanningError
 
 DEFAULT_MODEL = "gpt-4o"  # the paper's planner
+OPENAI_URL = "https://api.openai.com/v1"  # where the openai client goes when no base URL is set
+# Base URLs, besides OPENAI_BASE_URL, that may receive the environment's OPENAI_API_KEY (comma or space separated).
+ALLOWED_URLS_ENV = "DREAMRUNNER_LLM_ALLOWED_URLS"
 
 
 class PlannerSettings(BaseModel):
@@ -54,6 +59,42 @@ class PlannerSettings(BaseModel):
     def describe(self) -> str:
         where = self.base_url or "the OpenAI API"
         return f"model {self.model!r} at {where}"
+
+
+def _url_key(url: str) -> tuple[str, str, str]:
+    """A base URL as compared for key sending: scheme and host case-insensitive, no trailing slash."""
+    parts = urlsplit(url.strip())
+    return parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/")
+
+
+def key_destinations(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The base URLs the environment's API key may be sent to: OPENAI_BASE_URL (OpenAI's API when it is
+    unset) and those listed in DREAMRUNNER_LLM_ALLOWED_URLS."""
+    env = os.environ if environ is None else environ
+    listed = [url for url in re.split(r"[,\s]+", env.get(ALLOWED_URLS_ENV, "")) if url]
+    return [env.get("OPENAI_BASE_URL", "").strip() or OPENAI_URL, *listed]
+
+
+def settings_for_caller(base_url: str | None, api_key: str | None, model: str | None,
+                        environ: Mapping[str, str] | None = None) -> PlannerSettings:
+    """Planner settings from values typed by someone the server's API key must not be handed to (an
+    editor page: anyone who reaches the port), over the environment's settings.
+
+    The environment's OPENAI_API_KEY goes only to a base URL in `key_destinations`. Another typed base
+    URL needs a typed key; without one this raises PlanningError rather than send the server's key to
+    an address the caller chose. Empty values keep the environment's.
+    """
+    env = PlannerSettings.from_env(environ)
+    base_url, api_key, model = ((value or "").strip() or None for value in (base_url, api_key, model))
+    if base_url is not None and api_key is None and env.api_key:
+        allowed = {_url_key(url) for url in key_destinations(environ)}
+        if _url_key(base_url) not in allowed:
+            raise PlanningError(
+                f"the base URL {base_url} is not the server's LLM endpoint ({key_destinations(environ)[0]}) nor "
+                f"listed in {ALLOWED_URLS_ENV}: type an API key for it (the server's own key is only sent to "
+                f"its configured endpoints), or clear the base URL to use the server's endpoint")
+    values = {"base_url": base_url or env.base_url, "api_key": api_key or env.api_key, "model": model or env.model}
+    return env.model_copy(update=values)
 
 
 def get_planner(settings: PlannerSettings | None = None):

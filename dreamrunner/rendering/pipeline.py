@@ -96,10 +96,12 @@ def _ungated_loras(pipeline: CogVideoXPipeline, loras: tuple[LoraBinding, ...]) 
     if not loras:
         yield
         return
+    from ..attention import read_lora_file
+
     for lora in loras:
-        if not lora.path.is_file():
-            raise DreamRunnerError(f"prior {lora.name!r}: LoRA file {lora.path} not found")
-        pipeline.load_lora_weights(str(lora.path), adapter_name=lora.name)
+        read_lora_file(lora.path, tensors=False)  # safetensors only, as the SR3AI path: a pickle can run code
+        # use_safetensors=True: diffusers must not fall back to unpickling either.
+        pipeline.load_lora_weights(str(lora.path), adapter_name=lora.name, use_safetensors=True)
     pipeline.set_adapters([lora.name for lora in loras], [lora.scale for lora in loras])
     try:
         yield
