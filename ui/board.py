@@ -56,22 +56,22 @@ def annotator_boxes(keyframe: KeyFrame, size: CanvasSize) -> list[dict]:
 
 
 def revision(scene_id: str, keyframe: KeyFrame, size: CanvasSize) -> str:
-    """Identifies what the box editor shows (names and pixel boxes of one keyframe).
+    """Identifies what the box editor shows (names and whole-pixel boxes of one keyframe).
 
-    The box editor reports a change both when the user edits and when the app redraws it; an event
-    whose revision is not the stored keyframe's was made against an older picture and is not applied.
-    """
-    shown = [(e.name, *to_pixels(e.box, size).values()) for e in keyframe.entities]
-    return hashlib.sha1(repr((scene_id, keyframe.index, shown)).encode("utf-8")).hexdigest()[:16]
+    The box editor reports a change both when the user edits and when the app redraws it. A report whose
+    boxes are the picture the tab was given (`shown_revision` equal to the tab's revision) is such an echo;
+    an edit made on a picture that is no longer the stored keyframe's was made against an older layout."""
+    return shown_revision(scene_id, keyframe.index, annotator_boxes(keyframe, size))
 
 
-def box_summary(boxes: list[dict]) -> list[tuple]:
-    """Labels and whole-pixel corners of the box editor's boxes, to tell an edit from the echo of a redraw."""
+def shown_revision(scene_id: str, k: int, boxes: list[dict]) -> str:
+    """The revision of the boxes the box editor sent (see `revision`)."""
     try:
-        return [((b.get("label") or "").strip(), *(round(float(b[k])) for k in ("xmin", "ymin", "xmax", "ymax")))
-                for b in boxes]
+        shown = [((b.get("label") or "").strip(), *(round(float(b[key])) for key in ("xmin", "ymin", "xmax", "ymax")))
+                 for b in boxes]
     except (KeyError, TypeError, ValueError):
-        return []
+        return ""
+    return hashlib.sha1(repr((scene_id, k, shown)).encode("utf-8")).hexdigest()[:16]
 
 
 def normalize(box: dict, size: CanvasSize, where: str) -> tuple[float, float, float, float]:

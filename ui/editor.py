@@ -448,19 +448,17 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
     def _stale(self, folder, scene_id, k) -> dict:
         """An edit made against an older picture of the keyframe (another tab or a CLI command changed it):
         not applied; the page says so and shows the keyframe as it is now."""
-        warn("this keyframe was changed elsewhere (another tab or program) since this page showed it; your "
-             "change was not applied: the keyframe now shows the current boxes, make the change again")
+        warn(board.BoardEditError("this keyframe was changed elsewhere (another tab or program) since this page showed it; your "
+             "change was not applied: the keyframe now shows the current boxes, make the change again"))
         return self._keyframe_outputs(folder, scene_id, k, refresh_boxes=True)
 
     def edit_boxes(self, folder, scene_id, keyframe, rev, value):
         if not value or scene_id is None:
             return gr.skip()
         k = _keyframe_index(keyframe)
+        if board.shown_revision(scene_id, k, value.get("boxes") or []) == rev:
+            return gr.skip()  # the echo of a redraw: the boxes are the picture this tab was given
         if not self._is_current(folder, scene_id, k, rev):
-            story = self.project(folder).story
-            shown = board.annotator_boxes(story.scene(scene_id).keyframes[k], board.canvas_size(story))
-            if board.box_summary(value.get("boxes") or []) == board.box_summary(shown):
-                return gr.skip()  # the echo of a redraw: it shows what is stored
             return self._stale(folder, scene_id, k)
         refresh = False
         try:
