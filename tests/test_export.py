@@ -8,7 +8,8 @@ import pytest
 from render_helpers import three_scene_story
 
 from dreamrunner.cli import main
-from dreamrunner.export import ExportError, export_story, srt_time
+from dreamrunner.export import ExportError, export_story
+from dreamrunner.subtitles import srt_time
 from dreamrunner.project import Project
 from dreamrunner.rendering.animatic import render_animatic
 from dreamrunner.video_io import read_video
