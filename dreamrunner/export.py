@@ -36,7 +36,7 @@ from .errors import DreamRunnerError
 from .jobs import CancelToken, Progress, ProgressCallback
 from .project import Project
 from .rendering.animatic import render_animatic
-from .rendering.overlay import FONT_FAMILY, font_file, label_frames
+from .rendering.overlay import FONT_FAMILY, font_face, label_frames
 from .story import Scene, Story, VideoSettings
 from .subtitles import Cue, cue_text, format_ass, format_srt, format_webvtt
 from .video_io import VideoWriter, read_video
@@ -112,9 +112,9 @@ def _finish_video(work: Path, cues: list[Cue], video: VideoSettings, burn: bool)
         (work / "burn.ass").write_text(format_ass(cues, video.width, video.height, FONT_FAMILY, "libass"),
                                        encoding="utf-8")
         (work / "fonts").mkdir()
-        font = font_file()
-        if font is not None:
-            (work / "fonts" / font.name).symlink_to(font)
+        face = font_face()
+        if face is not None:
+            (work / "fonts" / face[0].name).symlink_to(face[0])
         command += ["-vf", "ass=burn.ass:fontsdir=fonts", "-c:v", "libx264", "-preset", "veryfast", "-crf", "18",
                     "-pix_fmt", "yuv420p"]
     else:

@@ -88,7 +88,7 @@ def glyphs(text: str, size: int = 32) -> np.ndarray:
 
 
 def test_the_overlay_font_has_every_character():
-    assert overlay.font_file() is not None, "the overlay font package (requirements.txt) is not installed"
+    assert overlay.font_face() is not None, "the overlay font package (requirements.txt) is not installed"
     missing, question = glyphs(MISSING), glyphs("?")
     assert missing.any()  # the box is drawn, so "differs from it" means something
     for text in UNICODE:
@@ -115,7 +115,7 @@ def test_animatic_draws_accents_and_chinese_as_written(text):
 
 @pytest.fixture
 def fresh_font_caches():
-    caches = (overlay.font_file, overlay._face_index, overlay.load_font, overlay.wrap_text, overlay._coverage)
+    caches = (overlay.font_face, overlay.load_font, overlay.wrap_text, overlay._coverage)
     for cache in caches:
         cache.cache_clear()
     yield
@@ -128,8 +128,8 @@ def test_without_the_font_package_text_falls_back_with_a_warning(monkeypatch, ca
     scene = moving_scene("s", "A cat walks under an owl.")
     with caplog.at_level(logging.WARNING, logger=overlay.__name__):
         with_text = render_animatic(scene, VIDEO)
-    assert overlay.font_file() is None
-    assert "noto-cjk-sans-otc font package is not installed" in caplog.text
+    assert overlay.font_face() is None
+    assert "of the noto-cjk-sans-otc package is missing" in caplog.text
     silent = render_animatic(scene.model_copy(update={"narration": ""}), VIDEO)
     top = slice(0, VIDEO.height // 10)
     assert (with_text[:, top] != silent[:, top]).any()  # Pillow's default font still draws Latin

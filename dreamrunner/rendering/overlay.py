@@ -29,39 +29,31 @@ Color = tuple[int, int, int]
 
 
 @functools.cache
-def font_file() -> Path | None:
-    """The font collection file, or None (with a warning) where the font package is not installed."""
+def font_face() -> tuple[Path, int] | None:
+    """(font collection file, index of its FONT_FAMILY face), or None, with a warning, where the font package
+    is not installed or its file does not hold that face."""
     try:
         from noto_cjk_sans_otc import FONT_PATH
-    except ImportError:
-        path = None
-    else:
+
         path = Path(str(FONT_PATH))
-    if path is None or not path.is_file():
-        logger.warning("the %s font package is not installed (pip install -r requirements.txt): text on frames "
-                       "falls back to Pillow's default font, which draws only Latin letters", FONT_PACKAGE)
-        return None
-    return path
-
-
-@functools.cache
-def _face_index(path: Path) -> int:
-    for index in itertools.count():
-        try:
-            font = ImageFont.truetype(str(path), 12, index=index)
-        except OSError:
-            raise FileNotFoundError(f"{path} has no face named {FONT_FAMILY!r}") from None
-        if font.getname()[0] == FONT_FAMILY:
-            return index
+        for index in itertools.count():  # truetype raises OSError past the last face
+            if ImageFont.truetype(str(path), 12, index=index).getname()[0] == FONT_FAMILY:
+                return path, index
+    except (ImportError, OSError):
+        pass
+    logger.warning("the font %r of the %s package is missing (pip install -r requirements.txt): text on frames "
+                   "falls back to Pillow's default font, which draws only Latin letters, and burned-in subtitles "
+                   "to the system's fonts", FONT_FAMILY, FONT_PACKAGE)
+    return None
 
 
 @functools.lru_cache(maxsize=64)
 def load_font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     """The overlay font at `size` pixels (em size); Pillow's default font where the font package is missing."""
-    path = font_file()
-    if path is None:
+    face = font_face()
+    if face is None:
         return ImageFont.load_default(size)
-    return ImageFont.truetype(str(path), size, index=_face_index(path))
+    return ImageFont.truetype(str(face[0]), size, index=face[1])
 
 
 def text_size(height: int) -> int:
