@@ -17,6 +17,7 @@ for the reader it feeds:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 WORD_JOINER = "\u2060"
@@ -51,7 +52,9 @@ def vtt_time(seconds: float) -> str:
 
 
 def ass_time(seconds: float) -> str:
-    centiseconds = int(round(seconds * 100))
+    # ASS counts centiseconds. Rounding down keeps the last cue from ending after the video, which would
+    # make the mp4 (its subtitle track) longer than its frames; every boundary moves the same way.
+    centiseconds = math.floor(seconds * 100 + 1e-6)
     hours, rest = divmod(centiseconds, 360_000)
     minutes, rest = divmod(rest, 6_000)
     secs, cents = divmod(rest, 100)

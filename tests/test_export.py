@@ -242,3 +242,11 @@ def test_a_failed_export_leaves_the_previous_one(tmp_path, monkeypatch):
     with pytest.raises(ExportError, match="ffmpeg could not write the story video"):
         export_story(project, out, burn_subtitles=True)
     assert {path.name: path.read_bytes() for path in out.parent.iterdir()} == before
+
+
+def test_the_subtitle_track_does_not_make_the_video_longer(tmp_path):
+    """ASS times are centiseconds: 27 frames at 8 fps end at 3.375 s, and the track must not end at 3.38 s."""
+    project = black_render_project(tmp_path / "story", ["One.", "Two.", "Three."])
+    result = export_story(project, tmp_path / "story.mp4")
+    with av.open(str(result.video)) as container:
+        assert container.duration / av.time_base == pytest.approx(27 / 8)
