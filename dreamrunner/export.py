@@ -1,14 +1,21 @@
 """The story video: every scene's chosen render (or its animatic) stitched into one mp4, with subtitles.
 
 Writes, beside each other:
-    story.mp4    the scenes in order (H.264, the story's fps and frame size), optionally crossfaded
+    story.mp4    the scenes in order (H.264, the story's fps and frame size), optionally crossfaded, with the
+                 narration as a subtitle track (mov_text) and its index at the front (faststart)
     story.srt    one cue per narrated scene, timed on the scene boundaries of story.mp4
+    story.vtt    the same cues as WebVTT (what browsers, the editor's player included, read)
     story.json   the manifest: what went into every second of the video (source, seed, backend, noise)
 
 With a crossfade of k frames, consecutive scenes overlap by k frames (blended linearly) and the cue
-boundary sits in the middle of the overlap. Narration can also be burned in with ffmpeg's subtitles
-filter (libass, from imageio-ffmpeg's ffmpeg build). Scenes rendered from random weights (the tiny
-backend) carry the noise label on their frames and `is_noise` in the manifest.
+boundary sits in the middle of the overlap. Narration can also be burned in with ffmpeg's `ass` filter
+(libass, from imageio-ffmpeg's ffmpeg build) in the overlay font. Scenes rendered from random weights (the
+tiny backend) carry the noise label on their frames and `is_noise` in the manifest.
+
+Everything is written in a temporary folder beside the output and renamed over the previous export only
+once all of it is complete, so a failed or cancelled export leaves the previous one as it was. ffmpeg runs
+in that folder and its filter graph names only the folder's own fixed file names, so no user path (quotes,
+colons, commas) is ever parsed as filter syntax.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,9 +36,10 @@ from .errors import DreamRunnerError
 from .jobs import CancelToken, Progress, ProgressCallback
 from .project import Project
 from .rendering.animatic import render_animatic
-from .rendering.overlay import label_frames
+from .rendering.overlay import FONT_FAMILY, font_face, label_frames
+from .story import Scene, Story, VideoSettings
+from .subtitles import Cue, cue_text, format_ass, format_srt, format_webvtt
 from .video_io import VideoWriter, read_video
-from .story import Scene, Story
 
 
 class ExportError(DreamRunnerError):
@@ -56,7 +65,8 @@ class ExportedScene:
 @dataclass
 class ExportResult:
     video: Path
-    subtitles: Path
+    subtitles: Path  # .srt
+    webvtt: Path
     manifest: Path
     fps: int
     width: int
@@ -85,38 +95,38 @@ def scene_frames(project: Project, scene: Scene, prefer: str = "render") -> tupl
                                             "cache_key": None, "is_noise": False}
 
 
-def srt_time(seconds: float) -> str:
-    milliseconds = int(round(seconds * 1000))
-    hours, rest = divmod(milliseconds, 3_600_000)
-    minutes, rest = divmod(rest, 60_000)
-    secs, millis = divmod(rest, 1000)
-    return f"{hours:02d}:{minutes:02d}:{secs:02d},{millis:03d}"
-
-
-def format_srt(scenes: list[ExportedScene]) -> str:
-    cues = []
-    for scene in scenes:
-        text = " ".join(scene.narration.split())
-        if text:
-            cues.append(f"{len(cues) + 1}\n{srt_time(scene.subtitle_start)} --> {srt_time(scene.subtitle_end)}\n{text}\n")
-    return "\n".join(cues)
-
-
-def _burn_subtitles(video: Path, subtitles: Path) -> None:
-    """Re-encode `video` in place with the subtitles drawn on it (ffmpeg's libass filter)."""
+def _finish_video(work: Path, cues: list[Cue], video: VideoSettings, burn: bool) -> None:
+    """frames.mp4 in `work` to story.mp4: the cues as a mov_text track (and drawn on the frames when `burn`),
+    with the index (moov) before the media data so players start before the whole file is there."""
     import imageio_ffmpeg
 
-    temporary = video.with_name(f".{video.stem}.burn.mp4")
-    # The filter's argument is parsed by ffmpeg's filter-graph syntax: escape what it treats specially.
-    escaped = str(subtitles.resolve()).replace("\\", "\\\\").replace(":", "\\:").replace("'", "\\'")
-    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(video),
-               "-vf", f"subtitles='{escaped}'", "-c:v", "libx264", "-preset", "veryfast", "-crf", "18",
-               "-pix_fmt", "yuv420p", str(temporary)]
-    result = subprocess.run(command, capture_output=True, text=True)
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
+               "-i", "frames.mp4"]
+    if cues:
+        (work / "track.ass").write_text(format_ass(cues, video.width, video.height, FONT_FAMILY, "ffmpeg"),
+                                        encoding="utf-8")
+        # A burned-in video shows the track only on request, so the text is not drawn twice.
+        command += ["-i", "track.ass", "-map", "0:v", "-map", "1:s", "-c:s", "mov_text",
+                    "-disposition:s:0", "0" if burn else "default"]
+    if burn and cues:
+        (work / "burn.ass").write_text(format_ass(cues, video.width, video.height, FONT_FAMILY, "libass"),
+                                       encoding="utf-8")
+        (work / "fonts").mkdir()
+        face = font_face()
+        if face is not None:
+            (work / "fonts" / face[0].name).symlink_to(face[0])
+        command += ["-vf", "ass=burn.ass:fontsdir=fonts", "-c:v", "libx264", "-preset", "veryfast", "-crf", "18",
+                    "-pix_fmt", "yuv420p"]
+    else:
+        command += ["-c:v", "copy"]
+    command += ["-movflags", "+faststart", "story.mp4"]
+    try:
+        result = subprocess.run(command, cwd=work, capture_output=True, text=True)
+    except OSError as error:
+        raise ExportError(f"cannot run ffmpeg ({command[0]}): {error}") from None
     if result.returncode != 0:
-        temporary.unlink(missing_ok=True)
-        raise ExportError(f"burning subtitles into {video.name} failed: {result.stderr.strip()[-500:]}")
-    os.replace(temporary, video)
+        raise ExportError(f"ffmpeg could not write the story video (exit {result.returncode}): "
+                          f"{result.stderr.strip()[-500:]}")
 
 
 def export_story(
@@ -129,10 +139,12 @@ def export_story(
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
 ) -> ExportResult:
-    """Stitch the story into `out` (.mp4) and write `out`.srt and `out`.json beside it.
+    """Stitch the story into `out` (.mp4) and write `out`.srt, `out`.vtt and `out`.json beside it.
 
     prefer="render" uses each scene's chosen render and falls back to its animatic; "animatic" uses
-    animatics only (the offline default before anything is rendered).
+    animatics only (the offline default before anything is rendered). Raises ExportError (ffmpeg failed,
+    a crossfade longer than a scene, ...) or jobs.Cancelled; either way the previous export's files are
+    left as they were.
     """
     story: Story = project.story
     if not story.scenes:
@@ -147,10 +159,54 @@ def export_story(
     if crossfade_frames < 0:
         raise ExportError("crossfade_frames cannot be negative")
     cancel = cancel or CancelToken()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as folder:
+        work = Path(folder)
+        exported, written = _write_frames(project, work / "frames.mp4", crossfade_frames, prefer, progress, cancel)
+        # Cue boundaries: scene starts, moved to the middle of each crossfade.
+        half = crossfade_frames / 2
+        for i, scene in enumerate(exported):
+            scene.subtitle_start = 0.0 if i == 0 else (scene.start_frame + half) / fps
+            scene.subtitle_end = written / fps if i == len(exported) - 1 else (exported[i + 1].start_frame + half) / fps
+        cues = [Cue(s.subtitle_start, s.subtitle_end, cue_text(s.narration)) for s in exported if cue_text(s.narration)]
+        burned = burn_subtitles and bool(cues)
+        cancel.check()
+        _finish_video(work, cues, video, burned)
+        (work / "story.srt").write_text(format_srt(cues), encoding="utf-8")
+        (work / "story.vtt").write_text(format_webvtt(cues), encoding="utf-8")
+        result = ExportResult(video=out, subtitles=out.with_suffix(".srt"), webvtt=out.with_suffix(".vtt"),
+                              manifest=out.with_suffix(".json"), fps=fps, width=video.width, height=video.height,
+                              num_frames=written, scenes=exported)
+        noise = any(s.is_noise for s in exported)
+        manifest = {
+            "title": story.title,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "video": {"path": out.name, "fps": fps, "width": video.width, "height": video.height,
+                      "num_frames": written, "duration_s": result.duration, "crossfade_frames": crossfade_frames,
+                      "subtitle_track": "mov_text" if cues else None, "faststart": True},
+            "subtitles": {"path": result.subtitles.name, "webvtt": result.webvtt.name, "burned_in": burned},
+            "contains_noise": noise,
+            "noise_label": NOISE_LABEL if noise else None,
+            "scenes": [asdict(s) for s in exported],
+        }
+        (work / "story.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        # Every file is complete: now replace the previous export's, the video last.
+        for name, target in (("story.srt", result.subtitles), ("story.vtt", result.webvtt),
+                             ("story.json", result.manifest), ("story.mp4", out)):
+            os.replace(work / name, target)
+    return result
+
+
+def _write_frames(project: Project, path: Path, crossfade_frames: int, prefer: str,
+                  progress: ProgressCallback | None, cancel: CancelToken) -> tuple[list[ExportedScene], int]:
+    """Every scene's frames, crossfaded, into `path`; the scenes as exported (cue times not yet set) and the
+    number of frames written."""
+    story = project.story
+    video = story.settings.video
     exported: list[ExportedScene] = []
     tail: np.ndarray | None = None  # the previous scene's last `crossfade_frames`, not yet written
     written = 0
-    with VideoWriter(out, fps, video.width, video.height) as writer:
+    with VideoWriter(path, video.fps, video.width, video.height) as writer:
         for number, scene in enumerate(story.scenes):
             cancel.check()
             frames, source = scene_frames(project, scene, prefer)
@@ -172,26 +228,4 @@ def export_story(
                                           subtitle_start=0.0, subtitle_end=0.0, narration=scene.narration, **source))
             if progress:
                 progress(Progress("export", number + 1, len(story.scenes), f"scene {number + 1} ({source['source']})"))
-    # Cue boundaries: scene starts, moved to the middle of each crossfade.
-    half = crossfade_frames / 2
-    for i, scene in enumerate(exported):
-        scene.subtitle_start = 0.0 if i == 0 else (scene.start_frame + half) / fps
-        scene.subtitle_end = written / fps if i == len(exported) - 1 else (exported[i + 1].start_frame + half) / fps
-    subtitles = out.with_suffix(".srt")
-    subtitles.write_text(format_srt(exported), encoding="utf-8")
-    if burn_subtitles and subtitles.read_text(encoding="utf-8").strip():
-        _burn_subtitles(out, subtitles)
-    result = ExportResult(video=out, subtitles=subtitles, manifest=out.with_suffix(".json"), fps=fps,
-                          width=video.width, height=video.height, num_frames=written, scenes=exported)
-    manifest = {
-        "title": story.title,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "video": {"path": out.name, "fps": fps, "width": video.width, "height": video.height,
-                  "num_frames": written, "duration_s": result.duration, "crossfade_frames": crossfade_frames},
-        "subtitles": {"path": subtitles.name, "burned_in": burn_subtitles},
-        "contains_noise": any(s.is_noise for s in exported),
-        "noise_label": NOISE_LABEL if any(s.is_noise for s in exported) else None,
-        "scenes": [asdict(s) for s in exported],
-    }
-    result.manifest.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return result
+    return exported, written

@@ -1,11 +1,16 @@
 """The animatic draws each entity's box where the plan puts it, frame by frame."""
 
 import json
+import logging
+import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
+from PIL import Image, ImageDraw
 from render_helpers import moving_scene
 
+from dreamrunner.rendering import overlay
 from dreamrunner.rendering.animatic import BACKGROUND_COLOR, entity_colors, render_animatic
 from dreamrunner.plan_format import parse_plan
 from dreamrunner.story import VideoSettings
@@ -68,3 +73,63 @@ def test_published_plan_boxes_on_keyframe_frames():
                 continue
             got = tuple(int(v) for v in frame[int(cy * video.height), int(cx * video.width)])
             assert got == colors[(entity.name, ordinal)], f"keyframe {keyframe.index + 1}, entity {ordinal + 1}"
+
+
+# -- Text in any script (issue 13): drawn from a Unicode TrueType font, not OpenCV's ASCII-only Hershey fonts --
+
+UNICODE = ["Café crème — naïve Zoë", "小猫在森林里散步"]
+MISSING = "\ue000"  # a private-use code point: no font has it, so it draws the font's missing-glyph box
+
+
+def glyphs(text: str, size: int = 32) -> np.ndarray:
+    image = Image.new("L", (size * 2 * len(text), size * 2))
+    ImageDraw.Draw(image).text((0, 0), text, font=overlay.load_font(size), fill=255)
+    return np.asarray(image)
+
+
+def test_the_overlay_font_has_every_character():
+    assert overlay.font_face() is not None, "the overlay font package (requirements.txt) is not installed"
+    missing, question = glyphs(MISSING), glyphs("?")
+    assert missing.any()  # the box is drawn, so "differs from it" means something
+    for text in UNICODE:
+        for char in sorted(set(text) - {" "}):
+            drawn = glyphs(char)
+            assert drawn.any(), f"{char!r} draws nothing"
+            assert not np.array_equal(drawn, missing), f"{char!r} is the missing-glyph box"
+            assert char == "?" or not np.array_equal(drawn, question), f"{char!r} is drawn as '?'"
+
+
+@pytest.mark.parametrize("text", UNICODE)
+def test_animatic_draws_accents_and_chinese_as_written(text):
+    def narration(narration):
+        """The narration line as drawn, cropped to its pixels (so that where it is centred does not matter)."""
+        rows = render_animatic(moving_scene("s", narration), VIDEO)[0, : VIDEO.height // 10]
+        ys, xs = np.nonzero((rows != BACKGROUND_COLOR).any(axis=-1))
+        return rows[ys.min(): ys.max() + 1, xs.min(): xs.max() + 1]
+
+    drawn = narration(text)
+    for stand_in in ("?", MISSING):
+        replaced = narration("".join(c if c.isascii() else stand_in for c in text))
+        assert drawn.shape != replaced.shape or not np.array_equal(drawn, replaced), f"drawn as {stand_in!r}"
+
+
+@pytest.fixture
+def fresh_font_caches():
+    caches = (overlay.font_face, overlay.load_font, overlay.wrap_text, overlay._coverage)
+    for cache in caches:
+        cache.cache_clear()
+    yield
+    for cache in caches:
+        cache.cache_clear()
+
+
+def test_without_the_font_package_text_falls_back_with_a_warning(monkeypatch, caplog, fresh_font_caches):
+    monkeypatch.setitem(sys.modules, "noto_cjk_sans_otc", None)  # import fails as if not installed
+    scene = moving_scene("s", "A cat walks under an owl.")
+    with caplog.at_level(logging.WARNING, logger=overlay.__name__):
+        with_text = render_animatic(scene, VIDEO)
+    assert overlay.font_face() is None
+    assert "of the noto-cjk-sans-otc package is missing" in caplog.text
+    silent = render_animatic(scene.model_copy(update={"narration": ""}), VIDEO)
+    top = slice(0, VIDEO.height // 10)
+    assert (with_text[:, top] != silent[:, top]).any()  # Pillow's default font still draws Latin

@@ -170,5 +170,7 @@ def test_plan_edit_approve_render_export(chromium, app_home, artifacts, tmp_path
         assert seconds == pytest.approx(sum(per_scene) / fps, abs=1e-6)
         subtitles = (folder / "exports" / "story.srt").read_text(encoding="utf-8")
         assert narration in subtitles
+        # The player shows the cues: the WebVTT file as the video's captions track.
+        assert page.locator("#export-video video track").get_attribute("src").endswith("/story.vtt")
         manifest = json.loads((folder / "exports" / "story.json").read_text(encoding="utf-8"))
         assert manifest["scenes"][0]["seed"] == renders[1]["seed"] and manifest["contains_noise"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import json
 import tempfile
 from pathlib import Path
 
@@ -38,6 +39,12 @@ def components_for(backend: str):
 
         _components[backend] = load_backend(backend)
     return _components[backend]
+
+
+def _with_cues(video: Path, webvtt: Path | None) -> gr.Video:
+    """The story video for the Export tab's player, with its WebVTT cues where they are not burned in
+    (browsers do not show an mp4's own subtitle track)."""
+    return gr.Video(value=str(video), subtitles=str(webvtt) if webvtt else None)
 
 
 def _render_label(render, position: int) -> str:
@@ -240,7 +247,13 @@ class RenderTab:
         files = [out, out.with_suffix(".srt"), out.with_suffix(".json")]
         if not all(path.is_file() for path in files):
             return {self.export_video: None, self.export_files: None, self.export_summary: ""}
-        return {self.export_video: str(out), self.export_files: [str(path) for path in files],
+        vtt = out.with_suffix(".vtt")  # exports before WebVTT was written have none
+        try:
+            burned = json.loads(files[2].read_text(encoding="utf-8"))["subtitles"]["burned_in"]
+        except (OSError, ValueError, KeyError, TypeError):
+            burned = True  # an unreadable manifest: show the video without a second copy of the cues
+        return {self.export_video: _with_cues(out, vtt if vtt.is_file() and not burned else None),
+                self.export_files: [str(path) for path in files + [vtt] if path.is_file()],
                 self.export_summary: f"The last export of this project ({EXPORTS_DIR}/story.mp4)."}
 
     def wire_export_tab(self) -> None:
@@ -268,6 +281,7 @@ class RenderTab:
                    f"{result.width}x{result.height} — {sources}")
         if noise:
             summary += f"\n\n<span class='noise-label'>{html.escape(NOISE_LABEL)}</span> in the rendered scenes."
-        yield {self.export_progress: progress_html(None, f"exported {out}"), self.export_video: str(result.video),
-               self.export_files: [str(result.video), str(result.subtitles), str(result.manifest)],
+        yield {self.export_progress: progress_html(None, f"exported {out}"),
+               self.export_video: _with_cues(result.video, None if burn else result.webvtt),
+               self.export_files: [str(result.video), str(result.subtitles), str(result.webvtt), str(result.manifest)],
                self.export_summary: summary}

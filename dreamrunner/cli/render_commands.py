@@ -100,7 +100,7 @@ def run_export(args: argparse.Namespace) -> int:
     result = export_story(project, args.out, crossfade_frames=args.crossfade, burn_subtitles=args.burn_subtitles,
                           prefer="animatic" if args.animatic else "render")
     print(f"wrote {result.video} ({result.num_frames} frames, {result.width}x{result.height}, {result.fps} fps, "
-          f"{result.duration:.2f} s), {result.subtitles.name}, {result.manifest.name}")
+          f"{result.duration:.2f} s), {result.subtitles.name}, {result.webvtt.name}, {result.manifest.name}")
     if any(scene.is_noise for scene in result.scenes):
         print("note: some scenes are random-weight noise (tiny backend); the manifest and frames say so", file=sys.stderr)
     return 0

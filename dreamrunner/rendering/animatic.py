@@ -17,7 +17,7 @@ import numpy as np
 
 from ..regions import schedule_boxes
 from ..story import Scene, VideoSettings
-from .overlay import MIN_TEXT_HEIGHT, draw_paragraph, draw_text, font_scale
+from .overlay import MIN_TEXT_HEIGHT, draw_paragraph, draw_text, text_size
 
 BACKGROUND_COLOR = (38, 42, 52)
 # Distinct, saturated colours (RGB), far from the background and from each other.
@@ -61,7 +61,7 @@ def render_animatic(scene: Scene, video: VideoSettings) -> np.ndarray:
     height, width = video.height, video.width
     colors = entity_colors(scene)
     schedule = schedule_boxes(scene, video.num_frames)
-    scale = font_scale(height)
+    size = text_size(height)
     border = max(height // 160, 1)
     base = np.empty((height, width, 3), np.uint8)
     base[:] = BACKGROUND_COLOR
@@ -78,13 +78,12 @@ def render_animatic(scene: Scene, video: VideoSettings) -> np.ndarray:
                 continue
             name = region.description if region.name.lower() == "none" else region.name
             label = name if not region.motion else f"{name}: {region.motion}"
-            draw_text(frame, label, (x0 + 2 * border, y0 + int(22 * scale) + border), scale * 0.9)
+            draw_text(frame, label, (x0 + 2 * border, y0 + border), round(size * 0.9))
         if height < MIN_TEXT_HEIGHT:
             continue
         if scene.narration:
             draw_paragraph(frame, scene.narration, top=2, max_lines=2)
-        draw_paragraph(frame, f"Background: {scene.background}", bottom=height - 4, max_lines=2)
-        label_width = cv2.getTextSize(ANIMATIC_LABEL, cv2.FONT_HERSHEY_SIMPLEX, scale * 0.8, 1)[0][0]
-        draw_text(frame, ANIMATIC_LABEL, (width - label_width - 4, height - int(60 * scale) - 4), scale * 0.8,
-                  color=(200, 200, 200))
+        caption_top, _ = draw_paragraph(frame, f"Background: {scene.background}", bottom=height - 4, max_lines=2)
+        draw_text(frame, ANIMATIC_LABEL, (width - 4, caption_top - 2), round(size * 0.8), color=(200, 200, 200),
+                  anchor="rd")
     return frames
