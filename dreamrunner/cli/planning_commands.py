@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from ..errors import DreamRunnerError
+from .. import edits
 from ..planning import REPLACEABLE, OfflinePlanner, Planner, PlannerSettings, get_planner, replan_scene, replan_story
 from ..planning.llm import LLMPlanner
 from ..project import MEDIA_DIR, PROJECT_FILE, Project
@@ -38,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Re-plan the whole story or one scene of a project, keeping every field the user edited (recorded in "
         "user_edited) unless --replace names it. The previous project is kept as project.json.bak. " + _ENVIRONMENT))
     replan.add_argument("project", help="project folder")
-    replan.add_argument("--scene", help="re-plan only this scene (its layout), by id")
+    replan.add_argument("--scene", help="re-plan only this scene (its layout), by id or number (1-based)")
     replan.add_argument("--replace", nargs="+", default=[], metavar="FIELD",
                         help=f"edited fields to replace anyway: {', '.join(sorted(REPLACEABLE - {'*'}))}, or all")
     _planner_arguments(replan)
@@ -125,16 +126,14 @@ def run_replan(args: argparse.Namespace) -> int:
     replace = {"*" if field == "all" else field for field in args.replace}
     planner = _planner(args)
     print(f"re-planning with the {_describe(planner)}", file=sys.stderr)
-    if args.scene is not None:
-        ids = [s.id for s in project.story.scenes]
-        if args.scene not in ids:
-            raise DreamRunnerError(f"{args.project} has no scene {args.scene!r}; its scenes are {', '.join(ids) or 'none'}")
-        project.story = replan_scene(project.story, args.scene, planner, replace)
-        done = f"scene {args.scene!r}"
-    else:
-        project.story = replan_story(project.story, planner, replace)
-        done = f"{len(project.story.scenes)} scenes"
-    project.save()
+    with project.edit():
+        if args.scene is not None:
+            scene = edits.find_scene(project.story, args.scene)
+            project.story = replan_scene(project.story, scene.id, planner, replace)
+            done = f"scene {scene.id!r}"
+        else:
+            project.story = replan_story(project.story, planner, replace)
+            done = f"{len(project.story.scenes)} scenes"
     _report(planner)
     print(f"re-planned {done} of {args.project}; the previous plan is in {PROJECT_FILE}.bak")
     return 0

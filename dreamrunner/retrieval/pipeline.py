@@ -3,7 +3,6 @@ CLIP re-rank -> 4-20 clips (optionally cut to files at the model's frame rate), 
 
 from __future__ import annotations
 
-import re
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Callable
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..jobs import Cancelled, CancelToken, Progress, ProgressCallback
+from ..story import slug
 from .catalog import ClipCatalog
 from .dense import load_caption_encoder
 from .detection import make_detector
@@ -97,10 +97,6 @@ class RetrievalResult:
 def default_demo_catalog() -> ClipCatalog:
     """The small catalog in assets/clips (Big Buck Bunny cuts, CC-BY, and labelled synthetic animations)."""
     return ClipCatalog.open(DEMO_CATALOG)
-
-
-def _safe_name(clip_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", clip_id).strip("._") or "clip"
 
 
 class _Run:
@@ -234,7 +230,7 @@ def retrieve_clips(motion: str, catalog: ClipCatalog, settings: RetrievalSetting
         if out_dir is not None:
             run.report("materialise", step, len(chosen), clip_id)
             try:
-                clip.path = str(materialise(local, out_dir / f"{_safe_name(clip_id)}.mp4", start, end,
+                clip.path = str(materialise(local, out_dir / f"{slug(clip_id, "clip")}.mp4", start, end,
                                             settings.fps, settings.size))
             except UnreadableVideo as error:
                 run.drop(record, "materialise", str(error))
