@@ -5,16 +5,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from dreamrunner.errors import DreamRunnerError
+from dreamrunner.media import DEFAULT_BACKGROUND, load_reference_image
 from dreamrunner.project import Project
 from dreamrunner.story import Character, Story
 
 CHARACTER_COLUMNS = ["id", "name", "token", "description"]
-MIN_SIDE = 64
-MAX_BYTES = 20 * 1024 * 1024
-FORMATS = {"PNG", "JPEG", "WEBP", "BMP", "GIF"}
 
 
 class CharacterError(DreamRunnerError):
@@ -83,30 +81,16 @@ def remove_character(story: Story, character_id: str) -> None:
     story.characters = [c for c in story.characters if c.id != character_id]
 
 
-def check_image(path: Path) -> Image.Image:
-    """Open a reference image, refusing what is not a usable picture of a character."""
-    name = path.name
-    if path.stat().st_size > MAX_BYTES:
-        raise CharacterError(f"{name} is larger than {MAX_BYTES // (1024 * 1024)} MB")
-    try:
-        with Image.open(path) as image:
-            image.verify()
-        image = Image.open(path)
-        image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise CharacterError(f"{name} is not an image Pillow can read ({error})") from None
-    if image.format not in FORMATS:
-        raise CharacterError(f"{name} is a {image.format} image; use PNG, JPEG or WebP")
-    if min(image.size) < MIN_SIDE:
-        raise CharacterError(f"{name} is {image.size[0]}x{image.size[1]} pixels; reference images need at least "
-                             f"{MIN_SIDE} pixels on each side")
-    return image.convert("RGB")
+def check_image(path: Path, background: str = DEFAULT_BACKGROUND) -> Image.Image:
+    """A reference image as the picture it shows, refusing what is not a usable picture of a character
+    (the library's rules and loader, `dreamrunner.media.load_reference_image`, which the CLI uses too)."""
+    return load_reference_image(path, background)
 
 
 def add_reference_images(project: Project, character_id: str, paths: list[str | Path]) -> list[str]:
     """Validate every image first, then copy all of them as PNGs into media/characters/ (all or nothing)."""
     character = project.story.character(character_id)
-    images = [check_image(Path(p)) for p in paths]
+    images = [check_image(Path(p), project.story.settings.reference_background) for p in paths]
     if not images:
         raise CharacterError("choose one or more image files to add")
     folder = project.media / "characters"

@@ -33,22 +33,12 @@ def _safe(text: str) -> str:
 
 
 def check_video(path: Path) -> float:
-    """Seconds of a playable video (PyAV decodes one frame to be sure), or a ClipError saying why not."""
-    import av
+    """Seconds of a playable video (the library's reader decodes one frame to be sure), or an error saying why not."""
+    from dreamrunner.video_io import probe_video
 
     if path.suffix.lower() not in VIDEO_SUFFIXES:
         raise ClipError(f"{path.name} is not a video file ({', '.join(sorted(VIDEO_SUFFIXES))})")
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise ClipError(f"{path.name} has no video stream")
-            stream = container.streams.video[0]
-            next(container.decode(video=0))
-            if stream.duration is not None and stream.time_base is not None:
-                return float(stream.duration * stream.time_base)
-            return (container.duration or 0) / 1_000_000
-    except (av.error.FFmpegError, StopIteration, OSError) as error:
-        raise ClipError(f"{path.name} cannot be played: {error or 'no frames'}") from None
+    return probe_video(path).duration
 
 
 class ClipsTab:
