@@ -79,7 +79,9 @@ def _open(path: Path) -> Image.Image:
                                  f"have (a guard against decompression bombs); scale it down first") from None
     except FileNotFoundError:
         raise ImageFileError(f"image {path} does not exist") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as error:
+    except UnidentifiedImageError:
+        raise UnreadableImageError(f"{path.name} is not an image Pillow can read (unknown format)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise UnreadableImageError(f"{path.name} is not an image Pillow can read ({error})") from None
 
 
