@@ -104,6 +104,11 @@ class VideoInfo:
     rotation: int = 0
 
 
+def _reason(error: Exception) -> str:
+    # FFmpeg errors carry the whole path in str(); their strerror is the reason alone.
+    return f"{type(error).__name__}: {getattr(error, 'strerror', None) or error}"
+
+
 @contextmanager
 def _open(path: str | os.PathLike) -> Iterator[tuple[av.container.InputContainer, av.video.stream.VideoStream]]:
     path = Path(path)
@@ -112,7 +117,7 @@ def _open(path: str | os.PathLike) -> Iterator[tuple[av.container.InputContainer
     try:
         container = av.open(str(path))
     except Exception as error:  # PyAV raises many error types for a broken file
-        raise VideoFileError(f"{path.name}: cannot open video ({type(error).__name__}: {error})") from None
+        raise VideoFileError(f"{path.name}: cannot open video ({_reason(error)})") from None
     try:
         if not container.streams.video:
             what = "audio only" if container.streams.audio else "no picture stream"
@@ -131,7 +136,7 @@ def _decode(container, stream, path: str | os.PathLike) -> Iterator[av.VideoFram
             yield frame
     except (av.error.FFmpegError, OSError, ValueError) as error:
         if not decoded:
-            raise VideoFileError(f"{Path(path).name}: cannot decode a frame ({type(error).__name__}: {error})") from None
+            raise VideoFileError(f"{Path(path).name}: cannot decode a frame ({_reason(error)})") from None
 
 
 def _quarter_turns(frame: av.VideoFrame) -> int:
@@ -194,7 +199,7 @@ def count_frames(path: str | os.PathLike) -> int:
                 count += packet.size > 0 and not packet.is_discard
         except (av.error.FFmpegError, OSError, ValueError) as error:
             if not count:
-                raise VideoFileError(f"{Path(path).name}: cannot read ({type(error).__name__}: {error})") from None
+                raise VideoFileError(f"{Path(path).name}: cannot read ({_reason(error)})") from None
     if not count:
         raise VideoFileError(f"{Path(path).name} has no frames")
     return count
@@ -252,7 +257,7 @@ def sample_frames(path: str | os.PathLike, start: float = 0.0, end: float | None
             try:
                 container.seek(int(start / stream.time_base), stream=stream, backward=True)
             except (av.error.FFmpegError, OSError, ValueError) as error:
-                raise VideoFileError(f"{Path(path).name}: cannot seek to {start:.2f} s ({error})") from None
+                raise VideoFileError(f"{Path(path).name}: cannot seek to {start:.2f} s ({_reason(error)})") from None
         for frame in _decode(container, stream, path):
             if frame.pts is None:
                 continue
