@@ -139,16 +139,17 @@ def _decode(container, stream, path: str | os.PathLike) -> Iterator[av.VideoFram
             raise VideoFileError(f"{Path(path).name}: cannot decode a frame ({_reason(error)})") from None
 
 
-def _quarter_turns(frame: av.VideoFrame) -> int:
-    """Counter-clockwise quarter turns that show the frame upright (its display matrix's rotation)."""
-    return round(frame.rotation / 90) % 4
+def _shown(frame: av.VideoFrame) -> tuple[int, int, int]:
+    """(counter-clockwise quarter turns that show the frame upright, shown width, shown height), from the
+    rotation of its display matrix (rounded to a quarter turn, as players do)."""
+    turns = round(frame.rotation / 90) % 4
+    return (turns, frame.height, frame.width) if turns % 2 else (turns, frame.width, frame.height)
 
 
 def _upright(frame: av.VideoFrame, max_side: int | None = None,
              cover: tuple[int, int] | None = None) -> np.ndarray:
     """uint8 [H, W, 3] RGB of the frame as shown, scaled by swscale while converting (see `read_video`)."""
-    turns = _quarter_turns(frame)
-    width, height = (frame.height, frame.width) if turns % 2 else (frame.width, frame.height)
+    turns, width, height = _shown(frame)
     if cover is not None:
         scale = max(cover[0] / width, cover[1] / height)
         size = (max(cover[0], round(width * scale)), max(cover[1], round(height * scale)))
@@ -184,8 +185,7 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
             raise VideoFileError(f"{name}: no frame decodes")
         if fps <= 0 or duration <= 0:
             raise VideoFileError(f"{name}: no frame rate or duration in the header")
-        turns = _quarter_turns(frame)
-        width, height = (frame.height, frame.width) if turns % 2 else (frame.width, frame.height)
+        turns, width, height = _shown(frame)
         return VideoInfo(fps=fps, width=width, height=height, duration=duration, rotation=90 * turns)
 
 
