@@ -27,6 +27,7 @@ SCENE_FIELDS = ("description", "narration", "motions", "background")
 ENTITY_FIELDS = ("name", "character_id", "motion", "description", "box")
 CLIPS_DIR = "clips"
 CHARACTERS_DIR = "characters"
+VIDEO_SUFFIXES = {".mp4", ".webm", ".mov", ".mkv", ".avi"}
 DEFAULT_BOX = (0.35, 0.3, 0.65, 0.8)
 
 
@@ -167,7 +168,7 @@ def add_reference_images(project: Project, character_id: str, paths: Iterable[st
     from .media import load_reference_image
 
     character = find_character(project.story, character_id)
-    images = [load_reference_image(Path(p)) for p in paths]
+    images = [load_reference_image(Path(p), project.story.settings.reference_background) for p in paths]
     if not images:
         raise EditError("choose one or more image files to add")
     folder = project.media / CHARACTERS_DIR
@@ -335,7 +336,7 @@ def approve_clip(project: Project, scene_id: str, motion: str, source: str | Pat
                  caption: str = "", score: float | None = None, origin: str = "user") -> ClipRef:
     """Check a clip plays, copy it into media/clips/<scene>/<motion>/ and approve it for one motion of a scene.
     A user's own clip is named by its file (`user-<file name>`); a retrieved one keeps its catalog id."""
-    from .media import check_clip
+    from .video_io import probe_video
 
     scene = find_scene(project.story, scene_id)
     source = Path(source)
@@ -344,9 +345,9 @@ def approve_clip(project: Project, scene_id: str, motion: str, source: str | Pat
         raise EditError(f"scene {scene.id!r} has no motion {motion!r}; its motions: {', '.join(scene.motions) or 'none'}")
     if any(c.id == clip_id and c.motion == motion for c in scene.approved_clips):
         raise EditError(f"{clip_id} is already approved for {motion!r} in scene {scene.id!r}")
-    if not source.is_file():
-        raise EditError(f"clip file {source} does not exist")
-    check_clip(source)
+    if source.suffix.lower() not in VIDEO_SUFFIXES:
+        raise EditError(f"{source.name} is not a video file ({', '.join(sorted(VIDEO_SUFFIXES))})")
+    probe_video(source)  # a named error for a missing, undecodable or audio-only file
     target = project.media / CLIPS_DIR / slug(scene.id) / slug(motion) / f"{slug(clip_id, 'clip')}{source.suffix.lower()}"
     target.parent.mkdir(parents=True, exist_ok=True)
     if source.resolve() != target.resolve():

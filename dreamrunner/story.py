@@ -17,6 +17,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .media import DEFAULT_BACKGROUND, background_rgb
+
 NUM_KEYFRAMES = 6
 
 
@@ -258,6 +260,19 @@ class StorySettings(Model):
     video: VideoSettings = Field(default_factory=VideoSettings)
     render: RenderSettings = Field(default_factory=RenderSettings)
     prior: PriorSettings = Field(default_factory=PriorSettings)
+    # The colour the transparent parts of a reference image are composited on when it is added (editor and
+    # `plan --character`): a colour name or #rrggbb. See dreamrunner.media.
+    reference_background: str = DEFAULT_BACKGROUND
+
+    @field_validator("reference_background")
+    @classmethod
+    def _check_background(cls, color: str) -> str:
+        try:
+            background_rgb(color)
+        except ValueError:
+            raise ValueError(f"reference_background {color!r} is not a colour (a name such as 'white', or "
+                             f"'#rrggbb')") from None
+        return color
 
 
 class Story(Model):

@@ -86,7 +86,8 @@ def test_identical_frames_give_maximal_consistency_with_real_encoders(tiny):
     reference = frames(1, seed=3)[0]
     same = np.stack([reference] * 4)
     for encoder in (tiny.clip, tiny.dino):
-        assert character_consistency(same, [reference], encoder) == pytest.approx(100.0, abs=1e-3)
+        # Never above the maximum; the same frame embedded in batches of different size may differ in its last bits.
+        assert 100.0 - 1e-9 <= character_consistency(same, [reference], encoder) <= 100.0
         assert character_consistency(frames(4, seed=4), [reference], encoder) < 100.0 - 1e-3
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from dreamrunner.cli import main
 from dreamrunner import edits
@@ -12,6 +14,7 @@ from dreamrunner.planning.prompts import STORY_EXAMPLE_ANSWER
 from dreamrunner.project import Project
 
 from llm_server import LLMServer, Reply
+from media_files import exif_rotated_jpeg, red_mask
 from planning_answers import GOOD_SCENE
 
 
@@ -22,8 +25,7 @@ def no_llm(monkeypatch):
 
 
 def test_plan_offline_with_a_reference_image(tmp_path, capsys):
-    image = tmp_path / "mira.PNG"
-    image.write_bytes(b"\x89PNG fake bytes")
+    image = exif_rotated_jpeg(tmp_path / "mira.JPG")  # a phone photo: stored 256x192, shown 192x256
     out = tmp_path / "story"
     code = main(["plan", "--topic", "a witch learns to fly", "--character", "Mira:a young witch=" + str(image),
                  "--character", "Bolt", "--out", str(out), "--scenes", "6"])
@@ -33,9 +35,12 @@ def test_plan_offline_with_a_reference_image(tmp_path, capsys):
     project = Project.load(out)
     mira, bolt = project.story.characters
     assert (mira.id, mira.token, mira.description, mira.reference_images) == ("mira", "[v1]", "a young witch",
-                                                                             ["media/characters/mira.png"])
+                                                                             ["media/characters/mira_1.png"])
     assert (bolt.id, bolt.token, bolt.reference_images) == ("bolt", "[v2]", [])
-    assert (out / "media/characters/mira.png").read_bytes() == image.read_bytes()
+    # Stored as the editor stores uploads: the picture as shown, an RGB PNG.
+    with Image.open(out / "media/characters/mira_1.png") as stored:
+        assert (stored.format, stored.mode, stored.size) == ("PNG", "RGB", (192, 256))
+        assert red_mask(np.asarray(stored)[:64, -48:]).mean() > 0.9
     assert len(project.story.scenes) == 6
     assert main(["validate", str(out)]) == 0
 
@@ -101,6 +106,19 @@ def test_clear_errors(tmp_path, capsys, argv, message):
     argv = [a.replace("{out}", str(tmp_path / "p")) for a in argv]
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_reference_images_are_checked_at_plan_time_as_the_editor_checks_them(tmp_path, capsys):
+    fake = tmp_path / "mira.png"
+    fake.write_bytes(b"\x89PNG fake bytes")
+    small = tmp_path / "icon.png"
+    Image.new("RGB", (32, 32)).save(small)
+    for path, message in ((fake, "mira.png is not an image Pillow can read"), (small, "icon.png is 32x32 pixels")):
+        out = tmp_path / path.stem
+        assert main(["plan", "--topic", "t", "--character", f"Mira={path}", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f"--character 'Mira={path}'" in err and message in err and "Traceback" not in err
+        assert not out.exists()
 
 
 def test_replan_errors_and_existing_projects(tmp_path, capsys):

@@ -26,6 +26,7 @@ from dreamrunner.priors import (
 from dreamrunner.priors.lora import tuner_layers
 from dreamrunner.project import Project
 from dreamrunner.story import Character, ClipRef, KeyFrame, PriorSettings, Scene, Story
+from media_files import audio_only_mp4
 
 F, H, W = TINY_VIDEO["num_frames"], TINY_VIDEO["height"], TINY_VIDEO["width"]
 FAST = dict(rank=4, learning_rate=5e-3, gradient_checkpointing="off")
@@ -388,6 +389,15 @@ def test_cli_trains_and_registers_priors(tmp_path, capsys, monkeypatch):
     (project.folder / "media" / "witch.png").write_bytes(b"garbage")
     assert main(["train-subject", str(project.folder), "--character", "witch", "--steps", "2"]) == 2
     assert "witch.png" in capsys.readouterr().err
+
+
+def test_train_motion_on_an_audio_only_clip_names_the_file(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("DREAMRUNNER_COGVIDEOX_2B", str(tmp_path / "no-weights"))
+    project = make_project(tmp_path)
+    audio_only_mp4(project.folder / "media" / "run1.mp4")  # an approved clip that turns out to be a voice memo
+    assert main(["train-motion", str(project.folder), "--motion", "running", "--steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "run1.mp4 has no video stream (audio only)" in err and "IndexError" not in err and "Traceback" not in err
 
 
 def test_rotary_5b_flavour_trains_too(tmp_path):

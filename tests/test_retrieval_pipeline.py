@@ -148,7 +148,7 @@ def test_bad_videos_are_dropped_with_reasons_and_the_rest_are_cut_at_8_fps(media
     assert info.fps == 8 and info.duration == pytest.approx(2.0, abs=0.15)
     reasons = {d.id: (d.stage, d.reason) for d in result.dropped}
     assert reasons["corrupt"][0] == "video" and "cannot open video" in reasons["corrupt"][1]
-    assert "file not found" in reasons["missing"][1]
+    assert "does not exist" in reasons["missing"][1]
     assert "downloader hook is off" in reasons["remote"][1]
     assert reasons["short"] == ("filter", "duration 0.50 s is shorter than 1 s")
     assert "dog" not in reasons  # BM25 never proposed it

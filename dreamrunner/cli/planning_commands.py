@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import argparse
 import re
-import shutil
 import sys
 from pathlib import Path
 
+from PIL import Image
+
 from ..errors import DreamRunnerError
 from .. import edits
+from ..media import ImageFileError, load_reference_image
 from ..planning import REPLACEABLE, OfflinePlanner, Planner, PlannerSettings, get_planner, replan_scene, replan_story
 from ..planning.llm import LLMPlanner
 from ..project import MEDIA_DIR, PROJECT_FILE, Project
-from ..story import Character
+from ..story import Character, Story
 
 _ENVIRONMENT = ("The LLM comes from the environment: OPENAI_API_KEY and/or OPENAI_BASE_URL (any OpenAI-compatible "
                 "server: OpenAI, Ollama, vLLM, llama.cpp) and DREAMRUNNER_LLM_MODEL. Without them the built-in "
@@ -28,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     what.add_argument("--topic", help="what the story is about")
     what.add_argument("--prompt", help="single-prompt mode: one prompt -> one scene plan with its layout")
     plan.add_argument("--character", action="append", default=[], metavar="NAME[:DESCRIPTION][=IMAGE]",
-                      help="a character (repeatable); the optional reference image is copied into the project")
+                      help="a character (repeatable); the optional reference image is checked as the editor checks "
+                           "uploads and stored in the project as an upright RGB PNG")
     plan.add_argument("--out", required=True, help="project folder to create")
     plan.add_argument("--scenes", type=int, help="number of scenes (default: 5-8, the planner's choice)")
     _planner_arguments(plan)
@@ -58,31 +61,26 @@ def _planner(args: argparse.Namespace) -> Planner:
     return OfflinePlanner(seed=args.seed) if isinstance(planner, OfflinePlanner) else planner
 
 
-def _slug(name: str, taken: set[str]) -> str:
-    base = re.sub(r"[^a-z0-9]+", "-", name.casefold()).strip("-") or "character"
-    slug, n = base, 2
-    while slug in taken:
-        slug, n = f"{base}-{n}", n + 1
-    taken.add(slug)
-    return slug
+def parse_characters(specs: list[str]) -> list[tuple[Character, Image.Image | None]]:
+    """NAME[:DESCRIPTION][=IMAGE] -> characters with ids and rare tokens [v1], [v2], ..., and their images.
 
-
-def parse_characters(specs: list[str]) -> list[tuple[Character, Path | None]]:
-    """NAME[:DESCRIPTION][=IMAGE] -> characters with ids and rare tokens [v1], [v2], ..., and their images."""
-    result, taken = [], set()
-    for number, spec in enumerate(specs, start=1):
+    Images are read and checked here, before any planning, by the editor's rules
+    (`dreamrunner.media.load_reference_image`); a bad one raises its ImageFileError naming the option.
+    """
+    result, cast = [], Story()
+    for spec in specs:
         left, _, image = spec.partition("=")
         name, _, description = left.partition(":")
         if not name.strip():
             raise DreamRunnerError(f"--character {spec!r}: the name is empty (expected NAME[:DESCRIPTION][=IMAGE])")
-        path = None
+        picture = None
         if image.strip():
-            path = Path(image.strip()).expanduser()
-            if not path.is_file():
-                raise DreamRunnerError(f"--character {spec!r}: reference image {path} does not exist")
-        character = Character(id=_slug(name.strip(), taken), name=name.strip(), token=f"[v{number}]",
-                              description=description.strip())
-        result.append((character, path))
+            try:
+                picture = load_reference_image(Path(image.strip()).expanduser())
+            except ImageFileError as error:
+                raise type(error)(f"--character {spec!r}: {error}") from None
+        character = edits.add_character(cast, name, description)  # the editor's id and token rules
+        result.append((character, picture))
     return result
 
 
@@ -104,14 +102,15 @@ def run_plan(args: argparse.Namespace) -> int:
         if not characters and isinstance(planner, OfflinePlanner):
             raise DreamRunnerError("give at least one --character NAME")
         story = planner.plan_story(args.topic, characters, args.scenes)
-    # Reference images go into media/ and the story refers to them relatively.
+    # Reference images go into media/ as the pictures they show (as the editor stores uploads), and the story
+    # refers to them relatively.
     (out / MEDIA_DIR).mkdir(parents=True, exist_ok=True)
     updated = []
-    for character, path in cast:
-        if path is not None:
-            target = out / MEDIA_DIR / "characters" / f"{character.id}{path.suffix.lower()}"
+    for character, picture in cast:
+        if picture is not None:
+            target = out / MEDIA_DIR / edits.CHARACTERS_DIR / f"{character.id}_1.png"
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, target)
+            picture.save(target)
             character = character.model_copy(update={"reference_images": [target.relative_to(out).as_posix()]})
         updated.append(character)
     story = story.model_validate({**story.model_dump(), "characters": [c.model_dump() for c in updated]})

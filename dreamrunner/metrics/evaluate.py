@@ -18,7 +18,7 @@ import torch
 
 from ..backends import NOISE_LABEL
 from ..jobs import CancelToken, Progress, ProgressCallback
-from .frames import MetricsError, as_frames, frame_times, read_image, read_video, sample_indices
+from .frames import MetricsError, as_frames, frame_times, read_image, read_video, sample_indices, video_length
 from .loading import Encoders
 from .quality import frame_quality, motion_smoothness
 from .story_metrics import (
@@ -71,10 +71,15 @@ class VideoSample:
     is_noise: bool = False
     notes: list[str] = field(default_factory=list)
 
-    def load_frames(self) -> np.ndarray:
+    def frame_count(self) -> int:
+        return len(as_frames(self.video)) if isinstance(self.video, np.ndarray) else video_length(self.video)
+
+    def load_frames(self, indices: np.ndarray | None = None) -> np.ndarray:
+        """All frames, or those at `indices` (a file decodes and keeps only those)."""
         if isinstance(self.video, np.ndarray):
-            return as_frames(self.video)
-        return read_video(self.video)
+            frames = as_frames(self.video)
+            return frames if indices is None else frames[indices]
+        return read_video(self.video, indices)
 
     @property
     def source(self) -> str:
@@ -253,9 +258,13 @@ def score_video(sample: VideoSample, encoders: Encoders, config: EvalConfig,
                 cache: _ReferenceCache | None = None) -> VideoScores:
     """Every available metric for one video."""
     cache = cache or _ReferenceCache()
-    frames = sample.load_frames()
-    indices = sample_indices(len(frames), config.max_frames)
-    scored, times = frames[indices], frame_times(indices, len(frames))
+    # Motion smoothness needs every consecutive frame; the other metrics only the scored ones, so without it
+    # only those are decoded (a long video sampled to a few frames never holds all of them).
+    frames = sample.load_frames() if encoders.interpolator is not None else None
+    total = len(frames) if frames is not None else sample.frame_count()
+    indices = sample_indices(total, config.max_frames)
+    times = frame_times(indices, total)
+    scored = frames[indices] if frames is not None else sample.load_frames(indices)
     groups = event_frame_groups(sample.events, times)
     event_texts = [event.text for event in sample.events]
     scores: dict[str, float | None] = {}
@@ -289,7 +298,7 @@ def score_video(sample: VideoSample, encoders: Encoders, config: EvalConfig,
         notes.append("no event descriptions: no fine-grained alignment")
     if len(scored) < 2:
         notes.append("fewer than two scored frames: no transition score")
-    return VideoScores(sample.name, sample.source, sample.is_noise, len(frames), len(scored),
+    return VideoScores(sample.name, sample.source, sample.is_noise, total, len(scored),
                        {c.key: scores.get(c.key) for c in COLUMNS if c.key in scores}, notes)
 
 

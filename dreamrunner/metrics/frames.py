@@ -10,7 +10,8 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DreamRunnerError
-from ..video_io import VideoFileError
+from ..media import ImageFileError, load_image
+from ..video_io import VideoFileError, count_frames
 from ..video_io import read_video as decode_video
 
 # uint8 [N, H, W, 3], or a sequence of uint8 [H, W, 3] arrays / PIL images.
@@ -56,23 +57,31 @@ def as_frames(frames: Images) -> np.ndarray:
     return np.stack(images)
 
 
-def read_video(path: str | os.PathLike) -> np.ndarray:
-    """Every frame of a video file as uint8 [F, H, W, 3] RGB."""
+def video_length(path: str | os.PathLike) -> int:
+    """The number of frames of a video file."""
     try:
-        return decode_video(path)
+        return count_frames(path)
+    except VideoFileError as error:
+        raise MetricsError(str(error)) from None
+
+
+def read_video(path: str | os.PathLike, indices: Sequence[int] | None = None) -> np.ndarray:
+    """The frames of a video file (all, or those at `indices`) as shown, uint8 [F, H, W, 3] RGB.
+
+    Read by the shared reader (`dreamrunner.video_io`): display rotation applied, only the kept frames converted.
+    """
+    try:
+        return decode_video(path, indices)
     except VideoFileError as error:
         raise MetricsError(str(error)) from None
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    path = Path(path)
-    if not path.is_file():
-        raise MetricsError(f"reference image {path} does not exist")
+    """A reference image as shown (`dreamrunner.media.load_image`: upright, 8-bit, alpha on white), uint8 [H, W, 3]."""
     try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except OSError as error:
-        raise MetricsError(f"cannot read reference image {path}: {error}") from None
+        return np.asarray(load_image(path))
+    except ImageFileError as error:
+        raise MetricsError(f"reference image: {error}") from None
 
 
 def sample_indices(num_frames: int, max_frames: int | None) -> np.ndarray:

@@ -1,7 +1,8 @@
 """The paper's story metrics: character consistency, full-text and fine-grained text alignment, transitions.
 
 Every score is a cosine similarity between L2-normalized embeddings, averaged as the paper describes and
-reported times 100 (the paper's scale: a CLIP text score of 0.2342 is printed as 23.42).
+reported times 100 (the paper's scale: a CLIP text score of 0.2342 is printed as 23.42). Cosines are taken in
+float64 and within [-1, 1] (`cosine_matrix`), so identical inputs score exactly 100 and nothing scores more.
 
 - Character consistency: mean similarity of every scored frame to every reference image of a character
   (CLIP and DINO image embeddings).
@@ -91,18 +92,38 @@ def event_frame_groups(events: Sequence[Event], times: np.ndarray) -> list[np.nd
 
 # --- on embeddings -------------------------------------------------------------------------------------
 
+def _unit(embeddings: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.normalize(embeddings.to(torch.float64), dim=-1)
+
+
+def cosine_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity of every row of a [N, D] with every row of b [M, D]: float64 [N, M] within [-1, 1].
+
+    Encoders give float32 embeddings normalized to about 1e-7, so a dot product of an embedding with itself
+    can read above 1 (a score of 100.0002). Here rows are renormalized in float64 and the cosine is taken as
+    1 - |a - b|^2 / 2, exactly 1 for identical rows, then clamped to [-1, 1].
+    """
+    distance = torch.cdist(_unit(a), _unit(b), compute_mode="donot_use_mm_for_euclid_dist")
+    return (1.0 - distance.square() / 2).clamp(-1.0, 1.0)
+
+
+def cosine_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity of each row of a [N, D] with the same row of b [N, D], as `cosine_matrix` takes it: [N]."""
+    return (1.0 - (_unit(a) - _unit(b)).square().sum(-1) / 2).clamp(-1.0, 1.0)
+
+
 def mean_similarity(a: torch.Tensor, b: torch.Tensor) -> float:
     """Mean cosine similarity over all pairs of two sets of normalized embeddings, times 100."""
     if len(a) == 0 or len(b) == 0:
         raise MetricsError("cannot average a similarity over an empty set of embeddings")
-    return float((a @ b.T).mean()) * SCALE
+    return float(cosine_matrix(a, b).mean()) * SCALE
 
 
 def consecutive_similarity(embeddings: torch.Tensor) -> float | None:
     """Mean cosine similarity of each frame to the next, times 100; None for fewer than two frames."""
     if len(embeddings) < 2:
         return None
-    return float((embeddings[:-1] * embeddings[1:]).sum(-1).mean()) * SCALE
+    return float(cosine_rows(embeddings[:-1], embeddings[1:]).mean()) * SCALE
 
 
 def fine_grained_from_embeddings(frame_embeddings: torch.Tensor, text_embeddings: torch.Tensor,
@@ -162,7 +183,7 @@ def fine_grained_video_text_alignment(frames: Images, events: Sequence[Event], e
         return None
     videos = encoder.encode_videos([frames[groups[i]] for i in kept])
     texts = encoder.encode_texts([events[i].text for i in kept])
-    return float((videos * texts).sum(-1).mean()) * SCALE
+    return float(cosine_rows(videos, texts).mean()) * SCALE
 
 
 def transition_smoothness(frames: Images, encoder: ImageEncoder) -> float | None:

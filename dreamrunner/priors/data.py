@@ -3,6 +3,8 @@
 A subject prior learns from a character's reference images, each repeated into a static clip and captioned
 with the character's rare token. A motion prior learns from approved clips, each sampled to the model's frame
 count and resized (cover, then centre crop) to its resolution. Clips are [frames, 3, height, width] float32.
+Files are read by the shared loaders (`dreamrunner.media`, `dreamrunner.video_io`): pictures upright and in
+8 bits, only the kept frames of a clip converted.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import torch
 from PIL import Image
 
 from ..errors import DreamRunnerError
+from ..media import ImageFileError, load_image
 from ..story import Character
-from ..video_io import VideoFileError, read_video
+from ..video_io import VideoFileError, count_frames, read_video
 
 
 class PriorDataError(DreamRunnerError):
@@ -38,45 +41,39 @@ def subject_caption(character: Character) -> str:
     return f"{text}, {character.description}" if character.description else text
 
 
-def _fit(image, height: int, width: int) -> np.ndarray:
+def _fit(image: Image.Image, height: int, width: int) -> np.ndarray:
     """Resize so the image covers height x width, then centre-crop: no distortion, no borders."""
     scale = max(height / image.height, width / image.width)
     size = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
-    image = image.convert("RGB").resize(size, Image.Resampling.BICUBIC)
+    image = image.resize(size, Image.Resampling.BICUBIC)
     left, top = (size[0] - width) // 2, (size[1] - height) // 2
     return np.asarray(image.crop((left, top, left + width, top + height)))
 
 
-def _to_clip(frames: list[np.ndarray]) -> torch.Tensor:
+def _to_clip(frames: list[np.ndarray] | np.ndarray) -> torch.Tensor:
     array = np.stack(frames).astype(np.float32) / 127.5 - 1.0  # uint8 -> [-1, 1]
     return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
 
 
 def load_static_clip(path: Path, num_frames: int, height: int, width: int) -> torch.Tensor:
-    """A reference image repeated into a clip of `num_frames` frames."""
-    from PIL import UnidentifiedImageError
-
+    """A reference image (upright, 8-bit, alpha on the default background: `dreamrunner.media.load_image`)
+    repeated into a clip of `num_frames` frames."""
     try:
-        with Image.open(path) as image:
-            image.load()
-            frame = _fit(image, height, width)
-    except FileNotFoundError:
-        raise PriorDataError(f"reference image {path} does not exist") from None
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
-        raise PriorDataError(f"reference image {path} cannot be read as an image: {error}") from None
+        frame = _fit(load_image(path), height, width)
+    except ImageFileError as error:
+        raise PriorDataError(f"reference image {path}: {error}") from error
     return _to_clip([frame] * num_frames)
 
 
 def load_video_clip(path: Path, num_frames: int, height: int, width: int) -> torch.Tensor:
-    """`num_frames` frames sampled evenly over the whole clip (decoded with PyAV)."""
+    """`num_frames` frames sampled evenly over the whole clip, shown upright, resized while decoding."""
     try:
-        decoded = read_video(path)
+        # Evenly spaced over the clip; a clip shorter than num_frames repeats frames rather than failing.
+        picks = np.linspace(0, count_frames(path) - 1, num_frames).round().astype(int)
+        frames = read_video(path, picks, cover=(width, height))
     except VideoFileError as error:
-        raise PriorDataError(f"clip {path}: {error}") from None
-    frames = [_fit(Image.fromarray(frame), height, width) for frame in decoded]
-    # Evenly spaced over the clip; a clip shorter than num_frames repeats frames rather than failing.
-    picks = np.linspace(0, len(frames) - 1, num_frames).round().astype(int)
-    return _to_clip([frames[i] for i in picks])
+        raise PriorDataError(f"clip {path}: {error}") from error
+    return _to_clip(frames)
 
 
 def load_clip(clip: TrainingClip, num_frames: int, height: int, width: int) -> torch.Tensor:

@@ -15,6 +15,7 @@ import torch
 
 from ..backends import ModelComponents
 from ..files import file_sha256
+from ..media import DECODE_VERSION
 from .data import TrainingClip, load_clip
 
 
@@ -74,7 +75,9 @@ class EncodingCache:
         temporary.replace(path)
 
     def latent_key(self, clip: TrainingClip, num_frames: int, height: int, width: int) -> str:
-        return _key(self.fingerprint, "latents", file_sha256(clip.path), clip.static, num_frames, height, width)
+        # DECODE_VERSION: latents of a file read before the loaders applied rotation etc. are not reused.
+        return _key(self.fingerprint, "latents", DECODE_VERSION, file_sha256(clip.path), clip.static, num_frames,
+                    height, width)
 
     def latents(self, clip: TrainingClip, num_frames: int, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, std) of the scaled VAE posterior, [latent_frames, channels, h, w] each."""

@@ -23,6 +23,7 @@ from ..backends import ModelComponents, default_device
 from ..errors import DreamRunnerError
 from ..files import file_sha256
 from ..jobs import CancelToken, Progress, ProgressCallback
+from ..media import DECODE_VERSION
 from ..project import Project
 from ..story import Prior, PriorSettings, slug
 from . import lora
@@ -71,7 +72,7 @@ def prior_key(fingerprint: str, request: PriorRequest, geometry: tuple[int, int,
         raise PriorError(f"{request.kind} prior {request.target!r}: source file {missing[0]} does not exist")
     sources = [(file_sha256(clip.path), clip.caption, clip.static) for clip in request.clips]
     settings = {name: getattr(request.settings, name) for name in KEY_SETTINGS}
-    payload = [fingerprint, request.kind, request.target, sources, list(geometry), settings]
+    payload = [fingerprint, request.kind, request.target, sources, list(geometry), settings, DECODE_VERSION]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

@@ -6,14 +6,16 @@ import math
 from dataclasses import dataclass, field
 
 from ..errors import DreamRunnerError
+from ..video_io import VideoFileError
 
 
 class CatalogError(DreamRunnerError):
     """A catalog file or folder that cannot be read, or a record that breaks the catalog's rules."""
 
 
-class UnreadableVideo(DreamRunnerError):
-    """A clip whose video cannot be opened or decoded; retrieval drops it with this reason."""
+# A clip whose video cannot be opened or decoded (the shared reader's error, audio-only files included);
+# retrieval drops it with this reason.
+UnreadableVideo = VideoFileError
 
 
 @dataclass(frozen=True, slots=True)
