@@ -127,7 +127,7 @@ def test_replan_errors_and_existing_projects(tmp_path, capsys):
     assert main(["plan", "--topic", "t", "--character", "A", "--out", out]) == 2
     assert "pass --force" in capsys.readouterr().err
     assert main(["replan", out, "--scene", "s99"]) == 2
-    assert "has no scene 's99'; its scenes are s1" in capsys.readouterr().err
+    assert "has no scene 's99'; give an id (s1, s2" in capsys.readouterr().err
     assert main(["replan", out, "--replace", "boxes"]) == 2
     assert "cannot replace ['boxes']" in capsys.readouterr().err
 

@@ -230,7 +230,7 @@ def retrieve_clips(motion: str, catalog: ClipCatalog, settings: RetrievalSetting
         if out_dir is not None:
             run.report("materialise", step, len(chosen), clip_id)
             try:
-                clip.path = str(materialise(local, out_dir / f"{slug(clip_id, "clip")}.mp4", start, end,
+                clip.path = str(materialise(local, out_dir / f"{slug(clip_id, 'clip')}.mp4", start, end,
                                             settings.fps, settings.size))
             except UnreadableVideo as error:
                 run.drop(record, "materialise", str(error))
