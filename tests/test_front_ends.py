@@ -214,3 +214,12 @@ def test_an_edit_made_while_a_render_job_runs_survives_it(tmp_path, simple_story
     assert story.scenes[1].narration == "Edited while the scenes render."
     for scene in story.scenes:
         assert len(scene.renders) == 1 and project.resolve(scene.renders[0].path).is_file()
+
+
+def test_replan_a_scene_keeping_edits(editor, pair):
+    editor.set_scene_field(pair[0], "s1", "narration", "Kept through the re-plan.")
+    cli("scene", "edit", pair[1], "s1", "--narration", "Kept through the re-plan.")
+    editor.replan_scene(pair[0], "s1", 0, False, "offline", "", "", "")
+    cli("replan", pair[1], "--scene", "1", "--offline")
+    same_result(*pair)
+    assert Project.load(pair[0]).story.scenes[0].narration == "Kept through the re-plan."
