@@ -37,7 +37,7 @@ def _merge(base: Any, ours: Any, theirs: Any, where: tuple[str, ...], conflicts:
         return theirs
     if _same(theirs, base):
         return ours
-    if all(isinstance(v, dict) for v in (ours, theirs)) and isinstance(base, (dict, type(_MISSING))):
+    if isinstance(ours, dict) and isinstance(theirs, dict):
         base = base if isinstance(base, dict) else {}
         merged = {}
         for key in [*ours, *(k for k in theirs if k not in ours)]:
@@ -56,8 +56,9 @@ def _merge(base: Any, ours: Any, theirs: Any, where: tuple[str, ...], conflicts:
             keyed = _merge_keyed(base, ours, theirs, IDENTITY[name], where, conflicts)
             if keyed is not None:
                 return keyed
-        if len(base) == len(ours) == len(theirs):
-            # Same items in the same places (e.g. a keyframe's entities): merge them position by position.
+        if len(base) == len(ours) == len(theirs) and all(isinstance(v, dict) for v in (*base, *ours, *theirs)):
+            # The same things in the same places (a keyframe's entities): merge them position by position. Lists
+            # of plain values (a box, the motions) are one value each: both changing one is a conflict.
             return [_merge(b, o, t, (*where[:-1], f"{name}[{i + 1}]"), conflicts)
                     for i, (b, o, t) in enumerate(zip(base, ours, theirs))]
     conflicts.append(_describe(where))
