@@ -30,6 +30,8 @@ def _check_media_path(path: str) -> str:
     if (control := next((c for c in path if ord(c) < 32 or ord(c) == 127), None)) is not None:
         # No file system takes NUL; the others break portable file names and the tools given the path.
         raise ValueError(f"media path {path!r} contains the control character {control!r}")
+    if any(len(part.encode("utf-8", "surrogatepass")) > 255 for part in path.split("/")):
+        raise ValueError(f"media path {path[:60]!r}... has a name longer than file systems take (255 bytes)")
     if "\\" in path:
         raise ValueError(f"media path {path!r} must use '/' separators")
     if path.startswith("/") or re.match(r"^[A-Za-z]:", path):

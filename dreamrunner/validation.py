@@ -86,19 +86,50 @@ def problems_from(error: ValidationError, data: Any) -> list[Problem]:
     return problems
 
 
+def _unencodable(data: Any) -> list[tuple]:
+    """Where `data` holds a string no UTF-8 file can store: an unpaired surrogate, which a JSON escape
+    (\\ud800) or undecodable bytes given to Python leave behind. Iterative: the data may be deeply nested."""
+    found, stack = [], [(data, ())]
+    while stack:
+        node, loc = stack.pop()
+        if isinstance(node, str):
+            if not node.isascii():
+                try:
+                    node.encode("utf-8")
+                except UnicodeEncodeError:
+                    found.append(loc)
+        elif isinstance(node, dict):
+            stack.extend((value, (*loc, key)) for key, value in node.items())
+        elif isinstance(node, (list, tuple)):
+            stack.extend((value, (*loc, i)) for i, value in enumerate(node))
+    return sorted(found, key=str)
+
+
+def _text_problems(data: Any) -> list[Problem]:
+    return [Problem(describe_location(loc, data), "holds text that is not valid Unicode (an unpaired surrogate "
+                    "such as \\ud800)") for loc in _unencodable(data)]
+
+
 def validate_story(data: Any) -> Story:
     try:
-        return Story.model_validate(data)
+        story = Story.model_validate(data)
     except ValidationError as error:
         raise StoryValidationError(problems_from(error, data)) from None
+    if problems := _text_problems(data):
+        raise StoryValidationError(problems)
+    return story
 
 
 def validate_scene(data: Any, label: str = "scene") -> Scene:
     try:
-        return Scene.model_validate(data)
+        scene = Scene.model_validate(data)
+        problems = _text_problems(data)
     except ValidationError as error:
-        problems = [Problem(f"{label}, {p.where}" if p.where else label, p.message) for p in problems_from(error, data)]
+        problems = problems_from(error, data)
+    if problems:
+        problems = [Problem(f"{label}, {p.where}" if p.where else label, p.message) for p in problems]
         raise StoryValidationError(problems, subject=label) from None
+    return scene
 
 
 @dataclass(frozen=True)

@@ -139,22 +139,44 @@ def extract_json(raw: str, repairs: list[Repair], wanted: Callable[[Any], bool] 
         problem = problem or source_problem
         for item in found:
             if wanted(item.value):
-                return _taken(item.value, item.start == 0 and not source[item.end:].strip(), repairs)
+                return _replace_surrogates(_taken(item.value, item.start == 0 and not source[item.end:].strip(),
+                                                  repairs), repairs)
             if first is None and not item.fragment:
                 first = (item.value, item.start == 0 and not source[item.end:].strip())
         for start in failures[:_MAX_LITERAL_STARTS]:
             value = _python_literal(source, start)
             if value is not None and (wanted(value) or first is None):
                 repairs.append(Repair("answer", "read it as a Python literal (single quotes or trailing commas)"))
-                return value
+                return _replace_surrogates(value, repairs)
     if first is not None:
-        return _taken(*first, repairs)
+        return _replace_surrogates(_taken(*first, repairs), repairs)
     raise PlanningError(f"the answer is not valid JSON: {problem or 'it holds no JSON object'}", raw=raw)
 
 
 def _taken(value: Any, whole: bool, repairs: list[Repair]) -> Any:
     if not whole:
         repairs.append(Repair("answer", "took the JSON out of the text around it"))
+    return value
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _replace_surrogates(value: Any, repairs: list[Repair]) -> Any:
+    """Unpaired surrogates (from escapes like \\ud800) in the answer's text, replaced in place by U+FFFD:
+    no UTF-8 project file could store them. Iterative: the value may be deeply nested."""
+    count, stack = 0, [value]
+    while stack:
+        node = stack.pop()
+        for key, item in list(node.items() if isinstance(node, dict) else enumerate(node)):
+            if isinstance(item, str) and not item.isascii() and _SURROGATE.search(item):
+                node[key] = _SURROGATE.sub("\ufffd", item)
+                count += 1
+            elif isinstance(item, (dict, list)):
+                stack.append(item)
+    if count:
+        repairs.append(Repair("answer", f"{count} text(s) held unpaired surrogates (escapes like \\ud800); "
+                                        "replaced them with U+FFFD"))
     return value
 
 
