@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+import warnings
 from typing import Any
 
 from .errors import DreamRunnerError
@@ -53,7 +54,9 @@ def _read(text: str) -> Any:
     and NUL bytes are unreadable, not crashes."""
     for parse in (json.loads, ast.literal_eval):
         try:
-            return parse(text)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # invalid escapes in a plan are not the user's concern
+                return parse(text)
         except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError, OverflowError):
             pass
     return None
@@ -114,7 +117,7 @@ def parse_plan(plan: str, scene_id: str = "scene", *, frame_size: tuple[int, int
             continue
         if (match := _BACKGROUND.match(line)) is not None:
             background = match.group(1).strip()
-            if background[-1:] in _QUOTES and background.count(background[-1]) % 2:
+            if background and background[-1] in _QUOTES and background.count(background[-1]) % 2:
                 background = background[:-1].rstrip()  # the plan's stray closing quote
             continue
         if (match := _FRAME.match(line)) is None:

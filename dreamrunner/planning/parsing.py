@@ -29,6 +29,7 @@ from .schema import SceneOutline, StoryOutline
 
 _NO_MOTION = {"", "none", "null", "n/a", "no motion", "static", "still"}
 _BRACKET = re.compile(r"[\[{]")
+_OPENING_RUN = re.compile(r"[\[{\s]+")
 # Reasoning models write their thoughts (drafts, examples of the JSON) in such blocks before the answer.
 _REASONING_TAGS = ("think", "thinking", "reasoning", "reflection", "analysis")
 _REASONING_OPEN = re.compile(r"<(%s)>" % "|".join(_REASONING_TAGS), re.I)
@@ -37,7 +38,8 @@ _LONE_CLOSE = re.compile(r"</(?:%s)>" % "|".join(_REASONING_TAGS), re.I)
 # Starts of JSON values tried before giving up: a failed start may read to the end of the answer, so
 # this bound keeps the search linear in the answer's length.
 _MAX_FAILED_STARTS = 64
-_MAX_LITERAL_STARTS = 8
+_MAX_LITERAL_STARTS = 4
+_TRAILING_COMMA = re.compile(r",\s*[\]}]")
 
 
 def _without_reasoning(text: str) -> str:
@@ -70,6 +72,7 @@ def _json_values(text: str) -> tuple[list[_Found], list[int], str | None]:
     decoder = json.JSONDecoder()
     found: list[_Found] = []
     failures: list[int] = []
+    content_end = len(text.rstrip())
     position, failed, broken_until = 0, 0, -1
     furthest, problem = -1, None
     while failed < _MAX_FAILED_STARTS and (match := _BRACKET.search(text, position)) is not None:
@@ -82,11 +85,14 @@ def _json_values(text: str) -> tuple[list[_Found], list[int], str | None]:
             position = start + 1
             broken_until = max(broken_until, error.pos)
             if error.pos > furthest:
-                furthest, problem = error.pos, _describe_decode_error(text, error)
+                furthest, problem = error.pos, _describe_decode_error(text, content_end, error)
         except (ValueError, RecursionError) as error:  # a 5000-digit number; nesting past the recursion limit
             failed += 1
             failures.append(start)
             position, broken_until = start + 1, len(text)
+            if isinstance(error, RecursionError):
+                # Every start in this run of opening brackets nests as deep: skip the run, not one bracket.
+                position = _OPENING_RUN.match(text, start).end()
             if furthest < len(text):
                 furthest = len(text)
                 problem = ("the JSON is nested too deeply" if isinstance(error, RecursionError)
@@ -97,10 +103,15 @@ def _json_values(text: str) -> tuple[list[_Found], list[int], str | None]:
     return found, failures, problem
 
 
-def _describe_decode_error(text: str, error: json.JSONDecodeError) -> str:
-    if error.pos >= len(text.rstrip()) - 1 or "Unterminated string" in error.msg:
+def _describe_decode_error(text: str, content_end: int, error: json.JSONDecodeError) -> str:
+    if error.pos >= content_end - 1 or "Unterminated string" in error.msg:
         return f"it ends before the JSON is complete (cut off after {len(text)} characters?)"
     return f"{error.msg} at line {error.lineno}, column {error.colno}"
+
+
+def _pythonic(text: str) -> bool:
+    """Whether the text has what only a Python literal has: single quotes, None/True/False, a trailing comma."""
+    return any(word in text for word in ("'", "None", "True", "False")) or _TRAILING_COMMA.search(text) is not None
 
 
 def _python_literal(text: str, start: int) -> Any:
@@ -143,7 +154,7 @@ def extract_json(raw: str, repairs: list[Repair], wanted: Callable[[Any], bool] 
                                                   repairs), repairs)
             if first is None and not item.fragment:
                 first = (item.value, item.start == 0 and not source[item.end:].strip())
-        for start in failures[:_MAX_LITERAL_STARTS]:
+        for start in failures[:_MAX_LITERAL_STARTS] if _pythonic(source) else ():
             value = _python_literal(source, start)
             if value is not None and (wanted(value) or first is None):
                 repairs.append(Repair("answer", "read it as a Python literal (single quotes or trailing commas)"))
