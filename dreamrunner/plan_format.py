@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+import reprlib
 import warnings
 from typing import Any
 
@@ -88,13 +89,17 @@ def _entity(region: Any, where: str) -> dict:
         or not isinstance(region[0], (list, tuple))
         or len(region[0]) != 3
     ):
-        raise PlanFormatError(f"{where}: expected [[name, motion, description], [x0, y0, x1, y1]], got {region!r}")
+        # reprlib: bounded depth and length, whatever the plan nests
+        raise PlanFormatError(f"{where}: expected [[name, motion, description], [x0, y0, x1, y1]], "
+                              f"got {reprlib.repr(region)}")
     (name, motion, description), box = region
+    if not isinstance(box, (list, tuple)) or len(box) != 4 or any(isinstance(v, (list, tuple, dict)) for v in box):
+        raise PlanFormatError(f"{where}: the box must be [x0, y0, x1, y1], got {reprlib.repr(box)}")
     return {
         "name": str(name),
         "motion": None if str(motion).strip().lower() == NO_MOTION else str(motion),
         "description": str(description),
-        "box": list(box) if isinstance(box, (list, tuple)) else box,
+        "box": list(box),
     }
 
 

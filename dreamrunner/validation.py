@@ -252,7 +252,10 @@ def repair_scene_data(scene: Any, label: str = "scene",
     repairs: list[Repair] = []
     if not isinstance(scene, dict) or not isinstance(scene.get("keyframes"), list):
         return scene, repairs
-    scene = copy.deepcopy(scene)
+    try:
+        scene = copy.deepcopy(scene)
+    except RecursionError:  # deepcopy recurses: data nested hundreds deep (a hand-edited file, an LLM answer)
+        raise StoryValidationError([Problem(label, "is nested too deeply")], subject=label) from None
     if frame_size is None:
         defaults = VideoSettings()
         frame_size = (defaults.width, defaults.height)
@@ -302,7 +305,10 @@ def repair_story_data(data: Any) -> tuple[Any, list[Repair]]:
     Raises `StoryValidationError` for a scene whose boxes mix scales (see `repair_scene_data`)."""
     if not isinstance(data, dict) or not isinstance(data.get("scenes"), list):
         return data, []
-    data = copy.deepcopy(data)
+    try:
+        data = copy.deepcopy(data)
+    except RecursionError:
+        raise StoryValidationError([Problem("", "the story is nested too deeply")]) from None
     repairs: list[Repair] = []
     try:  # pixel boxes are pixels of the story's own frame
         video = VideoSettings.model_validate(data["settings"]["video"])

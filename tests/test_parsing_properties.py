@@ -6,7 +6,7 @@ The cases start from real inputs (the in-context example answers, recorded answe
 plan-string forms, the paper's 300 published plans) and are mutated the ways answers break: characters,
 brackets, quotes, numbers and newlines deleted, inserted or replaced; numbers made huge, infinite or NaN;
 spans cut or duplicated; reasoning blocks, prose with brackets, fences and floods of newlines around them;
-deep nesting; unicode, NUL and unpaired surrogates. Derandomized: CI runs the same cases every time.
+deep nesting, balanced or not; unicode, NUL and unpaired surrogates. Derandomized: CI runs the same cases every time.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import json
 import os
 import random
 import re
+import sys
 from datetime import timedelta
 
 from hypothesis import HealthCheck, event, given, note, settings
@@ -74,15 +75,20 @@ _TOKENS = ["[", "]", "{", "}", '"', "'", ",", ":", ".", "-", "e", "0", "7", " ",
            "null", "true", "none", "NaN", "Infinity", "\\", "`", "```", "é", "中文", "😀", "\u2028", "\x00", "\ud800",
            "\\u0000", "\\ud800", "<think>", "</think>", "Background:", "Frame_1:", "Frame_7:", "Frame 2:", "[[", "]]"]
 _NUMBERS = ["1e400", "-1e400", "NaN", "Infinity", "-Infinity", "1" + "0" * 400, "9" * 5000, "1e-400", "-0", "0",
-            "1", "2", "-3", "0.5", "1.5000001", "100", "480", "720", "1000", "4000", '"0.5"', "true", "null"]
+            "1", "2", "-3", "0.5", "1.5000001", "100", "480", "720", "1000", "4000", '"0.5"', "true", "null",
+            # valid JSON nested deep: recursive code on it (copy.deepcopy, repr) overflows the stack
+            "[[0.5]]", "[" * 900 + "]" * 900, '{"a": ' * 500 + "0" + "}" * 500]
 _PREFIXES = ["Here is the plan:\n", "The boxes are [x0, y0, x1, y1]: left, top, right, bottom.\n", "```json\n",
              "<think>A draft: {\"keyframes\": [1, 2</think>\n", "[1] ", "Sure! {see below}\n", "'", '"']
 _SUFFIXES = ["", "\n```", " Hope it helps!", "}", "]", '"', "\n" * 60_000, " " * 20_000, "\r\n" * 5_000]
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
+_INNER_LIST = re.compile(r"\[[^\[\]{}]*\]")  # a box, or the [name, motion, description] of a plan's region
+_VALUES = ["null", '"box"', "[]", "[0.1, 0.2]", "[0.1, 0.2, 0.3, 0.4, 0.5]", '{"x0": 0.1, "y0": 0.2}', "[[0.5]]",
+           "[" * 900 + "]" * 900, '{"a": ' * 500 + "0" + "}" * 500, "[" + "[" * 900 + "]" * 900 + ", 0, 1, 1]"]
 
 
-_ACTIONS = ["delete", "insert", "insert", "replace", "number", "number", "duplicate", "truncate", "wrap", "nest",
-            "flood"]
+_ACTIONS = ["delete", "insert", "insert", "replace", "number", "number", "value", "duplicate", "truncate", "wrap",
+            "nest", "flood"]
 
 
 def mutated(rng: random.Random, seeds: list[str]) -> str:
@@ -103,6 +109,11 @@ def mutated(rng: random.Random, seeds: list[str]) -> str:
             if numbers:
                 match = rng.choice(numbers)
                 text = text[:match.start()] + rng.choice(_NUMBERS) + text[match.end():]
+        elif action == "value":
+            lists = list(_INNER_LIST.finditer(text, max(position - 300, 0), position + 300))
+            if lists:
+                match = rng.choice(lists)
+                text = text[:match.start()] + rng.choice(_VALUES) + text[match.end():]
         elif action == "duplicate":
             text = text[:position] + text[position:position + rng.randint(1, 80)] + text[position:]
         elif action == "truncate":
@@ -114,6 +125,17 @@ def mutated(rng: random.Random, seeds: list[str]) -> str:
         else:
             text = text[:position] + rng.choice(["\n" * 60_000, " " * 30_000, "\n \t" * 10_000, "\n" * 50]) + text[position:]
     return text
+
+
+def at_default_recursion_limit(parse, *args):
+    """`parse(*args)` under the interpreter's default recursion limit, which the app runs with: hypothesis
+    raises the limit while a test runs, which would hide a parser that recurses over deep data."""
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(1000)
+    try:
+        return parse(*args)
+    finally:
+        sys.setrecursionlimit(limit)
 
 
 def case(seed: int, seeds: list[str]) -> str:
@@ -142,7 +164,7 @@ def check_scene(scene: Scene, scene_id: str) -> None:
 def test_any_mutated_scene_answer_gives_a_valid_plan_or_a_planning_error(seed):
     raw = case(seed, SCENE_SEEDS)
     try:
-        scene, _ = parse_scene_answer(raw, SCENE, CHARACTERS, FRAME)
+        scene, _ = at_default_recursion_limit(parse_scene_answer, raw, SCENE, CHARACTERS, FRAME)
     except PlanningError as error:
         event("planning error")
         assert error.raw == raw and str(error)
@@ -162,7 +184,7 @@ def test_any_mutated_scene_answer_gives_a_valid_plan_or_a_planning_error(seed):
 def test_any_mutated_story_answer_gives_an_outline_or_a_planning_error(seed):
     raw = case(seed, STORY_SEEDS)
     try:
-        outline, _ = parse_story_answer(raw)
+        outline, _ = at_default_recursion_limit(parse_story_answer, raw)
     except PlanningError as error:
         event("planning error")
         assert error.raw == raw and str(error)
@@ -179,7 +201,7 @@ def test_any_mutated_story_answer_gives_an_outline_or_a_planning_error(seed):
 def test_any_mutated_plan_string_gives_a_valid_scene_or_a_named_error(seed):
     plan = case(seed, PLAN_SEEDS)
     try:
-        scene, _ = parse_plan(plan, "p")
+        scene, _ = at_default_recursion_limit(parse_plan, plan, "p")
     except DreamRunnerError as error:
         event(type(error).__name__)
         assert str(error)

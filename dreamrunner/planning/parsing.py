@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+import reprlib
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -267,8 +268,12 @@ def parse_story_answer(raw: str, num_scenes: int | None = None) -> tuple[StoryOu
 # ---------------------------------------------------------------- scene level
 
 def _short(value: Any) -> str:
-    text = json.dumps(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else repr(value)
-    return text if len(text) <= 24 else f"{text[:12]}...({len(text)} characters)"
+    """A box value for a message: numbers as JSON wrote them (Infinity, NaN), long ones cut, the rest through
+    reprlib (bounded depth: a deeply nested value must not overflow the stack while being described)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        text = json.dumps(value)
+        return text if len(text) <= 24 else f"{text[:12]}...({len(text)} characters)"
+    return reprlib.repr(value)
 
 
 def _entity_data(item: Any, where: str, repairs: list[Repair], problems: list[str]) -> dict | None:
@@ -280,18 +285,6 @@ def _entity_data(item: Any, where: str, repairs: list[Repair], problems: list[st
         repairs.append(Repair(where, "dropped: not an entity object"))
         return None
     name, description = _text(item.get("name")), _text(item.get("description"))
-    box = item.get("box", item.get("bbox"))
-    if isinstance(box, dict):
-        box = [box.get(k) for k in ("x0", "y0", "x1", "y1")]
-    if isinstance(box, (list, tuple)) and len(box) == 4:
-        numbers = [finite_number(v) for v in box]
-        bad = [v for v, n in zip(box, numbers) if n is None]
-        if bad:
-            # Clamping Infinity or a 400-digit number into [0, 1] would invent a box: ask again instead.
-            label = f" ({name or description!r})" if name or description else ""
-            problems.append(f"{where}{label}: box holds {_short(bad[0])}, not a finite number")
-        else:
-            box = numbers
     if not name and not description:
         repairs.append(Repair(where, "dropped: no name and no description"))
         return None
@@ -301,11 +294,23 @@ def _entity_data(item: Any, where: str, repairs: list[Repair], problems: list[st
     if not name:
         name = description
         repairs.append(Repair(where, "name was missing; used the description"))
+    where = f"{where} ({name!r})"
+    box = item.get("box", item.get("bbox"))
+    if isinstance(box, dict):
+        box = [box.get(k) for k in ("x0", "y0", "x1", "y1")]
+    if not isinstance(box, (list, tuple)) or len(box) != 4:
+        problems.append(f"{where}: box must be [x0, y0, x1, y1], got {_short(box)}")
+        return None
+    numbers = [finite_number(v) for v in box]
+    if None in numbers:
+        # Clamping Infinity or a 400-digit number into [0, 1] would invent a box: ask again instead.
+        problems.append(f"{where}: box holds {_short(box[numbers.index(None)])}, not a finite number")
+        return None
     motion = item.get("motion")
     motion = _text(motion) if motion is not None else None
     if motion is not None and motion.lower() in _NO_MOTION:
         motion = None
-    return {"name": name, "motion": motion, "description": description, "box": box}
+    return {"name": name, "motion": motion, "description": description, "box": numbers}
 
 
 def _is_scene_plan(value: Any) -> bool:
@@ -338,7 +343,7 @@ def scene_data_from_answer(data: Any, repairs: list[Repair], raw: str) -> dict:
                 for e, item in enumerate(entities)]
         keyframes.append({"index": position, "entities": [e for e in kept if e is not None]})
     if problems:
-        raise PlanningError("the scene plan has boxes that are not numbers:\n" + "\n".join(f"  - {p}" for p in problems),
+        raise PlanningError("the scene plan has unusable boxes:\n" + "\n".join(f"  - {p}" for p in problems),
                             raw=raw, problems=problems)
     if not keyframes:
         raise PlanningError("the scene plan has no usable keyframe", raw=raw, problems=["no keyframe has an entity list"])
