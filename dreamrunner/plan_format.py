@@ -6,8 +6,10 @@
     Frame_6: ...
 
 Published plans vary: some quote with ' instead of ", some are cut short before their closing brackets,
-a few have inverted boxes. Import accepts all of them and reports each repair; export writes the
-canonical JSON-quoted form, and importing an export gives the same scene.
+a few have inverted boxes; the whole string may be wrapped in a literal `"`, or only start (or end) with
+one; lines may be CRLF, separated by blank lines, with or without a space after the colon. Import accepts
+all of them and reports each repair; export writes the canonical JSON-quoted form, and importing an
+export gives the same scene. Anything else raises `PlanFormatError` (or `StoryValidationError`).
 """
 
 from __future__ import annotations
@@ -15,40 +17,66 @@ from __future__ import annotations
 import ast
 import json
 import re
+import reprlib
+import warnings
 from typing import Any
 
 from .errors import DreamRunnerError
 from .story import NUM_KEYFRAMES, Scene
 from .validation import Repair, repair_scene_data, validate_scene
 
-_FRAME = re.compile(r"^\s*Frame_(\d+)\s*:(.*)$")
-_BACKGROUND = re.compile(r"^\s*Background\s*:(.*)$")
+# Matched against one stripped line; a line may open with the plan's stray quote.
+_FRAME = re.compile(r"[\"']?\s*Frame[_ ]\s*(\d+)\s*:(.*)")
+_BACKGROUND = re.compile(r"[\"']?\s*Background\s*:(.*)")
+# Where a plan string starts inside a longer text (an LLM answer): a Background line, then a Frame line.
+# [ \t] rather than \s, and never two runs of it side by side: either would make the search quadratic
+# (from every line start over the following blank lines, or back and forth over a long run of spaces).
+_PLAN_START = re.compile(r"^[ \t]*(?:[\"'`]+[ \t]*)?Background[ \t]*:", re.M)
+_FRAME_START = re.compile(r"^[ \t]*(?:[\"'][ \t]*)?Frame[_ ][ \t]*\d", re.M)
+_QUOTES = "\"'"
 NO_MOTION = "none"
+
+
+def find_plan_string(text: str) -> str | None:
+    """The plan string inside a longer text (from its Background line to the end), or None when the text
+    has no Background line followed by a Frame line."""
+    start = _PLAN_START.search(text)
+    if start is None or _FRAME_START.search(text, start.end()) is None:
+        return None
+    return text[start.start():].strip().strip("`")
 
 
 class PlanFormatError(DreamRunnerError, ValueError):
     pass
 
 
-def _parse_regions(body: str, where: str, repairs: list[Repair]) -> list:
-    body = body.strip().rstrip(",")
-    if body in ("", "[]"):
-        return []
-    text = "[" + body + "]"
+def _read(text: str) -> Any:
+    """JSON, else a Python literal (single quotes); None when neither reads it. Deep nesting, huge numbers
+    and NUL bytes are unreadable, not crashes."""
     for parse in (json.loads, ast.literal_eval):
         try:
-            return parse(text)
-        except (ValueError, SyntaxError):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # invalid escapes in a plan are not the user's concern
+                return parse(text)
+        except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError, OverflowError):
             pass
+    return None
+
+
+def _parse_regions(body: str, where: str, repairs: list[Repair]) -> list:
+    body = body.strip().rstrip(",").rstrip()
+    if body.endswith(("]\"", "]'")):  # the plan's closing quote on its last line
+        body = body[:-1]
+    if body in ("", "[]"):
+        return []
+    regions = _read("[" + body + "]")
+    if regions is not None:
+        return regions
     # A plan cut off mid-line loses its closing brackets: close what is open, if that parses.
     depth = body.count("[") - body.count("]")
-    if depth > 0:
-        closed = "[" + body + "]" * depth + "]"
-        for parse in (json.loads, ast.literal_eval):
-            try:
-                regions = parse(closed)
-            except (ValueError, SyntaxError):
-                continue
+    if 0 < depth <= 8:
+        regions = _read("[" + body + "]" * depth + "]")
+        if regions is not None:
             repairs.append(Repair(where, f"closed {depth} unclosed bracket(s) at the end of the line"))
             return regions
     raise PlanFormatError(f"{where}: cannot read the regions {body[:80]!r}")
@@ -61,34 +89,47 @@ def _entity(region: Any, where: str) -> dict:
         or not isinstance(region[0], (list, tuple))
         or len(region[0]) != 3
     ):
-        raise PlanFormatError(f"{where}: expected [[name, motion, description], [x0, y0, x1, y1]], got {region!r}")
+        # reprlib: bounded depth and length, whatever the plan nests
+        raise PlanFormatError(f"{where}: expected [[name, motion, description], [x0, y0, x1, y1]], "
+                              f"got {reprlib.repr(region)}")
     (name, motion, description), box = region
+    if not isinstance(box, (list, tuple)) or len(box) != 4 or any(isinstance(v, (list, tuple, dict)) for v in box):
+        raise PlanFormatError(f"{where}: the box must be [x0, y0, x1, y1], got {reprlib.repr(box)}")
     return {
         "name": str(name),
         "motion": None if str(motion).strip().lower() == NO_MOTION else str(motion),
         "description": str(description),
-        "box": list(box) if isinstance(box, (list, tuple)) else box,
+        "box": list(box),
     }
 
 
-def parse_plan(plan: str, scene_id: str = "scene", **scene_fields: Any) -> tuple[Scene, list[Repair]]:
-    """Read a paper plan string into a validated `Scene`, repairing what is safe to repair."""
+def parse_plan(plan: str, scene_id: str = "scene", *, frame_size: tuple[int, int] | None = None,
+               **scene_fields: Any) -> tuple[Scene, list[Repair]]:
+    """Read a paper plan string into a validated `Scene`, repairing what is safe to repair (boxes on
+    another scale are rescaled, see `dreamrunner.validation.repair_scene_data`; `frame_size` = (width,
+    height) for boxes in pixels). Raises `PlanFormatError` or `StoryValidationError`."""
+    if not isinstance(plan, str):
+        raise PlanFormatError(f"{scene_id}: the plan is not text")
     text = plan.strip()
-    if len(text) >= 2 and text[0] == text[-1] == '"':
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in _QUOTES:
         text = text[1:-1]
     background: str | None = None
     keyframes: dict[int, dict] = {}
     repairs: list[Repair] = []
     for line in text.splitlines():
-        if not line.strip():
+        line = line.strip()
+        if not line:
             continue
         if (match := _BACKGROUND.match(line)) is not None:
             background = match.group(1).strip()
+            if background and background[-1] in _QUOTES and background.count(background[-1]) % 2:
+                background = background[:-1].rstrip()  # the plan's stray closing quote
             continue
         if (match := _FRAME.match(line)) is None:
-            raise PlanFormatError(f"{scene_id}: line is neither 'Background:' nor 'Frame_k:': {line.strip()[:80]!r}")
-        number = int(match.group(1))
-        where = f"{scene_id}, Frame_{number}"
+            raise PlanFormatError(f"{scene_id}: line is neither 'Background:' nor 'Frame_k:': {line[:80]!r}")
+        digits = match.group(1).lstrip("0") or "0"
+        number = int(digits) if len(digits) <= 3 else 1000  # not int() of a 5000-digit number
+        where = f"{scene_id}, Frame_{digits[:8]}"
         if not 1 <= number <= NUM_KEYFRAMES:
             raise PlanFormatError(f"{where}: frame numbers run from 1 to {NUM_KEYFRAMES}")
         if number - 1 in keyframes:
@@ -102,7 +143,7 @@ def parse_plan(plan: str, scene_id: str = "scene", **scene_fields: Any) -> tuple
         raise PlanFormatError(f"{scene_id}: the plan has no 'Frame_k:' lines")
     data = {"id": scene_id, "background": background, **scene_fields,
             "keyframes": [keyframes[i] for i in sorted(keyframes)]}
-    data, scene_repairs = repair_scene_data(data, scene_id)
+    data, scene_repairs = repair_scene_data(data, scene_id, frame_size)
     repairs.extend(scene_repairs)
     return validate_scene(data, scene_id), repairs
 

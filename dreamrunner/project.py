@@ -64,20 +64,32 @@ def dump_story(story: Story, revision: int = 1) -> str:
     return json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
 
 
-def parse_project(text: str, source: str = PROJECT_FILE) -> Story:
+def parse_project(text: str | bytes, source: str = PROJECT_FILE) -> Story:
+    """A project file's text (or its raw bytes, read as UTF-8) -> the validated story; `ProjectError` or
+    `StoryValidationError` naming what is wrong."""
     return read_project(text, source)[0]
 
 
-def read_project(text: str, source: str = PROJECT_FILE) -> tuple[Story, int]:
+def read_project(text: str | bytes, source: str = PROJECT_FILE) -> tuple[Story, int]:
     """The story of a project file's text and its revision (0 for files written before revisions)."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise ProjectError(f"{source} is not UTF-8 text (byte {error.start}: {error.object[error.start:error.start + 1]!r}); "
+                               "save it as UTF-8") from None
     try:
-        payload = json.loads(text)
+        payload = json.loads(text.removeprefix("\ufeff"))  # editors on Windows write a byte-order mark
     except json.JSONDecodeError as error:
         raise ProjectError(f"{source} is not valid JSON (line {error.lineno}, column {error.colno}): {error.msg}") from None
+    except RecursionError:
+        raise ProjectError(f"{source} is nested too deeply to be a project") from None
+    except ValueError:  # Python reads no integer of more than 4300 digits
+        raise ProjectError(f"{source} holds a number with more than 4300 digits") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ProjectError(f"{source} is not a DreamRunner Studio project (no \"format\": \"{FORMAT}\")")
     version = payload.get("schema_version")
-    if not isinstance(version, int):
+    if not isinstance(version, int) or isinstance(version, bool):  # true is an int to Python, not a version
         raise ProjectError(f"{source} has no integer schema_version")
     if version > SCHEMA_VERSION:
         raise ProjectError(
@@ -145,10 +157,10 @@ class Project:
             raise ProjectError(f"no project at {folder}: {path.name} not found")
         _remove_orphans(folder)
         try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as error:
+            data = path.read_bytes()
+        except OSError as error:
             raise ProjectError(f"cannot read {path}: {error}") from None
-        story, revision = read_project(text, str(path))
+        story, revision = read_project(data, str(path))
         if from_backup:
             # A backup opened to be kept: saving it must replace whatever project.json holds now.
             current = Project._disk_revision(folder)
@@ -237,16 +249,17 @@ class Project:
         if not self.path.is_file():
             return None
         try:
-            text = self.path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as error:
+            data = self.path.read_bytes()
+        except OSError as error:
             raise ProjectError(f"cannot read {self.path}: {error}") from None
-        return (*read_project(text, str(self.path)), text)
+        story, revision = read_project(data, str(self.path))
+        return story, revision, data.decode("utf-8")
 
     @staticmethod
     def _disk_revision(folder: Path) -> int | None:
         try:
-            return read_project((Path(folder) / PROJECT_FILE).read_text(encoding="utf-8"))[1]
-        except (OSError, UnicodeDecodeError, DreamRunnerError):
+            return read_project((Path(folder) / PROJECT_FILE).read_bytes())[1]
+        except (OSError, DreamRunnerError):
             return None
 
     def _disk_stamp(self) -> tuple | None:
@@ -307,4 +320,8 @@ def load_story_file(path: str | os.PathLike) -> Any:
         return Project.load(path).story
     if not path.is_file():
         raise ProjectError(f"{path} does not exist")
-    return parse_project(path.read_text(encoding="utf-8"), str(path))
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ProjectError(f"cannot read {path}: {error}") from None
+    return parse_project(data, str(path))

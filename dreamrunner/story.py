@@ -20,12 +20,21 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from .media import DEFAULT_BACKGROUND, background_rgb
 
 NUM_KEYFRAMES = 6
+# CogVideoX 2B/5B make 8N+1 frames with N <= 6: 49 is what both were trained on (6 s at 8 fps), and the
+# CogVideo authors' own demo documents "8N + 1 where N <= 6". More frames leave the training distribution
+# (and grow attention quadratically); validation refuses them rather than render something unseen.
+MAX_NUM_FRAMES = 49
 
 
 def _check_media_path(path: str) -> str:
     """Media paths are relative to the project folder and may not leave it."""
     if not path:
         raise ValueError("media path is empty")
+    if (control := next((c for c in path if ord(c) < 32 or ord(c) == 127), None)) is not None:
+        # No file system takes NUL; the others break portable file names and the tools given the path.
+        raise ValueError(f"media path {path!r} contains the control character {control!r}")
+    if any(len(part.encode("utf-8", "surrogatepass")) > 255 for part in path.split("/")):
+        raise ValueError(f"media path {path[:60]!r}... has a name longer than file systems take (255 bytes)")
     if "\\" in path:
         raise ValueError(f"media path {path!r} must use '/' separators")
     if path.startswith("/") or re.match(r"^[A-Za-z]:", path):
@@ -188,8 +197,10 @@ class VideoSettings(Model):
 
     num_frames: int = Field(default=49, ge=1)
     fps: int = Field(default=8, ge=1)
-    height: int = Field(default=480, ge=16)
-    width: int = Field(default=720, ge=16)
+    # CogVideoX 2B/5B were trained at 480x720; a side past 2048 gives a token grid (and region masks) that
+    # no GPU attends over, so validation stops there instead of building it.
+    height: int = Field(default=480, ge=16, le=2048)
+    width: int = Field(default=720, ge=16, le=2048)
     vae_spatial: int = 8
     vae_temporal: int = 4
     patch_size: int = 2
@@ -197,8 +208,16 @@ class VideoSettings(Model):
 
     @model_validator(mode="after")
     def _check_geometry(self) -> VideoSettings:
-        if (self.num_frames - 1) % self.vae_temporal:
-            raise ValueError(f"num_frames = {self.num_frames} must be {self.vae_temporal}k+1 (e.g. 49)")
+        # The VAE makes one latent of the first frame and one of every 4 after it, and decodes the latents in
+        # batches of two after an odd first batch: an even latent count (45 frames -> 12) comes back as 48 frames.
+        step = 2 * self.vae_temporal
+        if self.num_frames > MAX_NUM_FRAMES:
+            raise ValueError(f"num_frames = {self.num_frames} is more than CogVideoX 2B/5B make: at most "
+                             f"{MAX_NUM_FRAMES} ({step}N+1 with N <= {(MAX_NUM_FRAMES - 1) // step})")
+        if (self.num_frames - 1) % step:
+            lower = self.num_frames - (self.num_frames - 1) % step
+            raise ValueError(f"num_frames = {self.num_frames} does not fit CogVideoX 2B/5B: it must be {step}N+1 "
+                             f"up to {MAX_NUM_FRAMES} (e.g. {lower} or {min(lower + step, MAX_NUM_FRAMES)})")
         step = self.vae_spatial * self.patch_size
         if self.height % step or self.width % step:
             raise ValueError(f"height and width must be multiples of {step}, got {self.height}x{self.width}")

@@ -8,13 +8,15 @@ data with a broken box cannot become a `Story` until it is repaired.
 from __future__ import annotations
 
 import copy
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
 from .errors import DreamRunnerError
-from .story import NUM_KEYFRAMES, Scene, Story
+from .story import NUM_KEYFRAMES, Scene, Story, VideoSettings
 
 
 @dataclass(frozen=True)
@@ -92,19 +94,50 @@ def problems_from(error: ValidationError, data: Any) -> list[Problem]:
     return problems
 
 
+def _unencodable(data: Any) -> list[tuple]:
+    """Where `data` holds a string no UTF-8 file can store: an unpaired surrogate, which a JSON escape
+    (\\ud800) or undecodable bytes given to Python leave behind. Iterative: the data may be deeply nested."""
+    found, stack = [], [(data, ())]
+    while stack:
+        node, loc = stack.pop()
+        if isinstance(node, str):
+            if not node.isascii():
+                try:
+                    node.encode("utf-8")
+                except UnicodeEncodeError:
+                    found.append(loc)
+        elif isinstance(node, dict):
+            stack.extend((value, (*loc, key)) for key, value in node.items())
+        elif isinstance(node, (list, tuple)):
+            stack.extend((value, (*loc, i)) for i, value in enumerate(node))
+    return sorted(found, key=str)
+
+
+def _text_problems(data: Any) -> list[Problem]:
+    return [Problem(describe_location(loc, data), "holds text that is not valid Unicode (an unpaired surrogate "
+                    "such as \\ud800)") for loc in _unencodable(data)]
+
+
 def validate_story(data: Any) -> Story:
     try:
-        return Story.model_validate(data)
+        story = Story.model_validate(data)
     except ValidationError as error:
         raise StoryValidationError(problems_from(error, data)) from None
+    if problems := _text_problems(data):
+        raise StoryValidationError(problems)
+    return story
 
 
 def validate_scene(data: Any, label: str = "scene") -> Scene:
     try:
-        return Scene.model_validate(data)
+        scene = Scene.model_validate(data)
+        problems = _text_problems(data)
     except ValidationError as error:
-        problems = [Problem(f"{label}, {p.where}" if p.where else label, p.message) for p in problems_from(error, data)]
+        problems = problems_from(error, data)
+    if problems:
+        problems = [Problem(f"{label}, {p.where}" if p.where else label, p.message) for p in problems]
         raise StoryValidationError(problems, subject=label) from None
+    return scene
 
 
 @dataclass(frozen=True)
@@ -116,17 +149,63 @@ class Repair:
         return f"{self.where}: {self.change}"
 
 
+def finite_number(value: Any) -> float | None:
+    """A JSON number (or a numeric string) as a finite float; None for anything else: bools, text, NaN,
+    infinities and integers too large for a float (a 400-digit integer)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
+
+
 def _as_box(value: Any) -> list[float] | None:
     if not isinstance(value, (list, tuple)) or len(value) != 4:
         return None
-    try:
-        return [float(v) for v in value]
-    except (TypeError, ValueError):
-        return None
+    numbers = [finite_number(v) for v in value]
+    return None if None in numbers else numbers
+
+
+# The largest value still read as a normalized coordinate (a box a little past the frame edge, clamped later).
+NORMALIZED_LIMIT = 1.5
+# How far past a scale's edge a value may go and still be on that scale (an LLM's box a few pixels outside).
+_SCALE_SLACK = 1.05
+
+
+def box_scale(boxes: Sequence[Sequence[float]], frame_size: tuple[int, int]) -> tuple[str, float, float]:
+    """The scale the boxes of one whole plan are written on -> (name, x unit, y unit).
+
+    Normalized [0, 1] when no value passes `NORMALIZED_LIMIT`; else the smallest of percent (0-100),
+    pixels of the `frame_size` = (width, height) frame and per-mille (0-1000, as Qwen-VL writes boxes)
+    that holds every x and every y. Raises ValueError, saying why, when the boxes mix [0, 1] values with
+    larger ones or fit no scale: rescaling then would guess.
+    """
+    values = [abs(v) for box in boxes for v in box]
+    peak = max(values, default=0.0)
+    if peak <= NORMALIZED_LIMIT:
+        return "normalized", 1.0, 1.0
+    large = sum(v > NORMALIZED_LIMIT for v in values)
+    small = sum(0.0 < v <= NORMALIZED_LIMIT for v in values)
+    if small > large:
+        raise ValueError(f"the boxes mix scales: {small} values are in [0, 1] but {large} are larger (up to "
+                         f"{peak:g}); write every box normalized to [0, 1]")
+    width, height = frame_size
+    xs = max(abs(v) for box in boxes for v in (box[0], box[2]))
+    ys = max(abs(v) for box in boxes for v in (box[1], box[3]))
+    scales = sorted([("percent", 100.0, 100.0), ("per-mille (0-1000)", 1000.0, 1000.0),
+                     (f"pixels of the {width}x{height} frame", float(width), float(height))], key=lambda s: s[1] * s[2])
+    for name, sx, sy in scales:
+        if xs <= sx * _SCALE_SLACK and ys <= sy * _SCALE_SLACK:
+            return name, sx, sy
+    raise ValueError(f"box values up to x = {xs:g}, y = {ys:g} fit no known scale (normalized [0, 1], percent, "
+                     f"0-1000 or pixels of the {width}x{height} frame); write every box normalized to [0, 1]")
 
 
 def repair_box(box: Any, where: str, repairs: list[Repair]) -> list[float] | None:
-    """Swap inverted corners, clamp into [0, 1]; None when the box has no area left (drop it)."""
+    """Swap inverted corners, clamp into [0, 1]; None when the box has no area left (drop it). A box that is
+    not 4 finite numbers is returned unchanged, for validation to refuse: clamping Infinity would invent a box."""
     values = _as_box(box)
     if values is None:
         return box
@@ -147,12 +226,48 @@ def repair_box(box: Any, where: str, repairs: list[Repair]) -> list[float] | Non
     return clamped
 
 
-def repair_scene_data(scene: Any, label: str = "scene") -> tuple[Any, list[Repair]]:
-    """Repair one scene's plain data; returns a repaired copy and the list of changes."""
+def _entity_boxes(scene: dict) -> list[tuple[dict, list[float]]]:
+    return [(entity, box) for keyframe in scene["keyframes"] if isinstance(keyframe, dict)
+            and isinstance(keyframe.get("entities"), list) for entity in keyframe["entities"]
+            if isinstance(entity, dict) and (box := _as_box(entity.get("box"))) is not None]
+
+
+def rescale_boxes(scene: dict, label: str, frame_size: tuple[int, int], repairs: list[Repair]) -> None:
+    """Bring every box of one scene's plain data to [0, 1] from the scale the whole scene is written on
+    (`box_scale`), in place, reporting it. Raises `StoryValidationError` when the scale is mixed or unknown."""
+    boxes = _entity_boxes(scene)
+    try:
+        name, sx, sy = box_scale([box for _, box in boxes], frame_size)
+    except ValueError as error:
+        raise StoryValidationError([Problem(label, str(error))], subject=label) from None
+    if name == "normalized":
+        return
+    for entity, (x0, y0, x1, y1) in boxes:
+        entity["box"] = [x0 / sx, y0 / sy, x1 / sx, y1 / sy]
+    peak = max(abs(v) for _, box in boxes for v in box)
+    repairs.append(Repair(label, f"the boxes were in {name} (values up to {peak:g}); divided x by {sx:g} and "
+                                 f"y by {sy:g} to normalize them"))
+
+
+def repair_scene_data(scene: Any, label: str = "scene",
+                      frame_size: tuple[int, int] | None = None) -> tuple[Any, list[Repair]]:
+    """Repair one scene's plain data; returns a repaired copy and the list of changes.
+
+    Boxes on another scale (percent, 0-1000, pixels of `frame_size` = (width, height), by default the
+    default video size) are rescaled first, the scene as a whole (`box_scale`); a scene whose boxes mix
+    scales raises `StoryValidationError`.
+    """
     repairs: list[Repair] = []
     if not isinstance(scene, dict) or not isinstance(scene.get("keyframes"), list):
         return scene, repairs
-    scene = copy.deepcopy(scene)
+    try:
+        scene = copy.deepcopy(scene)
+    except RecursionError:  # deepcopy recurses: data nested hundreds deep (a hand-edited file, an LLM answer)
+        raise StoryValidationError([Problem(label, "is nested too deeply")], subject=label) from None
+    if frame_size is None:
+        defaults = VideoSettings()
+        frame_size = (defaults.width, defaults.height)
+    rescale_boxes(scene, label, frame_size, repairs)
     by_index: dict[int, dict] = {}
     for position, keyframe in enumerate(scene["keyframes"]):
         if not isinstance(keyframe, dict):
@@ -194,13 +309,21 @@ def repair_scene_data(scene: Any, label: str = "scene") -> tuple[Any, list[Repai
 
 
 def repair_story_data(data: Any) -> tuple[Any, list[Repair]]:
-    """Repair every scene of a story's plain data; returns a repaired copy and every change made."""
+    """Repair every scene of a story's plain data; returns a repaired copy and every change made.
+    Raises `StoryValidationError` for a scene whose boxes mix scales (see `repair_scene_data`)."""
     if not isinstance(data, dict) or not isinstance(data.get("scenes"), list):
         return data, []
-    data = copy.deepcopy(data)
+    try:
+        data = copy.deepcopy(data)
+    except RecursionError:
+        raise StoryValidationError([Problem("", "the story is nested too deeply")]) from None
     repairs: list[Repair] = []
+    try:  # pixel boxes are pixels of the story's own frame
+        video = VideoSettings.model_validate(data["settings"]["video"])
+    except (KeyError, TypeError, ValidationError):
+        video = VideoSettings()
     for s, scene in enumerate(data["scenes"]):
         label = f"scene {s + 1}" + (f" ({scene.get('id')!r})" if isinstance(scene, dict) and scene.get("id") else "")
-        data["scenes"][s], scene_repairs = repair_scene_data(scene, label)
+        data["scenes"][s], scene_repairs = repair_scene_data(scene, label, (video.width, video.height))
         repairs.extend(scene_repairs)
     return data, repairs

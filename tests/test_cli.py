@@ -65,6 +65,48 @@ def test_validate_reports_problems_without_traceback(tmp_path, simple_story_data
     assert result.returncode == 2 and "does not exist" in result.stderr
 
 
+@pytest.mark.parametrize("content, message", [
+    (lambda text: text.replace('"Night flight"', '"Nuit \u00e9t\u00e9"').encode("latin-1"), "is not UTF-8 text (byte "),
+    (lambda text: b'{"a": ' * 200_000, "is nested too deeply to be a project"),
+    (lambda text: text.replace('"media/mira.png"', '"media/mi\\u0000ra.png"').encode(),
+     "media path 'media/mi\\x00ra.png' contains the control character '\\x00'"),
+    (lambda text: text.replace('"schema_version": 1', '"schema_version": true').encode(), "has no integer schema_version"),
+])
+def test_validate_hostile_files_exit_2_without_traceback(tmp_path, simple_story_data, content, message):
+    Project.create(tmp_path, validate_story(simple_story_data))
+    path = tmp_path / "project.json"
+    path.write_bytes(content(path.read_text(encoding="utf-8")))
+    result = dreamrunner("validate", path)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.startswith("error: ") and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("argument", [b"caf\xe9 story", b"\xff\xfe"])
+def test_non_utf8_command_line_bytes_are_a_clear_error(tmp_path, argument):
+    result = subprocess.run([sys.executable, "-m", "dreamrunner", "plan", "--offline", "--topic", argument,
+                             "--character", "Mira", "--out", str(tmp_path / "p")], capture_output=True, timeout=120)
+    stderr = result.stderr.decode("utf-8", "replace")
+    assert result.returncode == 2 and "Traceback" not in stderr
+    shown = argument.decode("utf-8", "backslashreplace")
+    assert stderr.startswith(f"error: the topic argument is not valid UTF-8 text: '{shown}'"), stderr
+    assert not (tmp_path / "p").exists()
+
+
+def test_import_plan_reads_the_published_variants_and_refuses_other_encodings(tmp_path):
+    plans = [json.loads(line) for line in PLAN_FILES[0].read_text(encoding="utf-8").splitlines()[:3]]
+    # A leading quote only, blank lines between Frame lines, CRLF (as in 5_action_binding/0093 of the paper).
+    plans[0][1] = plans[0][1].rstrip().rstrip('"').replace("\nFrame_", "\n\nFrame_").replace("\n", "\r\n") + "\n"
+    source = tmp_path / "plans.jsonl"
+    source.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(json.dumps(p) for p in plans).encode())
+    result = dreamrunner("import-plan", source, "--out", tmp_path / "p")
+    assert result.returncode == 0, result.stderr
+    assert "imported 3 scenes" in result.stdout
+    source.write_bytes(json.dumps(["a.mp4", "Background:caf\u00e9"], ensure_ascii=False).encode("latin-1"))
+    result = dreamrunner("import-plan", source, "--out", tmp_path / "q")
+    assert result.returncode == 2 and "is not UTF-8 text (byte " in result.stderr and "Traceback" not in result.stderr
+
+
 def test_every_subcommand_has_help(capsys):
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices

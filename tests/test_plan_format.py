@@ -1,5 +1,6 @@
 import pytest
 
+from dreamrunner.errors import DreamRunnerError
 from dreamrunner.plan_format import PlanFormatError, format_plan, parse_plan
 from dreamrunner.story import NUM_KEYFRAMES
 
@@ -80,4 +81,78 @@ def test_missing_frames_are_held_from_the_neighbour():
 ])
 def test_malformed_plans_give_a_clear_error(plan, message):
     with pytest.raises(PlanFormatError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        parse_plan(plan, "s")
+
+
+# ---------------------------------------------------------------- whitespace and quoting (issue 13)
+
+def _unquoted(plan: str) -> str:
+    return plan.strip().strip('"')
+
+
+VARIANTS = {
+    # The published plan 5_action_binding/0093: a leading quote, blank lines between Frame lines, no closing quote.
+    "published blank lines": lambda p: '"' + _unquoted(p).replace("\nFrame_", "\n\nFrame_") + "\n",
+    "crlf": lambda p: p.replace("\n", "\r\n"),
+    "crlf and blank lines": lambda p: p.replace("\n", "\r\n\r\n"),
+    "no space after the colon": lambda p: p.replace(": [[", ":[["),
+    "spaces around the colon": lambda p: p.replace(": [[", " :  [[").replace("Background:", "Background : "),
+    "leading quote only": lambda p: '"' + _unquoted(p),
+    "trailing quote only": lambda p: _unquoted(p) + '"',
+    "no quotes": _unquoted,
+    "single quotes around": lambda p: "'" + _unquoted(p) + "'",
+    "indented lines and tabs": lambda p: "\n".join("\t  " + line for line in p.splitlines()),
+    "blank lines with spaces": lambda p: p.replace("\nFrame_", "\n   \n\t\nFrame_"),
+    "trailing blank lines": lambda p: p + "\n\n\n",
+}
+SAMPLE = PLANS[::15]  # 20 plans of the 3 categories
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=list(VARIANTS))
+def test_whitespace_and_quoting_variants_give_the_same_scene(variant):
+    for plan_id, plan in SAMPLE:
+        expected, expected_repairs = parse_plan(plan, plan_id)
+        scene, repairs = parse_plan(VARIANTS[variant](plan), plan_id)
+        assert scene == expected, plan_id
+        assert repairs == expected_repairs
+
+
+def test_the_published_plan_with_blank_lines_imports():
+    """5_action_binding.jsonl line 93 of the paper's repository, as published (shortened descriptions)."""
+    frames = "\n\n".join(f'Frame_{k}: [["none", "none", "A bird is sitting on a branch"], [0.0, 0.0, 0.43, 1.0]], '
+                         f'[["none", "none", "A squirrel is climbing the tree"], [0.57, 0.0, 1.0, 1.0]]' for k in range(1, 7))
+    plan = '"Background:the background of the event: A bird sits on a branch while a squirrel climbs the tree\n' + frames + "\n"
+    scene, repairs = parse_plan(plan, "0093")
+    assert scene.background == "the background of the event: A bird sits on a branch while a squirrel climbs the tree"
+    assert [e.description for e in scene.keyframes[5].entities] == ["A bird is sitting on a branch",
+                                                                    "A squirrel is climbing the tree"]
+    assert repairs == []
+
+
+@pytest.mark.parametrize("box, message", [
+    ("[0.1, 0.2, " + "1" * 400 + ", 0.9]", r"s, keyframe 1, entity 1 \('cat'\), box\[2\]: Input should be a valid number"),
+    ("[0.1, 0.2, Infinity, 0.9]", r"s, keyframe 1, entity 1 \('cat'\), box: x1 = inf is outside \[0, 1\]"),
+    ("[0.1, 0.2, NaN, 0.9]", r"s, keyframe 1, entity 1 \('cat'\), box: x1 = nan is outside \[0, 1\]"),
+])
+def test_numbers_that_are_not_finite_are_errors_not_crashes(box, message):
+    plan = "Background:x\n" + "\n".join(f'Frame_{k}: [["cat", "none", "A cat"], {box}]' for k in range(1, 7))
+    with pytest.raises(DreamRunnerError, match=message):
+        parse_plan(plan, "s")
+
+
+def test_percent_boxes_in_a_plan_string_are_rescaled():
+    plan = "Background:x\n" + "\n".join(f'Frame_{k}: [["cat", "none", "A cat"], [10, 20, 30, 90]]' for k in range(1, 7))
+    scene, repairs = parse_plan(plan, "s")
+    assert scene.keyframes[0].entities[0].box == pytest.approx((0.1, 0.2, 0.3, 0.9))
+    assert [str(r) for r in repairs] == ["s: the boxes were in percent (values up to 90); divided x by 100 and y by 100 "
+                                         "to normalize them"]
+
+
+@pytest.mark.parametrize("plan, message", [
+    ("Background:x\nFrame_" + "9" * 5000 + ": []", "frame numbers run from 1 to 6"),
+    ("Background:x\nFrame_1: " + "[" * 100_000, "cannot read the regions"),
+    ("Background:x\nFrame_1: [[\"a\\u0000\", \"none\", \"b\"], [0, 0, 1, 1]]\x00", "cannot read the regions"),
+])
+def test_pathological_plans_are_clear_errors(plan, message):
+    with pytest.raises(PlanFormatError, match=message):
         parse_plan(plan, "s")

@@ -138,3 +138,28 @@ def test_help(command, capsys):
         main([command, "--help"])
     assert exited.value.code == 0
     assert "OPENAI_BASE_URL" in capsys.readouterr().out
+
+
+def test_plan_and_replan_read_the_reported_llm_answers(tmp_path, monkeypatch, capsys):
+    """Issue 13: prose with a bracket before valid JSON made `plan` exit with no project; a scene answered in
+    pixels of the 720x480 frame was saved with a full-frame sun and without its only character."""
+    prose = "The boxes are [x0, y0, x1, y1]: left, top, right, bottom.\n"
+    out = tmp_path / "llm"
+    with LLMServer() as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        server.llm.queue(prose + json.dumps(STORY_EXAMPLE_ANSWER), *[prose + GOOD_SCENE] * 6)
+        assert main(["plan", "--topic", "a delivery", "--character", "Mira", "--character", "Pip", "--out", str(out)]) == 0
+        assert len(server.llm.requests) == 7 and len(Project.load(out).story.scenes) == 6
+        pixels = json.loads(GOOD_SCENE)
+        pixels["keyframes"] = [{"entities": [
+            {"name": "sun", "motion": None, "description": "a bright sun", "box": [576, 24, 684, 120]},
+            {"name": "Mira", "motion": "walking", "description": "A young witch walking", "box": [72, 192, 216, 456]},
+        ]}] * 6
+        server.llm.queue(json.dumps(pixels))
+        assert main(["replan", str(out), "--scene", "s2"]) == 0
+    assert "the boxes were in pixels of the 720x480 frame" in capsys.readouterr().err
+    scene = Project.load(out).story.scene("s2")
+    for keyframe in scene.keyframes:
+        sun, mira = keyframe.entities
+        assert sun.box == pytest.approx((0.8, 0.05, 0.95, 0.25))
+        assert mira.box == pytest.approx((0.1, 0.4, 0.3, 0.95)) and mira.character_id == "mira"

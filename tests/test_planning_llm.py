@@ -261,3 +261,65 @@ def test_the_environment_key_is_only_sent_to_the_configured_or_allow_listed_endp
         settings_for_caller("https://api.openai.com/v1", None, None, local)
     # No key in the environment: nothing to leak, a typed keyless URL (a local server) is fine.
     assert settings_for_caller("http://127.0.0.1:8080/v1", "", "", {}).api_key is None
+
+
+# ---------------------------------------------------------------- reported answers (issue 13)
+
+def test_a_scene_answered_in_pixels_keeps_its_character_and_motion(server, story):
+    """Reported: pixels of the 720x480 frame made the sun full-frame and dropped the only character (and the
+    scene's only motion) from all 6 keyframes. The whole answer's scale is recognised and rescaled."""
+    keyframes = [{"entities": [
+        {"name": "sun", "motion": None, "description": "a bright sun", "box": [576, 24, 684, 120]},
+        {"name": "Mira", "motion": "walking", "description": "A young witch walking",
+         "box": [72 + 72 * k, 192, 216 + 72 * k, 456]},
+    ]} for k in range(NUM_KEYFRAMES)]
+    server.llm.queue(json.dumps({"background": "a village lane", "keyframes": keyframes}))
+    planner = planner_for(server)
+    scene = planner.plan_scene(story, "s1")
+    assert len(server.llm.requests) == 1
+    for k, keyframe in enumerate(scene.keyframes):
+        sun, mira = keyframe.entities
+        assert sun.box == pytest.approx((0.8, 0.05, 0.95, 0.25))
+        assert mira.box == pytest.approx((0.1 + 0.1 * k, 0.4, 0.3 + 0.1 * k, 0.95))
+        assert (mira.character_id, mira.motion) == ("mira", "walking")
+    assert ["scene 's1': the boxes were in pixels of the 720x480 frame (values up to 684); divided x by 720 and "
+            "y by 480 to normalize them"] == [str(r) for r in planner.last_repairs if "pixels" in str(r)]
+
+
+def test_pixels_are_pixels_of_the_storys_frame(server, story):
+    story.settings.video = story.settings.video.model_copy(update={"width": 480, "height": 320})
+    answer = scene_answer()
+    for keyframe in answer["keyframes"]:
+        for entity in keyframe["entities"]:
+            x0, y0, x1, y1 = entity["box"]
+            entity["box"] = [x0 * 480, y0 * 320, x1 * 480, y1 * 320]
+    server.llm.queue(json.dumps(answer))
+    scene = planner_for(server).plan_scene(story, "s1")
+    assert scene.keyframes[0].entities[1].box == pytest.approx((0.75, 0.7, 0.88, 0.9))
+
+
+@pytest.mark.parametrize("value", ["Infinity", "NaN", "1" + "0" * 400])
+def test_a_box_that_is_not_a_finite_number_is_asked_again(server, story, value):
+    bad = GOOD_SCENE.replace("0.75", value, 1)
+    server.llm.queue(bad, GOOD_SCENE)
+    scene = planner_for(server).plan_scene(story, "s1")
+    assert scene.keyframes[0].entities[1].box == (0.75, 0.7, 0.88, 0.9)
+    feedback = server.llm.requests[1]["body"]["messages"][-1]["content"]
+    assert "keyframe 1, entity 2 ('Pip'): box holds" in feedback and "not a finite number" in feedback
+
+
+def test_mixed_scales_are_sent_back_to_the_llm(server, story):
+    answer = scene_answer()
+    answer["keyframes"][3]["entities"][0]["box"] = [40, 30, 60, 90]
+    server.llm.queue(json.dumps(answer), GOOD_SCENE)
+    planner_for(server).plan_scene(story, "s1")
+    assert "the boxes mix scales" in server.llm.requests[1]["body"]["messages"][-1]["content"]
+
+
+def test_plans_after_prose_with_brackets_are_used_at_once(server):
+    """Reported: 'boxes are [x0, y0, x1, y1]: ...' before valid JSON was refused 3 times; plan made no project."""
+    prose = "Sure. The boxes are [x0, y0, x1, y1]: left, top, right, bottom.\n"
+    server.llm.queue(prose + STORY_ANSWER, *[prose + GOOD_SCENE] * 6)
+    story = planner_for(server).plan_story("a witch's first delivery", CHARACTERS, num_scenes=6)
+    assert len(story.scenes) == 6 and len(server.llm.requests) == 7
+    assert all(scene.keyframes[0].entities[0].character_id == "mira" for scene in story.scenes)

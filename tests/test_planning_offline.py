@@ -173,3 +173,18 @@ def test_any_topic_and_names_give_a_valid_story_or_a_clear_error(topic, names, d
     assert validate_story(story.model_dump()) == story and 5 <= len(story.scenes) <= 8
     bound = {e.character_id for s in story.scenes for k in s.keyframes for e in k.entities}
     assert bound == {c.id for c in characters}
+
+
+@pytest.mark.parametrize("count", [11, 20, 40])
+def test_any_number_of_characters_gets_valid_boxes(count):
+    """11 or more characters used to give a box with x1 < 0 (a raw pydantic error): now rows farther back."""
+    characters = [Character(id=f"c{i}", name=f"Kid{i}", token=f"[v{i + 1}]", description="a child") for i in range(count)]
+    for seed in (0, 3):
+        story = OfflinePlanner(seed=seed).plan_story("friends walk, fly and hug in the park", characters, num_scenes=8)
+        assert validate_story(story.model_dump()) == story
+        for scene in story.scenes:
+            for keyframe in scene.keyframes:
+                assert sorted(e.character_id for e in keyframe.entities) == sorted(c.id for c in characters)
+                for entity in keyframe.entities:
+                    x0, y0, x1, y1 = entity.box
+                    assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1 and (x1 - x0) * (y1 - y0) > 0.001

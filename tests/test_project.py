@@ -5,7 +5,8 @@ import re
 import pytest
 
 from dreamrunner import project as project_module
-from dreamrunner.project import BACKUP_FILE, PROJECT_FILE, SCHEMA_VERSION, Project, ProjectError
+from dreamrunner.errors import DreamRunnerError
+from dreamrunner.project import BACKUP_FILE, PROJECT_FILE, SCHEMA_VERSION, Project, ProjectError, load_story_file
 from dreamrunner.validation import StoryValidationError, validate_story
 
 
@@ -69,6 +70,7 @@ def test_a_crash_while_writing_the_temporary_file_leaves_the_previous_project(tm
     (SCHEMA_VERSION + 1, "saved by a newer DreamRunner Studio"),
     (0, "older than this version's"),
     ("1", "no integer schema_version"),
+    (True, "no integer schema_version"),  # a bool is an int to Python, not a version
 ])
 def test_other_schema_versions_give_a_clear_message(tmp_path, story, version, message):
     project = Project.create(tmp_path, story)
@@ -215,3 +217,30 @@ def test_restore_backup_keeps_the_damaged_file(tmp_path, story):
     (tmp_path / BACKUP_FILE).write_text("garbage")
     with pytest.raises(ProjectError, match="project.json.bak is not valid JSON"):
         restore_backup(tmp_path)
+
+
+def _saved(tmp_path, story) -> str:
+    return Project.create(tmp_path, story).path.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("loader", [Project.load, lambda folder: load_story_file(folder / PROJECT_FILE)])
+@pytest.mark.parametrize("content, message", [
+    (lambda text: text.replace("Night flight", "Nuit d\u00e9j\u00e0").encode("latin-1"),
+     "is not UTF-8|'utf-8' codec can't decode byte 0xe9"),
+    (lambda text: b"[" * 200_000 + b"]" * 200_000, "is nested too deeply to be a project"),
+    (lambda text: text.replace('"schema_version": 1', '"schema_version": 1' + "0" * 5000).encode(),
+     "holds a number with more than 4300 digits"),
+    (lambda text: text.replace('"media/mira.png"', '"media/mi\\u0000ra.png"').encode(),
+     r"reference_images, 0: media path 'media/mi\\x00ra.png' contains the control character '\\x00'"),
+    (lambda text: text.replace('"Night flight"', '"Night \\ud800 flight"').encode(),
+     r"title: holds text that is not valid Unicode \(an unpaired surrogate"),
+])
+def test_hostile_project_files_are_named_errors(tmp_path, story, loader, content, message):
+    (tmp_path / PROJECT_FILE).write_bytes(content(_saved(tmp_path, story)))
+    with pytest.raises(DreamRunnerError, match=message):
+        loader(tmp_path)
+
+
+def test_a_byte_order_mark_is_read(tmp_path, story):
+    (tmp_path / PROJECT_FILE).write_bytes(b"\xef\xbb\xbf" + _saved(tmp_path, story).encode())
+    assert load_story_file(tmp_path / PROJECT_FILE) == story

@@ -59,12 +59,12 @@ def test_published_plan_boxes_on_keyframe_frames():
     centre has its entity's colour, and the two entities differ."""
     line = (FIXTURES / "3_spatial_relationships.jsonl").read_text().splitlines()[0]
     scene, _ = parse_plan(json.loads(line)[1], "0001")
-    video = VideoSettings(num_frames=21, fps=8, height=144, width=224)  # keyframe k lands on frame 4k
+    video = VideoSettings(num_frames=41, fps=8, height=144, width=224)  # keyframe k lands on frame 8k
     frames = render_animatic(scene, video)
     colors = entity_colors(scene)
     assert len(set(colors.values())) == 2
     for keyframe in scene.keyframes:
-        frame = frames[4 * keyframe.index]
+        frame = frames[8 * keyframe.index]
         for ordinal, entity in enumerate(keyframe.entities):
             x0, y0, x1, y1 = entity.box
             later = keyframe.entities[ordinal + 1:]  # drawn on top; all named "none", so ordinal = position

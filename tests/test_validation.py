@@ -1,4 +1,5 @@
 import copy
+import re
 
 import pytest
 
@@ -49,7 +50,16 @@ BAD_INPUTS = [
     ("unknown field", lambda d: d["scenes"][0].update(naration="typo"),
      "scene 1 ('s1'), naration", "is not a known field"),
     ("bad frame count", lambda d: d.update(settings={"video": {"num_frames": 48}}),
-     "settings, video", "must be 4k+1"),
+     "settings, video", "num_frames = 48 does not fit CogVideoX 2B/5B: it must be 8N+1 up to 49 (e.g. 41 or 49)"),
+    # 45 = 4k+1 but an even latent count: CogVideoX would render 48 frames.
+    ("4k+1 frame count", lambda d: d.update(settings={"video": {"num_frames": 45}}),
+     "settings, video", "num_frames = 45 does not fit CogVideoX 2B/5B: it must be 8N+1"),
+    ("huge frame count", lambda d: d.update(settings={"video": {"num_frames": 400_001}}),
+     "settings, video", "num_frames = 400001 is more than CogVideoX 2B/5B make: at most 49 (8N+1 with N <= 6)"),
+    ("huge frame", lambda d: d.update(settings={"video": {"height": 480_000}}),
+     "settings, video, height", "less than or equal to 2048"),
+    ("NUL in a media path", lambda d: d["characters"][0].update(reference_images=["media/a\x00.png"]),
+     "character 1 ('c1'), reference_images, 0", "contains the control character '\\x00'"),
     ("missing background", lambda d: d["scenes"][0].pop("background"),
      "scene 1 ('s1'), background", "is missing"),
 ]
@@ -117,3 +127,81 @@ def test_user_edited_accepts_only_field_names(simple_story_data):
     assert entity.is_edited("box") and entity.user_edited == ["box"]
     with pytest.raises(ValueError, match="unknown fields"):
         entity.mark_edited("colour")
+
+
+def test_frame_counts_fit_cogvideox():
+    from dreamrunner.story import VideoSettings
+
+    assert [VideoSettings(num_frames=n).latent_frames for n in (1, 9, 41, 49)] == [1, 3, 11, 13]
+    for bad in (45, 48, 57, 400_001, 10**30):
+        with pytest.raises(ValueError, match=f"num_frames = {bad} "):
+            VideoSettings(num_frames=bad)
+
+
+def test_retrieval_clip_size_must_be_positive_and_even():
+    from dreamrunner.retrieval import RetrievalSettings
+
+    assert RetrievalSettings(size=(720, 480)).size == (720, 480)
+    for bad in ((0, 480), (-720, 480), (720, -2), (721, 480)):
+        with pytest.raises(ValueError, match="must be positive even numbers"):
+            RetrievalSettings(size=bad)
+
+
+def _boxes(data):
+    return [tuple(round(v, 9) for v in e["box"]) for k in data["scenes"][0]["keyframes"] for e in k["entities"]]
+
+
+@pytest.mark.parametrize("scale,unit_x,unit_y,name", [
+    (100, 100, 100, "percent"), (1000, 1000, 1000, "per-mille (0-1000)"),
+    ("pixels", 720, 480, "pixels of the 720x480 frame"),
+])
+def test_boxes_on_another_scale_are_rescaled_as_a_whole(simple_story_data, scale, unit_x, unit_y, name):
+    expected = _boxes(simple_story_data)
+
+    def scaled(d):
+        for keyframe in d["scenes"][0]["keyframes"]:
+            for entity in keyframe["entities"]:
+                x0, y0, x1, y1 = entity["box"]
+                entity["box"] = [x0 * unit_x, y0 * unit_y, x1 * unit_x, y1 * unit_y]
+    data, repairs = repair_story_data(_mutated(simple_story_data, scaled))
+    assert _boxes(data) == expected
+    peak = max(max(x0, x1) * unit_x for x0, _, x1, _ in expected)
+    assert [str(r) for r in repairs] == [f"scene 1 ('s1'): the boxes were in {name} (values up to {peak:g}); "
+                                         f"divided x by {unit_x} and y by {unit_y} to normalize them"]
+
+
+def test_pixels_are_pixels_of_the_storys_own_frame(simple_story_data):
+    def pixels(d):
+        d["settings"] = {"video": {"width": 320, "height": 160}}
+        for keyframe in d["scenes"][0]["keyframes"]:
+            keyframe["entities"][1]["box"] = [224, 96, 288, 144]  # the owl, in pixels of 320x160
+            keyframe["entities"][0]["box"] = [32, 16, 128, 80]
+    data, repairs = repair_story_data(_mutated(simple_story_data, pixels))
+    assert _boxes(data)[:2] == [(0.1, 0.1, 0.4, 0.5), (0.7, 0.6, 0.9, 0.9)]
+    assert "pixels of the 320x160 frame" in str(repairs[0])
+
+
+@pytest.mark.parametrize("box,message", [
+    ([0.1, 0.2, 5, 0.9], "the boxes mix scales: 47 values are in [0, 1] but 1 are larger (up to 5)"),
+    ([0.1, 0.2, 5000, 0.9], "the boxes mix scales"),
+])
+def test_mixed_scales_are_refused_not_guessed(simple_story_data, box, message):
+    with pytest.raises(StoryValidationError, match=re.escape(message)):
+        repair_story_data(_mutated(simple_story_data, lambda d: _entity(d).update(box=box)))
+
+
+def test_scales_beyond_any_frame_are_refused(simple_story_data):
+    def huge(d):
+        for keyframe in d["scenes"][0]["keyframes"]:
+            for entity in keyframe["entities"]:
+                entity["box"] = [v * 5000 for v in entity["box"]]
+    with pytest.raises(StoryValidationError, match="fit no known scale"):
+        repair_story_data(_mutated(simple_story_data, huge))
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), 10**400, "x"])
+def test_boxes_that_are_not_finite_numbers_are_not_invented(simple_story_data, value):
+    data, repairs = repair_story_data(_mutated(simple_story_data, lambda d: _entity(d).update(box=[0.1, 0.1, value, 0.5])))
+    assert repairs == []
+    with pytest.raises(StoryValidationError, match="scene 1 \\('s1'\\), keyframe 1, entity 1 \\('witch'\\), box"):
+        validate_story(data)

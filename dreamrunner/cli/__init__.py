@@ -32,10 +32,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_text_arguments(args: argparse.Namespace) -> None:
+    """Refuse arguments that are not valid UTF-8: Python hands undecodable command-line bytes over as
+    unpaired surrogates, which no project file, log or LLM request can carry."""
+    for name, value in vars(args).items():
+        for text in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(text, str) and not text.isascii():
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError:
+                    shown = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+                    raise DreamRunnerError(f"the {name.replace('_', ' ')} argument is not valid UTF-8 text: '{shown}'; "
+                                           "give it in UTF-8 (check the terminal's or the script's encoding)") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        check_text_arguments(args)
         return int(args.run(args) or 0)
     except DreamRunnerError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -40,7 +40,11 @@ def run_validate(args: argparse.Namespace) -> int:
     media += [clip.path for s in story.scenes for clip in s.approved_clips]
     media += [r.path for s in story.scenes for r in s.renders] + [p.path for p in story.priors]
     for relative in media:
-        if not project.resolve(relative).exists():
+        try:
+            found = project.resolve(relative).exists()
+        except OSError as error:  # a name the file system refuses
+            raise ProjectError(f"media path {relative!r} cannot be checked: {error.strerror}") from None
+        if not found:
             missing.append(relative)
     grid = story.settings.video.token_grid
     for scene in story.scenes:
@@ -58,13 +62,17 @@ def run_import_plan(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if (out / "project.json").exists() and not args.force:
         raise DreamRunnerError(f"{out} already holds a project; pass --force to overwrite it")
+    try:
+        text = source.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise DreamRunnerError(f"{source} is not UTF-8 text (byte {error.start}); save it as UTF-8") from None
     scenes = []
-    for number, line in enumerate(source.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             name, plan = json.loads(line)
-        except (json.JSONDecodeError, ValueError, TypeError):
+        except (ValueError, TypeError, RecursionError):
             raise DreamRunnerError(f"{source}:{number}: expected a JSON array [video_name, plan_string]") from None
         scene_id = Path(str(name)).stem or f"scene{number}"
         try:

@@ -57,8 +57,9 @@ class LLMPlanner(Planner):
 
     def plan_scene(self, story: Story, scene_id: str) -> Scene:
         scene = scene_to_plan(story, scene_id)
+        frame = (story.settings.video.width, story.settings.video.height)  # for boxes answered in pixels
         return self._ask(scene_messages(scene, story.characters, story.topic), ScenePlanAnswer,
-                         lambda raw: parse_scene_answer(raw, scene, story.characters), f"plan of scene {scene_id!r}")
+                         lambda raw: parse_scene_answer(raw, scene, story.characters, frame), f"plan of scene {scene_id!r}")
 
     # ------------------------------------------------------------ the conversation
 

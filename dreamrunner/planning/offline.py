@@ -140,6 +140,7 @@ ARC: tuple[Beat, ...] = (
 )
 
 GROUND = 0.92  # where feet stand (normalized y of a standing entity's bottom edge)
+ROW = 6  # characters side by side; more stand in rows farther back (higher in the frame, smaller)
 # (size scale, ground line) stagings a seed picks from: middle distance, farther back, nearer the camera.
 _STAGING = ((1.0, GROUND), (0.85, 0.86), (1.1, 0.97))
 
@@ -314,12 +315,19 @@ class OfflinePlanner(Planner):
 
     def _track(self, spec: MotionSpec, lane: int, lanes: int, direction: int, scale: float = 1.0,
                ground: float = GROUND) -> list[tuple[float, float, float, float]]:
-        """The box of one entity on each keyframe."""
-        width = {1: 0.26, 2: 0.22}.get(lanes, 0.18) * scale
+        """The box of one entity on each keyframe, inside the frame for any number of lanes."""
+        rows = -(-lanes // ROW)
+        row, lane = divmod(lane, ROW)
+        lanes = min(ROW, lanes - row * ROW)
+        if row:
+            # Rows behind the first stand higher up the frame and smaller, as farther from the camera.
+            ground -= 0.4 * row / (rows - 1)
+            scale *= max(0.8 ** row, 0.35)
+        width = min({1: 0.26, 2: 0.22}.get(lanes, 0.18), 0.95 / lanes) * scale
         height = {1: 0.62, 2: 0.58}.get(lanes, 0.52) * scale
         center = (lane + 0.5) / lanes
-        # How far travellers go: all the same distance, so a group moves together and stays in the frame.
-        reach = 0.5 / lanes - width / 2 - 0.01
+        # How far travellers go: all the same distance, so a group moves together and stays in its lane.
+        reach = max(0.5 / lanes - width / 2 - 0.01, 0.0)
         t = [k / (NUM_KEYFRAMES - 1) for k in range(NUM_KEYFRAMES)]
         xs = [center] * NUM_KEYFRAMES
         bottoms = [ground] * NUM_KEYFRAMES
@@ -345,6 +353,7 @@ class OfflinePlanner(Planner):
             bottoms = [ground - 0.04 * (1 - s) for s in t]
         boxes = []
         for x, bottom in zip(xs, bottoms):
+            bottom = min(max(bottom, height), 1.0)  # a flyer in a back row keeps its size at the top edge
             top = max(bottom - height, 0.0)
             x0, x1 = max(x - width / 2, 0.0), min(x + width / 2, 1.0)
             boxes.append(tuple(round(v, 4) for v in (x0, top, x1, bottom)))

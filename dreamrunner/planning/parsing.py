@@ -1,11 +1,14 @@
 """From an LLM's raw answer to a validated plan, repairing only what is safe to repair.
 
-Safe repairs, each reported: a code fence or prose around the JSON, single quotes / trailing commas
-(a Python-literal reading), the paper's plan-string format instead of JSON, a missing motion (-> none),
-a missing description (-> the name), "none" as a motion, and everything `dreamrunner.validation`
-repairs (boxes swapped or clamped into [0, 1], a keyframe count other than 6). A cut-off answer is NOT
-completed by guessing: the planner asks again, telling the LLM what was wrong. Anything else raises
-`PlanningError` with the raw answer attached.
+Safe repairs, each reported: reasoning blocks (`<think>...</think>`) and prose or a code fence around the
+JSON, single quotes / trailing commas (a Python-literal reading), the paper's plan-string format instead
+of JSON, boxes written on another scale than [0, 1] (percent, 0-1000, pixels of the story's frame: the
+scale of the whole answer, see `dreamrunner.validation.box_scale`), a missing motion (-> none), a
+missing description (-> the name), "none" as a motion, and everything `dreamrunner.validation` repairs
+(boxes swapped or clamped into [0, 1], a keyframe count other than 6). A cut-off answer, a box holding
+Infinity, NaN or a number too large for a float, and boxes that mix scales are NOT guessed at: the
+planner asks again, telling the LLM what was wrong. Every outcome is a plan or a `PlanningError` with the
+raw answer attached, in time linear in the answer's length.
 """
 
 from __future__ import annotations
@@ -13,75 +16,180 @@ from __future__ import annotations
 import ast
 import json
 import re
+import reprlib
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from ..plan_format import parse_plan
+from ..plan_format import PlanFormatError, find_plan_string, parse_plan
 from ..story import Character, Entity, Scene
-from ..validation import Repair, StoryValidationError, repair_scene_data, validate_scene
+from ..validation import Repair, StoryValidationError, finite_number, repair_scene_data, validate_scene
 from .base import MAX_SCENES, MIN_SCENES, PlanningError
 from .schema import SceneOutline, StoryOutline
 
-_FENCE = re.compile(r"```[A-Za-z0-9_-]*[ \t]*\n?(.*?)(?:```|$)", re.S)
 _NO_MOTION = {"", "none", "null", "n/a", "no motion", "static", "still"}
+_BRACKET = re.compile(r"[\[{]")
+_OPENING_RUN = re.compile(r"[\[{\s]+")
+# Reasoning models write their thoughts (drafts, examples of the JSON) in such blocks before the answer.
+_REASONING_TAGS = ("think", "thinking", "reasoning", "reflection", "analysis")
+_REASONING_OPEN = re.compile(r"<(%s)>" % "|".join(_REASONING_TAGS), re.I)
+_REASONING_CLOSE = {tag: re.compile(rf"</{tag}>", re.I) for tag in _REASONING_TAGS}
+_LONE_CLOSE = re.compile(r"</(?:%s)>" % "|".join(_REASONING_TAGS), re.I)
+# Starts of JSON values tried before giving up: a failed start may read to the end of the answer, so
+# this bound keeps the search linear in the answer's length.
+_MAX_FAILED_STARTS = 64
+_MAX_LITERAL_STARTS = 4
+_TRAILING_COMMA = re.compile(r",\s*[\]}]")
 
 
-def extract_json(raw: str, repairs: list[Repair]) -> Any:
-    """The first JSON object (or array) in `raw`, tolerating fences and text around it."""
-    if not isinstance(raw, str) or not raw.strip():
-        raise PlanningError("the answer is empty", raw=raw if isinstance(raw, str) else None)
-    text = raw.strip()
-    candidates = [text]
-    fenced = _FENCE.search(text)
-    if fenced is not None:
-        candidates.insert(0, fenced.group(1).strip())
-    last_error = "no JSON object found"
-    for candidate in candidates:
-        start = _first_bracket(candidate)
-        if start is None:
-            continue
-        body = candidate[start:]
+def _without_reasoning(text: str) -> str:
+    """`text` without its reasoning blocks; an unclosed block runs to the end, and a closing tag whose
+    opening tag the server dropped ends the reasoning there."""
+    parts, position = [], 0
+    while (opening := _REASONING_OPEN.search(text, position)) is not None:
+        parts.append(text[position:opening.start()])
+        closing = _REASONING_CLOSE[opening.group(1).lower()].search(text, opening.end())
+        position = len(text) if closing is None else closing.end()
+    parts.append(text[position:])
+    kept = "".join(parts)
+    last = None
+    for last in _LONE_CLOSE.finditer(kept):
+        pass
+    return kept if last is None else kept[last.end():]
+
+
+@dataclass
+class _Found:
+    value: Any
+    start: int
+    end: int
+    fragment: bool  # inside the span of an earlier start that failed: a piece of a broken value
+
+
+def _json_values(text: str) -> tuple[list[_Found], list[int], str | None]:
+    """Every JSON value starting at a `{` or `[` of `text`, outermost first (what a value holds is not
+    listed again), the starts that failed, and what was wrong at the one that read furthest."""
+    decoder = json.JSONDecoder()
+    found: list[_Found] = []
+    failures: list[int] = []
+    content_end = len(text.rstrip())
+    position, failed, broken_until = 0, 0, -1
+    furthest, problem = -1, None
+    while failed < _MAX_FAILED_STARTS and (match := _BRACKET.search(text, position)) is not None:
+        start = match.start()
         try:
-            value, end = json.JSONDecoder().raw_decode(body)
+            value, end = decoder.raw_decode(text, start)
         except json.JSONDecodeError as error:
-            last_error = _describe_decode_error(body, error)
-        except RecursionError:
-            last_error = "the JSON is nested too deeply"
-            continue
+            failed += 1
+            failures.append(start)
+            position = start + 1
+            broken_until = max(broken_until, error.pos)
+            if error.pos > furthest:
+                furthest, problem = error.pos, _describe_decode_error(text, content_end, error)
+        except (ValueError, RecursionError) as error:  # a 5000-digit number; nesting past the recursion limit
+            failed += 1
+            failures.append(start)
+            position, broken_until = start + 1, len(text)
+            if isinstance(error, RecursionError):
+                # Every start in this run of opening brackets nests as deep: skip the run, not one bracket.
+                position = _OPENING_RUN.match(text, start).end()
+            if furthest < len(text):
+                furthest = len(text)
+                problem = ("the JSON is nested too deeply" if isinstance(error, RecursionError)
+                           else "a number in it has too many digits")
         else:
-            if candidate is not text or start or body[end:].strip():
-                repairs.append(Repair("answer", "took the JSON out of the text around it"))
-            return value
-        literal = _python_literal(body)
-        if literal is not None:
-            repairs.append(Repair("answer", "read it as a Python literal (single quotes or trailing commas)"))
-            return literal
-    raise PlanningError(f"the answer is not valid JSON: {last_error}", raw=raw)
+            found.append(_Found(value, start, end, start < broken_until))
+            position = end
+    return found, failures, problem
 
 
-def _first_bracket(text: str) -> int | None:
-    positions = [p for p in (text.find("{"), text.find("[")) if p >= 0]
-    return min(positions) if positions else None
-
-
-def _describe_decode_error(body: str, error: json.JSONDecodeError) -> str:
-    if error.pos >= len(body.rstrip()) - 1 or "Unterminated string" in error.msg:
-        return f"it ends before the JSON is complete (cut off after {len(body)} characters?)"
+def _describe_decode_error(text: str, content_end: int, error: json.JSONDecodeError) -> str:
+    if error.pos >= content_end - 1 or "Unterminated string" in error.msg:
+        return f"it ends before the JSON is complete (cut off after {len(text)} characters?)"
     return f"{error.msg} at line {error.lineno}, column {error.colno}"
 
 
-def _python_literal(body: str) -> Any:
-    end = max(body.rfind("}"), body.rfind("]"))
-    if end < 0 or len(body) > 200_000:
+def _pythonic(text: str) -> bool:
+    """Whether the text has what only a Python literal has: single quotes, None/True/False, a trailing comma."""
+    return any(word in text for word in ("'", "None", "True", "False")) or _TRAILING_COMMA.search(text) is not None
+
+
+def _python_literal(text: str, start: int) -> Any:
+    """The Python literal (single quotes, trailing commas, None) from `start` to the last bracket."""
+    end = max(text.rfind("}"), text.rfind("]"))
+    if end < start or end - start > 200_000:
         return None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # invalid escapes in LLM text are not the user's concern
-            value = ast.literal_eval(body[: end + 1])
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            value = ast.literal_eval(text[start: end + 1])
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError, OverflowError):
         return None
     return value if isinstance(value, (dict, list)) else None
+
+
+def answer_text(raw: Any) -> str:
+    """The answer with its reasoning blocks left out; `PlanningError` for an empty answer."""
+    if not isinstance(raw, str) or not raw.strip():
+        raise PlanningError("the answer is empty", raw=raw if isinstance(raw, str) else None)
+    return _without_reasoning(raw).strip() or raw.strip()
+
+
+def extract_json(raw: str, repairs: list[Repair], wanted: Callable[[Any], bool] = lambda value: True) -> Any:
+    """The JSON value in an answer, from any position: the first value `wanted` accepts (the expected
+    object), else the first complete value; tolerating reasoning blocks, fences, prose (with brackets of
+    its own) around it and a Python-literal form. `PlanningError` when there is none."""
+    text = answer_text(raw)
+    if text != raw.strip():
+        repairs.append(Repair("answer", "left out the reasoning block before the answer"))
+    sources = [text] if text == raw.strip() else [text, raw.strip()]
+    first: tuple[Any, bool] | None = None
+    problem = None
+    for source in sources:
+        found, failures, source_problem = _json_values(source)
+        problem = problem or source_problem
+        for item in found:
+            if wanted(item.value):
+                return _replace_surrogates(_taken(item.value, item.start == 0 and not source[item.end:].strip(),
+                                                  repairs), repairs)
+            if first is None and not item.fragment:
+                first = (item.value, item.start == 0 and not source[item.end:].strip())
+        for start in failures[:_MAX_LITERAL_STARTS] if _pythonic(source) else ():
+            value = _python_literal(source, start)
+            if value is not None and (wanted(value) or first is None):
+                repairs.append(Repair("answer", "read it as a Python literal (single quotes or trailing commas)"))
+                return _replace_surrogates(value, repairs)
+    if first is not None:
+        return _replace_surrogates(_taken(*first, repairs), repairs)
+    raise PlanningError(f"the answer is not valid JSON: {problem or 'it holds no JSON object'}", raw=raw)
+
+
+def _taken(value: Any, whole: bool, repairs: list[Repair]) -> Any:
+    if not whole:
+        repairs.append(Repair("answer", "took the JSON out of the text around it"))
+    return value
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _replace_surrogates(value: Any, repairs: list[Repair]) -> Any:
+    """Unpaired surrogates (from escapes like \\ud800) in the answer's text, replaced in place by U+FFFD:
+    no UTF-8 project file could store them. Iterative: the value may be deeply nested."""
+    count, stack = 0, [value]
+    while stack:
+        node = stack.pop()
+        for key, item in list(node.items() if isinstance(node, dict) else enumerate(node)):
+            if isinstance(item, str) and not item.isascii() and _SURROGATE.search(item):
+                node[key] = _SURROGATE.sub("\ufffd", item)
+                count += 1
+            elif isinstance(item, (dict, list)):
+                stack.append(item)
+    if count:
+        repairs.append(Repair("answer", f"{count} text(s) held unpaired surrogates (escapes like \\ud800); "
+                                        "replaced them with U+FFFD"))
+    return value
 
 
 def _text(value: Any) -> str | None:
@@ -106,10 +214,17 @@ def _unwrap(data: Any, keys: tuple[str, ...]) -> Any:
 
 # ---------------------------------------------------------------- story level
 
+def _is_story(value: Any) -> bool:
+    value = _unwrap(value, ("scenes",))
+    if isinstance(value, dict):
+        return "scenes" in value
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) and "scene" in v for v in value)
+
+
 def parse_story_answer(raw: str, num_scenes: int | None = None) -> tuple[StoryOutline, list[Repair]]:
     """A story-level answer -> `StoryOutline` (scene count checked: `num_scenes`, else 5-8)."""
     repairs: list[Repair] = []
-    data = _unwrap(extract_json(raw, repairs), ("scenes",))
+    data = _unwrap(extract_json(raw, repairs, _is_story), ("scenes",))
     if isinstance(data, list):
         data = {"title": "", "scenes": data}
         repairs.append(Repair("answer", "a bare list of scenes; wrapped it"))
@@ -152,7 +267,16 @@ def parse_story_answer(raw: str, num_scenes: int | None = None) -> tuple[StoryOu
 
 # ---------------------------------------------------------------- scene level
 
-def _entity_data(item: Any, where: str, repairs: list[Repair]) -> dict | None:
+def _short(value: Any) -> str:
+    """A box value for a message: numbers as JSON wrote them (Infinity, NaN), long ones cut, the rest through
+    reprlib (bounded depth: a deeply nested value must not overflow the stack while being described)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        text = json.dumps(value)
+        return text if len(text) <= 24 else f"{text[:12]}...({len(text)} characters)"
+    return reprlib.repr(value)
+
+
+def _entity_data(item: Any, where: str, repairs: list[Repair], problems: list[str]) -> dict | None:
     if isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], (list, tuple)) and len(item[0]) == 3:
         # The paper's form: [[name, motion, description], [x0, y0, x1, y1]]
         (name, motion, description), box = item
@@ -161,14 +285,6 @@ def _entity_data(item: Any, where: str, repairs: list[Repair]) -> dict | None:
         repairs.append(Repair(where, "dropped: not an entity object"))
         return None
     name, description = _text(item.get("name")), _text(item.get("description"))
-    box = item.get("box", item.get("bbox"))
-    if isinstance(box, dict):
-        box = [box.get(k) for k in ("x0", "y0", "x1", "y1")]
-    if isinstance(box, (list, tuple)) and len(box) == 4:
-        try:
-            box = [float(v) for v in box]
-        except (TypeError, ValueError):
-            pass
     if not name and not description:
         repairs.append(Repair(where, "dropped: no name and no description"))
         return None
@@ -178,16 +294,36 @@ def _entity_data(item: Any, where: str, repairs: list[Repair]) -> dict | None:
     if not name:
         name = description
         repairs.append(Repair(where, "name was missing; used the description"))
+    where = f"{where} ({name!r})"
+    box = item.get("box", item.get("bbox"))
+    if isinstance(box, dict):
+        box = [box.get(k) for k in ("x0", "y0", "x1", "y1")]
+    if not isinstance(box, (list, tuple)) or len(box) != 4:
+        problems.append(f"{where}: box must be [x0, y0, x1, y1], got {_short(box)}")
+        return None
+    numbers = [finite_number(v) for v in box]
+    if None in numbers:
+        # Clamping Infinity or a 400-digit number into [0, 1] would invent a box: ask again instead.
+        problems.append(f"{where}: box holds {_short(box[numbers.index(None)])}, not a finite number")
+        return None
     motion = item.get("motion")
     motion = _text(motion) if motion is not None else None
     if motion is not None and motion.lower() in _NO_MOTION:
         motion = None
-    return {"name": name, "motion": motion, "description": description, "box": box}
+    return {"name": name, "motion": motion, "description": description, "box": numbers}
+
+
+def _is_scene_plan(value: Any) -> bool:
+    value = _unwrap(value, _SCENE_KEYS)
+    return isinstance(value, dict) and ("keyframes" in value or "frames" in value)
+
+
+_SCENE_KEYS = ("keyframes", "frames", "background")
 
 
 def scene_data_from_answer(data: Any, repairs: list[Repair], raw: str) -> dict:
     """Normalize a scene-level answer's JSON into `Scene` field data (keyframes indexed by position)."""
-    data = _unwrap(data, ("keyframes", "frames", "background"))
+    data = _unwrap(data, _SCENE_KEYS)
     if not isinstance(data, dict):
         raise PlanningError("the scene plan is not a JSON object", raw=raw)
     background = _text(data.get("background"))
@@ -197,40 +333,47 @@ def scene_data_from_answer(data: Any, repairs: list[Repair], raw: str) -> dict:
     if not isinstance(frames, list) or not frames:
         raise PlanningError('the scene plan has no "keyframes" list', raw=raw, problems=['"keyframes" is missing or empty'])
     keyframes = []
+    problems: list[str] = []
     for position, frame in enumerate(frames):
         entities = frame.get("entities", frame.get("regions")) if isinstance(frame, dict) else frame
         if not isinstance(entities, list):
             repairs.append(Repair(f"keyframe {position + 1}", "dropped: it has no entity list"))
             continue
-        kept = [_entity_data(item, f"keyframe {position + 1}, entity {e + 1}", repairs) for e, item in enumerate(entities)]
+        kept = [_entity_data(item, f"keyframe {position + 1}, entity {e + 1}", repairs, problems)
+                for e, item in enumerate(entities)]
         keyframes.append({"index": position, "entities": [e for e in kept if e is not None]})
+    if problems:
+        raise PlanningError("the scene plan has unusable boxes:\n" + "\n".join(f"  - {p}" for p in problems),
+                            raw=raw, problems=problems)
     if not keyframes:
         raise PlanningError("the scene plan has no usable keyframe", raw=raw, problems=["no keyframe has an entity list"])
     return {"background": background, "keyframes": keyframes}
 
 
-def parse_scene_answer(raw: str, scene: Scene, characters: Sequence[Character] = ()) -> tuple[Scene, list[Repair]]:
+def parse_scene_answer(raw: str, scene: Scene, characters: Sequence[Character] = (),
+                       frame_size: tuple[int, int] | None = None) -> tuple[Scene, list[Repair]]:
     """A scene-level answer -> the planned `Scene`: `scene`'s id and story-level fields with the answer's
-    background and keyframes, repaired, validated, with character entities bound to their characters."""
+    background and keyframes, repaired, validated, with character entities bound to their characters.
+    `frame_size` = (width, height) of the story's video, for boxes written in pixels (default 720x480)."""
     repairs: list[Repair] = []
     label = f"scene {scene.id!r}"
-    if isinstance(raw, str) and re.search(r"^\s*\"?Background\s*:", raw, re.M) and "Frame_1" in raw:
-        from ..plan_format import PlanFormatError
+    plan = find_plan_string(answer_text(raw))
+    if plan is not None:
         try:
-            planned, plan_repairs = parse_plan(raw[raw.index("Background"):].strip().strip("`"), scene.id)
+            planned, plan_repairs = parse_plan(plan, scene.id, frame_size=frame_size)
         except (PlanFormatError, StoryValidationError) as error:
             raise PlanningError(f"the plan string is not usable: {error}", raw=raw, problems=[str(error)]) from None
         data = {"background": planned.background, "keyframes": [k.model_dump() for k in planned.keyframes]}
         repairs.extend(plan_repairs)
         repairs.append(Repair(label, "read the paper's plan-string format instead of JSON"))
     else:
-        data = scene_data_from_answer(extract_json(raw, repairs), repairs, raw)
+        data = scene_data_from_answer(extract_json(raw, repairs, _is_scene_plan), repairs, raw)
     fields = scene.model_dump()
     fields.update(data)
     fields["user_edited"] = []
-    fields, scene_repairs = repair_scene_data(fields, label)
-    repairs.extend(scene_repairs)
     try:
+        fields, scene_repairs = repair_scene_data(fields, label, frame_size)
+        repairs.extend(scene_repairs)
         planned = validate_scene(fields, label)
     except StoryValidationError as error:
         raise PlanningError(f"the scene plan is not valid: {error}", raw=raw,

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..jobs import Cancelled, CancelToken, Progress, ProgressCallback
 from ..story import slug
@@ -54,6 +54,14 @@ class RetrievalSettings(BaseModel):
     allow_download: bool = Field(default=False, description="let the downloader hook fetch URL sources")
     allow_model_download: bool = Field(default=False, description="let transformers fetch CLIP / detector "
                                        "weights from the hub (otherwise: local folders and the local cache only)")
+
+    @field_validator("size")
+    @classmethod
+    def _check_size(cls, size: tuple[int, int] | None) -> tuple[int, int] | None:
+        # Cut clips are H.264 in yuv420p, which needs positive, even sides.
+        if size is not None and (min(size) < 2 or size[0] % 2 or size[1] % 2):
+            raise ValueError(f"size {size[0]}x{size[1]} must be positive even numbers (width, height), e.g. 720x480")
+        return size
 
 
 @dataclass
