@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -307,9 +308,13 @@ def restore_backup(folder: str | os.PathLike) -> Project:
     backup = Project.load(folder, from_backup=True)
     current = folder / PROJECT_FILE
     with backup._locked():
+        # The revision only goes up: writers holding the damaged file's revision must merge, not overwrite.
+        revision = read_project((folder / BACKUP_FILE).read_bytes())[1]
         if current.exists():
+            found = re.search(rb'"revision"\s*:\s*(\d{1,18})', current.read_bytes())
+            revision = max(revision, int(found.group(1)) if found else 0)
             os.replace(current, folder / f"{PROJECT_FILE}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
-        write_text_atomic(current, dump_story(backup.story, (backup.revision or 0) + 1))
+        write_text_atomic(current, dump_story(backup.story, revision + 1))
     return Project.load(folder)
 
 

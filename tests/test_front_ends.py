@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import av
@@ -155,7 +156,8 @@ def test_draw_a_new_box(editor, pair):
 def test_add_and_delete_entities(editor, pair):
     editor.add_entity(pair[0], "s1", 3)
     cli("entity", "add", pair[1], "s1", "", "--keyframe", "4")
-    editor.delete_entity(pair[0], "s1", 0, 1)
+    story = Project.load(pair[0]).story
+    editor.delete_entity(pair[0], "s1", 0, board.revision("s1", story.scenes[0].keyframes[0], board.canvas_size(story)), 1)
     cli("entity", "delete", pair[1], "s1", "--keyframe", "1", "--entity", "2")
     same_result(*pair)
 
@@ -181,7 +183,7 @@ def test_approve_and_unapprove_a_clip(editor, pair, tmp_path):
 
 
 def test_choose_a_render(editor, pair):
-    editor.choose_variant(pair[0], "s1", 1)
+    editor.choose_variant(pair[0], "s1", "media/renders/seed2.mp4")
     cli("choose", pair[1], "--scene", "s1", "--seed", "2")
     same_result(*pair)
     assert Project.load(pair[0]).story.scenes[0].chosen_render == 1
@@ -223,3 +225,98 @@ def test_replan_a_scene_keeping_edits(editor, pair):
     cli("replan", pair[1], "--scene", "1", "--offline")
     same_result(*pair)
     assert Project.load(pair[0]).story.scenes[0].narration == "Kept through the re-plan."
+
+
+# -- a page showing an older version: its edits never put back what another writer saved --------------------
+
+def other_writer(folder: Path, change) -> None:
+    """Another program (a CLI command) changes the project on disk."""
+    project = Project.load(folder)
+    with project.edit():
+        change(project.story)
+
+
+def test_a_stale_page_does_not_write_back_text_it_only_showed(editor, pair):
+    folder = pair[0]
+    shown = editor.board_view(folder, "s1", 0)[editor.words_shown]
+    story_shown = editor.story_view(folder)[editor.story_shown]
+    other_writer(folder, lambda story: edits.edit_scene(story, "s1", narration="Newer words."))
+    other_writer(folder, lambda story: edits.set_story_fields(story, title="Newer title"))
+    # The user clicks into the narration and out again: the page sends the text it showed.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # only showed, not typed: no message
+        status, text, _, shown = editor.set_scene_field(folder, "s1", "narration", "The witch flies past the owl.", shown)
+    assert text == "Newer words." and shown["narration"] == "Newer words."
+    _, title, story_shown = editor.set_story_field(folder, "title", story_shown["title"], story_shown)
+    assert title == "Newer title"
+    # A change typed over text another writer changed meanwhile is refused (the page says so) ...
+    other_writer(folder, lambda story: edits.edit_scene(story, "s1", background="a newer sky"))
+    with pytest.warns(UserWarning, match="background of scene .*s1.* was changed elsewhere"):
+        _, text, _, _ = editor.set_scene_field(folder, "s1", "background", "my sky", shown)
+    assert text == "a newer sky"
+    story = Project.load(folder).story
+    assert (story.scenes[0].narration, story.scenes[0].background, story.title) == \
+        ("Newer words.", "a newer sky", "Newer title")
+    # ... while a field the other writer did not touch takes the page's change.
+    editor.set_scene_field(folder, "s1", "description", "Mira meets the owl.", shown)
+    assert Project.load(folder).story.scenes[0].description == "Mira meets the owl."
+
+
+def test_a_stale_character_table_changes_only_the_cells_typed(editor, pair):
+    folder = pair[0]
+    shown = editor.story_view(folder)[editor.story_shown]
+    other_writer(folder, lambda story: edits.edit_character(story, "c1", description="a witch in red"))
+    rows = [list(row) for row in shown["characters"]]
+    rows[1][1] = "Gustav"  # the user renames the other character in the stale table
+    editor.edit_characters(folder, rows, shown)
+    story = Project.load(folder).story
+    assert (story.characters[0].description, story.characters[1].name) == ("a witch in red", "Gustav")
+    rows[0][3] = "a witch in blue"  # typed over the description that changed meanwhile: refused
+    with pytest.warns(UserWarning, match="description: changed elsewhere"):
+        editor.edit_characters(folder, rows, shown)
+    assert Project.load(folder).story.characters[0].description == "a witch in red"
+
+
+def test_delete_entity_from_a_stale_page_deletes_nothing(editor, pair):
+    folder = pair[0]
+    story = Project.load(folder).story
+    rev = board.revision("s1", story.scenes[0].keyframes[0], board.canvas_size(story))
+    other_writer(folder, lambda story: edits.delete_entity(story, "s1", 0, 0))
+    before = Project.load(folder).story.scenes[0].keyframes[0].entities
+    with pytest.warns(UserWarning, match="keyframe was changed elsewhere"):
+        editor.delete_entity(folder, "s1", 0, rev, 0)
+    assert Project.load(folder).story.scenes[0].keyframes[0].entities == before
+
+
+def test_unsaved_changes_that_clash_with_another_save_keep_the_page_working(editor, pair):
+    folder = pair[0].resolve()
+    workspace = editor.workspace
+    workspace.set_autosave(False)
+    try:
+        with workspace.edit(folder) as project:
+            edits.edit_scene(project.story, "s1", narration="Typed in the page, not saved.")
+        other_writer(folder, lambda story: edits.edit_scene(story, "s1", narration="Saved by the CLI."))
+        view = editor.everything(folder)  # a new tab opens the project: it loads
+        assert "not saved" in view[editor.status] and "scenes[s1].narration" in view[editor.status]
+        assert workspace.open(folder).story.scenes[0].narration == "Typed in the page, not saved."
+        editor.revert_project(folder, "s1", 0)
+        assert workspace.open(folder).story.scenes[0].narration == "Saved by the CLI."
+        assert folder not in workspace.conflicts
+    finally:
+        workspace.set_autosave(True)
+
+
+def test_restoring_the_backup_never_lowers_the_revision(pair):
+    from dreamrunner.project import restore_backup
+
+    folder = pair[0]
+    for words in ("one", "two", "three"):
+        other_writer(folder, lambda story, words=words: edits.edit_scene(story, "s1", narration=words))
+    holder = Project.load(folder)
+    text = (folder / "project.json").read_text()
+    (folder / "project.json").write_text(text[: len(text) // 2])  # damaged
+    restore_backup(folder)
+    assert Project.load(folder).revision > holder.revision
+    with pytest.raises(Exception, match="scenes\\[s1\\].narration"):
+        with holder.edit():  # a writer holding the damaged revision merges, it does not overwrite
+            edits.edit_scene(holder.story, "s1", narration="from an old holder")

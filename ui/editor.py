@@ -34,6 +34,8 @@ CSS = """
 """
 
 KEYFRAME_CHOICES = [(str(k + 1), k) for k in range(NUM_KEYFRAMES)]
+STALE = ("changed elsewhere (another tab or program) since this page showed it; your change was not applied. "
+         "The page now shows the current {what}; make the change again if you still want it.")
 
 
 def _scene_choices(story: Story) -> list[tuple[str, str]]:
@@ -47,6 +49,17 @@ def _pick_scene(story: Story, scene_id: str | None):
         if scene.id == scene_id:
             return scene
     return story.scenes[0]
+
+
+def _scene_words(scene) -> dict:
+    """A scene's text fields as the Storyboard tab shows them (what `words_shown` remembers)."""
+    return {"scene": scene.id, "narration": scene.narration, "motions": "\n".join(scene.motions),
+            "background": scene.background, "description": scene.description}
+
+
+def _story_words(story: Story) -> dict:
+    """The Story tab's fields as shown (what `story_shown` remembers)."""
+    return {"title": story.title, "topic": story.topic, "characters": characters.character_rows(story)}
 
 
 def _keyframe_index(value) -> int:
@@ -77,6 +90,10 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
         story = project.story
         state = ("unsaved changes: press Save" if self.workspace.is_dirty(folder)
                  else "all changes saved" + (" (autosave on)" if self.workspace.state.autosave else ""))
+        conflict = self.workspace.conflicts.get(project.folder.resolve())
+        if conflict:
+            state = (f"**not saved: {html.escape(conflict)}** Press *Revert to saved* for the other version, or "
+                     f"*Save a copy here* to keep this one")
         return (f"**{html.escape(story.title or 'Untitled story')}** — `{project.folder}` — "
                 f"{len(story.scenes)} scenes, {len(story.characters)} characters — {state}")
 
@@ -87,7 +104,7 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
         k = _keyframe_index(keyframe)
         if scene is None:
             return {self.scene_list: gr.update(choices=[], value=None), self.narration: "", self.motions: "",
-                    self.background: "", self.scene_description: "", self.keyframe: k,
+                    self.background: "", self.scene_description: "", self.words_shown: {}, self.keyframe: k,
                     self.annotator: None, self.entities: [], self.delete_choice: gr.update(choices=[], value=None),
                     self.board_rev: ""}
         size = board.canvas_size(story)
@@ -99,6 +116,7 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
             self.motions: "\n".join(scene.motions),
             self.background: scene.background,
             self.scene_description: scene.description,
+            self.words_shown: _scene_words(scene),
             self.keyframe: k,
             self.annotator: {"image": keyframe_backdrop(story, scene, k, size),
                              "boxes": board.annotator_boxes(keyframe_, size)},
@@ -114,6 +132,7 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
         return {
             self.title: story.title,
             self.topic: story.topic,
+            self.story_shown: _story_words(story),
             self.character_table: characters.character_rows(story),
             self.character_choice: gr.update(choices=ids, value=ids[0][1] if ids else None),
             self.reference_gallery: self.reference_images(project, ids[0][1] if ids else None),
@@ -189,7 +208,8 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
 
     def on_load(self):
         last = self.workspace.state.last_project
-        usable = last is not None and self.workspace.is_allowed(last) and (last / "project.json").is_file()
+        usable = (last is not None and self.workspace.is_allowed(last) and (last / "project.json").is_file()
+                  and (self.problem is None or last != self.problem.folder))
         folder = last if usable else self.startup_folder
         return {**self.everything(folder), self.problem_box: gr.update(visible=self.problem is not None)}
 
@@ -272,16 +292,19 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
         gr.Markdown("*Plan story* writes a new story plan and scene plans from the topic and characters; "
                     "the previous story stays in `project.json.bak`.")
         self.planner_inputs = [self.planner_kind, self.llm_url, self.llm_model, self.llm_key]
-        self.story_outputs = [self.title, self.topic, self.character_table, self.character_choice,
+        # What this tab was last shown of the story's text fields: an edit is applied only where the stored
+        # value is still the one the tab showed (another tab or a CLI command may have changed it meanwhile).
+        self.story_shown = gr.State({})
+        self.story_outputs = [self.title, self.topic, self.story_shown, self.character_table, self.character_choice,
                               self.reference_gallery]
 
     def wire_story_tab(self) -> None:
         for box, field in ((self.title, "title"), (self.topic, "topic")):
-            box.blur(guarded(lambda folder, value, field=field: self.set_story_field(folder, field, value)),
-                     [self.folder, box], [self.status])
+            box.blur(guarded(lambda folder, value, shown, field=field: self.set_story_field(folder, field, value, shown)),
+                     [self.folder, box, self.story_shown], [self.status, box, self.story_shown])
         self.plan_button.click(guarded(self.plan_story), [self.folder, self.topic, self.num_scenes,
                                                           *self.planner_inputs], self.all_outputs)
-        self.character_table.input(guarded(self.edit_characters), [self.folder, self.character_table],
+        self.character_table.input(guarded(self.edit_characters), [self.folder, self.character_table, self.story_shown],
                                    [self.status, *self.story_outputs])
         self.add_character_button.click(guarded(self.add_character), [self.folder, self.new_character],
                             [self.status, self.new_character, *self.story_outputs])
@@ -304,16 +327,22 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
         gr.Info(f"planned {len(project.story.scenes)} scenes with the {planner.name} planner")
         return self.everything(folder)
 
-    def set_story_field(self, folder, field, value):
-        with self.workspace.edit(folder) as project:
-            edits.set_story_fields(project.story, **{field: value})
-        return self.status_text(folder)
+    def set_story_field(self, folder, field, value, shown=None):
+        value, was = value or "", (shown or {}).get(field)
+        stored = getattr(self.project(folder).story, field)
+        if was is not None and value != was and stored != was:
+            warn(board.BoardEditError(f"the {field} was " + STALE.format(what=field)))
+        elif value != stored and (was is None or value != was):
+            with self.workspace.edit(folder) as project:
+                edits.set_story_fields(project.story, **{field: value})
+        stored = getattr(self.project(folder).story, field)
+        return self.status_text(folder), stored, {**(shown or {}), field: stored}
 
-    def edit_characters(self, folder, table):
+    def edit_characters(self, folder, table, shown=None):
         rows = table.values.tolist() if hasattr(table, "values") else table
         try:
             with self.workspace.edit(folder) as project:
-                characters.apply_character_rows(project.story, rows)
+                characters.apply_character_rows(project.story, rows, (shown or {}).get("characters"))
         except Exception as error:  # noqa: BLE001 - shown, and the table goes back to the story
             warn(error)
         return {self.status: self.status_text(folder), **self.story_view(folder)}
@@ -384,7 +413,8 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
                     self.delete_choice = gr.Dropdown(label="Entity", elem_id="delete-choice", scale=1)
                     self.delete_entity_button = gr.Button("Delete entity", elem_id="delete-entity",
                                                           variant="stop")
-        self.board_outputs = [self.scene_list, self.narration, self.motions, self.background,
+        self.words_shown = gr.State({})  # the scene's text fields as this tab shows them (see story_shown)
+        self.board_outputs = [self.scene_list, self.narration, self.motions, self.background, self.words_shown,
                               self.scene_description, self.keyframe, self.annotator, self.entities,
                               self.delete_choice, self.board_rev]
 
@@ -395,9 +425,9 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
         self.keyframe.input(guarded(self.board_view), where, self.board_outputs)
         for box, field in ((self.narration, "narration"), (self.motions, "motions"),
                            (self.background, "background"), (self.scene_description, "description")):
-            box.blur(guarded(lambda folder, scene_id, value, field=field: self.set_scene_field(
-                folder, scene_id, field, value)), [self.folder, self.scene_list, box],
-                [self.status, box, self.scene_list])
+            box.blur(guarded(lambda folder, scene_id, value, shown, field=field: self.set_scene_field(
+                folder, scene_id, field, value, shown)), [self.folder, self.scene_list, box, self.words_shown],
+                [self.status, box, self.scene_list, self.words_shown])
         keyframe_outputs = [self.status, self.annotator, self.entities, self.delete_choice, self.board_rev]
         self.annotator.change(guarded(self.edit_boxes), [*where, self.board_rev, self.annotator], keyframe_outputs)
         self.entities.input(guarded(self.edit_rows), [*where, self.board_rev, self.entities], keyframe_outputs)
@@ -405,7 +435,7 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
         self.animatic_button.click(guarded(self.animatic), [self.folder, self.scene_list], [self.animatic_video])
         self.replan_button.click(guarded(self.replan_scene), [*where, self.replace_edits, *self.planner_inputs],
                                  [self.status, *self.board_outputs])
-        self.delete_entity_button.click(guarded(self.delete_entity), [*where, self.delete_choice],
+        self.delete_entity_button.click(guarded(self.delete_entity), [*where, self.board_rev, self.delete_choice],
                             [self.status, *self.board_outputs])
 
     def replan_scene(self, folder, scene_id, keyframe, replace_edits, *planner_settings, progress=gr.Progress()):
@@ -420,19 +450,24 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
         gr.Info(f"re-planned scene {scene_id}" + ("" if replace_edits else ", keeping your edits"))
         return {self.status: self.status_text(folder), **self.board_view(folder, scene_id, keyframe)}
 
-    def set_scene_field(self, folder, scene_id, field, value):
+    def set_scene_field(self, folder, scene_id, field, value, shown=None):
         value = value or ""
+        shown = shown if (shown or {}).get("scene") == scene_id else {}
+        was, stored = shown.get(field), _scene_words(self.project(folder).story.scene(scene_id))[field]
         try:
-            with self.workspace.edit(folder) as project:
-                edits.edit_scene(project.story, scene_id,
-                                 **{field: board.parse_motions(value) if field == "motions" else value})
+            if was is not None and value != was and stored != was:
+                raise board.BoardEditError(f"the {field} of scene {scene_id!r} was " + STALE.format(what=field))
+            if value != stored and (was is None or value != was):
+                with self.workspace.edit(folder) as project:
+                    edits.edit_scene(project.story, scene_id,
+                                     **{field: board.parse_motions(value) if field == "motions" else value})
         except Exception as error:  # noqa: BLE001 - shown; the field goes back to the stored value
             warn(error)
         story = self.project(folder).story
-        scene = story.scene(scene_id)
-        shown = "\n".join(scene.motions) if field == "motions" else getattr(scene, field)
+        stored = _scene_words(story.scene(scene_id))[field]
         # The scene list is labelled with the scene descriptions.
-        return self.status_text(folder), shown, gr.update(choices=_scene_choices(story), value=scene_id)
+        return (self.status_text(folder), stored, gr.update(choices=_scene_choices(story), value=scene_id),
+                {**shown, "scene": scene_id, field: stored})
 
     def _keyframe_outputs(self, folder, scene_id, k, refresh_boxes: bool):
         view = self.board_view(folder, scene_id, k)
@@ -448,8 +483,7 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
     def _stale(self, folder, scene_id, k) -> dict:
         """An edit made against an older picture of the keyframe (another tab or a CLI command changed it):
         not applied; the page says so and shows the keyframe as it is now."""
-        warn(board.BoardEditError("this keyframe was changed elsewhere (another tab or program) since this page showed it; your "
-             "change was not applied: the keyframe now shows the current boxes, make the change again"))
+        warn(board.BoardEditError("this keyframe was " + STALE.format(what="boxes")))
         return self._keyframe_outputs(folder, scene_id, k, refresh_boxes=True)
 
     def edit_boxes(self, folder, scene_id, keyframe, rev, value):
@@ -495,10 +529,12 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
             edits.add_entity(project.story, scene_id, k, "")
         return {self.status: self.status_text(folder), **self.board_view(folder, scene_id, k)}
 
-    def delete_entity(self, folder, scene_id, keyframe, position):
+    def delete_entity(self, folder, scene_id, keyframe, rev, position):
         k = _keyframe_index(keyframe)
         if position is None:
             raise gr.Error("choose the entity to delete")
+        if not self._is_current(folder, scene_id, k, rev):
+            return {**self._stale(folder, scene_id, k), **self.board_view(folder, scene_id, k)}
         with self.workspace.edit(folder) as project:
             edits.delete_entity(project.story, scene_id, k, int(position))
         return {self.status: self.status_text(folder), **self.board_view(folder, scene_id, k)}

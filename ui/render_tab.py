@@ -120,7 +120,8 @@ class RenderTab:
                 self.render_scene_choice: gr.update(choices=choices, value=scene_id),
                 **self.variants_view(folder, scene_id)}
 
-    def variants_view(self, folder, scene_id, position=None) -> dict:
+    def variants_view(self, folder, scene_id, chosen_path=None) -> dict:
+        """The scene's variants; each is named by its file (positions shift when another tab renders)."""
         project = self.project(folder)
         try:
             scene = project.story.scene(scene_id)
@@ -129,15 +130,15 @@ class RenderTab:
         if scene is None or not scene.renders:
             return {self.variant_choice: gr.update(choices=[], value=None), self.variant_video: None,
                     self.noise_note: "<i>No render of this scene yet: export uses its animatic.</i>"}
-        position = scene.chosen_render if position is None else int(position)
-        position = position if position is not None and 0 <= position < len(scene.renders) else 0
+        paths = [r.path for r in scene.renders]
+        position = paths.index(chosen_path) if chosen_path in paths else (scene.chosen_render or 0)
         render = scene.renders[position]
-        choices = [(_render_label(r, i) + (" ✓ used in export" if i == scene.chosen_render else ""), i)
+        choices = [(_render_label(r, i) + (" ✓ used in export" if i == scene.chosen_render else ""), r.path)
                    for i, r in enumerate(scene.renders)]
         note = (f"<span class='noise-label'>{html.escape(NOISE_LABEL)}</span>" if render.is_noise
                 else f"rendered with {html.escape(render.backend)}")
         path = project.resolve(render.path)
-        return {self.variant_choice: gr.update(choices=choices, value=position),
+        return {self.variant_choice: gr.update(choices=choices, value=render.path),
                 self.variant_video: str(path) if path.is_file() else None, self.noise_note: note}
 
     def wire_render_tab(self) -> None:
@@ -170,13 +171,16 @@ class RenderTab:
             edits.set_setting(project.story, f"render.{field}", value)
         return self.status_text(folder)
 
-    def choose_variant(self, folder, scene_id, position):
-        if position is None:
+    def choose_variant(self, folder, scene_id, path):
+        if not path:
             raise gr.Error("render the scene first, then choose one of its variants")
         with self.workspace.edit(folder) as project:
-            render = project.story.scene(scene_id).renders[int(position)]
+            render = next((r for r in project.story.scene(scene_id).renders if r.path == path), None)
+            if render is None:
+                raise gr.Error("that variant is no longer listed (another tab or program changed the renders); "
+                               "choose again from the refreshed list")
             edits.choose_render(project.story, scene_id, render.seed, render.cache_key)
-        view = self.variants_view(folder, scene_id, position)
+        view = self.variants_view(folder, scene_id, path)
         return self.status_text(folder), view[self.variant_choice], view[self.variant_video], view[self.noise_note]
 
     def cancel_job(self, request: gr.Request):

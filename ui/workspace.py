@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Iterator
 
 from dreamrunner.files import remove_stale_temporaries, write_text_atomic
-from dreamrunner.project import PROJECT_FILE, Project, ProjectError, restore_backup
+from dreamrunner.project import PROJECT_FILE, Project, ProjectConflict, ProjectError, restore_backup
 from dreamrunner.story import Story
 
 HOME_ENV = "DREAMRUNNER_HOME"
@@ -91,6 +91,7 @@ class Workspace:
             self.add_root(root)
         self.demo = demo
         self._projects: dict[Path, Project] = {}
+        self.conflicts: dict[Path, str] = {}  # open projects whose unsaved changes clash with a newer save
         self._locks: dict[Path, threading.RLock] = {}
         self._guard = threading.Lock()
 
@@ -108,8 +109,11 @@ class Workspace:
         return any(folder == root or root in folder.parents for root in self.roots)
 
     def check_allowed(self, folder: str | os.PathLike) -> Path:
-        """The resolved folder (symlinks followed), or ProjectError when it is outside every root."""
+        """The resolved folder (symlinks followed), or ProjectError when it is outside every root or is a root
+        itself (a project there would hold every other project of that root)."""
         resolved = Path(folder).expanduser().resolve()
+        if resolved in self.roots:
+            raise ProjectError(f"{resolved} is the folder projects are kept in; choose a folder inside it")
         if not self.is_allowed(resolved):
             roots = ", ".join(str(root) for root in self.roots)
             raise ProjectError(f"{resolved} is outside the folders this editor may use ({roots}); choose a "
@@ -136,6 +140,8 @@ class Workspace:
             problem = StartupProblem(folder, str(error), backup_error)
         demo = self.install_demo()
         self.open(demo)
+        # The damaged project stays the last one, so the next start offers its backup again.
+        self.state.update(last_project=str(folder))
         return demo, problem
 
     def restore_backup(self, folder: str | os.PathLike) -> Project:
@@ -202,7 +208,13 @@ class Workspace:
                 project = Project.load(folder)
                 self._projects[folder] = project
             else:
-                project.refresh()
+                try:
+                    project.refresh()
+                    self.conflicts.pop(folder, None)
+                except ProjectConflict as conflict:
+                    # Unsaved changes here clash with another writer's save: keep showing (and keeping) them;
+                    # the page says so, and Save, Revert to saved or Save a copy resolve it.
+                    self.conflicts[folder] = str(conflict)
         if self.state.last_project != folder:
             self.state.update(last_project=str(folder))
         return project
