@@ -172,6 +172,9 @@ class VideoSettings(Model):
     vae_temporal: int = 4
     patch_size: int = 2
     patch_size_t: int = 1
+    # Boxes within a keyframe's second (dreamrunner.regions): "hold" them (the released code) or "interpolate"
+    # between keyframes (the paper's wording).
+    keyframe_boxes: Literal["hold", "interpolate"] = "hold"
 
     @model_validator(mode="after")
     def _check_geometry(self) -> VideoSettings:

@@ -29,7 +29,7 @@ from .pipeline import DreamRunnerPipeline, LoraBinding, RegionControl, SceneInpu
 from ..video_io import write_video
 
 # Bump when a change to the rendering code changes what a given key renders.
-RENDER_FORMAT_VERSION = 1
+RENDER_FORMAT_VERSION = 2  # 2: keyframe timing of issue 16 (one second per keyframe, boxes held)
 RENDERS_DIR = "media/renders"
 
 
@@ -63,7 +63,7 @@ def scene_prompt(scene: Scene, prompts: tuple[str, ...]) -> str:
 
 def scene_input(project: Project, scene: Scene, video: VideoSettings) -> SceneInput:
     story = project.story
-    plan = build_region_plan(scene, video.token_grid)
+    plan = build_region_plan(scene, video.token_grid, video.num_frames, video.keyframe_boxes)
     priors = {prior.id: prior for prior in story.priors}
     loras = []
     for binding in scene.prior_bindings:
