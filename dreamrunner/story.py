@@ -197,13 +197,45 @@ class VideoSettings(Model):
         return frames, self.height // step, self.width // step
 
 
+# Sampler presets (scheduler, guidance, steps). "paper": the authors' released story run (inference.sh: CogVideoX's
+# DPM scheduler, CogVideoXDPMScheduler in diffusers, guidance 9.0, 50 steps), the default for stories.
+# "cogvideox": diffusers' CogVideoX defaults (DDIM, guidance 6.0), what DreamRunner used before.
+SAMPLER_PRESETS = {
+    "paper": {"scheduler": "dpm", "guidance_scale": 9.0, "steps": 50},
+    "cogvideox": {"scheduler": "ddim", "guidance_scale": 6.0, "steps": 50},
+}
+
+
 class RenderSettings(Model):
     backend: str = "tiny"
-    steps: int = Field(default=50, ge=1)
-    guidance_scale: float = Field(default=6.0, ge=0.0)
+    scheduler: Literal["dpm", "ddim"] = SAMPLER_PRESETS["paper"]["scheduler"]
+    steps: int = Field(default=SAMPLER_PRESETS["paper"]["steps"], ge=1)
+    guidance_scale: float = Field(default=SAMPLER_PRESETS["paper"]["guidance_scale"], ge=0.0)
     negative_prompt: str = ""
     seed: int = 42
     variants: int = Field(default=1, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _saved_before_presets(cls, data):
+        """Settings saved before the scheduler was a setting rendered with DDIM: those still holding that
+        era's defaults (50 steps, guidance 6.0) move to the paper preset; any other values were chosen by
+        hand for DDIM, and keep it."""
+        if isinstance(data, dict) and "scheduler" not in data and "guidance_scale" in data:
+            chosen = (data.get("steps", 50), data["guidance_scale"]) != (50, 6.0)
+            data = {**data, **({"scheduler": "ddim"} if chosen else SAMPLER_PRESETS["paper"])}
+        return data
+
+    def with_preset(self, name: str) -> RenderSettings:
+        """These settings with a preset's scheduler, guidance and steps."""
+        if name not in SAMPLER_PRESETS:
+            raise ValueError(f"unknown sampler preset {name!r}; choose one of {sorted(SAMPLER_PRESETS)}")
+        return self.model_copy(update=SAMPLER_PRESETS[name])
+
+
+# Steps per prior kind in the authors' released story run: motion checkpoints at 120, 300 and 360 steps, subject
+# checkpoints at 160 (docs/priors.md, "How many steps").
+DEFAULT_PRIOR_STEPS = {"motion": 300, "subject": 160}
 
 
 class PriorSettings(Model):
@@ -213,7 +245,9 @@ class PriorSettings(Model):
     learning_rate: float = Field(default=5e-4, gt=0)
     weight_decay: float = Field(default=1e-4, ge=0)
     batch_size: int = Field(default=1, ge=1)
-    max_steps: int = Field(default=500, ge=1)
+    # None: the kind's default (DEFAULT_PRIOR_STEPS); a number applies to both kinds.
+    max_steps: int | None = Field(default=None, ge=1)
+    lora_dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
     checkpoint_every: int = Field(default=100, ge=1)
     seed: int = 0
     # Motion priors may train below the model's resolution, e.g. (240, 352): about 4x fewer video tokens.
@@ -227,6 +261,19 @@ class PriorSettings(Model):
     uncheckpointed_blocks: int = Field(default=13, ge=0)
     lora_compute: Literal["float32", "backbone"] = "backbone"
     compile_blocks: Literal["off", "gpu", "always"] = "gpu"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _saved_before_kind_steps(cls, data):
+        """Settings saved before per-kind step counts (they have no `lora_dropout`) that still hold that era's
+        default of 500 steps move to the per-kind defaults; a count chosen by hand stays."""
+        if isinstance(data, dict) and "lora_dropout" not in data and data.get("max_steps") == 500:
+            data = {**data, "max_steps": None}
+        return data
+
+    def steps_for(self, kind: str) -> int:
+        """Training steps of a prior of this kind ("subject" or "motion")."""
+        return self.max_steps if self.max_steps is not None else DEFAULT_PRIOR_STEPS[kind]
 
     @field_validator("motion_resolution")
     @classmethod

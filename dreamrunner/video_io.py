@@ -78,13 +78,26 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: int)
 
 def read_video(path: str | os.PathLike) -> np.ndarray:
     """All frames of a clip as uint8 [F, H, W, 3] RGB."""
+    return read_video_timed(path)[0]
+
+
+def read_video_timed(path: str | os.PathLike, until: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Frames (uint8 [F, H, W, 3] RGB) and their times in seconds from the first frame (float [F]); with
+    `until`, only the frames shown before that time (decoding stops there)."""
     if not Path(path).is_file():
         raise VideoFileError(f"video {path} does not exist")
+    frames, times = [], []
     try:
         with av.open(str(path)) as container:
-            frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+            for number, frame in enumerate(container.decode(video=0)):
+                # A frame without a timestamp (rare) takes its predecessor's.
+                time = frame.time if frame.time is not None else (times[-1] if times else 0.0)
+                if times and until is not None and time - times[0] >= until:
+                    break
+                frames.append(frame.to_ndarray(format="rgb24"))
+                times.append(time)
     except (av.error.FFmpegError, OSError, ValueError) as error:
         raise VideoFileError(f"cannot decode video {path}: {error}") from None
     if not frames:
         raise VideoFileError(f"video {path} has no frames")
-    return np.stack(frames)
+    return np.stack(frames), np.asarray(times) - times[0]

@@ -1,8 +1,9 @@
 """Data preparation for the priors: reference images and clips to pixel clips in [-1, 1] with captions.
 
 A subject prior learns from a character's reference images, each repeated into a static clip and captioned
-with the character's rare token. A motion prior learns from approved clips, each sampled to the model's frame
-count and resized (cover, then centre crop) to its resolution. Clips are [frames, 3, height, width] float32.
+with the character's rare token. A motion prior learns from approved clips, each sampled at the model's frame
+rate from its start (at most the model's duration; a shorter clip holds its last frame) and resized (cover,
+then centre crop) to its resolution. Clips are [frames, 3, height, width] float32.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from PIL import Image
 
 from ..errors import DreamRunnerError
 from ..story import Character
-from ..video_io import VideoFileError, read_video
+from ..video_io import VideoFileError, read_video_timed
 
 
 class PriorDataError(DreamRunnerError):
@@ -67,18 +68,28 @@ def load_static_clip(path: Path, num_frames: int, height: int, width: int) -> to
     return _to_clip([frame] * num_frames)
 
 
-def load_video_clip(path: Path, num_frames: int, height: int, width: int) -> torch.Tensor:
-    """`num_frames` frames sampled evenly over the whole clip (decoded with PyAV)."""
+def load_video_clip(path: Path, num_frames: int, height: int, width: int, fps: float) -> torch.Tensor:
+    """`num_frames` frames at `fps` from the clip's start, a window of the model's duration (49 frames at 8 fps:
+    0 to 6 s): the frame shown at each time k / fps, so motion keeps its speed whatever the clip's length
+    (never stretched in time); past the clip's end its last frame holds (the released code pads short clips
+    with their last frame too). Decoded with PyAV.
+
+    The window starts at the clip's first frame: an approved clip from retrieval is already cut to the span
+    where tracking found its subject (`dreamrunner.retrieval.materialise`), so the window lies in that span.
+    """
+    times = np.arange(num_frames) / fps
     try:
-        decoded = read_video(path)
+        decoded, shown_at = read_video_timed(path, until=times[-1] + 1.0 / fps)
     except VideoFileError as error:
         raise PriorDataError(f"clip {path}: {error}") from None
-    frames = [_fit(Image.fromarray(frame), height, width) for frame in decoded]
-    # Evenly spaced over the clip; a clip shorter than num_frames repeats frames rather than failing.
-    picks = np.linspace(0, len(frames) - 1, num_frames).round().astype(int)
+    # The frame on screen at time t is the last one shown at or before t (a millisecond of timestamp rounding
+    # allowed); searching from the first frame's time 0 it always exists.
+    picks = np.searchsorted(shown_at, times + 1e-3, side="right") - 1
+    frames = {i: _fit(Image.fromarray(decoded[i]), height, width) for i in np.unique(picks)}
     return _to_clip([frames[i] for i in picks])
 
 
-def load_clip(clip: TrainingClip, num_frames: int, height: int, width: int) -> torch.Tensor:
-    loader = load_static_clip if clip.static else load_video_clip
-    return loader(clip.path, num_frames, height, width)
+def load_clip(clip: TrainingClip, num_frames: int, height: int, width: int, fps: float) -> torch.Tensor:
+    if clip.static:
+        return load_static_clip(clip.path, num_frames, height, width)
+    return load_video_clip(clip.path, num_frames, height, width, fps)

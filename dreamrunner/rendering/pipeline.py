@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from diffusers import CogVideoXPipeline
 
-from ..backends import NOISE_LABEL, MemoryOptions, ModelComponents
+from ..backends import NOISE_LABEL, MemoryOptions, ModelComponents, make_scheduler
 from ..errors import DreamRunnerError
 from ..jobs import CancelToken, Progress, ProgressCallback
 from ..regions import RegionPlan
@@ -96,9 +96,12 @@ def _ungated_loras(pipeline: CogVideoXPipeline, loras: tuple[LoraBinding, ...]) 
     if not loras:
         yield
         return
+    from ..attention import LoRAWeights
+
     for lora in loras:
         if not lora.path.is_file():
             raise DreamRunnerError(f"prior {lora.name!r}: LoRA file {lora.path} not found")
+        LoRAWeights.load(lora.path, lora.kind)  # the same checks (kind, block placement) as the SR3AI path
         pipeline.load_lora_weights(str(lora.path), adapter_name=lora.name)
     pipeline.set_adapters([lora.name for lora in loras], [lora.scale for lora in loras])
     try:
@@ -249,6 +252,7 @@ class DreamRunnerPipeline(CogVideoXPipeline):
         scene: SceneInput,
         *,
         seed: int = 42,
+        scheduler: str | None = None,
         num_inference_steps: int = 50,
         guidance_scale: float = 6.0,
         negative_prompt: str = "",
@@ -259,9 +263,12 @@ class DreamRunnerPipeline(CogVideoXPipeline):
         cancel: CancelToken | None = None,
         preview_every: int = 5,
     ) -> SceneFrames:
-        """Generate the scene's frames. Raises `dreamrunner.jobs.Cancelled` at the end of the step in which
+        """Generate the scene's frames. `scheduler` "dpm" or "ddim" switches the pipeline's scheduler (kept for
+        later calls); None keeps it. Raises `dreamrunner.jobs.Cancelled` at the end of the step in which
         `cancel` was set."""
         self.check_grid(scene.region_plan, num_frames, height, width)
+        if scheduler is not None:
+            self.scheduler = make_scheduler(scheduler, self.scheduler)
         cancel = cancel or CancelToken()
         cancel.check()
         started = time.monotonic()

@@ -95,7 +95,7 @@ def scene_cache_key(project: Project, scene: Scene, backend: str, region_control
         "plan": plan,
         "priors": bound,
         "video": video.model_dump(mode="json"),
-        "sampling": {"steps": render.steps, "guidance_scale": render.guidance_scale,
+        "sampling": {"scheduler": render.scheduler, "steps": render.steps, "guidance_scale": render.guidance_scale,
                      "negative_prompt": render.negative_prompt},
     }
     text = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
@@ -222,7 +222,8 @@ class StoryRenderer:
                                       eta_seconds=step.eta_seconds, preview=step.preview))
 
             output = self.pipeline(
-                scene_input(self.project, scene, video), seed=seed, num_inference_steps=render_settings.steps,
+                scene_input(self.project, scene, video), seed=seed, scheduler=render_settings.scheduler,
+                num_inference_steps=render_settings.steps,
                 guidance_scale=render_settings.guidance_scale, negative_prompt=render_settings.negative_prompt,
                 num_frames=video.num_frames, height=video.height, width=video.width,
                 progress=forward, cancel=cancel, preview_every=self.preview_every,
