@@ -293,6 +293,7 @@ def compare_selective_compiled(run, full, compiled, results, out) -> int:
 def time_defaults(transformer, scheduler, frames, full, device, dtype, warmup, args, results, began) -> int:
     """Each loop at `PriorSettings()` (plus each --variant), and the minutes per prior at its default steps."""
     steps = args.steps or (2 if args.tiny else 12)
+    results["timed_steps"] = steps
     summary = []
     variants = [{}] + [dict([item.split("=", 1)]) for item in args.variant]
     for loop in ("motion", "subject"):
