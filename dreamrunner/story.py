@@ -218,11 +218,12 @@ class RenderSettings(Model):
     @model_validator(mode="before")
     @classmethod
     def _saved_before_presets(cls, data):
-        """Settings saved before the scheduler was a setting rendered with DDIM: those still holding that
-        era's defaults (50 steps, guidance 6.0) move to the paper preset; any other values were chosen by
-        hand for DDIM, and keep it."""
-        if isinstance(data, dict) and "scheduler" not in data and "guidance_scale" in data:
-            chosen = (data.get("steps", 50), data["guidance_scale"]) != (50, 6.0)
+        """Settings saved before the scheduler was a setting (every field of then, no `scheduler`) rendered
+        with DDIM: those still holding that era's defaults (50 steps, guidance 6.0) move to the paper preset;
+        other values were chosen by hand for DDIM, and keep it."""
+        saved = {"backend", "steps", "guidance_scale", "negative_prompt", "seed", "variants"}
+        if isinstance(data, dict) and "scheduler" not in data and saved <= set(data):
+            chosen = (data["steps"], data["guidance_scale"]) != (50, 6.0)
             data = {**data, **({"scheduler": "ddim"} if chosen else SAMPLER_PRESETS["paper"])}
         return data
 
@@ -266,9 +267,10 @@ class PriorSettings(Model):
     @model_validator(mode="before")
     @classmethod
     def _saved_before_kind_steps(cls, data):
-        """Settings saved before per-kind step counts (they have no `lora_dropout`) that still hold that era's
-        default of 500 steps move to the per-kind defaults; a count chosen by hand stays."""
-        if isinstance(data, dict) and "lora_dropout" not in data and data.get("max_steps") == 500:
+        """Settings saved before per-kind step counts (the fields of then, no `lora_dropout`) that still hold
+        that era's default of 500 steps move to the per-kind defaults; a count chosen by hand stays."""
+        saved = {"rank", "learning_rate", "weight_decay", "batch_size", "max_steps", "checkpoint_every", "seed"}
+        if isinstance(data, dict) and "lora_dropout" not in data and saved <= set(data) and data["max_steps"] == 500:
             data = {**data, "max_steps": None}
         return data
 

@@ -199,6 +199,15 @@ def test_prior_blocks_are_the_released_codes(num_layers):
     assert prior_blocks("motion", num_layers)[0] == 0 and prior_blocks("subject", num_layers)[0] == 1
 
 
+def test_step_counts_default_per_kind_and_old_defaults_move_to_them():
+    assert PriorSettings().steps_for("motion") == 300 and PriorSettings().steps_for("subject") == 160
+    assert PriorSettings(max_steps=40).steps_for("motion") == 40
+    saved = {"rank": 32, "learning_rate": 5e-4, "weight_decay": 1e-4, "batch_size": 1, "max_steps": 500,
+             "checkpoint_every": 100, "seed": 0}  # a project saved before issue 16, defaults untouched
+    assert PriorSettings.model_validate(saved).max_steps is None
+    assert PriorSettings.model_validate({**saved, "max_steps": 200}).max_steps == 200
+
+
 def test_motion_resolution_must_fit_the_patch_grid():
     assert PriorSettings(motion_resolution=(240, 352)).motion_resolution == (240, 352)
     with pytest.raises(ValueError, match="multiples of 16"):

@@ -266,9 +266,11 @@ def test_stories_render_with_the_papers_sampler_by_default(tmp_path, rendered, c
     stock = paper.with_preset("cogvideox")
     assert (stock.scheduler, stock.guidance_scale, stock.steps) == ("ddim", 6.0, 50)
     # Settings saved before the preset: the untouched defaults of then move to the paper's; hand-set values keep DDIM.
-    assert RenderSettings.model_validate({"steps": 50, "guidance_scale": 6.0}) == paper
-    kept = RenderSettings.model_validate({"steps": 30, "guidance_scale": 7.0})
+    saved = {"backend": "tiny", "steps": 50, "guidance_scale": 6.0, "negative_prompt": "", "seed": 42, "variants": 1}
+    assert RenderSettings.model_validate(saved) == paper
+    kept = RenderSettings.model_validate({**saved, "steps": 30, "guidance_scale": 7.0})
     assert (kept.scheduler, kept.guidance_scale, kept.steps) == ("ddim", 7.0, 30)
+    assert RenderSettings(steps=50, guidance_scale=6.0).scheduler == "dpm"  # set in code now: taken as given
 
     project = copy_of(rendered, tmp_path)
     renderer = CountingRenderer(project, "tiny", components=components)
