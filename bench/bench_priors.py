@@ -9,6 +9,12 @@ checkpointing, fp32 LoRA compute, default attention kernel), then profiles the f
 
     python bench/bench_priors.py --out results.json          # one GPU
     python bench/bench_priors.py --tiny                      # tiny model on CPU: checks the script runs
+    python bench/bench_priors.py --defaults [--variant uncheckpointed_blocks=9]   # what a user gets, per prior
+
+`--defaults` times each loop at the library's default settings (`PriorSettings()`) and projects the minutes per
+prior from the default step counts. It uses only what every revision of the trainers has (`PriorSettings()`,
+`step()`), so the same script times an earlier revision's library in the same run (PYTHONPATH / a copy of the
+tree), for a like-for-like comparison.
 
 Random weights: the numbers are speeds and memory, not quality.
 """
@@ -72,13 +78,16 @@ def measure(trainer_class, transformer, scheduler, data, settings, device, dtype
                             prefer_cudnn_attention=cudnn)
     try:
         transformer.train()
-        times, losses = [], []
+        times, losses, spatial = [], [], []
         for _ in range(warmup + steps):  # the first steps compile, where compilation is on
+            before = getattr(trainer, "spatial_updates", None)
             started = time.perf_counter()
             losses.append(trainer.step())  # same seed in every configuration: the same losses, up to bf16 rounding
             if cuda:
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - started)
+            if before is not None:  # motion loop with the dual-path schedule: did this step update appearance?
+                spatial.append(trainer.spatial_updates - before)
         peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
         kernels = profile_step(trainer) if profile and cuda else None
     finally:
@@ -88,7 +97,7 @@ def measure(trainer_class, transformer, scheduler, data, settings, device, dtype
     median = timed[len(timed) // 2]
     result = {"seconds_per_step": sum(timed) / len(timed), "median": median, "peak_gb": peak,
               "first_loss": losses[0], "losses": [round(v, 5) for v in losses], "compiled": trainer.compiled,
-              "step_seconds": [round(t, 3) for t in times],
+              "step_seconds": [round(t, 3) for t in times], "spatial_updates": spatial or None,
               # time over the steady state spent in the first steps: compilation, allocator warm-up
               "warmup_extra_seconds": sum(times[:warmup]) - warmup * median}
     if kernels is not None:
@@ -137,6 +146,10 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here (after every row)")
     parser.add_argument("--selective-compiled", action="store_true",
                         help="only compare selective checkpointing on compiled blocks with the defaults and the baseline")
+    parser.add_argument("--defaults", action="store_true",
+                        help="time each loop at the library's default settings; minutes per prior at the default steps")
+    parser.add_argument("--variant", action="append", default=[], metavar="FIELD=VALUE",
+                        help="with --defaults: also time the defaults with this setting changed (repeatable)")
     args = parser.parse_args()
 
     began = time.perf_counter()
@@ -187,6 +200,8 @@ def main() -> int:
         return ok(row) and (row["peak_gb"] is None or row["peak_gb"] <= TARGET_GB)
 
     compiled = args.compile
+    if args.defaults:
+        return time_defaults(transformer, scheduler, frames, full, device, dtype, warmup, args, results, began)
     if args.selective_compiled:
         return compare_selective_compiled(run, full, compiled, results, args.out)
     baseline = run("baseline: full checkpointing, fp32 LoRA compute, default attention", "motion", full, "full",
@@ -272,6 +287,50 @@ def compare_selective_compiled(run, full, compiled, results, out) -> int:
     print(json.dumps(summary, indent=2))
     if out:
         out.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+def time_defaults(transformer, scheduler, frames, full, device, dtype, warmup, args, results, began) -> int:
+    """Each loop at `PriorSettings()` (plus each --variant), and the minutes per prior at its default steps."""
+    steps = args.steps or (2 if args.tiny else 12)
+    results["timed_steps"] = steps
+    summary = []
+    variants = [{}] + [dict([item.split("=", 1)]) for item in args.variant]
+    for loop in ("motion", "subject"):
+        trainer_class = SubjectTrainer if loop == "subject" else MotionTrainer
+        data = examples(transformer, 1 if loop == "subject" else MOTION_CLIPS, full[0], full[1], frames)
+        for change in variants:
+            name = "defaults" + "".join(f", {k}={v}" for k, v in change.items())
+            prior_steps = None
+            try:
+                settings = PriorSettings.model_validate({"rank": args.rank, **change})
+                # Earlier revisions had one step count for both kinds (max_steps).
+                prior_steps = settings.steps_for(loop) if hasattr(settings, "steps_for") else settings.max_steps
+                result = measure(trainer_class, transformer, scheduler, data, settings, device, dtype, True,
+                                 warmup, steps, Path("/tmp/bench_priors"))
+            except torch.cuda.OutOfMemoryError:
+                result = {"error": "out of memory"}
+            except Exception as error:  # a variant this revision lacks must not lose the other rows
+                result = {"error": f"{type(error).__name__}: {error}"[:300]}
+            row = {"name": name, "loop": loop, "height": full[0], "width": full[1], "settings": change,
+                   "prior_steps": prior_steps, "elapsed_s": round(time.perf_counter() - began, 1), **result}
+            if "error" not in row:
+                timed = row["spatial_updates"][warmup:] if row["spatial_updates"] else None
+                row["spatial_fraction"] = None if timed is None else sum(timed) / len(timed)
+                row["minutes_per_prior"] = round(prior_steps * row["seconds_per_step"] / 60, 2)
+                row["minutes_per_prior_with_first_steps"] = round(
+                    (prior_steps * row["seconds_per_step"] + row["warmup_extra_seconds"]) / 60, 2)
+            results["runs"].append(row)
+            summary.append({k: row.get(k) for k in ("name", "loop", "prior_steps", "seconds_per_step", "median",
+                                                     "peak_gb", "spatial_fraction", "minutes_per_prior",
+                                                     "minutes_per_prior_with_first_steps", "warmup_extra_seconds",
+                                                     "error")})
+            print(json.dumps(summary[-1]), flush=True)
+            if args.out:
+                args.out.write_text(json.dumps(results, indent=2) + "\n")
+    results["summary"] = summary
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
     return 0
 
 

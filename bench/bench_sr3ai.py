@@ -8,7 +8,7 @@ writes JSON:
 - per attention call: stock (1 prompt, no mask, SDPA) vs dense mask vs fast SR3AI (default kernel order and
   each log-sum-exp kernel alone), with the peak extra memory of each call;
 - per transformer step: stock vs SR3AI vs SR3AI + 4 region-gated LoRAs (rank 32 on attn q/k/v/out and
-  ff in/out: 2 subject priors on even blocks, 2 motion priors on odd blocks), with peak memory.
+  ff in/out: 2 subject priors on odd blocks, 2 motion priors on even blocks), with peak memory.
 
     python bench/bench_sr3ai.py                 # GPU, full CogVideoX-2B size
     python bench/bench_sr3ai.py --tiny          # CPU, tiny config, same code path (a smoke run)
@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from dreamrunner.attention import GatedLoRA, LoRAWeights, RegionLayout, SR3AIController
+from dreamrunner.attention.lora import prior_blocks
 from dreamrunner.attention import sr3ai_attention_dense, sr3ai_attention_fast
 from dreamrunner.attention.functional import CUDA_LSE_BACKENDS
 
@@ -84,9 +85,8 @@ def rel_err(a, b) -> float:
 
 def random_lora(transformer, kind: str, rank: int, seed: int) -> LoRAWeights:
     generator = torch.Generator().manual_seed(seed)
-    parity = 0 if kind == "subject" else 1
     tensors = {}
-    for i in range(parity, len(transformer.transformer_blocks), 2):
+    for i in prior_blocks(kind, len(transformer.transformer_blocks)):
         for module in LORA_MODULES:
             linear = transformer.get_submodule(f"transformer_blocks.{i}.{module}")
             key = f"transformer.transformer_blocks.{i}.{module}"

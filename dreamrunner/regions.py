@@ -3,13 +3,18 @@
 This is what SR3AI attention and region-gated LoRAs consume. It is pure numpy (no torch) so the UI,
 tests and planners can use it, and it is fast: a mask is a handful of array slices per region.
 
-Rules (../shared/design.md):
-- Keyframe k of K sits at latent position k * (T - 1) / (K - 1); the first and last keyframes land on the
-  first and last latent frames.
-- On a latent frame, the entities are those of the nearest keyframe (ties go to the later one), each
-  with that keyframe's description. An entity's box is interpolated linearly between the two
-  surrounding keyframes when it is in both (matched by name, then by order among equal names);
-  otherwise it holds its box from the nearest keyframe.
+Rules (the paper gives each keyframe one second; the released code gives each keyframe two latent frames):
+- Time: a clip of N pixel frames spans (N - 1) / fps seconds, from its first frame to its last. Keyframe k of
+  K owns the k-th K-th of that span, (k / K, (k + 1) / K] of the clip, and the first frame belongs to
+  keyframe 0. For 49 frames at 8 fps that is one second (8 pixel frames) per keyframe.
+- A schedule frame shows the keyframe owning the middle of the pixel frames it stands for. Pixel frames stand
+  for themselves (the animatic). CogVideoX's causal VAE packs the first pixel frame alone into latent frame 0
+  and then r = (N - 1) / (T - 1) frames into each of the T - 1 others (r = 4), so 13 latent frames show the
+  keyframes [0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]. fps cancels: the rule needs frame counts only.
+- Boxes (`VideoSettings.keyframe_boxes`): "hold" (default, the released code): a frame shows its keyframe's
+  entities with their boxes. "interpolate" (an option; the paper's wording): the same entities, each box
+  moving linearly between the middles of consecutive keyframes' spans where the entity is in both (matched
+  by name, then by order among equal names); before the first middle and after the last, boxes hold.
 - One prompt per distinct region description, in order of first appearance, after the background
   prompt (index 0). A token belongs to every prompt whose box covers it (overlaps belong to all);
   the background prompt holds exactly the tokens no entity covers.
@@ -20,12 +25,15 @@ Rules (../shared/design.md):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
 from .story import Entity, Scene
 
 BACKGROUND = 0
+VAE_TEMPORAL = 4  # CogVideoX's VAE: 4 pixel frames per latent frame after the first
+BoxMotion = Literal["hold", "interpolate"]
 
 
 @dataclass(frozen=True)
@@ -39,10 +47,35 @@ class ScheduledRegion:
     motion: str | None = None
 
 
-def keyframe_positions(num_keyframes: int, latent_frames: int) -> np.ndarray:
-    if num_keyframes == 1 or latent_frames == 1:
-        return np.zeros(num_keyframes)
-    return np.arange(num_keyframes) * (latent_frames - 1) / (num_keyframes - 1)
+def frame_positions(frames: int, pixel_frames: int | None = None) -> np.ndarray:
+    """Where each of `frames` schedule frames sits in the clip, 0 (first pixel frame) to 1 (last): the middle
+    of the pixel frames it stands for. `pixel_frames` None: the frames are latent frames of CogVideoX's VAE,
+    of 4 * (frames - 1) + 1 pixel frames; equal to `frames`: they are the pixel frames."""
+    pixel_frames = VAE_TEMPORAL * (frames - 1) + 1 if pixel_frames is None else pixel_frames
+    if frames < 1 or pixel_frames < frames:
+        raise ValueError(f"{frames} schedule frames cannot stand for {pixel_frames} pixel frames")
+    if pixel_frames == 1:
+        return np.zeros(frames)
+    if frames == pixel_frames:
+        return np.arange(frames) / (pixel_frames - 1)
+    if frames == 1:
+        return np.zeros(1)
+    per_frame = (pixel_frames - 1) / (frames - 1)  # pixel frames per latent frame after the lone first one
+    j = np.arange(frames)
+    middles = np.where(j == 0, 0.0, (j - 0.5) * per_frame + 0.5)
+    return middles / (pixel_frames - 1)
+
+
+def frame_keyframes(num_keyframes: int, frames: int, pixel_frames: int | None = None) -> np.ndarray:
+    """The keyframe each schedule frame shows: keyframe k owns (k / K, (k + 1) / K] of the clip, plus its
+    first frame. int [frames]; [0,0,0,1,1,2,2,3,3,4,4,5,5] for 6 keyframes over 13 latent frames."""
+    scaled = frame_positions(frames, pixel_frames) * num_keyframes
+    return np.clip(np.ceil(scaled - 1e-9).astype(int) - 1, 0, num_keyframes - 1)
+
+
+def keyframe_spans(num_keyframes: int) -> list[tuple[float, float]]:
+    """(start, end) of each keyframe's span as fractions of the clip: equal shares, one second each at 6 s."""
+    return [(k / num_keyframes, (k + 1) / num_keyframes) for k in range(num_keyframes)]
 
 
 def _tracks(entities: list[Entity]) -> dict[tuple[str, int], Entity]:
@@ -56,31 +89,30 @@ def _tracks(entities: list[Entity]) -> dict[tuple[str, int], Entity]:
     return keyed
 
 
-def schedule_boxes(scene: Scene, latent_frames: int) -> list[list[ScheduledRegion]]:
-    """Boxes of every entity on each of `latent_frames` frames."""
+def schedule_boxes(scene: Scene, frames: int, pixel_frames: int | None = None,
+                   boxes: BoxMotion = "hold") -> list[list[ScheduledRegion]]:
+    """Boxes of every entity on each of `frames` frames (latent frames, or pixel frames: see `frame_positions`)."""
+    if boxes not in ("hold", "interpolate"):
+        raise ValueError(f"boxes must be 'hold' or 'interpolate', got {boxes!r}")
     keyframes = scene.keyframes
-    positions = keyframe_positions(len(keyframes), latent_frames)
+    count = len(keyframes)
+    owners = frame_keyframes(count, frames, pixel_frames)
+    positions = frame_positions(frames, pixel_frames)
     tracks = [_tracks(k.entities) for k in keyframes]
     schedule = []
-    for t in range(latent_frames):
-        after = int(np.searchsorted(positions, t, side="left"))
-        if after < len(positions) and np.isclose(positions[after], t):
-            before = after
-        else:
-            before = max(after - 1, 0)
-            after = min(after, len(positions) - 1)
-        span = positions[after] - positions[before]
-        fraction = 0.0 if span == 0 else (t - positions[before]) / span
-        nearest = after if fraction >= 0.5 else before
-        other = before if nearest == after else after
+    for owner, position in zip(owners, positions):
+        # Interpolation runs between the middles of consecutive keyframes' spans.
+        middle = (owner + 0.5) / count
+        other = owner - 1 if position < middle else owner + 1
         regions = []
-        for key, entity in tracks[nearest].items():
+        for key, entity in tracks[owner].items():
             box = entity.box
-            partner = tracks[other].get(key)
-            if partner is not None and other != nearest:
-                start = np.array(tracks[before][key].box)
-                end = np.array(tracks[after][key].box)
-                box = tuple(float(v) for v in start + fraction * (end - start))
+            partner = tracks[other].get(key) if boxes == "interpolate" and 0 <= other < count else None
+            if partner is not None:
+                before, after = (partner, entity) if other < owner else (entity, partner)
+                start = (min(owner, other) + 0.5) / count
+                fraction = (position - start) * count  # the middles are 1 / count apart
+                box = tuple(float(v) for v in np.array(before.box) + fraction * (np.array(after.box) - np.array(before.box)))
             regions.append(ScheduledRegion(entity.name, entity.description, box, entity.character_id, entity.motion))
         schedule.append(regions)
     return schedule
@@ -126,10 +158,14 @@ class RegionPlan:
         return self.masks.reshape(self.num_prompts, -1)
 
 
-def build_region_plan(scene: Scene, grid: tuple[int, int, int]) -> RegionPlan:
-    """Prompts and token masks for a scene on a (frames, rows, cols) token grid (13 x 30 x 45 for 2B at 480x720)."""
+def build_region_plan(scene: Scene, grid: tuple[int, int, int], pixel_frames: int | None = None,
+                      boxes: BoxMotion = "hold") -> RegionPlan:
+    """Prompts and token masks for a scene on a (frames, rows, cols) token grid (13 x 30 x 45 for 2B at 480x720).
+
+    `pixel_frames` (the video's frame count; None: 4 * (frames - 1) + 1) and `boxes` as in `schedule_boxes`.
+    """
     frames, rows, cols = grid
-    schedule = schedule_boxes(scene, frames)
+    schedule = schedule_boxes(scene, frames, pixel_frames, boxes)
     prompts = [scene.background]
     index: dict[str, int] = {}
     names: list[list[str]] = [[]]

@@ -205,6 +205,9 @@ class VideoSettings(Model):
     vae_temporal: int = 4
     patch_size: int = 2
     patch_size_t: int = 1
+    # Boxes within a keyframe's second (dreamrunner.regions): "hold" them (the released code) or "interpolate"
+    # between keyframes (the paper's wording).
+    keyframe_boxes: Literal["hold", "interpolate"] = "hold"
 
     @model_validator(mode="after")
     def _check_geometry(self) -> VideoSettings:
@@ -235,13 +238,46 @@ class VideoSettings(Model):
         return frames, self.height // step, self.width // step
 
 
+# Sampler presets (scheduler, guidance, steps). "paper": the authors' released story run (inference.sh: CogVideoX's
+# DPM scheduler, CogVideoXDPMScheduler in diffusers, guidance 9.0, 50 steps), the default for stories.
+# "cogvideox": diffusers' CogVideoX defaults (DDIM, guidance 6.0), what DreamRunner used before.
+SAMPLER_PRESETS = {
+    "paper": {"scheduler": "dpm", "guidance_scale": 9.0, "steps": 50},
+    "cogvideox": {"scheduler": "ddim", "guidance_scale": 6.0, "steps": 50},
+}
+
+
 class RenderSettings(Model):
     backend: str = "tiny"
-    steps: int = Field(default=50, ge=1)
-    guidance_scale: float = Field(default=6.0, ge=0.0)
+    scheduler: Literal["dpm", "ddim"] = SAMPLER_PRESETS["paper"]["scheduler"]
+    steps: int = Field(default=SAMPLER_PRESETS["paper"]["steps"], ge=1)
+    guidance_scale: float = Field(default=SAMPLER_PRESETS["paper"]["guidance_scale"], ge=0.0)
     negative_prompt: str = ""
     seed: int = 42
     variants: int = Field(default=1, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _saved_before_presets(cls, data):
+        """Settings saved before the scheduler was a setting (every field of then, no `scheduler`) rendered
+        with DDIM: those still holding that era's defaults (50 steps, guidance 6.0) move to the paper preset;
+        other values were chosen by hand for DDIM, and keep it."""
+        saved = {"backend", "steps", "guidance_scale", "negative_prompt", "seed", "variants"}
+        if isinstance(data, dict) and "scheduler" not in data and saved <= set(data):
+            chosen = (data["steps"], data["guidance_scale"]) != (50, 6.0)
+            data = {**data, **({"scheduler": "ddim"} if chosen else SAMPLER_PRESETS["paper"])}
+        return data
+
+    def with_preset(self, name: str) -> RenderSettings:
+        """These settings with a preset's scheduler, guidance and steps."""
+        if name not in SAMPLER_PRESETS:
+            raise ValueError(f"unknown sampler preset {name!r}; choose one of {sorted(SAMPLER_PRESETS)}")
+        return self.model_copy(update=SAMPLER_PRESETS[name])
+
+
+# Steps per prior kind in the authors' released story run: motion checkpoints at 120, 300 and 360 steps, subject
+# checkpoints at 160 (docs/priors.md, "How many steps").
+DEFAULT_PRIOR_STEPS = {"motion": 300, "subject": 160}
 
 
 class PriorSettings(Model):
@@ -251,7 +287,9 @@ class PriorSettings(Model):
     learning_rate: float = Field(default=5e-4, gt=0)
     weight_decay: float = Field(default=1e-4, ge=0)
     batch_size: int = Field(default=1, ge=1)
-    max_steps: int = Field(default=500, ge=1)
+    # None: the kind's default (DEFAULT_PRIOR_STEPS); a number applies to both kinds.
+    max_steps: int | None = Field(default=None, ge=1)
+    lora_dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
     checkpoint_every: int = Field(default=100, ge=1)
     seed: int = 0
     # Motion priors may train below the model's resolution, e.g. (240, 352): about 4x fewer video tokens.
@@ -259,12 +297,27 @@ class PriorSettings(Model):
     # Memory/speed trade-off (dreamrunner.priors.memory, .speed; measured in docs/benchmarks.md); none changes
     # the objective. Checkpointing: which blocks recompute their activations; LoRA matmuls in the backbone's
     # dtype with fp32 master weights; torch.compile of each transformer block ("gpu": on CUDA only). The
-    # defaults, the fastest measured with a margin under 24 GB at 2B size, 480x720, on an H100: 0.99 s/step at
-    # 19.8 GB (motion), 0.98 s at 19.0 GB (subject). A larger model or resolution needs fewer un-checkpointed blocks.
+    # defaults keep a margin under 24 GB at 2B size, 480x720 (H200, issue 16's run 2): 1.87 s per dual-path
+    # step at 21.7 GB (motion), 0.95 s at 19.4 GB (subject); 13 un-checkpointed blocks peaked at 24.05 GB with
+    # LoRA dropout on. A larger model or resolution needs fewer un-checkpointed blocks.
     gradient_checkpointing: Literal["off", "full", "selective"] = "selective"
-    uncheckpointed_blocks: int = Field(default=13, ge=0)
+    uncheckpointed_blocks: int = Field(default=11, ge=0)
     lora_compute: Literal["float32", "backbone"] = "backbone"
     compile_blocks: Literal["off", "gpu", "always"] = "gpu"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _saved_before_kind_steps(cls, data):
+        """Settings saved before per-kind step counts (the fields of then, no `lora_dropout`) that still hold
+        that era's default of 500 steps move to the per-kind defaults; a count chosen by hand stays."""
+        saved = {"rank", "learning_rate", "weight_decay", "batch_size", "max_steps", "checkpoint_every", "seed"}
+        if isinstance(data, dict) and "lora_dropout" not in data and saved <= set(data) and data["max_steps"] == 500:
+            data = {**data, "max_steps": None}
+        return data
+
+    def steps_for(self, kind: str) -> int:
+        """Training steps of a prior of this kind ("subject" or "motion")."""
+        return self.max_steps if self.max_steps is not None else DEFAULT_PRIOR_STEPS[kind]
 
     @field_validator("motion_resolution")
     @classmethod

@@ -272,3 +272,36 @@ def sample_frames(path: str | os.PathLike, start: float = 0.0, end: float | None
     if not frames:
         raise VideoFileError(f"{Path(path).name}: no frames between {start:.2f} s and {end} s")
     return np.array(times), frames
+
+
+def read_frames_at(path: str | os.PathLike, times: Sequence[float], *, max_side: int | None = None,
+                   cover: tuple[int, int] | None = None) -> np.ndarray:
+    """The frame on screen at each of `times` (seconds from the clip's first frame), as shown (rotation
+    applied), uint8 [len(times), H, W, 3] RGB; scaling as in `read_video`.
+
+    A frame is on screen from its timestamp until the next one's (a millisecond of timestamp rounding
+    allowed); past the clip's end its last frame holds. Decoding stops after the last time asked for, and only
+    the frames picked are converted. Raises VideoFileError (missing, unreadable, no frames) or
+    NoVideoStreamError.
+    """
+    order = sorted(range(len(times)), key=lambda i: times[i])
+    picked: dict[int, np.ndarray] = {}
+    position, first, previous, image = 0, None, None, None
+    with _open(path) as (container, stream):
+        for frame in _decode(container, stream, path):
+            time = frame.time if frame.time is not None else (previous.time if previous is not None else 0.0)
+            first = time if first is None else first
+            # Every time before this frame's shows the previous frame.
+            while position < len(order) and previous is not None and times[order[position]] + 1e-3 < time - first:
+                image = image if image is not None else _upright(previous, max_side, cover)
+                picked[order[position]] = image
+                position += 1
+            if position == len(order):
+                break
+            previous, image = frame, None
+        if previous is None:
+            raise VideoFileError(f"{Path(path).name} has no frames")
+        if position < len(order):
+            image = _upright(previous, max_side, cover)
+            picked.update((i, image) for i in order[position:])
+    return np.stack([picked[i] for i in range(len(times))])

@@ -39,7 +39,7 @@ def three_scene_story(video: VideoSettings = TINY_VIDEO, steps: int = 2) -> Stor
 
 
 def write_subject_lora(path, seed: int = 0, rank: int = 4) -> None:
-    """A subject prior in the diffusers CogVideoX LoRA layout (even blocks), written the way training does:
+    """A subject prior in the diffusers CogVideoX LoRA layout (odd blocks), written the way training does:
     peft LoRA on a tiny transformer, saved with `CogVideoXPipeline.save_lora_weights`."""
     import torch
     from diffusers import CogVideoXPipeline
@@ -49,7 +49,7 @@ def write_subject_lora(path, seed: int = 0, rank: int = 4) -> None:
 
     transformer = build_tiny("2b").transformer
     config = LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=False,
-                        target_modules=r".*transformer_blocks\.(0|2)\.attn1\.to_(q|k|v)")
+                        target_modules=r".*transformer_blocks\.(1|3)\.attn1\.to_(q|k|v)")
     torch.manual_seed(seed)
     transformer.add_adapter(config)
     state = get_peft_model_state_dict(transformer)

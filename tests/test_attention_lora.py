@@ -11,6 +11,7 @@ from peft.utils import get_peft_model_state_dict
 
 from dreamrunner.attention import GatedLoRA, LoRAFileError, LoRAWeights, RegionLayout, RegionLayoutError, SR3AIController
 from dreamrunner.attention import bound_prompts
+from dreamrunner.attention.lora import prior_blocks
 from dreamrunner.backends.tiny import build_tiny
 from dreamrunner.regions import build_region_plan
 from dreamrunner.story import Scene
@@ -21,8 +22,7 @@ MODULES = ["attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "ff.net.0
 def write_prior(tmp_path, name, kind, seed, rank=4, alpha=8, blocks=None):
     """A LoRA file exactly as training writes it: peft adapter -> CogVideoXPipeline.save_lora_weights."""
     transformer = build_tiny("2b").transformer
-    parity = 0 if kind == "subject" else 1
-    blocks = blocks if blocks is not None else range(parity, len(transformer.transformer_blocks), 2)
+    blocks = blocks if blocks is not None else prior_blocks(kind, len(transformer.transformer_blocks))
     config = LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights=False,
                         target_modules=[f"transformer_blocks.{i}.{m}" for i in blocks for m in MODULES])
     torch.manual_seed(seed)
@@ -61,17 +61,37 @@ def capture(module):
 def test_loading_reads_rank_alpha_kind_and_checks_block_parity(tmp_path):
     path, _ = write_prior(tmp_path, "cat", "subject", seed=1, rank=4, alpha=8)
     weights = LoRAWeights.load(path)  # kind from the JSON card
-    assert weights.kind == "subject" and weights.blocks == {0, 2}
-    a, b, scaling = weights.modules["transformer_blocks.0.attn1.to_q"]
+    assert weights.kind == "subject" and weights.blocks == {1, 3}
+    a, b, scaling = weights.modules["transformer_blocks.1.attn1.to_q"]
     assert a.shape[0] == 4 and b.shape[1] == 4 and scaling == 2.0
-    with pytest.raises(LoRAFileError, match="must only touch odd blocks"):
+    with pytest.raises(LoRAFileError, match="a motion prior lives on the even transformer blocks"):
         LoRAWeights.load(path, kind="motion")
-    bad, _ = write_prior(tmp_path, "bad", "subject", seed=2, blocks=[1])
-    with pytest.raises(LoRAFileError, match="must only touch even blocks"):
+    bad, _ = write_prior(tmp_path, "bad", "subject", seed=2, blocks=[1, 2])
+    with pytest.raises(LoRAFileError, match="must only touch odd blocks"):
         LoRAWeights.load(bad)
     (tmp_path / "junk.safetensors").write_bytes(b"not a file")
     with pytest.raises(LoRAFileError, match="not a readable safetensors"):
         LoRAWeights.load(tmp_path / "junk.safetensors", kind="subject")
+
+
+@pytest.mark.parametrize("kind, old_blocks", [("subject", [0, 2]), ("motion", [1, 3])])
+def test_priors_trained_with_the_old_block_placement_are_refused_with_a_retrain_message(tmp_path, kind, old_blocks):
+    """Before issue 16 subject priors lived on even and motion priors on odd blocks; such files carry no parity
+    record, and their keys show the old placement: they are refused, saying to train again."""
+    old, _ = write_prior(tmp_path, "old", kind, seed=1, blocks=old_blocks)
+    with pytest.raises(LoRAFileError, match=rf"train the {kind} prior again") as error:
+        LoRAWeights.load(old)
+    assert "earlier DreamRunner" in str(error.value)
+    # A file without the record whose keys show today's placement is judged safely by its keys: it loads.
+    assert LoRAWeights.load(write_prior(tmp_path, "new", kind, seed=1)[0]).blocks == set(prior_blocks(kind, 4))
+    # A file that records the old parity is refused by its record.
+    from safetensors.torch import load_file, save_file
+
+    relabelled = tmp_path / "relabelled.safetensors"
+    save_file(load_file(str(tmp_path / "new.safetensors")), str(relabelled),
+              metadata={"dreamrunner_block_parity": "odd" if kind == "motion" else "even"})
+    with pytest.raises(LoRAFileError, match="as the file records"):
+        LoRAWeights.load(relabelled, kind)
 
 
 @torch.no_grad()
@@ -82,7 +102,7 @@ def test_gated_lora_is_base_outside_its_mask_and_the_ungated_peft_lora_inside(tm
     with SR3AIController(tr) as controller:
         controller.set_regions(layout)
         controller.set_loras([GatedLoRA(weights, prompts=(1, 2))])  # union of two overlapping regions
-        name = "transformer_blocks.2.ff.net.0.proj"
+        name = "transformer_blocks.3.ff.net.0.proj"
         seen, handle = capture(tr.get_submodule(name))
         tr(**kwargs)
         handle.remove()
@@ -121,16 +141,16 @@ def test_several_loras_with_scales_and_parity(tmp_path):
         controller.set_regions(layout)
         controller.set_loras(loras)
         active = controller.lora_modules()
-        name = "transformer_blocks.0.attn1.to_v"
+        name = "transformer_blocks.1.attn1.to_v"
         seen, handle = capture(tr.get_submodule(name))
         tr(**kwargs)
         handle.remove()
         masks = {p: controller.layout.token_mask((p,))[:, None] for p in (1, 2)}
-    # subject priors only on even blocks, the motion prior only on odd blocks, each on all six linears
+    # subject priors only on odd blocks, the motion prior only on even blocks, each on all six linears
     assert len(active) == 4 * len(MODULES)
     for module, names in active.items():
         block = int(module.split(".")[1])
-        assert names == (("cat", "dog") if block % 2 == 0 else ("run",)), module
+        assert names == (("cat", "dog") if block % 2 == 1 else ("run",)), module
     x, linear = seen["x"], tr.get_submodule(name)
     base = torch.nn.functional.linear(x, linear.weight, linear.bias)
     cat_delta = cat_model.get_submodule(name)(x) - base
@@ -159,8 +179,8 @@ def test_a_lora_that_does_not_fit_is_refused_and_the_active_ones_stay(tmp_path):
     cat_path, _ = write_prior(tmp_path, "cat", "subject", seed=1)
     tr, layout, _ = setup(tmp_path)
     cat = LoRAWeights.load(cat_path)
-    a, b, scaling = cat.modules["transformer_blocks.0.attn1.to_q"]
-    wrong = LoRAWeights("subject", {"transformer_blocks.0.attn1.to_q": (a[:, :-1], b, scaling)}, name="wrong")
+    a, b, scaling = cat.modules["transformer_blocks.1.attn1.to_q"]
+    wrong = LoRAWeights("subject", {"transformer_blocks.1.attn1.to_q": (a[:, :-1], b, scaling)}, name="wrong")
     with SR3AIController(tr) as controller:
         controller.set_regions(layout)
         controller.set_loras([GatedLoRA(cat, (1,))])

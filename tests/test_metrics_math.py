@@ -190,8 +190,8 @@ def test_scene_events_follow_the_keyframes_and_merge_repeats():
     events = scene_events(scene)
     assert [e.text for e in events] == ["a girl walking in the park", "a girl waving in the park",
                                         "a girl sitting in the park"]
-    # Keyframe k sits at k/5 and owns the frames nearest to it (the region schedule's rule).
-    assert [x for e in events for x in (e.start, e.end)] == pytest.approx([0.0, 0.5, 0.5, 0.9, 0.9, 1.0])
+    # Keyframe k owns the k-th sixth of the video (the region schedule's rule: one second each at 6 s).
+    assert [x for e in events for x in (e.start, e.end)] == pytest.approx([0.0, 0.5, 0.5, 5 / 6, 5 / 6, 1.0])
     assert keyframe_text(scene, 0) == "a girl walking in the park"
 
 

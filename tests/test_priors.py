@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -30,16 +31,6 @@ F, H, W = TINY_VIDEO["num_frames"], TINY_VIDEO["height"], TINY_VIDEO["width"]
 def write_image(path, seed=0, size=(80, 120)):
     rng = np.random.default_rng(seed)
     Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(path)
-    return path
-
-
-def write_clip(path, frames=12, speed=5):
-    import imageio.v3 as iio
-
-    video = np.zeros((frames, 64, 96, 3), np.uint8)
-    for i in range(frames):
-        video[i, 20:40, speed * i:speed * i + 20] = (255, 128, 0)
-    iio.imwrite(path, video, plugin="pyav", codec="libx264", fps=8)
     return path
 
 
@@ -99,17 +90,52 @@ def test_static_clip_repeats_the_image_in_range(tmp_path):
     assert torch.equal(clip[0], clip[-1])
 
 
-def test_video_clip_samples_frames_over_the_whole_clip(tmp_path):
-    clip = load_video_clip(write_clip(tmp_path / "run.mp4", frames=12), F, H, W)
-    assert clip.shape == (F, 3, H, W) and -1.0 <= clip.min() and clip.max() <= 1.0
-    # The orange square moves right: its mean column grows from the first to the last sampled frame.
-    columns = torch.arange(W, dtype=torch.float32)
+def write_counting_clip(path, frames: int, fps: int):
+    """A clip whose frame i is one flat colour that encodes i (red: i % 16, green: i // 16, steps of 16)."""
+    import imageio.v3 as iio
 
-    def square_column(frame):
-        weight = (frame[0] > 0.5).float().sum(0)
-        return float((weight * columns).sum() / weight.sum())
+    video = np.zeros((frames, 32, 48, 3), np.uint8)
+    for i in range(frames):
+        video[i, ..., 0], video[i, ..., 1] = (i % 16) * 16 + 8, (i // 16) * 16 + 8
+    iio.imwrite(path, video, plugin="pyav", codec="libx264", fps=fps)
+    return path
 
-    assert square_column(clip[-1]) > square_column(clip[0]) + 20
+
+def frame_numbers(clip: torch.Tensor) -> list[int]:
+    rgb = (clip.mean(dim=(2, 3)) + 1) * 127.5  # [F, 3]
+    return [int(round((float(r) - 8) / 16)) + 16 * int(round((float(g) - 8) / 16)) for r, g, _ in rgb]
+
+
+def released_frame_numbers(total: int, native_fps: float, n_sample_frames: int = 48, duration: float = 6) -> list[int]:
+    """The released code's rule, from the issue: the first 6 s, 48 frames evenly over them; a clip with fewer
+    frames than that gives all of them, padded by repeating the last."""
+    if total / native_fps > duration:
+        total = min(total, int(duration * native_fps))
+    if total < n_sample_frames:
+        return list(range(total)) + [total - 1] * (n_sample_frames - total)
+    return np.linspace(0, total - 1, n_sample_frames, dtype=int).tolist()
+
+
+@pytest.mark.parametrize("frames", [20, 48, 160])
+def test_motion_clips_are_sampled_at_the_model_frame_rate_as_the_released_code(tmp_path, frames):
+    """8 fps clips of 2.5 s, 6 s and 20 s: the first 49 frames at 8 fps, the last one held past a short clip's
+    end. The released code's 48 frames are our first 48; its 49th would be 6 s in, which we take too."""
+    path = write_counting_clip(tmp_path / "count.mp4", frames, fps=8)
+    ours = frame_numbers(load_video_clip(path, 49, 32, 48, fps=8))
+    assert ours[:48] == released_frame_numbers(frames, 8)
+    assert ours == [min(k, frames - 1) for k in range(49)]  # one source frame per model frame: never stretched
+
+
+def test_a_faster_source_is_resampled_in_time_not_stretched(tmp_path):
+    """A 24 fps clip of 10 s: the frame shown at k / 8 s is source frame 3k. The released code spreads 48 frames
+    over frames 0-143 (np.linspace, rounded down): the same times to within 2 source frames (1/12 s)."""
+    path = write_counting_clip(tmp_path / "fast.mp4", 240, fps=24)
+    ours = frame_numbers(load_video_clip(path, 49, 32, 48, fps=8))
+    assert ours == [3 * k for k in range(49)]
+    assert max(abs(a - b) for a, b in zip(ours, released_frame_numbers(240, 24))) <= 2
+    # A 3 s clip at 24 fps: the released code would spread 48 frames over 3 s (half speed); we hold instead.
+    short = frame_numbers(load_video_clip(write_counting_clip(tmp_path / "short.mp4", 72, fps=24), 49, 32, 48, fps=8))
+    assert short == [min(3 * k, 71) for k in range(49)]
 
 
 def test_subject_caption_uses_the_rare_token():
@@ -117,7 +143,8 @@ def test_subject_caption_uses_the_rare_token():
     assert subject_caption(character) == "[v1] witch, in a purple hat"
 
 
-@pytest.mark.parametrize("loader, name", [(load_static_clip, "broken.png"), (load_video_clip, "broken.mp4")])
+@pytest.mark.parametrize("loader, name", [(load_static_clip, "broken.png"),
+                                          (functools.partial(load_video_clip, fps=8), "broken.mp4")])
 def test_corrupt_media_gives_an_error_naming_the_file(tmp_path, loader, name):
     path = tmp_path / name
     path.write_bytes(b"this is not media at all" * 10)
@@ -134,19 +161,19 @@ def test_encoding_cache_encodes_each_content_once(tmp_path):
     image = write_image(tmp_path / "ref.png")
     clip = TrainingClip(image, "[v1] witch", static=True)
     first = EncodingCache(tmp_path / "cache", components)
-    mean, std = first.latents(clip, F, H, W)
+    mean, std = first.latents(clip, F, H, W, 8)
     text = first.text("[v1] witch")
     assert mean.shape == (3, 4, H // 8, W // 8) and std.shape == mean.shape and (std > 0).all()
     assert text.shape == (components.max_text_tokens, components.transformer.config.text_embed_dim)
     assert first.encoded == {"latents": 1, "text": 1}
 
     again = EncodingCache(tmp_path / "cache", components)  # a new job over the same folder
-    mean2, _ = again.latents(clip, F, H, W)
+    mean2, _ = again.latents(clip, F, H, W, 8)
     assert torch.equal(mean, mean2) and torch.equal(text, again.text("[v1] witch"))
     assert again.encoded == {"latents": 0, "text": 0}
 
     write_image(image, seed=1)  # new content under the same name is encoded anew
-    again.latents(clip, F, H, W)
+    again.latents(clip, F, H, W, 8)
     assert again.encoded["latents"] == 1
 
     other_model = EncodingCache(tmp_path / "cache", build_tiny(seed=1))
@@ -155,9 +182,30 @@ def test_encoding_cache_encodes_each_content_once(tmp_path):
 
 # Layout and settings ----------------------------------------------------------------------------------
 
-def test_prior_blocks_split_even_and_odd():
-    assert prior_blocks("subject", 30) == list(range(0, 30, 2))
-    assert prior_blocks("motion", 30) == list(range(1, 30, 2))
+def released_blocks(condition: str, num_layers: int) -> list[int]:
+    """The released code's rule, from the issue: it counts blocks from 1 and keeps the odd ones for its
+    temporal (motion) LoRAs ("only_odd_blocks"), the even ones for its spatial (subject) LoRAs."""
+    kept = []
+    for count, index in enumerate(range(num_layers), start=1):
+        if (count % 2 == 1) == (condition == "only_odd_blocks"):
+            kept.append(index)
+    return kept
+
+
+@pytest.mark.parametrize("num_layers", [4, 30, 42])  # tiny, CogVideoX-2B, CogVideoX-5B
+def test_prior_blocks_are_the_released_codes(num_layers):
+    assert prior_blocks("motion", num_layers) == released_blocks("only_odd_blocks", num_layers)
+    assert prior_blocks("subject", num_layers) == released_blocks("only_even_blocks", num_layers)
+    assert prior_blocks("motion", num_layers)[0] == 0 and prior_blocks("subject", num_layers)[0] == 1
+
+
+def test_step_counts_default_per_kind_and_old_defaults_move_to_them():
+    assert PriorSettings().steps_for("motion") == 300 and PriorSettings().steps_for("subject") == 160
+    assert PriorSettings(max_steps=40).steps_for("motion") == 40
+    saved = {"rank": 32, "learning_rate": 5e-4, "weight_decay": 1e-4, "batch_size": 1, "max_steps": 500,
+             "checkpoint_every": 100, "seed": 0}  # a project saved before issue 16, defaults untouched
+    assert PriorSettings.model_validate(saved).max_steps is None
+    assert PriorSettings.model_validate({**saved, "max_steps": 200}).max_steps == 200
 
 
 def test_motion_resolution_must_fit_the_patch_grid():

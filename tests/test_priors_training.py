@@ -23,12 +23,12 @@ from dreamrunner.priors import (
     TrainingClip,
     train_prior,
 )
-from dreamrunner.priors.lora import tuner_layers
+from dreamrunner.priors.lora import adapter_parameters, tuner_layers
 from dreamrunner.project import Project
 from dreamrunner.story import Character, ClipRef, KeyFrame, PriorSettings, Scene, Story
 from media_files import audio_only_mp4
 
-F, H, W = TINY_VIDEO["num_frames"], TINY_VIDEO["height"], TINY_VIDEO["width"]
+F, H, W, FPS = TINY_VIDEO["num_frames"], TINY_VIDEO["height"], TINY_VIDEO["width"], TINY_VIDEO["fps"]
 FAST = dict(rank=4, learning_rate=5e-3, gradient_checkpointing="off")
 
 
@@ -55,7 +55,7 @@ def components():
 
 def example(components, tmp_path, clip: TrainingClip, sample_latents: bool = True) -> Example:
     cache = EncodingCache(tmp_path / "cache", components)
-    mean, std = cache.latents(clip, F, H, W)
+    mean, std = cache.latents(clip, F, H, W, FPS)
     # The random tiny VAE's posterior std (about 1.2) dwarfs its mean (about 0.3), unlike a trained VAE's:
     # overfitting tests learn the posterior mean so that there is a clip to overfit.
     return Example(mean, std if sample_latents else torch.zeros_like(std), cache.text(clip.caption))
@@ -87,7 +87,7 @@ def test_subject_prior_overfits_one_clip_and_leaves_the_backbone_untouched(compo
         result = trainer.train()
         after = fixed_loss(trainer)
         lora_weights = [p for n, p in components.transformer.named_parameters() if "lora_B" in n]
-        assert lora_weights and all(int(n.split(".")[1]) % 2 == 0
+        assert lora_weights and all(int(n.split(".")[1]) % 2 == 1  # subject priors: 0-based odd blocks
                                     for n, _ in components.transformer.named_parameters() if "lora_" in n)
         assert any(p.abs().sum() > 0 for p in lora_weights)  # B starts at zero: it learned something
     finally:
@@ -99,7 +99,7 @@ def test_subject_prior_overfits_one_clip_and_leaves_the_backbone_untouched(compo
         assert torch.equal(value, backbone[key]), key
 
 
-def test_motion_prior_learns_one_clip_and_keeps_only_the_odd_blocks(components, tmp_path):
+def test_motion_prior_learns_one_clip_and_keeps_only_the_even_blocks(components, tmp_path):
     backbone = {k: v.clone() for k, v in components.transformer.state_dict().items()}
     clips = (TrainingClip(write_clip(tmp_path / "a.mp4"), "a fox running", static=False),
              TrainingClip(write_clip(tmp_path / "b.mp4", speed=3), "a dog running", static=False))
@@ -117,15 +117,100 @@ def test_motion_prior_learns_one_clip_and_keeps_only_the_odd_blocks(components, 
 
     outcome = train_prior(components, PriorRequest("motion", "running", clips, settings.model_copy(update={"max_steps": 3})),
                           tmp_path / "priors")
-    assert lora_blocks(outcome.path) == {1, 3}  # tiny model: 4 blocks; temporal LoRA only, no appearance LoRA
+    assert lora_blocks(outcome.path) == {0, 2}  # tiny model: 4 blocks; temporal LoRA only, no appearance LoRA
     with safe_open(str(outcome.path), "pt") as handle:
         modules = {key.split(".", 3)[3].rsplit(".lora_", 1)[0] for key in handle.keys()}
     assert modules == {"attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "ff.net.0.proj", "ff.net.2"}
     card = json.loads(outcome.path.with_suffix(".json").read_text())
-    assert card["kind"] == "motion" and card["blocks"] == [1, 3] and card["is_noise"] is True
+    assert card["kind"] == "motion" and card["blocks"] == [0, 2] and card["is_noise"] is True
+    assert card["block_parity"] == "even" and card["fps"] == FPS
     assert [s["caption"] for s in card["sources"]] == ["a fox running", "a dog running"]
     for key, value in components.transformer.state_dict().items():
         assert torch.equal(value, backbone[key]), key
+
+
+def test_motion_steps_follow_the_released_dual_path_schedule(components, tmp_path):
+    """The released code's rule, from the issue: every step updates the temporal LoRA; 80% of steps also update
+    the clip's appearance LoRA, each with its own optimizer; in the other 20% the appearance LoRA is off in the
+    temporal pass. Both passes of a step see the appearance LoRA before that step's update (the released code
+    computes both losses before either update). Recorded from every forward pass of a real training run."""
+    clips = [TrainingClip(write_clip(tmp_path / f"{n}.mp4", speed=n + 2), "a fox running", static=False)
+             for n in range(2)]
+    steps = 25
+    trainer = MotionTrainer(components.transformer, components.scheduler,
+                            [example(components, tmp_path, clip) for clip in clips],
+                            PriorSettings(max_steps=steps, **FAST), tmp_path / "work")
+    layer = tuner_layers(components.transformer)[0]
+    passes = []
+
+    def record(module, args, kwargs):
+        trainable = sorted({n.split(".lora_")[1].split(".")[1] for n, p in module.named_parameters()
+                            if p.requires_grad and "lora_" in n})
+        appearance = {name: float(sum(p.detach().double().sum() for p in adapter_parameters(module, name)))
+                      for name in trainer.adapters if name != "temporal"}
+        passes.append((sorted(layer.active_adapters), trainable, appearance))
+
+    hook = components.transformer.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        assert set(trainer.optimizers) == {"temporal", "appearance_0", "appearance_1"}
+        for name, optimizer in trainer.optimizers.items():  # separate optimizers, each over its own adapter
+            assert {id(p) for group in optimizer.param_groups for p in group["params"]} == \
+                {id(p) for p in adapter_parameters(components.transformer, name)}
+        trainer.train()
+        updates = {name: int(optimizer.state_dict()["state"][0]["step"]) if optimizer.state_dict()["state"] else 0
+                   for name, optimizer in trainer.optimizers.items()}
+    finally:
+        hook.remove()
+        trainer.close()
+    spatial_steps, i = {"appearance_0": 0, "appearance_1": 0}, 0
+    for _ in range(steps):
+        active, trainable, weights = passes[i]
+        assert trainable == ["temporal"] and "temporal" in active, passes[i]
+        i += 1
+        if len(active) == 2:  # the clip's appearance LoRA on (frozen): this step updates it afterwards
+            appearance = next(name for name in active if name != "temporal")
+            assert passes[i][:2] == ([appearance], [appearance])
+            assert passes[i][2][appearance] == weights[appearance]  # not updated between the two passes
+            spatial_steps[appearance] += 1
+            i += 1
+        else:
+            assert active == ["temporal"]  # appearance off in the temporal pass of a step without spatial update
+    assert i == len(passes)
+    assert updates == {"temporal": steps, **spatial_steps}
+    spatial = sum(spatial_steps.values())
+    assert trainer.spatial_updates == spatial and 14 <= spatial <= 25  # 0.8 of 25 steps, within 3 sd
+
+
+def test_lora_init_and_dropout_are_the_released_codes(components, tmp_path):
+    """The released code's LoRA: down ~ N(0, 1/r^2), up = 0, scale 1, and dropout(up(down(x))) with p = 0.1
+    while training; no dropout in eval mode."""
+    clip = TrainingClip(write_image(tmp_path / "ref.png"), "[v1] witch", static=True)
+    rank = 8
+    trainer = SubjectTrainer(components.transformer, components.scheduler, [example(components, tmp_path, clip)],
+                             PriorSettings(**{**FAST, "rank": rank}), tmp_path / "work")
+    try:
+        down = torch.cat([p.flatten() for n, p in components.transformer.named_parameters() if "lora_A" in n])
+        up = [p for n, p in components.transformer.named_parameters() if "lora_B" in n]
+        assert down.std().item() == pytest.approx(1 / rank, rel=0.05) and abs(down.mean().item()) < 0.01
+        assert all(not p.any() for p in up)
+        layer = next(layer for layer in tuner_layers(components.transformer) if "subject" in layer.lora_B)
+        with torch.no_grad():
+            layer.lora_B["subject"].weight.normal_()
+        x = torch.randn(4, 64, layer.in_features, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            base = layer.base_layer(x)
+            delta = layer.lora_B["subject"](layer.lora_A["subject"](x)) * layer.scaling["subject"]
+            assert layer.scaling["subject"] == 1.0
+            components.transformer.train()
+            dropped = layer(x) - base
+            components.transformer.eval()
+            kept = layer(x) - base
+        torch.testing.assert_close(kept, delta)
+        zero = dropped == 0
+        assert 0.08 < zero.float().mean().item() < 0.12  # p = 0.1 of the LoRA output's elements
+        torch.testing.assert_close(dropped[~zero], delta[~zero] / 0.9)
+    finally:
+        trainer.close()
 
 
 @pytest.mark.parametrize("mode, plain", [("full", 0), ("selective", 0), ("selective", 2)])
@@ -172,8 +257,8 @@ def test_lora_compute_in_the_backbone_dtype_takes_the_same_step(tmp_path):
             losses = trainer.train().losses
             update = torch.cat([p.detach().flatten() for p in lora_weights]) - initial
             weights = {n: p.detach().clone() for n, p in components.transformer.named_parameters() if "lora_" in n}
-            optimizer_dtypes = {v.dtype for state in trainer.optimizer.state.values() for v in state.values()
-                                if v.dim() > 0}
+            optimizer_dtypes = {v.dtype for optimizer in trainer.optimizers.values()
+                                for state in optimizer.state.values() for v in state.values() if v.dim() > 0}
             return losses, weights, optimizer_dtypes, set(lora_input_dtypes), update
         finally:
             for hook in hooks:
@@ -223,10 +308,11 @@ def test_saved_subject_prior_loads_in_a_stock_diffusers_pipeline(components, tmp
     clip = TrainingClip(write_image(tmp_path / "ref.png"), "[v1] witch", static=True)
     outcome = train_prior(components, PriorRequest("subject", "witch", (clip,), PriorSettings(max_steps=3, **FAST)),
                           tmp_path / "priors")
-    assert lora_blocks(outcome.path) == {0, 2}
+    assert lora_blocks(outcome.path) == {1, 3}
     with safe_open(str(outcome.path), "pt") as handle:
         saved = {key: handle.get_tensor(key) for key in handle.keys()}
         assert json.loads(handle.metadata()["lora_adapter_metadata"])["transformer.r"] == 4
+        assert handle.metadata()["dreamrunner_block_parity"] == "odd"
 
     fresh = build_tiny("2b")  # same seed: same backbone, no adapters
     pipe = CogVideoXPipeline(**fresh.pipeline_kwargs())
@@ -255,8 +341,8 @@ def test_saved_priors_load_in_the_sr3ai_region_gated_loader(components, tmp_path
     image = TrainingClip(write_image(tmp_path / "ref.png"), "[v1] witch", static=True)
     clip = TrainingClip(write_clip(tmp_path / "a.mp4"), "a fox running", static=False)
     settings = PriorSettings(max_steps=2, **FAST)
-    for request, blocks in ((PriorRequest("subject", "witch", (image,), settings), {0, 2}),
-                            (PriorRequest("motion", "running", (clip,), settings), {1, 3})):
+    for request, blocks in ((PriorRequest("subject", "witch", (image,), settings), {1, 3}),
+                            (PriorRequest("motion", "running", (clip,), settings), {0, 2})):
         outcome = train_prior(components, request, tmp_path / "priors")
         weights = LoRAWeights.load(outcome.path)  # the kind comes from the JSON card
         assert weights.kind == request.kind and weights.blocks == blocks
@@ -277,7 +363,7 @@ def test_cancel_then_resume_continues_from_the_checkpoint(components, tmp_path):
         trainer = SubjectTrainer(components.transformer, components.scheduler, examples, settings, workdir)
         try:
             result = trainer.train(progress=progress, cancel=cancel)
-            return result, {k: v.clone() for k, v in trainer.optimizer.state_dict()["state"][0].items()}, \
+            return result, {k: v.clone() for k, v in trainer.optimizers["subject"].state_dict()["state"][0].items()}, \
                 lora_state(trainer)
         finally:
             trainer.close()
@@ -293,13 +379,13 @@ def test_cancel_then_resume_continues_from_the_checkpoint(components, tmp_path):
     with pytest.raises(Cancelled):
         run(tmp_path / "cancelled", progress=lambda p: p.step == 3 and token.cancel(), cancel=token)
     saved = torch.load(tmp_path / "cancelled" / "checkpoint.pt", weights_only=True)
-    assert saved["step"] == 3 and len(saved["losses"]) == 3 and saved["optimizer"]["state"][0]["step"] == 3
+    assert saved["step"] == 3 and len(saved["losses"]) == 3 and saved["optimizers"]["subject"]["state"][0]["step"] == 3
 
     trainer = SubjectTrainer(components.transformer, components.scheduler, examples, settings, tmp_path / "cancelled")
     try:  # what a resume restores is exactly the checkpoint's optimizer state
         assert trainer.load_checkpoint()[0] == 3
-        for name, value in saved["optimizer"]["state"][0].items():
-            assert torch.equal(trainer.optimizer.state_dict()["state"][0][name], value)
+        for name, value in saved["optimizers"]["subject"]["state"][0].items():
+            assert torch.equal(trainer.optimizers["subject"].state_dict()["state"][0][name], value)
     finally:
         trainer.close()
     resumed, resumed_optimizer, resumed_lora = run(tmp_path / "cancelled")
@@ -406,4 +492,4 @@ def test_rotary_5b_flavour_trains_too(tmp_path):
     outcome = train_prior(components, PriorRequest("motion", "running", (clip,), PriorSettings(max_steps=2, **FAST)),
                           tmp_path / "priors")
     assert outcome.card["steps"] == 2 and np.isfinite(outcome.card["loss_last"])
-    assert lora_blocks(outcome.path) == {1, 3}
+    assert lora_blocks(outcome.path) == {0, 2}

@@ -1,10 +1,12 @@
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dreamrunner.plan_format import parse_plan
-from dreamrunner.regions import BACKGROUND, box_cells, build_region_plan, keyframe_positions, schedule_boxes
+from dreamrunner.regions import BACKGROUND, box_cells, build_region_plan, frame_keyframes, schedule_boxes
 from dreamrunner.story import Scene, VideoSettings
 
 from published_plans import fixture_plans
@@ -24,39 +26,75 @@ def test_default_geometry_is_cogvideox_2b():
     assert video.token_grid == (13, 30, 45)
 
 
-def test_keyframe_positions_span_the_latent_frames():
-    assert keyframe_positions(6, 13).tolist() == pytest.approx([0, 2.4, 4.8, 7.2, 9.6, 12])
-    assert keyframe_positions(6, 11).tolist() == [0, 2, 4, 6, 8, 10]
+def released_keyframe_of_latent(latent_frames: int) -> list[int]:
+    """The released code's rule, from the issue: latent 0 is the lone first pixel frame (keyframe 0), then
+    each keyframe gets two latent frames."""
+    return [0] + [k for k in range((latent_frames - 1) // 2) for _ in range(2)]
 
 
-@pytest.mark.parametrize("latent_frames", [6, 11, 16, 26])
-def test_schedule_hits_the_keyframe_boxes_exactly_at_keyframe_positions(simple_scene_data, latent_frames):
+def keyframe_of_second(seconds: float, seconds_per_keyframe: float, keyframes: int) -> int:
+    """The paper's rule in seconds: keyframe k owns the k-th second (right-closed); time 0 is keyframe 0."""
+    return 0 if seconds == 0 else min(keyframes - 1, math.ceil(seconds / seconds_per_keyframe - 1e-9) - 1)
+
+
+def test_latent_frames_map_to_keyframes_as_the_released_code():
+    assert released_keyframe_of_latent(13) == [0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+    assert frame_keyframes(6, 13).tolist() == released_keyframe_of_latent(13)
+    video = VideoSettings()  # 49 frames at 8 fps: one second (8 pixel frames) per keyframe
+    assert frame_keyframes(6, video.latent_frames, video.num_frames).tolist() == released_keyframe_of_latent(13)
+    # The same rule in seconds on pixel frames (the animatic) and for other frame counts the VAE takes.
+    for frames, fps in ((49, 8), (25, 8), (97, 16), (9, 8)):
+        duration = (frames - 1) / fps
+        expected = [keyframe_of_second(p / fps, duration / 6, 6) for p in range(frames)]
+        assert frame_keyframes(6, frames, frames).tolist() == expected, (frames, fps)
+        # A latent frame shows the keyframe at the mean time of the pixel frames it packs (4 after the first).
+        latents = (frames - 1) // 4 + 1
+        packed = [[0]] + [list(range(4 * i - 3, 4 * i + 1)) for i in range(1, latents)]
+        expected = [keyframe_of_second(float(np.mean(pixels)) / fps, duration / 6, 6) for pixels in packed]
+        assert frame_keyframes(6, latents, frames).tolist() == expected, (frames, fps)
+    assert frame_keyframes(6, 7, 25).tolist() == [0, 0, 1, 2, 3, 4, 5]  # 3 s: half a second, one latent each
+
+
+def test_boxes_hold_within_a_keyframe_by_default(simple_scene_data):
     scene = Scene.model_validate(simple_scene_data)
-    schedule = schedule_boxes(scene, latent_frames)
-    assert len(schedule) == latent_frames
-    for k, position in enumerate(keyframe_positions(6, latent_frames)):
-        assert position == int(position)
-        boxes = {r.name: r.box for r in schedule[int(position)]}
-        assert boxes == {e.name: e.box for e in scene.keyframes[k].entities}
+    schedule = schedule_boxes(scene, 13)
+    for t, keyframe in enumerate(released_keyframe_of_latent(13)):
+        assert {r.name: r.box for r in schedule[t]} == {e.name: e.box for e in scene.keyframes[keyframe].entities}
+    plan = build_region_plan(scene, (13, 6, 10))
+    witch = plan.prompts.index("A [v1] witch flying")
+    assert np.array_equal(plan.masks[witch, 1], plan.masks[witch, 2])  # both latents of keyframe 0
+    assert not np.array_equal(plan.masks[witch, 2], plan.masks[witch, 3])  # keyframe 1 moved right
 
 
-def test_schedule_interpolates_linearly_between_keyframes(simple_scene_data):
-    scene = Scene.model_validate(simple_scene_data)
-    schedule = schedule_boxes(scene, 11)  # keyframes on even latent frames
-    witch = {r.name: r for r in schedule[3]}["witch"]  # halfway between keyframe indices 1 (x0 0.1) and 2 (x0 0.2)
-    assert witch.box == pytest.approx((0.15, 0.1, 0.45, 0.5))
-    thirteen = schedule_boxes(scene, 13)
-    witch = {r.name: r for r in thirteen[1]}["witch"]  # 1/2.4 of the way from keyframe 1 to 2
-    assert witch.box[0] == pytest.approx(0.1 / 2.4)
+def test_interpolation_is_an_option_between_the_middles_of_keyframe_seconds(simple_scene_data):
+    scene = Scene.model_validate(simple_scene_data)  # the witch's x0 is 0.1 * keyframe
+    frames = 49
+    schedule = schedule_boxes(scene, frames, frames, boxes="interpolate")
+    x0 = [{r.name: r for r in regions}["witch"].box[0] for regions in schedule]
+    # Keyframe k's second is (k, k + 1]; its middle, k + 0.5 s, is pixel frame 8k + 4 at 8 fps.
+    for k in range(6):
+        assert x0[8 * k + 4] == pytest.approx(0.1 * k)
+    assert x0[8] == pytest.approx(0.05) and x0[0] == x0[4] == 0.0 and x0[48] == x0[44] == pytest.approx(0.5)
+    assert np.all(np.diff(x0) >= -1e-12)
+    assert {r.name: r for r in schedule[20]}["owl"].box == (0.7, 0.6, 0.9, 0.9)  # still: the same box
+    latent = schedule_boxes(scene, 13, boxes="interpolate")
+    # Latent frame 3 packs pixel frames 9-12, middle 10.5: 0.1 + (10.5 - 12) / 8 * 0.1 along keyframes 0 -> 1.
+    assert {r.name: r for r in latent[3]}["witch"].box[0] == pytest.approx(0.1 * (10.5 - 4) / 8)
+    with pytest.raises(ValueError, match="hold"):
+        schedule_boxes(scene, 13, boxes="smooth")
 
 
-def test_descriptions_switch_at_the_midpoint_and_absent_entities_hold():
+def test_descriptions_switch_with_the_keyframe_and_absent_entities_hold():
     keyframes = [[("cat", "A cat sleeping", (0.0, 0.0, 0.2, 0.2))]] * 3 + \
                 [[("cat", "A cat waking", (0.4, 0.0, 0.6, 0.2)), ("dog", "A dog", (0.5, 0.5, 0.9, 0.9))]] * 3
-    schedule = schedule_boxes(_scene(keyframes), 11)  # keyframes 3 and 4 sit on latent frames 4 and 6
-    assert [r.description for r in schedule[4]] == ["A cat sleeping"]
-    assert [r.description for r in schedule[5]] == ["A cat waking", "A dog"]  # the tie goes to the later keyframe
-    assert {r.name: r.box for r in schedule[5]} == {"cat": pytest.approx((0.2, 0.0, 0.4, 0.2)), "dog": (0.5, 0.5, 0.9, 0.9)}
+    for boxes in ("hold", "interpolate"):
+        schedule = schedule_boxes(_scene(keyframes), 13, boxes=boxes)  # keyframe 3 starts at latent frame 7
+        assert [r.description for r in schedule[6]] == ["A cat sleeping"]
+        assert [r.description for r in schedule[7]] == ["A cat waking", "A dog"]
+        assert {r.name: r.box for r in schedule[7]}["dog"] == (0.5, 0.5, 0.9, 0.9)
+    # Latent 7 (pixel frames 25-28, middle 26.5) lies before keyframe 3's middle (28): 1.5 / 8 of the way back.
+    cat = {r.name: r.box for r in schedule_boxes(_scene(keyframes), 13, boxes="interpolate")[7]}["cat"]
+    assert cat == pytest.approx((0.4 - 0.4 * 1.5 / 8, 0.0, 0.6 - 0.4 * 1.5 / 8, 0.2))
 
 
 def test_token_sets_match_a_hand_computed_example():

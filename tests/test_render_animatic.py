@@ -3,6 +3,7 @@
 import json
 import logging
 import sys
+import math
 from pathlib import Path
 
 import numpy as np
@@ -30,9 +31,10 @@ def test_boxes_sit_where_the_plan_puts_them():
     assert frames.shape == (17, 240, 320, 3) and frames.dtype == np.uint8
     colors = entity_colors(scene)
     assert colors["cat", 0] != colors["owl", 0]
-    for t in (0, 5, 8, 13, 16):
-        # The fixture moves the cat linearly, so its box on frame t is the same straight line the plan gives.
-        x0 = 0.05 + 0.5 * t / 16
+    for t in (0, 3, 5, 8, 13, 16):
+        # 17 frames at 8 fps last 2 s: keyframe k owns the frames in (k/3, (k+1)/3] s, and the box holds there.
+        keyframe = 0 if t == 0 else math.ceil(t / 8 * 3 - 1e-9) - 1
+        x0 = 0.05 + 0.1 * keyframe
         assert pixel(frames[t], x0 + 0.2, 0.6) == colors["cat", 0], f"frame {t}: cat box centre"
         assert pixel(frames[t], 0.825, 0.2) == colors["owl", 0], f"frame {t}: owl box centre"
         # Just outside the cat's box, on both sides, is background.
@@ -59,7 +61,7 @@ def test_published_plan_boxes_on_keyframe_frames():
     centre has its entity's colour, and the two entities differ."""
     line = (FIXTURES / "3_spatial_relationships.jsonl").read_text().splitlines()[0]
     scene, _ = parse_plan(json.loads(line)[1], "0001")
-    video = VideoSettings(num_frames=41, fps=8, height=144, width=224)  # keyframe k lands on frame 8k
+    video = VideoSettings(num_frames=41, fps=8, height=144, width=224)  # keyframe k owns frames from 8k
     frames = render_animatic(scene, video)
     colors = entity_colors(scene)
     assert len(set(colors.values())) == 2

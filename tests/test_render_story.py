@@ -19,7 +19,7 @@ from dreamrunner.regions import build_region_plan
 from dreamrunner.rendering.pipeline import DreamRunnerPipeline, LoraBinding, SceneInput, StockRegionControl
 from dreamrunner.rendering.story_render import StoryRenderer, commit_to
 from dreamrunner.video_io import read_video
-from dreamrunner.story import Prior, PriorBinding
+from dreamrunner.story import Prior, PriorBinding, RenderSettings
 
 
 @pytest.fixture(scope="module")
@@ -261,3 +261,35 @@ def test_stock_path_applies_bound_loras_everywhere_and_removes_them(tmp_path):
     plain = render(())
     assert not np.array_equal(render((binding,)), plain)
     assert np.array_equal(render(()), plain)  # the adapter was removed after the call
+
+
+def test_stories_render_with_the_papers_sampler_by_default(tmp_path, rendered, components):
+    """The released story run, from the issue: CogVideoX's DPM scheduler (diffusers' CogVideoXDPMScheduler, made
+    from the model's own scheduler config), guidance 9.0, 50 steps. It is the default; DDIM at 6.0 stays a preset."""
+    from diffusers import CogVideoXDDIMScheduler, CogVideoXDPMScheduler
+
+    paper = RenderSettings()
+    assert (paper.scheduler, paper.guidance_scale, paper.steps) == ("dpm", 9.0, 50)
+    stock = paper.with_preset("cogvideox")
+    assert (stock.scheduler, stock.guidance_scale, stock.steps) == ("ddim", 6.0, 50)
+    # Settings saved before the preset: the untouched defaults of then move to the paper's; hand-set values keep DDIM.
+    saved = {"backend": "tiny", "steps": 50, "guidance_scale": 6.0, "negative_prompt": "", "seed": 42, "variants": 1}
+    assert RenderSettings.model_validate(saved) == paper
+    kept = RenderSettings.model_validate({**saved, "steps": 30, "guidance_scale": 7.0})
+    assert (kept.scheduler, kept.guidance_scale, kept.steps) == ("ddim", 7.0, 30)
+    assert RenderSettings(steps=50, guidance_scale=6.0).scheduler == "dpm"  # set in code now: taken as given
+
+    project = copy_of(rendered, tmp_path)
+    renderer = CountingRenderer(project, "tiny", components=components)
+    assert renderer.render([0]).cached == [("s1", 42)]  # rendered with the default sampler already
+    released = CogVideoXDPMScheduler.from_config(components.scheduler.config)
+    renderer.render([0], force=True)
+    assert type(renderer.pipeline.scheduler) is CogVideoXDPMScheduler
+    assert dict(renderer.pipeline.scheduler.config) == dict(released.config)
+    dpm_clip = read_video(project.resolve(project.story.scenes[0].renders[0].path))
+
+    project.story.settings.render = project.story.settings.render.with_preset("cogvideox").model_copy(
+        update={"steps": project.story.settings.render.steps})
+    assert renderer.render([0]).rendered == [("s1", 42)]  # the scheduler is part of the cache key
+    assert type(renderer.pipeline.scheduler) is CogVideoXDDIMScheduler
+    assert not np.array_equal(read_video(project.resolve(project.story.scenes[0].renders[0].path)), dpm_clip)

@@ -9,8 +9,9 @@ LoRAs are active, plus one add into the base output. The delta is added by a for
 
 Weights load from the diffusers CogVideoX LoRA layout (docs/architecture.md), the file peft training and
 `CogVideoXPipeline.save_lora_weights` write: `transformer.transformer_blocks.{i}.{module}.lora_A.weight` /
-`lora_B.weight`, rank and alpha in the `lora_adapter_metadata` safetensors metadata. Subject priors live on
-even blocks, motion priors on odd blocks.
+`lora_B.weight`, rank and alpha in the `lora_adapter_metadata` safetensors metadata. Block placement is the
+released code's: motion priors on 0-based blocks 0, 2, 4, ..., subject priors on 1, 3, 5, ...; files record
+it under `dreamrunner_block_parity`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ from ..regions import RegionPlan
 
 KINDS = ("subject", "motion")
 _KEY = re.compile(r"^(?:transformer\.)?(transformer_blocks\.(\d+)\.(.+))\.lora_([AB])\.weight$")
+# The released code counts blocks from 1 and puts its temporal (motion) LoRAs on the odd ones and its spatial
+# (subject) LoRAs on the even ones: 0-based, motion on 0, 2, 4, ... and subject on 1, 3, 5, ...
+BLOCK_PARITY = {"motion": 0, "subject": 1}
+PARITY_NAMES = ("even", "odd")  # 0-based
+PARITY_METADATA_KEY = "dreamrunner_block_parity"
 
 
 class LoRAFileError(DreamRunnerError, ValueError):
@@ -59,9 +65,33 @@ def read_lora_file(path: str | Path, tensors: bool = True) -> tuple[dict[str, to
     return found, metadata
 
 
+def _check_kind(kind: str) -> str:
+    if kind not in KINDS:
+        raise ValueError(f"prior kind must be 'subject' or 'motion', got {kind!r}")
+    return kind
+
+
+def block_parity(kind: str) -> str:
+    """"even" or "odd": the 0-based parity of the blocks a prior of this kind lives on (what files record)."""
+    return PARITY_NAMES[BLOCK_PARITY[_check_kind(kind)]]
+
+
 def block_parity_ok(kind: str, block: int) -> bool:
-    """Subject priors live on even transformer blocks, motion priors on odd ones (the paper's split)."""
-    return block % 2 == (0 if kind == "subject" else 1)
+    """Motion priors live on 0-based even blocks, subject priors on odd ones (the released code's split)."""
+    return block % 2 == BLOCK_PARITY[_check_kind(kind)]
+
+
+def prior_blocks(kind: str, num_layers: int) -> list[int]:
+    """Transformer block indices (0-based) a prior of this kind lives on."""
+    return list(range(BLOCK_PARITY[_check_kind(kind)], num_layers, 2))
+
+
+def _retrain_message(where: str, kind: str, found: str) -> str:
+    other = "subject" if kind == "motion" else "motion"
+    return (f"{where}: a {kind} prior lives on the {block_parity(kind)} transformer blocks (0-based, as in the "
+            f"authors' released code), but this file's LoRA is on the {found} ones. Either it is a {other} prior, "
+            f"or an earlier DreamRunner trained it with the old placement (subject on even, motion on odd "
+            f"blocks): train the {kind} prior again (Priors tab, or `dreamrunner train-{kind}`).")
 
 
 def _pattern_value(patterns: dict, name: str, default):
@@ -92,9 +122,13 @@ class LoRAWeights:
         if kind not in KINDS:
             raise LoRAFileError(f"{path.name}: kind must be one of {KINDS} (argument or card), got {kind!r}")
         tensors, metadata = read_lora_file(path)
+        recorded = metadata.get(PARITY_METADATA_KEY)
+        if recorded is not None and recorded != block_parity(kind):
+            raise LoRAFileError(_retrain_message(path.name, kind, f"{recorded} (as the file records)"))
         config = json.loads(metadata.get("lora_adapter_metadata", "{}") or "{}")
         config = {key.split(".", 1)[1] if key.startswith("transformer.") else key: value
                   for key, value in config.items()}
+        # A file without the record (written before it existed) is judged by its keys, which name its blocks.
         return cls.from_state_dict(tensors, kind, config, name=path.stem, where=path.name)
 
     @classmethod
@@ -105,15 +139,20 @@ class LoRAWeights:
         if config.get("use_dora"):
             raise LoRAFileError(f"{where}: DoRA adapters cannot be region-gated")
         factors: dict[str, dict[str, torch.Tensor]] = {}
+        blocks = set()
         for key, tensor in tensors.items():
             match = _KEY.match(key)
             if match is None:
                 raise LoRAFileError(f"{where}: unexpected key {key!r}; expected transformer_blocks.<i>.<module>.lora_A/B.weight")
             module, block, _, which = match.group(1), int(match.group(2)), match.group(3), match.group(4)
-            if not block_parity_ok(kind, block):
-                parity = "even" if kind == "subject" else "odd"
-                raise LoRAFileError(f"{where}: a {kind} prior must only touch {parity} blocks, but has {key!r}")
+            blocks.add(block)
             factors.setdefault(module, {})[which] = tensor
+        wrong = sorted(b for b in blocks if not block_parity_ok(kind, b))
+        if wrong and len(wrong) == len(blocks):  # all on the other parity: the placement before issue 16
+            raise LoRAFileError(_retrain_message(where, kind, PARITY_NAMES[1 - BLOCK_PARITY[kind]]))
+        if wrong:
+            raise LoRAFileError(f"{where}: a {kind} prior must only touch {block_parity(kind)} blocks (0-based), "
+                                f"but has block {wrong[0]}")
         if not factors:
             raise LoRAFileError(f"{where}: no LoRA weights in the file")
         modules = {}

@@ -33,6 +33,22 @@ class MemoryOptions:
         return self.device or default_device()
 
 
+# Render schedulers by `RenderSettings.scheduler`: diffusers' CogVideoX DPM (the paper's sampler) and DDIM.
+SCHEDULERS = {"dpm": "CogVideoXDPMScheduler", "ddim": "CogVideoXDDIMScheduler"}
+
+
+def make_scheduler(name: str, like: Any) -> Any:
+    """A CogVideoX scheduler of kind `name` ("dpm" or "ddim") on the config of `like` (the checkpoint's own
+    scheduler), as the released code switches: `CogVideoXDPMScheduler.from_config(pipe.scheduler.config)`.
+    `like` itself when it is already of that kind."""
+    import diffusers
+
+    if name not in SCHEDULERS:
+        raise DreamRunnerError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
+    kind = getattr(diffusers, SCHEDULERS[name])
+    return like if type(like) is kind else kind.from_config(like.config)
+
+
 def default_device() -> str:
     """Where models run when the user names no device: the GPU when there is one."""
     import torch

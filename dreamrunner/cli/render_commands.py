@@ -10,6 +10,7 @@ from ..backends import BACKENDS, MemoryOptions
 from ..errors import DreamRunnerError
 from ..jobs import Progress
 from ..project import Project
+from ..story import SAMPLER_PRESETS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,6 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     render.add_argument("--region-control", choices=("sr3ai", "stock"), default="sr3ai",
                         help="sr3ai: one prompt per region with region-gated priors (default); stock: one prompt")
     render.add_argument("--variants", type=int, help="seeds per scene (default: the project's setting)")
+    render.add_argument("--sampler", choices=sorted(SAMPLER_PRESETS), help="sampler preset (scheduler, guidance, steps; "
+                        "saved to the project): paper = the authors' story run (DPM, guidance 9.0, 50 steps, the "
+                        "default), cogvideox = diffusers' defaults (DDIM, guidance 6.0)")
     render.add_argument("--steps", type=int, help="denoising steps for this run (saved to the project)")
     render.add_argument("--force", action="store_true", help="render again even where the cache has the scene")
     render.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if available)")
@@ -67,6 +71,8 @@ def run_render(args: argparse.Namespace) -> int:
         if bad:
             raise DreamRunnerError(f"no scene {bad[0]}: the story has scenes 1 to {len(story.scenes)}")
         scenes = [n - 1 for n in args.scene]
+    if args.sampler is not None:
+        story.settings.render = story.settings.render.with_preset(args.sampler)
     if args.steps is not None:
         with project.edit():
             edits.set_setting(project.story, "render.steps", args.steps)

@@ -24,6 +24,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..regions import keyframe_spans
 from ..story import Scene
 from .encoders import ImageEncoder, TextImageEncoder, VideoTextEncoder
 from .frames import Images, MetricsError, as_frames, frame_times
@@ -61,17 +62,13 @@ def keyframe_text(scene: Scene, index: int) -> str:
 def scene_events(scene: Scene) -> list[Event]:
     """The scene's events on the video's time axis, from its keyframes.
 
-    Same rule as the region schedule (`dreamrunner.regions`): keyframe k of K sits at k / (K - 1) and
-    owns the frames nearest to it (ties go to the later one). Consecutive keyframes with the same
-    description form one event; keyframes without entities are left out.
+    Same timing as the region schedule (`dreamrunner.regions.keyframe_spans`): keyframe k of K owns the k-th
+    K-th of the video (one second each for 6 keyframes over 49 frames at 8 fps). Consecutive keyframes with
+    the same description form one event; keyframes without entities are left out.
     """
-    count = len(scene.keyframes)
-    positions = np.arange(count) / (count - 1)  # a scene always has NUM_KEYFRAMES (6) keyframes
     events: list[Event] = []
-    for k in range(count):
+    for k, (start, end) in enumerate(keyframe_spans(len(scene.keyframes))):
         text = keyframe_text(scene, k)
-        start = 0.0 if k == 0 else (positions[k - 1] + positions[k]) / 2
-        end = 1.0 if k == count - 1 else (positions[k] + positions[k + 1]) / 2
         if not text:
             continue
         if events and events[-1].text == text and np.isclose(events[-1].end, start):

@@ -1,8 +1,9 @@
 """Data preparation for the priors: reference images and clips to pixel clips in [-1, 1] with captions.
 
 A subject prior learns from a character's reference images, each repeated into a static clip and captioned
-with the character's rare token. A motion prior learns from approved clips, each sampled to the model's frame
-count and resized (cover, then centre crop) to its resolution. Clips are [frames, 3, height, width] float32.
+with the character's rare token. A motion prior learns from approved clips, each sampled at the model's frame
+rate from its start (at most the model's duration; a shorter clip holds its last frame) and resized (cover,
+then centre crop) to its resolution. Clips are [frames, 3, height, width] float32.
 Files are read by the shared loaders (`dreamrunner.media`, `dreamrunner.video_io`): pictures upright and in
 8 bits, only the kept frames of a clip converted.
 """
@@ -19,7 +20,7 @@ from PIL import Image
 from ..errors import DreamRunnerError
 from ..media import ImageFileError, load_image
 from ..story import Character
-from ..video_io import VideoFileError, count_frames, read_video
+from ..video_io import VideoFileError, read_frames_at
 
 
 class PriorDataError(DreamRunnerError):
@@ -65,17 +66,23 @@ def load_static_clip(path: Path, num_frames: int, height: int, width: int) -> to
     return _to_clip([frame] * num_frames)
 
 
-def load_video_clip(path: Path, num_frames: int, height: int, width: int) -> torch.Tensor:
-    """`num_frames` frames sampled evenly over the whole clip, shown upright, resized while decoding."""
+def load_video_clip(path: Path, num_frames: int, height: int, width: int, fps: float) -> torch.Tensor:
+    """`num_frames` frames at `fps` from the clip's start, a window of the model's duration (49 frames at 8 fps:
+    0 to 6 s): the frame shown at each time k / fps, so motion keeps its speed whatever the clip's length
+    (never stretched in time); past the clip's end its last frame holds (the released code pads short clips
+    with their last frame too). Shown upright, resized (cover, centre crop) while decoding.
+
+    The window starts at the clip's first frame: an approved clip from retrieval is already cut to the span
+    where tracking found its subject (`dreamrunner.retrieval.materialise`), so the window lies in that span.
+    """
     try:
-        # Evenly spaced over the clip; a clip shorter than num_frames repeats frames rather than failing.
-        picks = np.linspace(0, count_frames(path) - 1, num_frames).round().astype(int)
-        frames = read_video(path, picks, cover=(width, height))
+        frames = read_frames_at(path, np.arange(num_frames) / fps, cover=(width, height))
     except VideoFileError as error:
         raise PriorDataError(f"clip {path}: {error}") from error
     return _to_clip(frames)
 
 
-def load_clip(clip: TrainingClip, num_frames: int, height: int, width: int) -> torch.Tensor:
-    loader = load_static_clip if clip.static else load_video_clip
-    return loader(clip.path, num_frames, height, width)
+def load_clip(clip: TrainingClip, num_frames: int, height: int, width: int, fps: float) -> torch.Tensor:
+    if clip.static:
+        return load_static_clip(clip.path, num_frames, height, width)
+    return load_video_clip(clip.path, num_frames, height, width, fps)

@@ -74,17 +74,19 @@ class EncodingCache:
         save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(temporary))
         temporary.replace(path)
 
-    def latent_key(self, clip: TrainingClip, num_frames: int, height: int, width: int) -> str:
-        # DECODE_VERSION: latents of a file read before the loaders applied rotation etc. are not reused.
-        return _key(self.fingerprint, "latents", DECODE_VERSION, file_sha256(clip.path), clip.static, num_frames,
-                    height, width)
+    def latent_key(self, clip: TrainingClip, num_frames: int, height: int, width: int, fps: float) -> str:
+        # DECODE_VERSION: latents of a file read before the loaders applied rotation etc. are not reused;
+        # "timed": clips sampled at the model's frame rate (issue 16), not spread over their whole length.
+        return _key(self.fingerprint, "latents", DECODE_VERSION, "timed", file_sha256(clip.path), clip.static,
+                    num_frames, height, width, fps)
 
-    def latents(self, clip: TrainingClip, num_frames: int, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def latents(self, clip: TrainingClip, num_frames: int, height: int, width: int,
+                fps: float) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, std) of the scaled VAE posterior, [latent_frames, channels, h, w] each."""
-        key = self.latent_key(clip, num_frames, height, width)
+        key = self.latent_key(clip, num_frames, height, width, fps)
         cached = self._load("latents", key)
         if cached is None:
-            pixels = load_clip(clip, num_frames, height, width)  # [F, 3, H, W]
+            pixels = load_clip(clip, num_frames, height, width, fps)  # [F, 3, H, W]
             vae = self.components.vae
             # Encoded where the VAE sits (GPU, or CPU under offloading): the cache is what the trainer reads.
             video = pixels.permute(1, 0, 2, 3).unsqueeze(0).to(vae.device, vae.dtype)  # [1, 3, F, H, W]

@@ -1,9 +1,14 @@
 """LoRA adapters of the priors on a CogVideoX transformer, and the file format they are saved in.
 
-The split is SR3AI's: subject (appearance) LoRAs on the even transformer blocks, motion (temporal) LoRAs
-on the odd ones. Files use the diffusers CogVideoX LoRA layout (what `CogVideoXPipeline.save_lora_weights`
-writes and `load_lora_weights` reads), with the PEFT config stored as `lora_adapter_metadata`, and a JSON
-card beside them. See docs/architecture.md, "LoRA files".
+The split is the released code's: motion (temporal) LoRAs on the 0-based even transformer blocks, subject
+(appearance) LoRAs on the odd ones (`dreamrunner.attention.lora.BLOCK_PARITY`). Files use the diffusers
+CogVideoX LoRA layout (what `CogVideoXPipeline.save_lora_weights` writes and `load_lora_weights` reads), with
+the PEFT config stored as `lora_adapter_metadata` and the block parity as `dreamrunner_block_parity`, and a
+JSON card beside them. See docs/architecture.md, "LoRA files".
+
+Initialisation and dropout are the released code's: A ~ N(0, 1/r^2) (PEFT's "gaussian"), B = 0, scale 1
+(alpha = r), and dropout on the LoRA branch's output, dropout(B A x), while training (PEFT drops its input
+instead, so PEFT's own dropout stays off and `OutputDropout` hooks `lora_B`).
 """
 
 from __future__ import annotations
@@ -13,30 +18,26 @@ import warnings
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
+from ..attention.lora import PARITY_METADATA_KEY, block_parity, prior_blocks
 from ..errors import DreamRunnerError
 
 TARGET_MODULES = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "ff.net.0.proj", "ff.net.2")
-BLOCK_PARITY = {"subject": 0, "motion": 1}
 
 
 class PriorFileError(DreamRunnerError):
     pass
 
 
-def prior_blocks(kind: str, num_layers: int) -> list[int]:
-    """Transformer block indices a prior of this kind lives on: even for subject, odd for motion."""
-    if kind not in BLOCK_PARITY:
-        raise ValueError(f"prior kind must be 'subject' or 'motion', got {kind!r}")
-    return list(range(BLOCK_PARITY[kind], num_layers, 2))
-
-
 def lora_config(blocks: list[int], rank: int):
-    """A PEFT LoRA config naming each targeted linear by its full path, so the saved metadata is exact."""
+    """A PEFT LoRA config naming each targeted linear by its full path, so the saved metadata is exact.
+
+    "gaussian": A ~ N(0, 1/r^2), B = 0, the released code's init (PEFT's default is Kaiming-uniform A)."""
     from peft import LoraConfig
 
     targets = [f"transformer_blocks.{i}.{module}" for i in blocks for module in TARGET_MODULES]
-    return LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=True, target_modules=targets, lora_dropout=0.0)
+    return LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=targets, lora_dropout=0.0)
 
 
 def add_prior_adapter(transformer, name: str, kind: str, rank: int) -> None:
@@ -45,6 +46,29 @@ def add_prior_adapter(transformer, name: str, kind: str, rank: int) -> None:
     with warnings.catch_warnings():  # several adapters on one model is what motion training means to do
         warnings.filterwarnings("ignore", message="Already found a `peft_config`")
         transformer.add_adapter(config, adapter_name=name)
+
+
+class OutputDropout:
+    """Dropout on a LoRA branch's output, dropout(B A x), as the released code applies it, while training.
+
+    A forward hook on each `lora_B` factor of the given adapters; it draws from torch's global generator, which
+    gradient checkpointing saves and restores for the recomputation, so a recomputed block drops the same
+    elements."""
+
+    def __init__(self, transformer, adapters: list[str], p: float) -> None:
+        self.handles = []
+        if p <= 0:
+            return
+        for layer in tuner_layers(transformer):
+            for name in adapters:
+                if name in layer.lora_B:
+                    self.handles.append(layer.lora_B[name].register_forward_hook(
+                        lambda module, args, output: F.dropout(output, p, module.training)))
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
 
 
 def tuner_layers(transformer):
@@ -86,19 +110,29 @@ def load_adapter_state(transformer, adapter: str, state: dict[str, torch.Tensor]
         raise PriorFileError(f"adapter {adapter!r}: state has keys the model lacks, e.g. {unexpected[0]}")
 
 
-def save_prior(transformer, adapter: str, folder: Path, name: str, card: dict) -> Path:
-    """Write `<name>.safetensors` (diffusers CogVideoX LoRA layout) and `<name>.json` (the card)."""
+def save_prior(transformer, adapter: str, kind: str, folder: Path, name: str, card: dict) -> Path:
+    """Write `<name>.safetensors` (diffusers CogVideoX LoRA layout, plus the block parity of `kind` in its
+    metadata) and `<name>.json` (the card)."""
     from diffusers import CogVideoXPipeline
+    from safetensors import safe_open
+    from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
     config = transformer.peft_config[adapter]
-    metadata = config.to_dict()
+    weights = folder / f"{name}.safetensors"
     CogVideoXPipeline.save_lora_weights(
         folder, transformer_lora_layers=adapter_state_dict(transformer, adapter),
-        weight_name=f"{name}.safetensors", transformer_lora_adapter_metadata=metadata,
+        weight_name=weights.name, transformer_lora_adapter_metadata=config.to_dict(),
     )
+    # diffusers writes only its own metadata keys: add the parity record to what it wrote.
+    with safe_open(str(weights), framework="pt") as handle:
+        metadata = {**(handle.metadata() or {}), PARITY_METADATA_KEY: block_parity(kind)}
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    temporary = weights.with_suffix(".tmp")
+    save_file(tensors, str(temporary), metadata=metadata)
+    temporary.replace(weights)
     (folder / f"{name}.json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    return folder / f"{name}.safetensors"
+    return weights
 
 
 def read_card(weights: Path) -> dict:

@@ -34,8 +34,12 @@ from .training import Example, MotionTrainer, SubjectTrainer
 CARD_FORMAT = "dreamrunner-prior/1"
 PRIORS_DIR = "priors"
 CACHE_DIR = ".cache"
-# Settings that change what is learned; checkpointing cadence and memory modes do not.
-KEY_SETTINGS = ("rank", "learning_rate", "weight_decay", "batch_size", "max_steps", "seed")
+# Settings that change what is learned; checkpointing cadence and memory modes do not. The steps are keyed as
+# resolved for the kind (`PriorSettings.steps_for`).
+KEY_SETTINGS = ("rank", "learning_rate", "weight_decay", "batch_size", "lora_dropout", "seed")
+# Bump when the training method changes what the same request learns. 2: issue 16 (the released code's block
+# parity, clip timing, dual-path schedule, LoRA init and dropout).
+METHOD_VERSION = 2
 
 
 class PriorError(DreamRunnerError):
@@ -50,13 +54,13 @@ class PriorRequest:
     settings: PriorSettings
     labels: tuple[str, ...] = ()  # how the card names each source (project-relative paths); default file names
 
-    def geometry(self, components: ModelComponents) -> tuple[int, int, int]:
-        """(frames, height, width) to train at: the model's own, or the motion resolution if one is set."""
+    def geometry(self, components: ModelComponents) -> tuple[int, int, int, int]:
+        """(frames, height, width, fps) to train at: the model's own, or the motion resolution if one is set."""
         video = components.video_defaults
         frames, height, width = video["num_frames"], video["height"], video["width"]
         if self.kind == "motion" and self.settings.motion_resolution is not None:
             height, width = self.settings.motion_resolution
-        return frames, height, width
+        return frames, height, width, video["fps"]
 
 
 @dataclass
@@ -66,13 +70,15 @@ class PriorOutcome:
     cached: bool
 
 
-def prior_key(fingerprint: str, request: PriorRequest, geometry: tuple[int, int, int]) -> str:
+def prior_key(fingerprint: str, request: PriorRequest, geometry: tuple[int, int, int, int]) -> str:
     missing = [clip.path for clip in request.clips if not Path(clip.path).is_file()]
     if missing:
         raise PriorError(f"{request.kind} prior {request.target!r}: source file {missing[0]} does not exist")
     sources = [(file_sha256(clip.path), clip.caption, clip.static) for clip in request.clips]
     settings = {name: getattr(request.settings, name) for name in KEY_SETTINGS}
-    payload = [fingerprint, request.kind, request.target, sources, list(geometry), settings, DECODE_VERSION]
+    settings["steps"] = request.settings.steps_for(request.kind)
+    payload = [METHOD_VERSION, fingerprint, request.kind, request.target, sources, list(geometry), settings,
+               DECODE_VERSION]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -132,15 +138,17 @@ def train_prior(components: ModelComponents, request: PriorRequest, folder: Path
             "sources": [{"path": label, "sha256": file_sha256(clip.path), "caption": clip.caption}
                         for label, clip in zip(labels, request.clips)],
             "settings": request.settings.model_dump(mode="json"),
-            "frames": geometry[0], "height": geometry[1], "width": geometry[2],
+            "frames": geometry[0], "height": geometry[1], "width": geometry[2], "fps": geometry[3],
+            "method_version": METHOD_VERSION,
             "blocks": lora.prior_blocks(request.kind, components.transformer.config.num_layers),
+            "block_parity": lora.block_parity(request.kind),
             "modules": list(lora.TARGET_MODULES), "rank": request.settings.rank, "alpha": request.settings.rank,
             "model": components.name, "model_fingerprint": cache.fingerprint, "is_noise": components.is_noise,
             "steps": result.steps, "resumed_from": result.resumed_from,
             "loss_first": result.losses[0], "loss_last": result.losses[-1],
             "train_seconds": round(time.monotonic() - started, 2),
         }
-        path = lora.save_prior(components.transformer, trainer.kept_adapter, folder, name, card)
+        path = lora.save_prior(components.transformer, trainer.kept_adapter, request.kind, folder, name, card)
     finally:
         trainer.close()
     shutil.rmtree(workdir, ignore_errors=True)

@@ -1,14 +1,20 @@
 """The two test-time tuning loops on a frozen CogVideoX transformer, with checkpoints to resume from.
 
-`SubjectTrainer`: one LoRA on the even blocks, learned from static clips of reference images, loss on the
-first latent frame. `MotionTrainer`: MotionDirector's dual path: a temporal LoRA on the odd blocks and one
-appearance LoRA per clip on the even blocks; each step is either a spatial step (the clip's appearance LoRA
-alone, loss on one random latent frame) or a temporal step (temporal LoRA with the clip's appearance LoRA on
-but frozen, full MSE plus appearance-debiased MSE). Only the temporal LoRA is kept.
+`SubjectTrainer`: one LoRA on the subject blocks (0-based odd), learned from static clips of reference images,
+loss on the first latent frame. `MotionTrainer`: MotionDirector's dual path as the authors' released code runs
+it: a temporal LoRA on the motion blocks (0-based even) and one appearance LoRA per clip on the subject blocks,
+each with its own AdamW. Every step draws one clip, one timestep and one noise for both paths, then
+- updates the temporal LoRA (full MSE plus appearance-debiased MSE), with the clip's appearance LoRA on but
+  frozen in 80% of steps and off in the other 20%;
+- in those same 80% of steps, updates the clip's appearance LoRA alone (temporal LoRA off; MSE on one random
+  latent frame).
+The temporal pass runs first, so both passes see the appearance LoRA as it was before the step, as in the
+released code, which computes both losses before either update. Only the temporal LoRA is kept.
 
-All randomness (clip, step kind, timestep, noise, latent sample, frames) comes from one CPU generator whose
-state is checkpointed with the LoRA weights, the optimizer state and the step, so a resumed run continues
-exactly where the checkpoint left it.
+All sampling (clip, step kind, timestep, noise, latent sample, frames) comes from one CPU generator; LoRA
+dropout draws from torch's global generator, seeded from the settings for the run (and restored after it).
+Both states are checkpointed with the LoRA weights, the optimizers' states and the step, so a resumed run
+continues exactly where the checkpoint left it.
 """
 
 from __future__ import annotations
@@ -27,9 +33,9 @@ from .memory import attention_backend, configure_checkpointing
 from .objectives import debiased_temporal_loss, diffusion_targets, frame_loss
 
 CHECKPOINT_FILE = "checkpoint.pt"
-# MotionDirector runs the spatial loss on 80% of its steps and the temporal loss on all of them; one pass per
-# step with spatial steps 0.8 / 1.8 of the time keeps that ratio at half the cost of a step.
-SPATIAL_STEP_FRACTION = 0.8 / 1.8
+# MotionDirector and the released code: a temporal update every step, a spatial (appearance) update in 80% of
+# them; the appearance LoRA is off in the temporal pass of the other 20%.
+SPATIAL_UPDATE_PROBABILITY = 0.8
 
 
 @dataclass
@@ -77,14 +83,19 @@ class PriorTrainer:
             torch.manual_seed(settings.seed)
             for name in self.adapters:
                 lora.add_prior_adapter(transformer, name, self.adapter_kind(name), settings.rank)
-        parameters = [p for name in self.adapters for p in lora.adapter_parameters(transformer, name)]
-        for parameter in parameters:  # LoRA weights train in fp32 even on a bf16 backbone
-            parameter.data = parameter.data.float()
+        transformer.eval()  # new LoRA layers start in training mode: no dropout outside train()
+        for name in self.adapters:  # LoRA weights train in fp32 even on a bf16 backbone
+            for parameter in lora.adapter_parameters(transformer, name):
+                parameter.data = parameter.data.float()
         if settings.lora_compute == "backbone":
             speed.compute_lora_in_input_dtype(transformer, self.adapters)
-        # One fused kernel for the update of every LoRA tensor on CUDA; the same AdamW arithmetic.
-        self.optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay,
-                                           fused=True if self.device.type == "cuda" else None)
+        self.dropout = lora.OutputDropout(transformer, self.adapters, settings.lora_dropout)
+        # One optimizer per adapter, as in the released code (AdamW is per parameter, so this only matters for
+        # which adapters a step updates). Fused on CUDA: one kernel per update; the same AdamW arithmetic.
+        self.optimizers = {
+            name: torch.optim.AdamW(lora.adapter_parameters(transformer, name), lr=settings.learning_rate,
+                                    weight_decay=settings.weight_decay, fused=True if self.device.type == "cuda" else None)
+            for name in self.adapters}
         configure_checkpointing(transformer, settings.gradient_checkpointing, settings.uncheckpointed_blocks)
         self.compiled = speed.should_compile(settings.compile_blocks, self.device)
         if self.compiled:
@@ -98,7 +109,16 @@ class PriorTrainer:
         raise NotImplementedError
 
     def loss(self) -> torch.Tensor:
+        """The kept adapter's objective on one random draw (no update)."""
         raise NotImplementedError
+
+    def step(self) -> float:
+        """One training step; returns the kept adapter's loss."""
+        raise NotImplementedError
+
+    @property
+    def total_steps(self) -> int:
+        return self.settings.steps_for(self.kind)
 
     # Shared pieces.
     def _randint(self, high: int) -> int:
@@ -121,12 +141,35 @@ class PriorTrainer:
             return self.transformer(hidden_states=noisy, encoder_hidden_states=text, timestep=timesteps,
                                     image_rotary_emb=self.rotary, return_dict=False)[0]
 
-    def step(self) -> float:
-        self.optimizer.zero_grad(set_to_none=True)
-        loss = self.loss()
+    def update(self, adapter: str, loss: torch.Tensor) -> None:
+        """Back-propagate `loss` and step the adapter's own optimizer."""
+        optimizer = self.optimizers[adapter]
+        optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self.optimizer.step()
-        return float(loss.detach())
+        optimizer.step()
+
+    # Randomness of dropout: torch's global generator of the training device, owned by the run.
+    def _rng_devices(self) -> list[int]:
+        if self.device.type != "cuda":
+            return []
+        return [self.device.index if self.device.index is not None else torch.cuda.current_device()]
+
+    def _rng_state(self) -> dict:
+        state = {"cpu": torch.get_rng_state()}
+        for index in self._rng_devices():
+            state["cuda"] = torch.cuda.get_rng_state(index)
+        return state
+
+    def _set_rng_state(self, state: dict) -> None:
+        torch.set_rng_state(state["cpu"])
+        for index in self._rng_devices():
+            torch.cuda.set_rng_state(state["cuda"], index)
+
+    def _seed_rng(self) -> None:
+        torch.default_generator.manual_seed(self.settings.seed)
+        for index in self._rng_devices():
+            with torch.cuda.device(index):
+                torch.cuda.manual_seed(self.settings.seed)
 
     # Checkpoints.
     @property
@@ -137,7 +180,8 @@ class PriorTrainer:
         state = {
             "kind": self.kind, "step": step, "losses": list(losses),
             "adapters": {name: lora.adapter_state_dict(self.transformer, name) for name in self.adapters},
-            "optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state(),
+            "optimizers": {name: optimizer.state_dict() for name, optimizer in self.optimizers.items()},
+            "generator": self.generator.get_state(), "global_rng": self._rng_state(),
         }
         self.workdir.mkdir(parents=True, exist_ok=True)
         temporary = self.checkpoint_path.with_suffix(".tmp")
@@ -151,32 +195,38 @@ class PriorTrainer:
         state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
         for name in self.adapters:
             lora.load_adapter_state(self.transformer, name, state["adapters"][name])
-        self.optimizer.load_state_dict(state["optimizer"])
+        for name, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(state["optimizers"][name])
         self.generator.set_state(state["generator"])
+        self._set_rng_state(state["global_rng"])
         return int(state["step"]), list(state["losses"])
 
     def train(self, progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> TrainResult:
-        total = self.settings.max_steps
-        start, losses = self.load_checkpoint()
-        clock = EtaClock(total, start_step=start)
-        self.transformer.train()
-        try:
-            for step in range(start + 1, total + 1):
-                if cancel is not None and cancel.cancelled:
-                    self.save_checkpoint(step - 1, losses)
-                    cancel.check()
-                losses.append(self.step())
-                if step % self.settings.checkpoint_every == 0 and step < total:
-                    self.save_checkpoint(step, losses)
-                if progress is not None:
-                    progress(Progress(stage=self.stage, step=step, total=total, loss=losses[-1],
-                                      eta_seconds=clock.eta(step), message=f"step {step}/{total}"))
-        finally:
-            self.transformer.eval()
+        total = self.total_steps
+        # The run owns the global generator (dropout) and gives the caller's state back afterwards.
+        with torch.random.fork_rng(devices=self._rng_devices()):
+            self._seed_rng()
+            start, losses = self.load_checkpoint()
+            clock = EtaClock(total, start_step=start)
+            self.transformer.train()
+            try:
+                for step in range(start + 1, total + 1):
+                    if cancel is not None and cancel.cancelled:
+                        self.save_checkpoint(step - 1, losses)
+                        cancel.check()
+                    losses.append(self.step())
+                    if step % self.settings.checkpoint_every == 0 and step < total:
+                        self.save_checkpoint(step, losses)
+                    if progress is not None:
+                        progress(Progress(stage=self.stage, step=step, total=total, loss=losses[-1],
+                                          eta_seconds=clock.eta(step), message=f"step {step}/{total}"))
+            finally:
+                self.transformer.eval()
         return TrainResult(steps=total, losses=losses, resumed_from=start)
 
     def close(self) -> None:
         """Take the training adapters and checkpointing off the transformer, leaving it as it was given."""
+        self.dropout.remove()
         self.transformer.disable_gradient_checkpointing()
         if self.compiled:
             speed.uncompile_blocks(self.transformer)
@@ -205,6 +255,11 @@ class SubjectTrainer(PriorTrainer):
         lora.activate(self.transformer, ["subject"], trainable=["subject"])
         return frame_loss(self.predict(noisy, text, timesteps), target, 0)
 
+    def step(self) -> float:
+        loss = self.loss()
+        self.update("subject", loss)
+        return float(loss.detach())
+
 
 class MotionTrainer(PriorTrainer):
     kind = "motion"
@@ -214,18 +269,33 @@ class MotionTrainer(PriorTrainer):
     def __init__(self, transformer, scheduler, examples: list[Example], *args, **kwargs) -> None:
         self.adapters = ["temporal"] + [f"appearance_{i}" for i in range(len(examples))]
         super().__init__(transformer, scheduler, examples, *args, **kwargs)
+        self.spatial_updates = 0  # steps that also updated an appearance LoRA
 
     def adapter_kind(self, name: str) -> str:
         return "motion" if name == "temporal" else "subject"
 
+    def temporal_loss(self, sample, appearance: str | None) -> torch.Tensor:
+        """Full plus appearance-debiased MSE of the temporal LoRA; `appearance` on but frozen, or None: off."""
+        noisy, target, timesteps, text = sample
+        anchor = self._randint(noisy.shape[1])
+        lora.activate(self.transformer, ["temporal"] + ([appearance] if appearance else []), trainable=["temporal"])
+        return debiased_temporal_loss(self.predict(noisy, text, timesteps), target, anchor=anchor)
+
     def loss(self) -> torch.Tensor:
         clip = self._randint(len(self.examples))
-        spatial = float(torch.rand((), generator=self.generator)) < SPATIAL_STEP_FRACTION
-        noisy, target, timesteps, text = self._sample([clip])
-        frame = self._randint(noisy.shape[1])  # the spatial step's frame, or the temporal step's anchor
+        return self.temporal_loss(self._sample([clip]), f"appearance_{clip}")
+
+    def step(self) -> float:
+        clip = self._randint(len(self.examples))
+        spatial = float(torch.rand((), generator=self.generator)) < SPATIAL_UPDATE_PROBABILITY
+        sample = self._sample([clip])  # one draw of timestep and noise for both paths, as in the released code
         appearance = f"appearance_{clip}"
+        temporal = self.temporal_loss(sample, appearance if spatial else None)
+        self.update("temporal", temporal)
         if spatial:
+            noisy, target, timesteps, text = sample
+            frame = self._randint(noisy.shape[1])
             lora.activate(self.transformer, [appearance], trainable=[appearance])
-            return frame_loss(self.predict(noisy, text, timesteps), target, frame)
-        lora.activate(self.transformer, ["temporal", appearance], trainable=["temporal"])
-        return debiased_temporal_loss(self.predict(noisy, text, timesteps), target, anchor=frame)
+            self.update(appearance, frame_loss(self.predict(noisy, text, timesteps), target, frame))
+            self.spatial_updates += 1
+        return float(temporal.detach())

@@ -1,8 +1,8 @@
 """The animatic: the scene plan itself drawn as a video, in a fraction of a second per scene.
 
-Each entity's box moves as the region schedule interpolates it between keyframes
-(`dreamrunner.regions.schedule_boxes` over the video frames, the same rule the renderer uses over latent
-frames), filled with the entity's colour and labelled with its name (its description where the plan
+Each entity's box follows the region schedule, one second per keyframe, held or interpolated as the
+story's `keyframe_boxes` says (`dreamrunner.regions.schedule_boxes` over the video frames, the same rule the
+renderer uses over latent frames), filled with the entity's colour and labelled with its name (its description where the plan
 names it "none") and motion; the background prompt
 is the caption along the bottom and the narration runs along the top (text is left out below
 160 pixels of height, where it cannot be read). It is what the app shows before a
@@ -60,7 +60,7 @@ def render_animatic(scene: Scene, video: VideoSettings) -> np.ndarray:
     """uint8 RGB frames [num_frames, height, width, 3] of the scene's plan."""
     height, width = video.height, video.width
     colors = entity_colors(scene)
-    schedule = schedule_boxes(scene, video.num_frames)
+    schedule = schedule_boxes(scene, video.num_frames, video.num_frames, video.keyframe_boxes)
     size = text_size(height)
     border = max(height // 160, 1)
     base = np.empty((height, width, 3), np.uint8)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from diffusers import CogVideoXPipeline
 
-from ..backends import NOISE_LABEL, MemoryOptions, ModelComponents
+from ..backends import NOISE_LABEL, MemoryOptions, ModelComponents, make_scheduler
 from ..errors import DreamRunnerError
 from ..jobs import CancelToken, Progress, ProgressCallback
 from ..regions import RegionPlan
@@ -96,10 +96,11 @@ def _ungated_loras(pipeline: CogVideoXPipeline, loras: tuple[LoraBinding, ...]) 
     if not loras:
         yield
         return
-    from ..attention import read_lora_file
+    from ..attention import LoRAWeights
 
     for lora in loras:
-        read_lora_file(lora.path, tensors=False)  # safetensors only, as the SR3AI path: a pickle can run code
+        # The same checks as the SR3AI path: safetensors only (a pickle can run code), kind, block placement.
+        LoRAWeights.load(lora.path, lora.kind)
         # use_safetensors=True: diffusers must not fall back to unpickling either.
         pipeline.load_lora_weights(str(lora.path), adapter_name=lora.name, use_safetensors=True)
     pipeline.set_adapters([lora.name for lora in loras], [lora.scale for lora in loras])
@@ -251,6 +252,7 @@ class DreamRunnerPipeline(CogVideoXPipeline):
         scene: SceneInput,
         *,
         seed: int = 42,
+        scheduler: str | None = None,
         num_inference_steps: int = 50,
         guidance_scale: float = 6.0,
         negative_prompt: str = "",
@@ -261,9 +263,12 @@ class DreamRunnerPipeline(CogVideoXPipeline):
         cancel: CancelToken | None = None,
         preview_every: int = 5,
     ) -> SceneFrames:
-        """Generate the scene's frames. Raises `dreamrunner.jobs.Cancelled` at the end of the step in which
+        """Generate the scene's frames. `scheduler` "dpm" or "ddim" switches the pipeline's scheduler (kept for
+        later calls); None keeps it. Raises `dreamrunner.jobs.Cancelled` at the end of the step in which
         `cancel` was set."""
         self.check_grid(scene.region_plan, num_frames, height, width)
+        if scheduler is not None:
+            self.scheduler = make_scheduler(scheduler, self.scheduler)
         cancel = cancel or CancelToken()
         cancel.check()
         started = time.monotonic()

@@ -37,7 +37,7 @@ from .pipeline import DreamRunnerPipeline, LoraBinding, RegionControl, SceneInpu
 from ..video_io import write_video
 
 # Bump when a change to the rendering code changes what a given key renders.
-RENDER_FORMAT_VERSION = 1
+RENDER_FORMAT_VERSION = 2  # 2: keyframe timing of issue 16 (one second per keyframe, boxes held)
 RENDERS_DIR = "media/renders"
 
 
@@ -71,7 +71,7 @@ def scene_prompt(scene: Scene, prompts: tuple[str, ...]) -> str:
 
 def scene_input(project: Project, scene: Scene, video: VideoSettings) -> SceneInput:
     story = project.story
-    plan = build_region_plan(scene, video.token_grid)
+    plan = build_region_plan(scene, video.token_grid, video.num_frames, video.keyframe_boxes)
     priors = {prior.id: prior for prior in story.priors}
     loras = []
     for binding in scene.prior_bindings:
@@ -103,7 +103,7 @@ def scene_cache_key(project: Project, scene: Scene, backend: str, region_control
         "plan": plan,
         "priors": bound,
         "video": video.model_dump(mode="json"),
-        "sampling": {"steps": render.steps, "guidance_scale": render.guidance_scale,
+        "sampling": {"scheduler": render.scheduler, "steps": render.steps, "guidance_scale": render.guidance_scale,
                      "negative_prompt": render.negative_prompt},
     }
     text = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
@@ -230,7 +230,8 @@ class StoryRenderer:
                                       eta_seconds=step.eta_seconds, preview=step.preview))
 
             output = self.pipeline(
-                scene_input(self.project, scene, video), seed=seed, num_inference_steps=render_settings.steps,
+                scene_input(self.project, scene, video), seed=seed, scheduler=render_settings.scheduler,
+                num_inference_steps=render_settings.steps,
                 guidance_scale=render_settings.guidance_scale, negative_prompt=render_settings.negative_prompt,
                 num_frames=video.num_frames, height=video.height, width=video.width,
                 progress=forward, cancel=cancel, preview_every=self.preview_every,
