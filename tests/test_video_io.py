@@ -65,7 +65,7 @@ def test_a_rotated_phone_clip_is_probed_and_decoded_upright_everywhere(phone_cli
     assert_upright(read_video(cut, [0])[0])
 
     # Motion-prior training frames (cover + centre crop to the model's frame) and the metrics' frames.
-    clip = load_video_clip(phone_clip, 3, 128, 72)
+    clip = load_video_clip(phone_clip, 3, 128, 72, 8)
     assert clip.shape == (3, 3, 128, 72)
     assert_upright(((clip[0].permute(1, 2, 0).numpy() + 1) * 127.5).round())
     assert_upright(metrics_read_video(phone_clip, [5])[0])
@@ -94,7 +94,7 @@ MEMORY_PROBE = textwrap.dedent("""
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MB (Linux reports kB)
     path = sys.argv[1]
     before = peak()
-    clip = load_video_clip(path, 9, 60, 90)
+    clip = load_video_clip(path, 9, 60, 90, 0.6)  # 9 frames spread over the 400-frame clip
     after_clip = peak()
     sample = VideoSample("big", path)
     total = sample.frame_count()
@@ -125,7 +125,7 @@ def test_audio_only_and_undecodable_files_give_named_errors(tmp_path):
         with pytest.raises(NoVideoStreamError, match=r"voice\.mp4 has no video stream \(audio only\)"):
             read(audio)
     with pytest.raises(PriorDataError, match="voice.mp4") as error:
-        load_video_clip(audio, 3, 16, 16)
+        load_video_clip(audio, 3, 16, 16, 8)
     assert isinstance(error.value.__cause__, NoVideoStreamError)
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
