@@ -281,15 +281,15 @@ def test_stories_render_with_the_papers_sampler_by_default(tmp_path, rendered, c
 
     project = copy_of(rendered, tmp_path)
     renderer = CountingRenderer(project, "tiny", components=components)
-    assert renderer.render([0]).cached == [("s1", 42)]  # rendered with the default sampler already
+    assert renderer.render(commit_to(project), [0]).cached == [("s1", 42)]  # rendered with the default sampler already
     released = CogVideoXDPMScheduler.from_config(components.scheduler.config)
-    renderer.render([0], force=True)
+    renderer.render(commit_to(project), [0], force=True)
     assert type(renderer.pipeline.scheduler) is CogVideoXDPMScheduler
     assert dict(renderer.pipeline.scheduler.config) == dict(released.config)
-    dpm_clip = read_video(project.resolve(project.story.scenes[0].renders[0].path))
+    dpm_clip = read_video(project.resolve(chosen_path(project, 0)))
 
     project.story.settings.render = project.story.settings.render.with_preset("cogvideox").model_copy(
         update={"steps": project.story.settings.render.steps})
-    assert renderer.render([0]).rendered == [("s1", 42)]  # the scheduler is part of the cache key
+    assert renderer.render(commit_to(project), [0]).rendered == [("s1", 42)]  # the scheduler is part of the cache key
     assert type(renderer.pipeline.scheduler) is CogVideoXDDIMScheduler
-    assert not np.array_equal(read_video(project.resolve(project.story.scenes[0].renders[0].path)), dpm_clip)
+    assert not np.array_equal(read_video(project.resolve(chosen_path(project, 0))), dpm_clip)
