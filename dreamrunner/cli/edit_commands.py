@@ -143,7 +143,7 @@ def _change(args: argparse.Namespace, run) -> int:
     project = Project.load(args.project)
     with project.edit():
         message = run(project, args)
-    print(message)
+    args.reporter.result(message, project=str(project.folder))
     return 0
 
 
@@ -272,5 +272,5 @@ def _set(args: argparse.Namespace) -> int:
                 value = text
             edits.set_setting(project.story, key, value)
             done.append(f"{key} = {value!r}")
-    print("set " + ", ".join(done))
+    args.reporter.result("set " + ", ".join(done), project=str(project.folder))
     return 0

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from ..errors import DreamRunnerError
-from ..jobs import Progress
 from ..project import Project
+from .story_commands import SigintCancels
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--viclip", metavar="MODULE:FUNCTION", help="hook returning a ViCLIP video-text encoder")
     parser.add_argument("--imaging-quality", metavar="MODULE:FUNCTION", help="hook returning an imaging-quality scorer")
     parser.add_argument("--interpolator", metavar="MODULE:FUNCTION", help="hook returning a frame interpolator")
-    parser.add_argument("--offline", action="store_true", help="load models from the local Hugging Face cache only")
+    # --offline (a global option): models from local folders and the Hugging Face cache only.
     parser.add_argument("--tiny-encoders", action="store_true",
                         help="random-weight tiny encoders: checks the plumbing, the numbers measure nothing")
     parser.set_defaults(run=run_eval)
@@ -79,17 +78,14 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.tiny_encoders:
         encoders = load_hooks(spec, tiny_encoders(device=spec.device, batch_size=spec.batch_size))
     else:
-        print("loading models...", file=sys.stderr)
+        args.reporter.note("loading models...")
         encoders = load_encoders(spec)
-
-    def progress(update: Progress) -> None:
-        if update.step < update.total:
-            print(f"[{update.step + 1}/{update.total}] {update.message}", file=sys.stderr)
-
-    report = evaluate(samples, encoders, EvalConfig(max_frames=args.max_frames), source=source, progress=progress)
+    with SigintCancels() as cancel:
+        report = evaluate(samples, encoders, EvalConfig(max_frames=args.max_frames), source=source,
+                          progress=args.reporter.progress, cancel=cancel)
     report.notes.extend(notes)
     out.mkdir(parents=True, exist_ok=True)
     json_path, csv_path = report.write_json(out / "metrics.json"), report.write_csv(out / "metrics.csv")
-    print(report.format_table())
-    print(f"wrote {json_path} and {csv_path}")
+    args.reporter.result(report.format_table() + f"\nwrote {json_path} and {csv_path}", metrics=str(json_path),
+                         table=str(csv_path))
     return 0
