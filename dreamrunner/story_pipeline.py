@@ -48,6 +48,7 @@ class CastMember:
     name: str
     description: str = ""
     image: Path | None = None
+    given_as: str = ""  # how the caller named it, for messages (the CLI: its --character option)
 
 
 @dataclass
@@ -152,7 +153,7 @@ def check_images(cast: list[CastMember]) -> None:
             try:
                 load_reference_image(member.image)
             except ImageFileError as error:
-                raise type(error)(f"character {member.name!r}: {error}") from None
+                raise type(error)(f"{member.given_as or f'character {member.name!r}'}: {error}") from None
 
 
 def new_project(folder: Path, story: Story, cast: list[CastMember], overwrite: bool = False) -> Project:

@@ -13,7 +13,7 @@ import os
 import sys
 
 from .. import __version__
-from ..errors import DreamRunnerError
+from ..errors import DreamRunnerError, UsageError
 from ..jobs import Cancelled
 from . import (
     edit_commands,
@@ -117,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         reporter.error("cancelled; run the same command again to go on", cancelled=True)
         return EXIT_CANCELLED
+    except UsageError as error:
+        reporter.error(f"{error} (see dreamrunner {args.command} --help)")
+        return EXIT_USAGE
     except DreamRunnerError as error:
         reporter.error(str(error))
         return EXIT_FAILED

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import DreamRunnerError
+from ..errors import UsageError
 from ..project import Project
 from .story_commands import SigintCancels
 
@@ -53,14 +53,14 @@ def run_eval(args: argparse.Namespace) -> int:
     )
 
     if (args.project is None) == (args.videos is None):
-        raise DreamRunnerError("give either a PROJECT folder or --videos DIR --texts FILE.json")
+        raise UsageError("give either a PROJECT folder or --videos DIR --texts FILE.json")
     if args.videos is not None and args.texts is None:
-        raise DreamRunnerError("--videos needs --texts FILE.json describing the videos")
+        raise UsageError("--videos needs --texts FILE.json describing the videos")
     if args.texts is not None and args.videos is None:
-        raise DreamRunnerError("--texts goes with --videos DIR")
+        raise UsageError("--texts goes with --videos DIR")
     for option, value in (("--max-frames", args.max_frames), ("--batch-size", args.batch_size)):
         if value is not None and value < 1:
-            raise DreamRunnerError(f"{option} must be at least 1, got {value}")
+            raise UsageError(f"{option} must be at least 1, got {value}")
     if args.project is not None:
         project = Project.load(args.project)
         samples, notes = samples_from_project(project)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from .. import edits
-from ..errors import DreamRunnerError
+from ..errors import DreamRunnerError, UsageError
 from ..planning import REPLACEABLE, OfflinePlanner, Planner, PlannerSettings, get_planner, replan_scene, replan_story
 from ..planning.llm import LLMPlanner
 from ..project import PROJECT_FILE, Project
@@ -70,13 +70,13 @@ def run_plan(args: argparse.Namespace) -> int:
     reporter.note(f"planning with the {_describe(planner)}")
     if args.prompt is not None:
         if args.scenes is not None:
-            raise DreamRunnerError("--scenes does not apply to --prompt (single-prompt mode plans one scene)")
+            raise UsageError("--scenes does not apply to --prompt (single-prompt mode plans one scene)")
         story = planner.plan_prompt(args.prompt, characters)
     else:
         if not args.topic.strip():
-            raise DreamRunnerError("--topic is empty")
+            raise UsageError("--topic is empty")
         if not characters and isinstance(planner, OfflinePlanner):
-            raise DreamRunnerError("give at least one --character NAME")
+            raise UsageError("give at least one --character NAME")
         story = planner.plan_story(args.topic, characters, args.scenes)
     project = new_project(out, story, cast, overwrite=args.force)
     _report(planner, reporter)

@@ -7,7 +7,7 @@ import signal
 from pathlib import Path
 
 from ..backends import BACKENDS, MemoryOptions
-from ..errors import DreamRunnerError
+from ..errors import UsageError
 from ..jobs import CancelToken
 from ..story_pipeline import STAGES, CastMember, StoryOptions, StoryRun
 
@@ -86,9 +86,9 @@ def cast_members(specs: list[str]) -> list[CastMember]:
         left, _, image = spec.partition("=")
         name, _, description = left.partition(":")
         if not name.strip():
-            raise DreamRunnerError(f"--character {spec!r}: the name is empty (expected NAME[:DESCRIPTION][=IMAGE])")
+            raise UsageError(f"--character {spec!r}: the name is empty (expected NAME[:DESCRIPTION][=IMAGE])")
         cast.append(CastMember(name.strip(), description.strip(),
-                               Path(image.strip()).expanduser() if image.strip() else None))
+                               Path(image.strip()).expanduser() if image.strip() else None, f"--character {spec!r}"))
     return cast
 
 
@@ -96,7 +96,7 @@ def positive(args: argparse.Namespace, *names: str) -> None:
     for name in names:
         value = getattr(args, name)
         if value is not None and value < 1:
-            raise DreamRunnerError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
 
 
 class SigintCancels:
