@@ -62,7 +62,7 @@ class StoryOptions:
     catalog: str | None = None  # None: the demo catalog
     clips_per_motion: int = 4
     min_score: float | None = None  # approve only clips scoring at least this (retrieval's final score)
-    detector: str | None = "motion"  # the demo clips' drawn figures escape HOG (assets/clips/README.md)
+    detector: str | None = "motion"  # the demo clips' drawn figures escape HOG (dreamrunner/assets/clips/README.md)
     clip_model: str | None = "openai/clip-vit-base-patch32"
     # model, for training and rendering
     backend: str | None = None  # None: the project's render backend

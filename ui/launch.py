@@ -3,7 +3,7 @@
     dreamrunner-studio [--host H] [--port P] [--share] [--project DIR] [--project-root DIR ...] [--max-upload SIZE]
 
 With no --project it reopens the last project, or on a first run a copy of the demo story from
-assets/demo. The app's own state (last project, autosave) lives in $DREAMRUNNER_HOME (~/.dreamrunner).
+dreamrunner/assets/demo. The app's own state (last project, autosave) lives in $DREAMRUNNER_HOME (~/.dreamrunner).
 The page may open, create or copy projects only under $DREAMRUNNER_HOME/projects, the --project-root
 folders and the project opened at start (docs/editor.md, "Security").
 """

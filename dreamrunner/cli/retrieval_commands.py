@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "and caption, best first; dropped clips and their reasons with --show-dropped."))
     retrieve.add_argument("--motion", required=True, help='the motion text, e.g. "ballroom dancing"')
     retrieve.add_argument("--catalog", help="catalog folder, catalog file (JSONL/JSON/CSV/Parquet, InternVid "
-                          "layout too) or folder of captioned videos; default: the demo catalog in assets/clips")
+                          "layout too) or folder of captioned videos; default: the demo catalog in dreamrunner/assets/clips")
     retrieve.add_argument("--text-only", action="store_true", help="stop after the caption stages (no video)")
     retrieve.add_argument("--top", type=int, default=20, help="how many clips to keep (default 20)")
     retrieve.add_argument("--candidates", type=int, default=100, help="BM25 candidates (default 100)")
