@@ -1,58 +1,9 @@
-"""Launch the DreamRunner Studio storyboard editor.
+"""Launch the DreamRunner Studio storyboard editor from a checkout: `python app.py [options]`.
 
-    python app.py [--host H] [--port P] [--share] [--project DIR] [--project-root DIR ...] [--max-upload SIZE]
-
-With no --project it reopens the last project, or on a first run a copy of the demo story from
-assets/demo. The app's own state (last project, autosave) lives in $DREAMRUNNER_HOME (~/.dreamrunner).
-The page may open, create or copy projects only under $DREAMRUNNER_HOME/projects, the --project-root
-folders and the project opened at start (docs/editor.md, "Security").
+The editor itself is `ui.launch` (installed as `dreamrunner-studio` and `dreamrunner app`); see its --help.
 """
 
-from __future__ import annotations
-
-import argparse
-import os
-import sys
-
-from dreamrunner.errors import DreamRunnerError
-from ui import Workspace, build_app
-from ui.editor import CSS
-from ui.server import DEFAULT_MAX_UPLOAD, MAX_UPLOAD_ENV, launch_options, parse_size
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="DreamRunner Studio storyboard editor")
-    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-                        help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
-    parser.add_argument("--share", action="store_true", help="also serve through a public gradio.live link")
-    parser.add_argument("--project", help="project folder to open (created with an empty story if missing)")
-    parser.add_argument("--project-root", action="append", default=[], metavar="DIR",
-                        help="a folder under which the page may open, create and copy projects, besides "
-                             "$DREAMRUNNER_HOME/projects (repeatable)")
-    parser.add_argument("--max-upload", default=os.environ.get(MAX_UPLOAD_ENV) or DEFAULT_MAX_UPLOAD,
-                        metavar="SIZE", help=f"largest file a page may upload, e.g. 500kb, 200mb, 2gb "
-                                             f"(default {DEFAULT_MAX_UPLOAD}, or ${MAX_UPLOAD_ENV})")
-    args = parser.parse_args(argv)
-
-    try:
-        max_upload = parse_size(args.max_upload)
-        workspace = Workspace(roots=args.project_root)
-        folder, problem = workspace.start(args.project)
-        options = launch_options(workspace, max_upload)
-    except DreamRunnerError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    if problem is not None:
-        print(f"warning: {problem.error}; the demo story is open instead (the page offers the backup)",
-              file=sys.stderr)
-    blocks, _ = build_app(workspace, folder, problem)
-    # One GPU job at a time is the "gpu" concurrency group (see ui.jobs); quick edits run side by side.
-    blocks.queue(default_concurrency_limit=8)
-    blocks.launch(server_name=args.host, server_port=args.port, share=args.share, css=CSS, show_error=True,
-                  **options)
-    return 0
-
+from ui.launch import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -71,6 +71,14 @@ def set_setting(story: Story, path: str, value: Any) -> bool:
     return _set(node, field, value, f"setting {path}")
 
 
+def use_sampler_preset(story: Story, preset: str) -> None:
+    """Render with a named sampler preset (scheduler, guidance, steps; `story.SAMPLER_PRESETS`)."""
+    try:
+        story.settings.render = story.settings.render.with_preset(preset)
+    except (KeyError, ValueError) as error:
+        raise EditError(f"there is no sampler preset {preset!r}: {error}") from None
+
+
 def adopt_plan(story: Story, planned: Story) -> Story:
     """A newly planned story (Plan story) in place of `story`: what is not the plan (characters' reference
     images, settings, trained priors) carries over; the title stays unless the story had none."""

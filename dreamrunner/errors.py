@@ -3,3 +3,8 @@
 
 class DreamRunnerError(Exception):
     pass
+
+
+class UsageError(DreamRunnerError):
+    """The command line asks for something that cannot be (options that do not go together, a value out of
+    range): the CLI exits with status 2, as for argparse's own usage errors."""

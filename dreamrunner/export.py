@@ -37,7 +37,7 @@ from .jobs import CancelToken, Progress, ProgressCallback
 from .project import Project
 from .rendering.animatic import render_animatic
 from .rendering.overlay import FONT_FAMILY, font_face, label_frames
-from .story import Scene, Story, VideoSettings
+from .story import RenderResult, Scene, Story, VideoSettings
 from .subtitles import Cue, cue_text, format_ass, format_srt, format_webvtt
 from .video_io import VideoWriter, read_video
 
@@ -60,6 +60,8 @@ class ExportedScene:
     subtitle_start: float  # seconds
     subtitle_end: float
     narration: str
+    # The priors the render was made with: id, scale, kind, target, LoRA file and what it learned from.
+    priors: list[dict] = field(default_factory=list)
 
 
 @dataclass
@@ -90,9 +92,53 @@ def scene_frames(project: Project, scene: Scene, prefer: str = "render") -> tupl
         if render.is_noise:
             frames = label_frames(frames, NOISE_LABEL)
         return frames, {"source": "render", "path": render.path, "seed": render.seed, "backend": render.backend,
-                        "cache_key": render.cache_key, "is_noise": render.is_noise}
+                        "cache_key": render.cache_key, "is_noise": render.is_noise,
+                        "priors": _render_priors(project.story, render)}
     return render_animatic(scene, video), {"source": "animatic", "path": None, "seed": None, "backend": None,
-                                            "cache_key": None, "is_noise": False}
+                                            "cache_key": None, "is_noise": False, "priors": []}
+
+
+def _render_priors(story: Story, render: RenderResult) -> list[dict]:
+    known = {prior.id: prior for prior in story.priors}
+    used = []
+    for binding in render.priors:
+        entry = {"id": binding.prior_id, "scale": binding.scale}
+        prior = known.get(binding.prior_id)
+        if prior is not None:
+            entry.update(kind=prior.kind, target=prior.target, path=prior.path,
+                         sources=[source.get("path") for source in prior.card.get("sources", [])])
+        used.append(entry)
+    return used
+
+
+def export_is_current(project: Project, out: str | os.PathLike, *, crossfade_frames: int = 0,
+                      burn_subtitles: bool = False, prefer: str = "render") -> bool:
+    """True when `out` and its manifest are there and the manifest lists what an export would use now: the
+    same clip (path, seed, cache key) or animatic for every scene, the same narration, geometry and options."""
+    out = Path(out)
+    try:
+        manifest = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not (out.is_file() and out.with_suffix(".srt").is_file() and out.with_suffix(".vtt").is_file()):
+        return False
+    video = project.story.settings.video
+    wanted = []
+    for scene in project.story.scenes:
+        use_render = prefer == "render" and scene.chosen_render is not None
+        render = scene.renders[scene.chosen_render] if use_render else None
+        wanted.append([scene.id, "render" if render else "animatic", render.path if render else None,
+                       render.seed if render else None, render.cache_key if render else None, scene.narration])
+    try:
+        listed = [[s["scene_id"], s["source"], s["path"], s["seed"], s["cache_key"], s["narration"]]
+                  for s in manifest["scenes"]]
+        same_video = (manifest["video"]["fps"], manifest["video"]["width"], manifest["video"]["height"],
+                      manifest["video"]["crossfade_frames"]) == (video.fps, video.width, video.height, crossfade_frames)
+        burned = manifest["subtitles"]["burned_in"]
+    except (KeyError, TypeError):
+        return False
+    has_cues = any(cue_text(scene.narration) for scene in project.story.scenes)
+    return listed == wanted and same_video and burned == (burn_subtitles and has_cues)
 
 
 def _finish_video(work: Path, cues: list[Cue], video: VideoSettings, burn: bool) -> None:

@@ -10,6 +10,9 @@ import tempfile
 import time
 from pathlib import Path
 
+# The demo story and clip catalog, inside the package so an installed copy has them too (package data).
+ASSETS_DIR = Path(__file__).resolve().parent / "assets"
+
 # A temporary whose writer is gone (or that is this old) is an orphan: a write takes seconds, not an hour.
 STALE_TEMPORARY_SECONDS = 3600.0
 

@@ -156,6 +156,8 @@ class RenderResult(Model):
     backend: str = Field(min_length=1)
     # True when the frames come from random weights (the tiny backend): they are noise, not a result.
     is_noise: bool = False
+    # The priors (and strengths) this render was made with; its cache key hashes their files.
+    priors: list[PriorBinding] = Field(default_factory=list)
 
 
 class Scene(Editable):

@@ -31,7 +31,7 @@ def test_import_plan_then_validate(tmp_path):
 def test_import_refuses_to_overwrite_without_force(tmp_path):
     assert dreamrunner("import-plan", PLAN_FILES[0], "--out", tmp_path).returncode == 0
     result = dreamrunner("import-plan", PLAN_FILES[0], "--out", tmp_path)
-    assert result.returncode == 2 and "already holds a project" in result.stderr
+    assert result.returncode == 1 and "already holds a project" in result.stderr
     assert dreamrunner("import-plan", PLAN_FILES[0], "--out", tmp_path, "--force").returncode == 0
 
 
@@ -44,7 +44,7 @@ def test_import_plan_bad_input(tmp_path, content, message):
     source = tmp_path / "plans.jsonl"
     source.write_text(content)
     result = dreamrunner("import-plan", source, "--out", tmp_path / "p")
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert result.stderr.startswith("error: ") and message in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "p").exists()
@@ -53,16 +53,16 @@ def test_import_plan_bad_input(tmp_path, content, message):
 def test_validate_reports_problems_without_traceback(tmp_path, simple_story_data):
     Project.create(tmp_path, validate_story(simple_story_data))
     result = dreamrunner("validate", tmp_path)
-    assert result.returncode == 2 and "missing media files: media/mira.png" in result.stderr
+    assert result.returncode == 1 and "missing media files: media/mira.png" in result.stderr
     payload = json.loads((tmp_path / "project.json").read_text())
     payload["story"]["scenes"][0]["keyframes"][0]["entities"][1]["box"] = [0.7, 0.6, 1.5, 0.9]
     (tmp_path / "project.json").write_text(json.dumps(payload))
     result = dreamrunner("validate", tmp_path / "project.json")
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert "scene 1 ('s1'), keyframe 1, entity 2 ('owl'), box: x1 = 1.5 is outside [0, 1]" in result.stderr
     assert "Traceback" not in result.stderr
     result = dreamrunner("validate", tmp_path / "missing")
-    assert result.returncode == 2 and "does not exist" in result.stderr
+    assert result.returncode == 1 and "does not exist" in result.stderr
 
 
 @pytest.mark.parametrize("content, message", [

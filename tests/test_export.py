@@ -88,7 +88,7 @@ def test_cli_render_one_scene_then_export(tmp_path, capsys):
     manifest = json.loads((tmp_path / "story.json").read_text())
     assert [s["source"] for s in manifest["scenes"]] == ["animatic", "render", "animatic"]
     assert manifest["contains_noise"] is True
-    assert main(["choose", str(tmp_path / "story"), "--scene", "2", "--seed", "5"]) == 2
+    assert main(["choose", str(tmp_path / "story"), "--scene", "2", "--seed", "5"]) == 1
     assert "no render with seed 5" in capsys.readouterr().err
     # The stock path is another cache key: the scene renders again.
     assert main(["render", str(tmp_path / "story"), "--scene", "2", "--region-control", "stock"]) == 0

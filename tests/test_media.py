@@ -89,7 +89,7 @@ def test_20000_square_png_gives_a_named_error_from_the_editor_and_the_cli(tmp_pa
         check_image(path)
     assert isinstance(error.value, DreamRunnerError)  # shown as a message, not "unexpected error"
     out = tmp_path / "story"
-    assert main(["plan", "--topic", "a witch", "--character", f"Mira={path}", "--out", str(out), "--offline"]) == 2
+    assert main(["plan", "--topic", "a witch", "--character", f"Mira={path}", "--out", str(out), "--offline"]) == 1
     err = capsys.readouterr().err
     assert "poster.png is 400,000,000 pixels" in err and "Traceback" not in err
     assert not (out / "project.json").exists()

@@ -68,7 +68,7 @@ def test_plan_and_replan_through_the_llm_named_by_the_environment(tmp_path, monk
         monkeypatch.setenv("DREAMRUNNER_LLM_TIMEOUT", "5")
         server.llm.queue(Reply(status=503, body={"error": {"message": "overloaded"}}),
                          Reply(status=503, body={"error": {"message": "overloaded"}}))
-        assert main(["replan", str(out), "--scene", "s2"]) == 2
+        assert main(["replan", str(out), "--scene", "s2"]) == 1
         assert "error: the LLM server" in capsys.readouterr().err
         assert (out / "project.json").read_bytes() == before
         # --offline ignores the environment.
@@ -93,18 +93,18 @@ def test_replan_keeps_edits_on_disk(tmp_path, capsys):
     assert "re-planned scene 's2'" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["plan", "--topic", "t", "--out", "{out}"], "at least one --character"),
-    (["plan", "--topic", "t", "--character", ":witch", "--out", "{out}"], "the name is empty"),
-    (["plan", "--topic", "t", "--character", "A=missing.png", "--out", "{out}"], "missing.png does not exist"),
-    (["plan", "--prompt", "p", "--scenes", "3", "--out", "{out}"], "--scenes does not apply"),
-    (["plan", "--topic", "t", "--character", "A", "--scenes", "99", "--out", "{out}"], "between 1 and 12"),
-    (["plan", "--topic", " ", "--character", "A", "--out", "{out}"], "--topic is empty"),
-    (["replan", "{out}"], "no project at"),
+@pytest.mark.parametrize("argv, message, code", [
+    (["plan", "--topic", "t", "--out", "{out}"], "at least one --character", 2),
+    (["plan", "--topic", "t", "--character", ":witch", "--out", "{out}"], "the name is empty", 2),
+    (["plan", "--topic", "t", "--character", "A=missing.png", "--out", "{out}"], "missing.png does not exist", 1),
+    (["plan", "--prompt", "p", "--scenes", "3", "--out", "{out}"], "--scenes does not apply", 2),
+    (["plan", "--topic", "t", "--character", "A", "--scenes", "99", "--out", "{out}"], "between 1 and 12", 1),
+    (["plan", "--topic", " ", "--character", "A", "--out", "{out}"], "--topic is empty", 2),
+    (["replan", "{out}"], "no project at", 1),
 ])
-def test_clear_errors(tmp_path, capsys, argv, message):
+def test_clear_errors(tmp_path, capsys, argv, message, code):
     argv = [a.replace("{out}", str(tmp_path / "p")) for a in argv]
-    assert main(argv) == 2
+    assert main(argv) == code  # 2: the command line is wrong; 1: the command failed
     assert message in capsys.readouterr().err
 
 
@@ -115,7 +115,7 @@ def test_reference_images_are_checked_at_plan_time_as_the_editor_checks_them(tmp
     Image.new("RGB", (32, 32)).save(small)
     for path, message in ((fake, "mira.png is not an image Pillow can read"), (small, "icon.png is 32x32 pixels")):
         out = tmp_path / path.stem
-        assert main(["plan", "--topic", "t", "--character", f"Mira={path}", "--out", str(out)]) == 2
+        assert main(["plan", "--topic", "t", "--character", f"Mira={path}", "--out", str(out)]) == 1
         err = capsys.readouterr().err
         assert f"--character 'Mira={path}'" in err and message in err and "Traceback" not in err
         assert not out.exists()
@@ -124,11 +124,11 @@ def test_reference_images_are_checked_at_plan_time_as_the_editor_checks_them(tmp
 def test_replan_errors_and_existing_projects(tmp_path, capsys):
     out = str(tmp_path / "p")
     assert main(["plan", "--topic", "t", "--character", "A", "--out", out]) == 0
-    assert main(["plan", "--topic", "t", "--character", "A", "--out", out]) == 2
+    assert main(["plan", "--topic", "t", "--character", "A", "--out", out]) == 1
     assert "pass --force" in capsys.readouterr().err
-    assert main(["replan", out, "--scene", "s99"]) == 2
+    assert main(["replan", out, "--scene", "s99"]) == 1
     assert "has no scene 's99'; give an id (s1, s2" in capsys.readouterr().err
-    assert main(["replan", out, "--replace", "boxes"]) == 2
+    assert main(["replan", out, "--replace", "boxes"]) == 1
     assert "cannot replace ['boxes']" in capsys.readouterr().err
 
 

@@ -1,5 +1,8 @@
 """Backends: real CogVideoX loading goes through diffusers from_pretrained; missing weights say how to get them."""
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 from diffusers import CogVideoXPipeline
@@ -16,12 +19,12 @@ def test_missing_local_folder_says_how_to_get_the_weights(tmp_path):
     with pytest.raises(WeightsMissingError) as caught:
         load_backend("cogvideox-2b", tmp_path / "CogVideoX-2b")
     message = str(caught.value)
-    assert "huggingface-cli download THUDM/CogVideoX-2b" in message and "DREAMRUNNER_COGVIDEOX_2B" in message
+    assert "hf download THUDM/CogVideoX-2b" in message and "DREAMRUNNER_COGVIDEOX_2B" in message
     assert "no such folder" in message and "'tiny' backend" in message
 
 
 def test_hub_id_without_a_cached_copy_is_a_clear_message(tmp_path):
-    with pytest.raises(WeightsMissingError, match="huggingface-cli download THUDM/CogVideoX-5b"):
+    with pytest.raises(WeightsMissingError, match="hf download THUDM/CogVideoX-5b"):
         load_backend("cogvideox-5b", local_files_only=True, cache_dir=tmp_path)
 
 
@@ -48,8 +51,9 @@ def test_cli_prints_the_message_without_a_traceback(tmp_path, capsys):
     Project.create(tmp_path / "story", three_scene_story())
     code = main(["render", str(tmp_path / "story"), "--backend", "cogvideox-2b", "--model-path", str(tmp_path / "none")])
     err = capsys.readouterr().err
-    assert code == 2 and "Traceback" not in err
-    assert err.startswith("error: cogvideox-2b weights are not available") and "huggingface-cli download" in err
+    assert code == 1 and "Traceback" not in err
+    assert err.startswith("error: cogvideox-2b weights are not available") and "hf download THUDM/CogVideoX-2b" in err
+    assert "huggingface-cli" not in err  # the hub client no longer ships it
 
 
 def test_a_diffusers_folder_loads_through_the_real_loader(tmp_path):
@@ -70,3 +74,24 @@ def test_memory_options(tmp_path):
         DreamRunnerPipeline.from_components(components)
     with pytest.raises(DreamRunnerError, match="unknown backend 'cogvideox-9b'"):
         load_backend("cogvideox-9b")
+
+
+def test_offline_without_cached_weights_fails_at_once_with_the_download_command(tmp_path):
+    """`--offline` (HF_HUB_OFFLINE): no retries against the hub; the message says how to get the weights."""
+    import subprocess
+    import sys
+    import time
+
+    from render_helpers import three_scene_story
+
+    from dreamrunner.project import Project
+
+    Project.create(tmp_path / "story", three_scene_story())
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("HF_", "DREAMRUNNER_COGVIDEOX"))}
+    env.update(HF_HUB_CACHE=str(tmp_path / "empty-cache"), PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "dreamrunner", "--offline", "render", str(tmp_path / "story"),
+                             "--backend", "cogvideox-2b"], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "not in the Hugging Face cache, and offline" in result.stderr and "hf download THUDM/CogVideoX-2b" in result.stderr
+    print(f"offline failure after {time.monotonic() - started:.1f} s")  # seconds, not the hub's retries

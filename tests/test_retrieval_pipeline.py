@@ -211,7 +211,7 @@ def test_demo_catalog_and_cli(tmp_path, capsys):
     assert cli_main(["retrieve", "--motion", "dog running", "--catalog", str(tmp_path / "cat"), "--text-only",
                      "--no-dense", "--min-duration", "0"]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("x\t")
-    assert cli_main(["retrieve", "--motion", "x", "--catalog", str(tmp_path / "nothing.csv")]) == 2
+    assert cli_main(["retrieve", "--motion", "x", "--catalog", str(tmp_path / "nothing.csv")]) == 1
     assert "does not exist" in capsys.readouterr().err
 
 

@@ -44,7 +44,7 @@ class ClipsTab:
             self.clips_scene = gr.Dropdown(label="Scene", elem_id="clips-scene")
             self.clips_motion = gr.Dropdown(label="Motion", elem_id="clips-motion")
             # The demo library's drawn figures and cartoon rabbit escape the HOG people detector
-            # (assets/clips/README.md): moving-subject segmentation is the default here.
+            # (dreamrunner/assets/clips/README.md): moving-subject segmentation is the default here.
             self.clips_detector = gr.Dropdown([("moving subject", "motion"), ("people (HOG)", "hog")], value="motion",
                                               label="Subject detector", elem_id="clips-detector")
             self.find_clips = gr.Button("Find clips", variant="primary", elem_id="find-clips")

@@ -23,13 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from dreamrunner.files import remove_stale_temporaries, write_text_atomic
+from dreamrunner.files import ASSETS_DIR, remove_stale_temporaries, write_text_atomic
 from dreamrunner.project import PROJECT_FILE, Project, ProjectConflict, ProjectError, restore_backup
 from dreamrunner.story import Story
 
 HOME_ENV = "DREAMRUNNER_HOME"
 STATE_FILE = "state.json"
-DEMO_PROJECT = Path(__file__).resolve().parent.parent / "assets" / "demo"
+DEMO_PROJECT = ASSETS_DIR / "demo"
 
 
 def default_home() -> Path:
@@ -167,7 +167,7 @@ class Workspace:
         return self.install_demo()
 
     def install_demo(self, name: str = "demo") -> Path:
-        """Copy the demo story from assets/ into the projects folder (the repository copy stays untouched)."""
+        """Copy the demo story from dreamrunner/assets/ into the projects folder (the repository copy stays untouched)."""
         folder = self.projects_dir / name
         if not (folder / PROJECT_FILE).is_file():
             if not (self.demo / PROJECT_FILE).is_file():

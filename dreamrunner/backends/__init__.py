@@ -87,6 +87,11 @@ class ModelComponents:
             self.vae.enable_tiling()
 
 
+def model_name(backend: str) -> str:
+    """The `ModelComponents.name` a backend name loads (what prior cards and renders record)."""
+    return {"tiny": "tiny-2b"}.get(backend, backend)
+
+
 NOISE_LABEL = "RANDOM WEIGHTS - NOISE, NOT A RESULT"
 
 

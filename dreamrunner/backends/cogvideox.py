@@ -57,7 +57,7 @@ def _how_to_get(name: str, source: str, reason: str) -> str:
     return (
         f"{name} weights are not available from {source!r} ({reason}).\n"
         f"To get them (about {spec.size_gb} GB), on a machine with network access run:\n"
-        f"    huggingface-cli download {spec.hub_id} --local-dir /path/to/{spec.hub_id.split('/')[1]}\n"
+        f"    hf download {spec.hub_id} --local-dir /path/to/{spec.hub_id.split('/')[1]}\n"
         f"then either pass that folder (--model-path /path/to/{spec.hub_id.split('/')[1]}) or set "
         f"{spec.env_var}=/path/to/{spec.hub_id.split('/')[1]}. Without network, copy a downloaded folder or a "
         f"Hugging Face cache (~/.cache/huggingface/hub) here. Use the 'tiny' backend to try the app offline "
@@ -74,6 +74,12 @@ def resolve_source(name: str, source: str | os.PathLike | None) -> str:
 
 def _is_hub_id(source: str) -> bool:
     return re.fullmatch(r"[\w.-]+/[\w.-]+", source) is not None
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
 
 def load_cogvideox(
@@ -103,6 +109,14 @@ def load_cogvideox(
         source = str(folder)
     elif not _is_hub_id(source):
         raise WeightsMissingError(_how_to_get(name, source, "no such folder"))
+    if not is_local and _hub_offline():
+        # Offline, the hub client would only fail after its retries: look in the cache now and say so at once.
+        from huggingface_hub import try_to_load_from_cache
+
+        local_files_only = True
+        if not isinstance(try_to_load_from_cache(source, "model_index.json", cache_dir=cache_dir), str):
+            raise WeightsMissingError(_how_to_get(name, source, "not in the Hugging Face cache, and offline "
+                                                  "(--offline / HF_HUB_OFFLINE) nothing is downloaded"))
     common = {"local_files_only": local_files_only, "cache_dir": cache_dir}
     try:
         transformer = CogVideoXTransformer3DModel.from_pretrained(source, subfolder="transformer", torch_dtype=dtype, **common)

@@ -18,7 +18,7 @@ import argparse
 import json
 
 from .. import edits
-from ..errors import DreamRunnerError
+from ..errors import DreamRunnerError, UsageError
 from ..project import Project
 
 
@@ -143,7 +143,7 @@ def _change(args: argparse.Namespace, run) -> int:
     project = Project.load(args.project)
     with project.edit():
         message = run(project, args)
-    print(message)
+    args.reporter.result(message, project=str(project.folder))
     return 0
 
 
@@ -208,7 +208,7 @@ def _entity_edit(project: Project, args) -> str:
     scene = edits.find_scene(project.story, args.scene)
     fields = {**_given(args, "name"), **_entity_edit_fields(project, args)}
     if not fields:
-        raise DreamRunnerError("say what to change: --box, --name, --character, --motion or --description")
+        raise UsageError("say what to change: --box, --name, --character, --motion or --description")
     changed = edits.edit_entity(project.story, scene.id, args.keyframe - 1, args.entity - 1,
                                 all_keyframes=args.all_keyframes, **fields)
     return f"scene {scene.id}, keyframe {args.keyframe}, entity {args.entity}: " + (
@@ -226,7 +226,7 @@ def _approve(project: Project, args) -> str:
     scene = edits.find_scene(project.story, args.scene)
     ids = args.ids or [None] * len(args.files)
     if len(ids) != len(args.files):
-        raise DreamRunnerError(f"{len(args.files)} files but {len(ids)} --id values; give one id per file or none")
+        raise UsageError(f"{len(args.files)} files but {len(ids)} --id values; give one id per file or none")
     clips = [edits.approve_clip(project, scene.id, args.motion, path, clip_id, args.caption)
              for path, clip_id in zip(args.files, ids)]
     return f"scene {scene.id}: approved {', '.join(c.id for c in clips)} for {args.motion!r}"
@@ -260,7 +260,7 @@ def _set(args: argparse.Namespace) -> int:
         for item in args.values:
             key, sep, text = item.partition("=")
             if not sep or not key.strip():
-                raise DreamRunnerError(f"expected KEY=VALUE, got {item!r}")
+                raise UsageError(f"expected KEY=VALUE, got {item!r}")
             key = key.strip()
             if key in ("title", "topic"):
                 edits.set_story_fields(project.story, **{key: text})
@@ -272,5 +272,5 @@ def _set(args: argparse.Namespace) -> int:
                 value = text
             edits.set_setting(project.story, key, value)
             done.append(f"{key} = {value!r}")
-    print("set " + ", ".join(done))
+    args.reporter.result("set " + ", ".join(done), project=str(project.folder))
     return 0

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from ..errors import DreamRunnerError
-from ..jobs import Progress
+from ..errors import UsageError
 from ..project import Project
+from .story_commands import SigintCancels
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--viclip", metavar="MODULE:FUNCTION", help="hook returning a ViCLIP video-text encoder")
     parser.add_argument("--imaging-quality", metavar="MODULE:FUNCTION", help="hook returning an imaging-quality scorer")
     parser.add_argument("--interpolator", metavar="MODULE:FUNCTION", help="hook returning a frame interpolator")
-    parser.add_argument("--offline", action="store_true", help="load models from the local Hugging Face cache only")
+    # --offline (a global option): models from local folders and the Hugging Face cache only.
     parser.add_argument("--tiny-encoders", action="store_true",
                         help="random-weight tiny encoders: checks the plumbing, the numbers measure nothing")
     parser.set_defaults(run=run_eval)
@@ -54,14 +53,14 @@ def run_eval(args: argparse.Namespace) -> int:
     )
 
     if (args.project is None) == (args.videos is None):
-        raise DreamRunnerError("give either a PROJECT folder or --videos DIR --texts FILE.json")
+        raise UsageError("give either a PROJECT folder or --videos DIR --texts FILE.json")
     if args.videos is not None and args.texts is None:
-        raise DreamRunnerError("--videos needs --texts FILE.json describing the videos")
+        raise UsageError("--videos needs --texts FILE.json describing the videos")
     if args.texts is not None and args.videos is None:
-        raise DreamRunnerError("--texts goes with --videos DIR")
+        raise UsageError("--texts goes with --videos DIR")
     for option, value in (("--max-frames", args.max_frames), ("--batch-size", args.batch_size)):
         if value is not None and value < 1:
-            raise DreamRunnerError(f"{option} must be at least 1, got {value}")
+            raise UsageError(f"{option} must be at least 1, got {value}")
     if args.project is not None:
         project = Project.load(args.project)
         samples, notes = samples_from_project(project)
@@ -79,17 +78,14 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.tiny_encoders:
         encoders = load_hooks(spec, tiny_encoders(device=spec.device, batch_size=spec.batch_size))
     else:
-        print("loading models...", file=sys.stderr)
+        args.reporter.note("loading models...")
         encoders = load_encoders(spec)
-
-    def progress(update: Progress) -> None:
-        if update.step < update.total:
-            print(f"[{update.step + 1}/{update.total}] {update.message}", file=sys.stderr)
-
-    report = evaluate(samples, encoders, EvalConfig(max_frames=args.max_frames), source=source, progress=progress)
+    with SigintCancels() as cancel:
+        report = evaluate(samples, encoders, EvalConfig(max_frames=args.max_frames), source=source,
+                          progress=args.reporter.progress, cancel=cancel)
     report.notes.extend(notes)
     out.mkdir(parents=True, exist_ok=True)
     json_path, csv_path = report.write_json(out / "metrics.json"), report.write_csv(out / "metrics.csv")
-    print(report.format_table())
-    print(f"wrote {json_path} and {csv_path}")
+    args.reporter.result(report.format_table() + f"\nwrote {json_path} and {csv_path}", metrics=str(json_path),
+                         table=str(csv_path))
     return 0

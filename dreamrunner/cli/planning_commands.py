@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import re
-import sys
 from pathlib import Path
 
-from PIL import Image
-
-from ..errors import DreamRunnerError
 from .. import edits
-from ..media import ImageFileError, load_reference_image
+from ..errors import DreamRunnerError, UsageError
 from ..planning import REPLACEABLE, OfflinePlanner, Planner, PlannerSettings, get_planner, replan_scene, replan_story
 from ..planning.llm import LLMPlanner
-from ..project import MEDIA_DIR, PROJECT_FILE, Project
-from ..story import Character, Story
+from ..project import PROJECT_FILE, Project
+from ..story import Story
+from ..story_pipeline import check_images, new_project
+from .story_commands import cast_members, planner_help
 
-_ENVIRONMENT = ("The LLM comes from the environment: OPENAI_API_KEY and/or OPENAI_BASE_URL (any OpenAI-compatible "
-                "server: OpenAI, Ollama, vLLM, llama.cpp) and DREAMRUNNER_LLM_MODEL. Without them the built-in "
-                "offline planner is used.")
+_ENVIRONMENT = planner_help()
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -50,81 +45,52 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _planner_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--offline", action="store_true", help="use the offline planner even if an LLM is configured")
+    # --offline (a global option) also means the offline planner.
     parser.add_argument("--seed", type=int, default=0, help="offline planner variant (default 0)")
 
 
-def _planner(args: argparse.Namespace) -> Planner:
-    if args.offline:
-        return OfflinePlanner(seed=args.seed)
+def planner_for(offline: bool, seed: int = 0) -> Planner:
+    """The offline planner with --offline or when no LLM is configured, else the LLM planner."""
+    if offline:
+        return OfflinePlanner(seed=seed)
     planner = get_planner(PlannerSettings.from_env())
-    return OfflinePlanner(seed=args.seed) if isinstance(planner, OfflinePlanner) else planner
-
-
-def parse_characters(specs: list[str]) -> list[tuple[Character, Image.Image | None]]:
-    """NAME[:DESCRIPTION][=IMAGE] -> characters with ids and rare tokens [v1], [v2], ..., and their images.
-
-    Images are read and checked here, before any planning, by the editor's rules
-    (`dreamrunner.media.load_reference_image`); a bad one raises its ImageFileError naming the option.
-    """
-    result, cast = [], Story()
-    for spec in specs:
-        left, _, image = spec.partition("=")
-        name, _, description = left.partition(":")
-        if not name.strip():
-            raise DreamRunnerError(f"--character {spec!r}: the name is empty (expected NAME[:DESCRIPTION][=IMAGE])")
-        picture = None
-        if image.strip():
-            try:
-                picture = load_reference_image(Path(image.strip()).expanduser())
-            except ImageFileError as error:
-                raise type(error)(f"--character {spec!r}: {error}") from None
-        character = edits.add_character(cast, name, description)  # the editor's id and token rules
-        result.append((character, picture))
-    return result
+    return OfflinePlanner(seed=seed) if isinstance(planner, OfflinePlanner) else planner
 
 
 def run_plan(args: argparse.Namespace) -> int:
+    reporter = args.reporter
     out = Path(args.out)
     if (out / PROJECT_FILE).exists() and not args.force:
         raise DreamRunnerError(f"{out} already holds a project; pass --force to overwrite it")
-    cast = parse_characters(args.character)
-    characters = [c for c, _ in cast]
-    planner = _planner(args)
-    print(f"planning with the {_describe(planner)}", file=sys.stderr)
+    cast = cast_members(args.character)
+    check_images(cast)  # before any planning: the editor's rules, a named error for a bad file
+    cast_story = Story()
+    characters = [edits.add_character(cast_story, m.name, m.description) for m in cast]  # the editor's id rules
+    planner = planner_for(args.offline, args.seed)
+    reporter.note(f"planning with the {_describe(planner)}")
     if args.prompt is not None:
         if args.scenes is not None:
-            raise DreamRunnerError("--scenes does not apply to --prompt (single-prompt mode plans one scene)")
+            raise UsageError("--scenes does not apply to --prompt (single-prompt mode plans one scene)")
         story = planner.plan_prompt(args.prompt, characters)
     else:
         if not args.topic.strip():
-            raise DreamRunnerError("--topic is empty")
+            raise UsageError("--topic is empty")
         if not characters and isinstance(planner, OfflinePlanner):
-            raise DreamRunnerError("give at least one --character NAME")
+            raise UsageError("give at least one --character NAME")
         story = planner.plan_story(args.topic, characters, args.scenes)
-    # Reference images go into media/ as the pictures they show (as the editor stores uploads), and the story
-    # refers to them relatively.
-    (out / MEDIA_DIR).mkdir(parents=True, exist_ok=True)
-    updated = []
-    for character, picture in cast:
-        if picture is not None:
-            target = out / MEDIA_DIR / edits.CHARACTERS_DIR / f"{character.id}_1.png"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            picture.save(target)
-            character = character.model_copy(update={"reference_images": [target.relative_to(out).as_posix()]})
-        updated.append(character)
-    story = story.model_validate({**story.model_dump(), "characters": [c.model_dump() for c in updated]})
-    Project.create(out, story, overwrite=args.force)
-    _report(planner)
-    print(f"planned {len(story.scenes)} scene{'s' * (len(story.scenes) != 1)} of {story.title!r} into {out}")
+    project = new_project(out, story, cast, overwrite=args.force)
+    _report(planner, reporter)
+    story = project.story
+    reporter.result(f"planned {len(story.scenes)} scene{'s' * (len(story.scenes) != 1)} of {story.title!r} into {out}",
+                    project=str(out), scenes=len(story.scenes), title=story.title)
     return 0
 
 
 def run_replan(args: argparse.Namespace) -> int:
     project = Project.load(args.project)
     replace = {"*" if field == "all" else field for field in args.replace}
-    planner = _planner(args)
-    print(f"re-planning with the {_describe(planner)}", file=sys.stderr)
+    planner = planner_for(args.offline, args.seed)
+    args.reporter.note(f"re-planning with the {_describe(planner)}")
     with project.edit():
         if args.scene is not None:
             scene = edits.find_scene(project.story, args.scene)
@@ -133,8 +99,9 @@ def run_replan(args: argparse.Namespace) -> int:
         else:
             project.story = replan_story(project.story, planner, replace)
             done = f"{len(project.story.scenes)} scenes"
-    _report(planner)
-    print(f"re-planned {done} of {args.project}; the previous plan is in {PROJECT_FILE}.bak")
+    _report(planner, args.reporter)
+    args.reporter.result(f"re-planned {done} of {args.project}; the previous plan is in {PROJECT_FILE}.bak",
+                         project=str(args.project))
     return 0
 
 
@@ -144,6 +111,6 @@ def _describe(planner: Planner) -> str:
     return f"offline planner (seed {getattr(planner, 'seed', 0)})"
 
 
-def _report(planner: Planner) -> None:
+def _report(planner: Planner, reporter) -> None:
     for repair in getattr(planner, "last_repairs", []):
-        print(f"repaired {repair}", file=sys.stderr)
+        reporter.warn(f"repaired {repair}")

@@ -3,25 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import signal
-import sys
 
 from .. import edits
-from ..backends import BACKENDS, load_backend
-from ..errors import DreamRunnerError
-from ..jobs import CancelToken, Cancelled, Progress
+from ..backends import load_backend
 from ..project import Project
+from .story_commands import SigintCancels, memory_options, model_arguments, positive
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     subject = subparsers.add_parser("train-subject", help="tune a character's subject prior (LoRA, even blocks)",
                                     description=(
         "Tune a subject prior from the character's reference images (each repeated into a static clip captioned "
-        "with the character's rare token), register it in the project and bind it to the scenes that show the "
-        "character (--no-bind: register only). Ctrl-C stops at the next step and "
-        "keeps a checkpoint: the same command resumes. An identical earlier run is reused, not repeated."))
+        "with the character's rare token) on the project's render backend (or --backend), register it in the "
+        "project and bind it to the scenes that show the character (--no-bind: register only). "
+        "Ctrl-C stops at the next step and keeps a checkpoint: the same command resumes. An identical earlier run is reused, not repeated."))
     subject.add_argument("project", help="project folder")
-    subject.add_argument("--character", required=True, help="character id")
+    subject.add_argument("--character", required=True, help="character id, name or token")
     _common(subject)
     subject.set_defaults(run=run_train_subject)
 
@@ -37,56 +34,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", default="tiny", choices=BACKENDS,
-                        help="model to tune on (tiny = random weights for trying the workflow; its priors are noise)")
+    model_arguments(parser)
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: the project's prior settings)")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--no-bind", dest="bind", action="store_false",
                         help="register the prior without binding it to its scenes")
 
 
-def _report(progress: Progress) -> None:
-    parts = [f"{progress.stage}: {progress.step}/{progress.total}"]
-    if progress.loss is not None:
-        parts.append(f"loss {progress.loss:.4f}")
-    if progress.eta_seconds is not None:
-        parts.append(f"eta {progress.eta_seconds:.0f}s")
-    if progress.message and progress.loss is None:
-        parts.append(progress.message)
-    print("  ".join(parts), file=sys.stderr, flush=True)
+def _run(args: argparse.Namespace, kind: str, target: str) -> int:
+    from ..priors import train_motion, train_subject
 
-
-def _run(args: argparse.Namespace, train, target: str) -> int:
-    if args.steps is not None and args.steps < 1:
-        raise DreamRunnerError(f"--steps must be at least 1, got {args.steps}")
+    positive(args, "steps")
+    reporter = args.reporter
     project = Project.load(args.project)
-    components = load_backend(args.backend)
-    cancel = CancelToken()
-    previous = signal.signal(signal.SIGINT, lambda *_: cancel.cancel())  # stop at the next step, keep a checkpoint
-    try:
-        prior, outcome = train(project, target, components, max_steps=args.steps, progress=_report,
+    if kind == "subject":  # id, name or token, as the other commands take a character
+        target = edits.find_character(project.story, target).id
+    train = train_subject if kind == "subject" else train_motion
+    backend = args.backend or project.story.settings.render.backend
+    reporter.note(f"loading the {backend} backend")
+    components = load_backend(backend, args.model_path, memory=memory_options(args))
+    with SigintCancels() as cancel:  # Ctrl-C: stop at the next step, keep a checkpoint; the same command resumes
+        prior, outcome = train(project, target, components, max_steps=args.steps, progress=reporter.progress,
                                cancel=cancel, device=args.device)
-    except Cancelled:
-        print("cancelled: the last step is checkpointed; run the same command again to resume", file=sys.stderr)
-        return 130
-    finally:
-        signal.signal(signal.SIGINT, previous)
     with project.edit():
         bound = edits.register_prior(project.story, prior, bind=args.bind)
     status = "reused (already trained with these inputs and settings)" if outcome.cached else "trained"
     noise = "  [random weights: this prior is noise, not a result]" if components.is_noise else ""
-    print(f"{prior.id}: {status} -> {prior.path}{noise}")
-    print(f"{prior.id}: bound to {', '.join(bound)}" if bound else f"{prior.id}: bound to no scene")
+    reporter.result(f"{prior.id}: {status} -> {prior.path}{noise}", prior=prior.id, path=prior.path,
+                    cached=outcome.cached, bound=bound, is_noise=components.is_noise)
+    reporter.result(f"{prior.id}: bound to {', '.join(bound)}" if bound else f"{prior.id}: bound to no scene",
+                    prior=prior.id, bound=bound)
     return 0
 
 
 def run_train_subject(args: argparse.Namespace) -> int:
-    from ..priors import train_subject
-
-    return _run(args, train_subject, args.character)
+    return _run(args, "subject", args.character)
 
 
 def run_train_motion(args: argparse.Namespace) -> int:
-    from ..priors import train_motion
-
-    return _run(args, train_motion, args.motion)
+    return _run(args, "motion", args.motion)

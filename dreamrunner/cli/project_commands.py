@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from ..errors import DreamRunnerError
@@ -51,7 +50,8 @@ def run_validate(args: argparse.Namespace) -> int:
         build_region_plan(scene, grid)
     if missing:
         raise ProjectError("missing media files: " + ", ".join(missing))
-    print(f"ok: {len(story.scenes)} scenes, {len(story.characters)} characters, token grid {grid}")
+    args.reporter.result(f"ok: {len(story.scenes)} scenes, {len(story.characters)} characters, token grid {grid}",
+                         scenes=len(story.scenes), characters=len(story.characters), token_grid=list(grid))
     return 0
 
 
@@ -80,11 +80,11 @@ def run_import_plan(args: argparse.Namespace) -> int:
         except DreamRunnerError as error:
             raise DreamRunnerError(f"{source}:{number}: {error}") from None
         for repair in repairs:
-            print(f"repaired {repair}", file=sys.stderr)
+            args.reporter.warn(f"repaired {repair}")
         scenes.append(scene)
     if not scenes:
         raise DreamRunnerError(f"{source} holds no plans")
     story = Story(title=source.stem, topic=f"imported from {source.name}", scenes=scenes)
     Project.create(out, story, overwrite=args.force)
-    print(f"imported {len(scenes)} scenes into {out}")
+    args.reporter.result(f"imported {len(scenes)} scenes into {out}", project=str(out), scenes=len(scenes))
     return 0

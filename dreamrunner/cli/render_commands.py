@@ -3,25 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from .. import edits
-from ..backends import BACKENDS, MemoryOptions
-from ..errors import DreamRunnerError
-from ..jobs import Progress
 from ..project import Project
 from ..story import SAMPLER_PRESETS
+from .story_commands import SigintCancels, memory_options, model_arguments, positive
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     render = subparsers.add_parser("render", help="render scenes (cached per scene)", description=(
         "Render the story's scenes in order, or the ones named with --scene. Scenes whose plan, priors and "
         "settings did not change since their last render are taken from the cache. The 'tiny' backend has "
-        "random weights: its output is noise and is labelled so."))
+        "random weights: its output is noise and is labelled so. Ctrl-C stops at the next step; finished "
+        "scenes are kept."))
     render.add_argument("project", help="project folder")
-    render.add_argument("--scene", type=int, action="append", metavar="N", help="scene number (1-based); repeatable")
-    render.add_argument("--backend", choices=BACKENDS, help="model (default: the project's render setting)")
-    render.add_argument("--model-path", help="local CogVideoX folder or hub id (default: THUDM/CogVideoX-2b / -5b)")
+    render.add_argument("--scene", action="append", metavar="SCENE", help="scene id or number (1-based); repeatable")
+    model_arguments(render)
     render.add_argument("--region-control", choices=("sr3ai", "stock"), default="sr3ai",
                         help="sr3ai: one prompt per region with region-gated priors (default); stock: one prompt")
     render.add_argument("--variants", type=int, help="seeds per scene (default: the project's setting)")
@@ -30,11 +27,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "default), cogvideox = diffusers' defaults (DDIM, guidance 6.0)")
     render.add_argument("--steps", type=int, help="denoising steps for this run (saved to the project)")
     render.add_argument("--force", action="store_true", help="render again even where the cache has the scene")
-    render.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if available)")
-    render.add_argument("--cpu-offload", choices=("none", "model", "sequential"), default="none",
-                        help="keep models on the CPU until they run (needs a GPU)")
-    render.add_argument("--vae-tiling", action="store_true", help="decode in tiles (less GPU memory)")
-    render.add_argument("--vae-slicing", action="store_true", help="decode one video at a time")
     render.set_defaults(run=run_render)
 
     choose = subparsers.add_parser("choose", help="pick the variant export uses for a scene")
@@ -54,39 +46,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.set_defaults(run=run_export)
 
 
-def _print_progress(update: Progress) -> None:
-    eta = f", about {update.eta_seconds:.0f} s left" if update.eta_seconds else ""
-    print(f"{update.message}{eta}", file=sys.stderr, flush=True)
-
-
 def run_render(args: argparse.Namespace) -> int:
     from ..rendering.pipeline import REGION_CONTROLS
     from ..rendering.story_render import StoryRenderer, commit_to
 
+    positive(args, "steps", "variants")
+    reporter = args.reporter
     project = Project.load(args.project)
     story = project.story
     scenes = None
     if args.scene:
-        bad = [n for n in args.scene if not 1 <= n <= len(story.scenes)]
-        if bad:
-            raise DreamRunnerError(f"no scene {bad[0]}: the story has scenes 1 to {len(story.scenes)}")
-        scenes = [n - 1 for n in args.scene]
+        chosen = [edits.find_scene(story, ref).id for ref in args.scene]
+        scenes = [i for i, scene in enumerate(story.scenes) if scene.id in chosen]
     if args.sampler is not None:
-        story.settings.render = story.settings.render.with_preset(args.sampler)
+        with project.edit():
+            edits.use_sampler_preset(project.story, args.sampler)
     if args.steps is not None:
         with project.edit():
             edits.set_setting(project.story, "render.steps", args.steps)
-    memory = MemoryOptions(device=args.device, cpu_offload=args.cpu_offload, vae_slicing=args.vae_slicing,
-                           vae_tiling=args.vae_tiling)
-    renderer = StoryRenderer(project, args.backend, model_path=args.model_path, memory=memory,
+    renderer = StoryRenderer(project, args.backend, model_path=args.model_path, memory=memory_options(args),
                              region_control=REGION_CONTROLS[args.region_control]())
-    report = renderer.render(commit_to(project), scenes, variants=args.variants, force=args.force,
-                             progress=_print_progress)
+    with SigintCancels() as cancel:
+        report = renderer.render(commit_to(project), scenes, variants=args.variants, force=args.force,
+                                 progress=reporter.progress, cancel=cancel)
     for outcome in report.outcomes:
         state = "cached" if outcome.cached else "rendered"
-        print(f"{outcome.scene_id} seed {outcome.seed}: {state} {outcome.path}")
+        reporter.result(f"{outcome.scene_id} seed {outcome.seed}: {state} {outcome.path}", scene=outcome.scene_id,
+                        seed=outcome.seed, cached=outcome.cached, path=outcome.path)
     if renderer.backend.startswith("tiny"):
-        print("note: the tiny backend has random weights; these clips are noise, labelled as such", file=sys.stderr)
+        reporter.note("the tiny backend has random weights; these clips are noise, labelled as such")
     return 0
 
 
@@ -95,7 +83,7 @@ def run_choose(args: argparse.Namespace) -> int:
     with project.edit():
         scene = edits.find_scene(project.story, args.scene)
         edits.choose_render(project.story, scene.id, args.seed)
-    print(f"scene {scene.id} now uses seed {args.seed}")
+    args.reporter.result(f"scene {scene.id} now uses seed {args.seed}", scene=scene.id, seed=args.seed)
     return 0
 
 
@@ -103,10 +91,14 @@ def run_export(args: argparse.Namespace) -> int:
     from ..export import export_story
 
     project = Project.load(args.project)
-    result = export_story(project, args.out, crossfade_frames=args.crossfade, burn_subtitles=args.burn_subtitles,
-                          prefer="animatic" if args.animatic else "render")
-    print(f"wrote {result.video} ({result.num_frames} frames, {result.width}x{result.height}, {result.fps} fps, "
-          f"{result.duration:.2f} s), {result.subtitles.name}, {result.webvtt.name}, {result.manifest.name}")
+    with SigintCancels() as cancel:
+        result = export_story(project, args.out, crossfade_frames=args.crossfade, burn_subtitles=args.burn_subtitles,
+                              prefer="animatic" if args.animatic else "render", progress=args.reporter.progress,
+                              cancel=cancel)
+    args.reporter.result(
+        f"wrote {result.video} ({result.num_frames} frames, {result.width}x{result.height}, {result.fps} fps, "
+        f"{result.duration:.2f} s), {result.subtitles.name}, {result.webvtt.name}, {result.manifest.name}",
+        video=str(result.video), manifest=str(result.manifest), num_frames=result.num_frames)
     if any(scene.is_noise for scene in result.scenes):
-        print("note: some scenes are random-weight noise (tiny backend); the manifest and frames say so", file=sys.stderr)
+        args.reporter.note("some scenes are random-weight noise (tiny backend); the manifest and frames say so")
     return 0

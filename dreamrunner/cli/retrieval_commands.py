@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 from ..errors import DreamRunnerError
-from ..jobs import Progress
+from .story_commands import SigintCancels
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "and caption, best first; dropped clips and their reasons with --show-dropped."))
     retrieve.add_argument("--motion", required=True, help='the motion text, e.g. "ballroom dancing"')
     retrieve.add_argument("--catalog", help="catalog folder, catalog file (JSONL/JSON/CSV/Parquet, InternVid "
-                          "layout too) or folder of captioned videos; default: the demo catalog in assets/clips")
+                          "layout too) or folder of captioned videos; default: the demo catalog in dreamrunner/assets/clips")
     retrieve.add_argument("--text-only", action="store_true", help="stop after the caption stages (no video)")
     retrieve.add_argument("--top", type=int, default=20, help="how many clips to keep (default 20)")
     retrieve.add_argument("--candidates", type=int, default=100, help="BM25 candidates (default 100)")
@@ -57,16 +56,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     reindex.set_defaults(run=run_reindex)
 
 
-def _print_progress(progress: Progress) -> None:
-    print(f"[{progress.stage}] {progress.step}/{progress.total} {progress.message}", file=sys.stderr)
-
-
 def run_retrieve(args: argparse.Namespace) -> int:
     from ..retrieval import ClipCatalog, ClipFilter, RetrievalSettings, default_demo_catalog, retrieve_clips
 
+    reporter = args.reporter
     catalog = ClipCatalog.open(args.catalog) if args.catalog else default_demo_catalog()
     for name, reason in catalog.import_skipped:
-        print(f"skipped {name}: {reason}", file=sys.stderr)
+        reporter.warn(f"skipped {name}: {reason}")
     settings = RetrievalSettings(
         candidates=args.candidates, max_clips=args.top, text_only=args.text_only,
         detector=None if args.detector == "none" else args.detector,
@@ -74,17 +70,22 @@ def run_retrieve(args: argparse.Namespace) -> int:
         dense_model=None if args.no_dense else "auto", output_dir=args.out, fps=args.fps,
         filters=ClipFilter(min_duration=args.min_duration, max_duration=args.max_duration,
                            min_height=args.min_height))
-    result = retrieve_clips(args.motion, catalog, settings, progress=_print_progress)
+    with SigintCancels() as cancel:
+        result = retrieve_clips(args.motion, catalog, settings, progress=reporter.progress, cancel=cancel)
     for warning in result.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        reporter.warn(warning)
     for clip in result.clips:
         span = f"\t[{clip.start:.2f}-{clip.end:.2f} s]" if clip.start is not None and clip.end is not None else ""
         path = f"\t{clip.path}" if clip.path else ""
-        print(f"{clip.id}\t{clip.score:.4f}\t{clip.caption}{span}{path}")
+        reporter.result(f"{clip.id}\t{clip.score:.4f}\t{clip.caption}{span}{path}", id=clip.id, score=clip.score,
+                        caption=clip.caption, start=clip.start, end=clip.end, path=clip.path)
     if args.show_dropped:
         for dropped in result.dropped:
-            print(f"dropped {dropped.id} ({dropped.stage}): {dropped.reason}")
-    return 0 if result.clips else 1
+            reporter.result(f"dropped {dropped.id} ({dropped.stage}): {dropped.reason}", dropped=dropped.id,
+                            stage=dropped.stage, reason=dropped.reason)
+    if not result.clips:
+        raise DreamRunnerError(f"no clip found for {args.motion!r}")
+    return 0
 
 
 def run_import(args: argparse.Namespace) -> int:
@@ -104,19 +105,20 @@ def run_import(args: argparse.Namespace) -> int:
                 records = read_video_folder(source, args.captions, skipped)
             added = catalog.append(records, skip_duplicates=args.skip_duplicates)
             for name, reason in skipped:
-                print(f"skipped {source / name}: {reason}", file=sys.stderr)
+                args.reporter.warn(f"skipped {source / name}: {reason}")
         elif source.is_file():
             records = (_rebase(r, source.parent, catalog.media_root) for r in read_table(source))
             added = catalog.append(records, skip_duplicates=args.skip_duplicates)
         else:
             raise DreamRunnerError(f"{source} does not exist")
-        print(f"{source}: {added:,} clips added")
+        args.reporter.result(f"{source}: {added:,} clips added", source=str(source), added=added)
         total += added
     if args.attribution:
         catalog.set_attribution(args.attribution)
     if not args.no_index:
-        catalog.reindex(progress=_print_progress)
-    print(f"{folder}: {len(catalog):,} clips{' (index stale)' if catalog.index_is_stale else ', index up to date'}")
+        catalog.reindex(progress=args.reporter.progress)
+    args.reporter.result(f"{folder}: {len(catalog):,} clips{' (index stale)' if catalog.index_is_stale else ', index up to date'}",
+                         catalog=str(folder), clips=len(catalog), index_stale=catalog.index_is_stale)
     return 0
 
 
@@ -132,10 +134,11 @@ def run_info(args: argparse.Namespace) -> int:
     from ..retrieval import ClipCatalog
 
     catalog = ClipCatalog.open(args.catalog)
-    print(f"{len(catalog):,} clips; index {'stale' if catalog.index_is_stale else 'up to date'}; "
-          f"media root {catalog.media_root}")
-    if catalog.attribution:
-        print(f"attribution: {catalog.attribution}")
+    args.reporter.result(f"{len(catalog):,} clips; index {'stale' if catalog.index_is_stale else 'up to date'}; "
+                         f"media root {catalog.media_root}" + (f"\nattribution: {catalog.attribution}"
+                                                               if catalog.attribution else ""),
+                         clips=len(catalog), index_stale=catalog.index_is_stale, media_root=str(catalog.media_root),
+                         attribution=catalog.attribution)
     return 0
 
 
@@ -143,6 +146,6 @@ def run_reindex(args: argparse.Namespace) -> int:
     from ..retrieval import ClipCatalog
 
     catalog = ClipCatalog.open(args.catalog)
-    catalog.reindex(progress=_print_progress)
-    print(f"indexed {len(catalog):,} clips")
+    catalog.reindex(progress=args.reporter.progress)
+    args.reporter.result(f"indexed {len(catalog):,} clips", clips=len(catalog))
     return 0

@@ -165,10 +165,8 @@ def _settings(project: Project, max_steps: int | None) -> PriorSettings:
     return settings.model_copy(update={"max_steps": max_steps}) if max_steps else settings
 
 
-def train_subject(project: Project, character_id: str, components: ModelComponents, max_steps: int | None = None,
-                  progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
-                  device: str | torch.device | None = None) -> tuple[Prior, PriorOutcome]:
-    """Tune the subject prior of a character from its reference images; returns the prior to register."""
+def subject_request(project: Project, character_id: str, max_steps: int | None = None) -> PriorRequest:
+    """What a character's subject prior learns from: its reference images, captioned with its token."""
     try:
         character = project.story.character(character_id)
     except KeyError:
@@ -178,16 +176,11 @@ def train_subject(project: Project, character_id: str, components: ModelComponen
         raise PriorError(f"character {character_id!r} has no reference images to learn a subject prior from")
     caption = subject_caption(character)
     clips = tuple(TrainingClip(project.resolve(p), caption, static=True) for p in character.reference_images)
-    request = PriorRequest("subject", character_id, clips, _settings(project, max_steps), tuple(character.reference_images))
-    outcome = train_prior(components, request, project.media / PRIORS_DIR, progress, cancel, device)
-    return _prior(project, "subject", character_id, outcome), outcome
+    return PriorRequest("subject", character_id, clips, _settings(project, max_steps), tuple(character.reference_images))
 
 
-def train_motion(project: Project, motion: str, components: ModelComponents, max_steps: int | None = None,
-                 progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
-                 device: str | torch.device | None = None) -> tuple[Prior, PriorOutcome]:
-    """Tune the motion prior of `motion` from the clips approved for it in the project's scenes; returns the
-    prior to register."""
+def motion_request(project: Project, motion: str, max_steps: int | None = None) -> PriorRequest:
+    """What a motion prior learns from: the clips approved for `motion` in any scene of the project."""
     seen, clips, labels = set(), [], []
     for scene in project.story.scenes:
         for clip in scene.approved_clips:
@@ -198,6 +191,43 @@ def train_motion(project: Project, motion: str, components: ModelComponents, max
     if not clips:
         motions = sorted({c.motion for s in project.story.scenes for c in s.approved_clips})
         raise PriorError(f"no approved clips for motion {motion!r} (motions with clips: {', '.join(motions) or 'none'})")
-    request = PriorRequest("motion", motion, tuple(clips), _settings(project, max_steps), tuple(labels))
+    return PriorRequest("motion", motion, tuple(clips), _settings(project, max_steps), tuple(labels))
+
+
+def current_prior(project: Project, request: PriorRequest, model_name: str) -> Prior | None:
+    """The registered prior for `request` when it is up to date, without loading a model: its file is there
+    and its card names the same model, the same source files (by SHA-256) and captions, and the same
+    settings. None when it must be trained (or found by `train_prior`'s content-keyed cache).
+
+    The card's model name stands for the weights here; a checkpoint changed under the same name is caught
+    by `train_prior`'s key (which fingerprints the weights) only when training is asked for."""
+    prior_id = f"{request.kind}-{slug(request.target)}"
+    prior = next((p for p in project.story.priors if p.id == prior_id), None)
+    if prior is None or not project.resolve(prior.path).is_file():
+        return None
+    card = prior.card
+    sources = [(s.get("path"), s.get("sha256"), s.get("caption")) for s in card.get("sources", [])]
+    wanted = [(label, file_sha256(clip.path) if Path(clip.path).is_file() else None, clip.caption)
+              for label, clip in zip(request.labels, request.clips)]
+    settings = card.get("settings", {})
+    same_settings = all(settings.get(name) == getattr(request.settings, name) for name in KEY_SETTINGS)
+    return prior if card.get("model") == model_name and sources == wanted and same_settings else None
+
+
+def train_subject(project: Project, character_id: str, components: ModelComponents, max_steps: int | None = None,
+                  progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
+                  device: str | torch.device | None = None) -> tuple[Prior, PriorOutcome]:
+    """Tune the subject prior of a character from its reference images; returns the prior to register."""
+    request = subject_request(project, character_id, max_steps)
+    outcome = train_prior(components, request, project.media / PRIORS_DIR, progress, cancel, device)
+    return _prior(project, "subject", character_id, outcome), outcome
+
+
+def train_motion(project: Project, motion: str, components: ModelComponents, max_steps: int | None = None,
+                 progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
+                 device: str | torch.device | None = None) -> tuple[Prior, PriorOutcome]:
+    """Tune the motion prior of `motion` from the clips approved for it in the project's scenes; returns the
+    prior to register."""
+    request = motion_request(project, motion, max_steps)
     outcome = train_prior(components, request, project.media / PRIORS_DIR, progress, cancel, device)
     return _prior(project, "motion", motion, outcome), outcome

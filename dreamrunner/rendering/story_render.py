@@ -240,7 +240,7 @@ class StoryRenderer:
             target = self.project.resolve(relative)
             write_video(target, output.frames, video.fps)
             result = RenderResult(seed=seed, path=relative, cache_key=key, backend=self.pipeline.backend_name,
-                                  is_noise=output.is_noise)
+                                  is_noise=output.is_noise, priors=[b.model_copy() for b in scene.prior_bindings])
             target.with_suffix(".json").write_text(result.model_dump_json(indent=2) + "\n", encoding="utf-8")
             results.append(result)
             outcomes.append(SceneRenderOutcome(scene.id, seed, relative, cached=False))

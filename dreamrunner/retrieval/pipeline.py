@@ -10,6 +10,7 @@ from typing import Callable
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ..files import ASSETS_DIR
 from ..jobs import Cancelled, CancelToken, Progress, ProgressCallback
 from ..story import slug
 from .catalog import ClipCatalog
@@ -21,7 +22,7 @@ from .rerank import ClipFrameScorer, ClipScorer, ScorerUnavailable, rank_by_simi
 from .tracking import Segmenter
 from .video import materialise, probe, sample_frames
 
-DEMO_CATALOG = Path(__file__).resolve().parents[2] / "assets" / "clips" / "catalog.jsonl"
+DEMO_CATALOG = ASSETS_DIR / "clips" / "catalog.jsonl"
 
 # (record, local folder) -> local video file; see docs/retrieval.md "URL sources".
 Downloader = Callable[[ClipRecord, Path], Path]
@@ -103,7 +104,7 @@ class RetrievalResult:
 
 
 def default_demo_catalog() -> ClipCatalog:
-    """The small catalog in assets/clips (Big Buck Bunny cuts, CC-BY, and labelled synthetic animations)."""
+    """The small catalog in dreamrunner/assets/clips (Big Buck Bunny cuts, CC-BY, and labelled synthetic animations)."""
     return ClipCatalog.open(DEMO_CATALOG)
 
 

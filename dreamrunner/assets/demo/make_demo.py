@@ -1,7 +1,7 @@
-"""Writes the demo project the editor opens on a fresh machine: `assets/demo/project.json` and small
-drawn character images in `assets/demo/media/characters/`.
+"""Writes the demo project the editor opens on a fresh machine: `dreamrunner/assets/demo/project.json` and small
+drawn character images in `dreamrunner/assets/demo/media/characters/`.
 
-    python assets/demo/make_demo.py
+    python dreamrunner/assets/demo/make_demo.py
 
 The story is written out here as data (a dual-level plan: scenes with narration and motions, each with a
 background and 6 keyframes of entity boxes), so the demo needs no planner, LLM or weights. The character
@@ -18,7 +18,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent.parent))
+sys.path.insert(0, str(HERE.parents[2]))
 
 from dreamrunner.project import BACKUP_FILE, Project  # noqa: E402
 from dreamrunner.story import Character, Entity, KeyFrame, Scene, Story, StorySettings  # noqa: E402

