@@ -72,12 +72,13 @@ def test_validate_reports_problems_without_traceback(tmp_path, simple_story_data
      "media path 'media/mi\\x00ra.png' contains the control character '\\x00'"),
     (lambda text: text.replace('"schema_version": 1', '"schema_version": true').encode(), "has no integer schema_version"),
 ])
-def test_validate_hostile_files_exit_2_without_traceback(tmp_path, simple_story_data, content, message):
+def test_validate_hostile_files_fail_by_name_without_traceback(tmp_path, simple_story_data, content, message):
+    """A named error and exit status 1 (the command ran and found the file unusable; 2 is for a wrong command line)."""
     Project.create(tmp_path, validate_story(simple_story_data))
     path = tmp_path / "project.json"
     path.write_bytes(content(path.read_text(encoding="utf-8")))
     result = dreamrunner("validate", path)
-    assert (result.returncode, result.stdout) == (2, "")
+    assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr.startswith("error: ") and message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
 
@@ -104,7 +105,7 @@ def test_import_plan_reads_the_published_variants_and_refuses_other_encodings(tm
     assert "imported 3 scenes" in result.stdout
     source.write_bytes(json.dumps(["a.mp4", "Background:caf\u00e9"], ensure_ascii=False).encode("latin-1"))
     result = dreamrunner("import-plan", source, "--out", tmp_path / "q")
-    assert result.returncode == 2 and "is not UTF-8 text (byte " in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 1 and "is not UTF-8 text (byte " in result.stderr and "Traceback" not in result.stderr
 
 
 def test_every_subcommand_has_help(capsys):

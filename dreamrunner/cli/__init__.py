@@ -83,7 +83,7 @@ def check_text_arguments(args: argparse.Namespace) -> None:
                     text.encode("utf-8")
                 except UnicodeEncodeError:
                     shown = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-                    raise DreamRunnerError(f"the {name.replace('_', ' ')} argument is not valid UTF-8 text: '{shown}'; "
+                    raise UsageError(f"the {name.replace('_', ' ')} argument is not valid UTF-8 text: '{shown}'; "
                                            "give it in UTF-8 (check the terminal's or the script's encoding)") from None
 
 
