@@ -132,11 +132,11 @@ def test_edit_a_scene(editor, pair, field, page_value, cli_args):
 def test_drag_a_box(editor, pair):
     story = Project.load(pair[0]).story
     size = board.canvas_size(story)
-    keyframe = story.scenes[0].keyframes[0]
-    sent = board.annotator_boxes(keyframe, size)
+    scene = story.scenes[0]
+    sent = board.annotator_boxes(scene, 0, size)
     sent[0].update(xmin=sent[0]["xmin"] + 72, xmax=sent[0]["xmax"] + 72, ymin=sent[0]["ymin"] + 48,
                    ymax=sent[0]["ymax"] + 48)
-    editor.edit_boxes(pair[0], "s1", 0, board.revision("s1", keyframe, size), {"boxes": sent})
+    editor.edit_boxes(pair[0], "s1", 0, board.revision(scene, 0, size), {"boxes": sent})
     box = board.normalize(sent[0], size, "test")
     cli("entity", "edit", pair[1], "s1", "--keyframe", "1", "--entity", "1", "--box", ",".join(map(str, box)))
     same_result(*pair)
@@ -145,9 +145,10 @@ def test_drag_a_box(editor, pair):
 def test_draw_a_new_box(editor, pair):
     story = Project.load(pair[0]).story
     size = board.canvas_size(story)
-    keyframe = story.scenes[0].keyframes[1]
-    sent = board.annotator_boxes(keyframe, size) + [{"xmin": 72, "ymin": 48, "xmax": 216, "ymax": 240, "label": "lantern"}]
-    editor.edit_boxes(pair[0], "s1", 1, board.revision("s1", keyframe, size), {"boxes": sent})
+    scene = story.scenes[0]
+    # The box editor puts a drawn box first.
+    sent = [{"xmin": 72, "ymin": 48, "xmax": 216, "ymax": 240, "label": "lantern"}] + board.annotator_boxes(scene, 1, size)
+    editor.edit_boxes(pair[0], "s1", 1, board.revision(scene, 1, size), {"boxes": sent})
     cli("entity", "add", pair[1], "s1", "lantern", "--keyframe", "2", "--box", "0.1,0.1,0.3,0.5")
     same_result(*pair)
 
@@ -165,7 +166,8 @@ def test_edit_an_entity_in_the_table(editor, pair):
     keyframe = story.scenes[0].keyframes[2]
     rows = board.entity_rows(keyframe)
     rows[1][1], rows[1][2], rows[1][3] = "Mira", "perching", "a grey owl"
-    editor.edit_rows(pair[0], "s1", 2, board.revision("s1", keyframe, board.canvas_size(story)), rows)
+    rev = board.revision(story.scenes[0], 2, board.canvas_size(story))
+    editor.edit_rows(pair[0], "s1", 2, rev, False, rows)
     cli("entity", "edit", pair[1], "s1", "--keyframe", "3", "--entity", "2", "--character", "Mira", "--motion",
         "perching", "--description", "a grey owl")
     same_result(*pair)
@@ -219,7 +221,24 @@ def test_an_edit_made_while_a_render_job_runs_survives_it(tmp_path, simple_story
 def test_replan_a_scene_keeping_edits(editor, pair):
     editor.set_scene_field(pair[0], "s1", "narration", "Kept through the re-plan.")
     cli("scene", "edit", pair[1], "s1", "--narration", "Kept through the re-plan.")
-    editor.replan_scene(pair[0], "s1", 0, False, "offline", "", "", "")
+    editor.replan_scene(pair[0], "s1", 0, False, 0, "offline", "", "", "")
     cli("replan", pair[1], "--scene", "1", "--offline")
     same_result(*pair)
     assert Project.load(pair[0]).story.scenes[0].narration == "Kept through the re-plan."
+    # "Another plan" is the next variant: the CLI's --seed 1.
+    editor.replan_scene(pair[0], "s1", 0, False, 0, "offline", "", "", "", another=True)
+    cli("replan", pair[1], "--scene", "1", "--offline", "--seed", "1")
+    same_result(*pair)
+
+
+def test_edit_an_entity_track_and_the_scene_motions(editor, pair):
+    story = Project.load(pair[0]).story
+    rows = board.entity_rows(story.scenes[0].keyframes[2])
+    rows[1][2] = "perching"
+    editor.edit_rows(pair[0], "s1", 2, board.revision(story.scenes[0], 2, board.canvas_size(story)), True, rows)
+    cli("entity", "edit", pair[1], "s1", "--keyframe", "3", "--entity", "2", "--motion", "perching",
+        "--all-keyframes")
+    same_result(*pair)
+    editor.set_scene_field(pair[0], "s1", "motions", "soaring\nperching")
+    cli("scene", "edit", pair[1], "s1", "--motion", "soaring", "--motion", "perching")
+    same_result(*pair)
