@@ -158,9 +158,9 @@ def test_a_drawn_box_waits_for_its_label_then_is_added_with_the_tracks_colour(st
     assert [e.name for e in entities] == ["witch", "owl", "Mira"]
     assert entities[2].character_id == "c1" and entities[2].box == (0.05, 0.1, 0.15, 0.3)
     assert entities[0].user_edited == [] and entities[1].user_edited == []
-    labels, colors = board.label_choices(story, scene)
-    assert [name for name, _ in labels] == ["witch", "owl", "Mira"]
-    assert colors[0] == "#{:02x}{:02x}{:02x}".format(*entity_colors(scene)[("witch", 0)])
+    labels, colors = board.label_choices(story, scene, 1)  # keyframe 2 has no Mira: offered first
+    assert labels == ["Mira", "witch", "owl"]
+    assert colors[1] == "#{:02x}{:02x}{:02x}".format(*entity_colors(scene)[("witch", 0)])
     assert [b["color"] for b in board.annotator_boxes(scene, 0, SIZE)] == [
         board.css_color(c) for c in keyframe_colors(scene, 0)]
 

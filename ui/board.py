@@ -59,16 +59,17 @@ def annotator_boxes(scene: Scene, k: int, size: CanvasSize) -> list[dict]:
             for e, color in zip(keyframe.entities, keyframe_colors(scene, k))]
 
 
-def label_choices(story: Story, scene: Scene) -> tuple[list[tuple[str, int]], list[str]]:
-    """What the new-box dialog offers: the scene's entities (their track colours) and the story's
-    characters, as the box editor's `label_list` and `label_colors` ("#rrggbb")."""
+def label_choices(story: Story, scene: Scene, k: int) -> tuple[list[str], list[str]]:
+    """What the new-box dialog offers: the scene's entities (in their track colours) and the story's
+    characters, those missing from keyframe `k` first, as the box editor's `label_list` and `label_colors`."""
     colors = entity_colors(scene)
     named = {name: color for (name, ordinal), color in colors.items() if ordinal == 0}
     for character in story.characters:
         if character.name not in named:
             named[character.name] = PALETTE[len(named) % len(PALETTE)]
-    names = list(named)
-    return [(name, i) for i, name in enumerate(names)], ["#{:02x}{:02x}{:02x}".format(*named[n]) for n in names]
+    here = {e.name for e in scene.keyframes[k].entities}
+    names = sorted(named, key=lambda name: name in here)
+    return names, ["#{:02x}{:02x}{:02x}".format(*named[n]) for n in names]
 
 
 def revision(scene: Scene, k: int, size: CanvasSize) -> str:

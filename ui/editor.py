@@ -114,7 +114,7 @@ class Editor(HistoryBar, ClipsTab, PriorsTab, RenderTab):
         size = board.canvas_size(story)
         keyframe_ = scene.keyframes[k]
         names = [(f"{i + 1}. {e.name}", i) for i, e in enumerate(keyframe_.entities)]
-        labels, colors = board.label_choices(story, scene)
+        labels, colors = board.label_choices(story, scene, k)
         return {
             self.scene_list: gr.update(choices=_scene_choices(story), value=scene.id),
             self.narration: scene.narration,
@@ -404,7 +404,7 @@ class Editor(HistoryBar, ClipsTab, PriorsTab, RenderTab):
                                                    elem_id="animatic-video", interactive=False, height=240)
             with gr.Column(scale=5):
                 self.keyframe_strip = gr.Gallery(label="Keyframes (click one to edit it)", elem_id="keyframe-strip",
-                                                 columns=NUM_KEYFRAMES, rows=1, height="auto", allow_preview=False,
+                                                 columns=NUM_KEYFRAMES, rows=1, height=150, allow_preview=False,
                                                  object_fit="contain", show_label=True, interactive=False)
                 self.keyframe = gr.Radio(KEYFRAME_CHOICES, value=0, label="Keyframe", elem_id="keyframe")
                 self.annotator = image_annotator(label="Keyframe layout (faint: the neighbouring keyframes)",
@@ -423,7 +423,7 @@ class Editor(HistoryBar, ClipsTab, PriorsTab, RenderTab):
                 self.entities = gr.Dataframe(headers=board.ENTITY_COLUMNS, elem_id="entities", interactive=True,
                                              wrap=True, datatype=["str", "str", "str", "str", "number", "number",
                                                                   "number", "number"],
-                                             column_widths=["14%", "12%", "14%", "36%", "6%", "6%", "6%", "6%"])
+                                             column_widths=["13%", "11%", "13%", "31%", "8%", "8%", "8%", "8%"])
                 with gr.Row():
                     self.add_entity_button = gr.Button("Add entity", elem_id="add-entity")
                     self.delete_choice = gr.Dropdown(label="Entity", elem_id="delete-choice", scale=1)
