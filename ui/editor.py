@@ -441,10 +441,17 @@ class Editor(HistoryBar, ClipsTab, PriorsTab, RenderTab):
         self.keyframe_strip.select(guarded(self.pick_keyframe), [self.folder, self.scene_list], self.board_outputs)
         for box, field in ((self.narration, "narration"), (self.motions, "motions"),
                            (self.background, "background"), (self.scene_description, "description")):
-            box.blur(guarded(lambda folder, scene_id, keyframe, value, field=field: self.set_scene_field(
-                folder, scene_id, field, value, keyframe)), [*where, box], [self.status, *self.board_outputs])
+            # Leaving a field (often by clicking another scene) saves it: no progress overlay, which would
+            # swallow that click; only the description changes the scene list's labels.
+            outputs = [self.status, box, self.scene_list] if field == "description" else [self.status, box]
+            saved = box.blur(guarded(lambda folder, scene_id, value, field=field, shown=len(outputs): self.set_scene_field(
+                folder, scene_id, field, value)[:shown]), [self.folder, self.scene_list, box], outputs,
+                show_progress="hidden")
+            if field == "motions":
+                # The entities carry the scene's motions: show them on the scene and keyframe shown by then.
+                saved.then(guarded(self.board_view), where, self.board_outputs, show_progress="hidden")
         keyframe_outputs = [self.status, self.annotator, self.entities, self.delete_choice, self.board_rev,
-                            self.keyframe_strip]
+                            self.keyframe_strip, self.motions]
         self.annotator.change(guarded(self.edit_boxes), [*where, self.board_rev, self.annotator], keyframe_outputs)
         self.entities.input(guarded(self.edit_rows), [*where, self.board_rev, self.track_edits, self.entities],
                             keyframe_outputs)
@@ -479,31 +486,28 @@ class Editor(HistoryBar, ClipsTab, PriorsTab, RenderTab):
         return {self.status: self.status_text(folder), self.replace_edits: False, self.replan_seed: seed,
                 **self.board_view(folder, scene_id, keyframe)}
 
-    def set_scene_field(self, folder, scene_id, field, value, keyframe=0):
+    def set_scene_field(self, folder, scene_id, field, value):
         value = value or ""
-        carried = []
         try:
             with self.workspace.edit(folder) as project:
-                scene = edits.find_scene(project.story, scene_id)
-                before = list(scene.motions)
                 edits.edit_scene(project.story, scene_id,
                                  **{field: board.parse_motions(value) if field == "motions" else value})
-                if field == "motions":
-                    carried = sorted({f"{e.motion}" for k in scene.keyframes for e in k.entities
-                                      if e.motion and e.motion not in before})
         except Exception as error:  # noqa: BLE001 - shown; the field goes back to the stored value
             warn(error)
-        if carried:
-            gr.Info(f"the entities now carry {', '.join(repr(m) for m in carried)} on every keyframe")
-        # The scene list is labelled with the scene descriptions; the table shows the entities' motions.
-        return {self.status: self.status_text(folder), **self.board_view(folder, scene_id, keyframe)}
+        story = self.project(folder).story
+        scene = story.scene(scene_id)
+        shown = "\n".join(scene.motions) if field == "motions" else getattr(scene, field)
+        # The scene list is labelled with the scene descriptions. Its value is left alone: the user may have
+        # chosen another scene by the time this answer arrives (leaving the field is what sent it).
+        return self.status_text(folder), shown, gr.update(choices=_scene_choices(story))
 
     def _keyframe_outputs(self, folder, scene_id, k, refresh_boxes: bool):
         view = self.board_view(folder, scene_id, k)
         return {self.status: self.status_text(folder),
                 self.annotator: view[self.annotator] if refresh_boxes else gr.skip(),
                 self.entities: view[self.entities], self.delete_choice: view[self.delete_choice],
-                self.board_rev: view[self.board_rev], self.keyframe_strip: view[self.keyframe_strip]}
+                self.board_rev: view[self.board_rev], self.keyframe_strip: view[self.keyframe_strip],
+                self.motions: view[self.motions]}
 
     def _is_current(self, folder, scene_id, k, rev) -> bool:
         story = self.project(folder).story
