@@ -62,7 +62,7 @@ def test_drawing_boxes_rotation_and_undo_with_buttons_and_keys(chromium, app_hom
         options = page.locator("[role=option], .options li").all_inner_texts()
         assert any("Rusty" in text for text in options), options
         dialog.locator("input[aria-label='Label']").fill("lantern")
-        artifacts.shot(page, "new box dialog")
+        shutil.copyfile(artifacts.shot(page, "new box dialog"), ROOT / "docs" / "storyboard-new-box.png")
         dialog.get_by_role("button", name="OK").click()
         added = wait_until(lambda: len((k := keyframe(folder))["entities"]) == 3 and k, what="the drawn box")
         lantern = added["entities"][2]

@@ -20,7 +20,8 @@ def edit_cell(page, table: str, row: int, column: int, text: str) -> None:
 
 
 def count(page, text: str) -> int:
-    return sum(text in t for t in toast_texts(page))
+    """How many times the page's notices say `text` (toasts of one kind are grouped in one element)."""
+    return sum(t.count(text) for t in toast_texts(page))
 
 
 def test_entity_tracks_replanning_and_undo(chromium, app_home, artifacts):

@@ -22,7 +22,7 @@ from . import board, characters
 from .backdrop import keyframe_backdrop, keyframe_thumbnail
 from .clips_tab import ClipsTab
 from .history import HistoryBar
-from .messages import guarded, warn
+from .messages import drop_repeats, guarded, warn
 from .priors_tab import PriorsTab
 from .render_tab import RenderTab
 from .stages import make_planner, planning_defaults
@@ -312,7 +312,8 @@ class Editor(HistoryBar, ClipsTab, PriorsTab, RenderTab):
                      [self.folder, box], [self.status])
         self.plan_button.click(guarded(self.plan_story), [self.folder, self.topic, self.num_scenes,
                                                           *self.planner_inputs], self.all_outputs)
-        self.character_table.input(guarded(self.edit_characters), [self.folder, self.character_table],
+        # A table reports one cell edit twice at once; the repeat is dropped, not answered twice.
+        self.character_table.input(guarded(drop_repeats(self.edit_characters)), [self.folder, self.character_table],
                                    [self.status, *self.story_outputs])
         for trigger in (self.add_character_button.click, self.new_character.submit):
             trigger(guarded(self.add_character), [self.folder, self.new_character],
@@ -453,8 +454,8 @@ class Editor(HistoryBar, ClipsTab, PriorsTab, RenderTab):
         keyframe_outputs = [self.status, self.annotator, self.entities, self.delete_choice, self.board_rev,
                             self.keyframe_strip, self.motions]
         self.annotator.change(guarded(self.edit_boxes), [*where, self.board_rev, self.annotator], keyframe_outputs)
-        self.entities.input(guarded(self.edit_rows), [*where, self.board_rev, self.track_edits, self.entities],
-                            keyframe_outputs)
+        self.entities.input(guarded(drop_repeats(self.edit_rows)), [*where, self.board_rev, self.track_edits,
+                                                                    self.entities], keyframe_outputs)
         self.add_entity_button.click(guarded(self.add_entity), where, [self.status, *self.board_outputs])
         self.animatic_button.click(guarded(self.animatic), [self.folder, self.scene_list], [self.animatic_video])
         replan_inputs = [*where, self.replace_edits, self.replan_seed, *self.planner_inputs]

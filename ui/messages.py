@@ -13,6 +13,8 @@ import logging
 import os
 import re
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -80,3 +82,22 @@ def guarded(handler):
             warn(error)
             return gr.skip()
     return plain
+
+
+def drop_repeats(handler, window: float = 0.5):
+    """gradio's tables report one cell edit twice at the same moment (two `input` events with the same
+    table): the repeat, the same inputs again within `window` seconds, is dropped (`gr.skip()`) so the edit
+    is applied and any warning shown once."""
+    last: dict = {"key": None, "at": 0.0}
+    lock = threading.Lock()
+
+    @functools.wraps(handler)
+    def once(*args):
+        key = repr(args)
+        with lock:
+            now = time.monotonic()
+            if key == last["key"] and now - last["at"] < window:
+                return gr.skip()
+            last.update(key=key, at=now)
+        return handler(*args)
+    return once
