@@ -217,7 +217,10 @@ def edit_scene(story: Story, scene_id: str, **fields: Any) -> list[str]:
     scene = find_scene(story, scene_id)
     changed = []
     for field, value in fields.items():
-        value = list(dict.fromkeys(m.strip() for m in value if m.strip())) if field == "motions" else (value or "").strip()
+        if field == "motions":
+            value = list(dict.fromkeys(m.strip() for m in value if m.strip()))  # each motion once
+        else:
+            value = (value or "").strip()
         if field == "background" and not value:
             raise EditError(f"scene {scene.id!r}: the background may not be empty")
         before = scene.motions

@@ -4,7 +4,8 @@ The box editor (gradio_image_annotation) speaks whole pixels of the keyframe ima
 normalized (x0, y0, x1, y1) boxes. The box editor puts a newly drawn box first in its list and reports it
 while it is being drawn and again once its label dialog is answered: an unnamed new box is left alone until
 then (`pending_box`), so the page is not redrawn under the open dialog. Its rotate buttons are hidden
-(editor CSS); a report made on a rotated picture is turned back upright (`upright`) before it is read. A box the user did not move comes back rounded to whole pixels, so a
+(editor CSS); a report made on a rotated picture is turned back upright (`upright`) before it is read.
+A box the user did not move comes back rounded to whole pixels, so a
 box counts as moved only when it differs from the stored one by at least one pixel: opening a keyframe
 never marks anything as edited. The changes themselves are made by `dreamrunner.edits`, which marks them as
 the user's; this module only turns pixels and table cells into those calls.

@@ -445,9 +445,9 @@ class Editor(HistoryBar, ClipsTab, PriorsTab, RenderTab):
             # Leaving a field (often by clicking another scene) saves it: no progress overlay, which would
             # swallow that click; only the description changes the scene list's labels.
             outputs = [self.status, box, self.scene_list] if field == "description" else [self.status, box]
-            saved = box.blur(guarded(lambda folder, scene_id, value, field=field, shown=len(outputs): self.set_scene_field(
-                folder, scene_id, field, value)[:shown]), [self.folder, self.scene_list, box], outputs,
-                show_progress="hidden")
+            save = (lambda folder, scene_id, value, field=field, shown=len(outputs):
+                    self.set_scene_field(folder, scene_id, field, value)[:shown])
+            saved = box.blur(guarded(save), [self.folder, self.scene_list, box], outputs, show_progress="hidden")
             if field == "motions":
                 # The entities carry the scene's motions: show them on the scene and keyframe shown by then.
                 saved.then(guarded(self.board_view), where, self.board_outputs, show_progress="hidden")
