@@ -124,6 +124,8 @@ def edit_character(story: Story, character_id: str, **fields: str) -> list[str]:
     changed = []
     for field, value in fields.items():
         value = str(value if value is not None else "").strip()
+        if field == "name" and not value:
+            raise EditError(f"character {character.id!r}: the name may not be empty")
         if field == "name" and any(c.id != character.id and c.name.casefold() == value.casefold()
                                    for c in story.characters):
             raise EditError(f"another character is already named {value!r}")
@@ -223,13 +225,37 @@ def edit_scene(story: Story, scene_id: str, **fields: Any) -> list[str]:
     scene = find_scene(story, scene_id)
     changed = []
     for field, value in fields.items():
-        value = [m.strip() for m in value if m.strip()] if field == "motions" else (value or "").strip()
+        if field == "motions":
+            value = list(dict.fromkeys(m.strip() for m in value if m.strip()))  # each motion once
+        else:
+            value = (value or "").strip()
         if field == "background" and not value:
             raise EditError(f"scene {scene.id!r}: the background may not be empty")
+        before = scene.motions
         if _set(scene, field, value, f"scene {scene.id!r}"):
             scene.mark_edited(field)
             changed.append(field)
+            if field == "motions":
+                carry_motions(scene, before, value)
     return changed
+
+
+def carry_motions(scene: Scene, old: list[str], new: list[str]) -> list[str]:
+    """The scene's motions map onto the entities that carry them: a motion replaced in the list (a new text
+    in its place) is replaced on every entity of every keyframe that carries it; an entity whose motion left
+    the list without a replacement has no motion. Returns "old -> new" for each change made."""
+    gone = [m for m in old if m not in new]
+    renamed = {m: new[old.index(m)] for m in gone
+               if old.index(m) < len(new) and new[old.index(m)] not in old}
+    changes = []
+    for keyframe in scene.keyframes:
+        for entity in keyframe.entities:
+            if entity.motion in gone:
+                target = renamed.get(entity.motion)
+                changes.append(f"{entity.motion} -> {target or 'no motion'}")
+                entity.motion = target
+                entity.mark_edited("motion")
+    return list(dict.fromkeys(changes))
 
 
 def _keyframe(scene: Scene, keyframe: int) -> KeyFrame:
@@ -258,6 +284,12 @@ def add_entity(story: Story, scene_id: str, keyframe: int, name: str, box: Box |
     binds the entity to that character unless `character_id` says otherwise."""
     scene = find_scene(story, scene_id)
     name = (name or "").strip() or f"entity {len(_keyframe(scene, keyframe).entities) + 1}"
+    # A name the scene already has joins that entity's track: its character, motion and description come along.
+    track = next((e for k in scene.keyframes for e in k.entities if e.name.casefold() == name.casefold()), None)
+    if track is not None:
+        character_id = character_id if character_id is not None else track.character_id
+        motion = motion if motion is not None else track.motion
+        description = description if description is not None else track.description
     if character_id is None:
         character_id = next((c.id for c in story.characters if c.name.casefold() == name.casefold()), None)
     else:
@@ -312,6 +344,10 @@ def edit_entity(story: Story, scene_id: str, keyframe: int, position: int, all_k
                 target.mark_edited(field)
                 if field not in changed:
                     changed.append(field)
+    if fields.get("motion") and fields["motion"] not in scene.motions:
+        # The scene's motions are what clips, priors and re-planning work from: a new motion joins them.
+        scene.motions = [*scene.motions, fields["motion"]]
+        scene.mark_edited("motions")
     return changed
 
 

@@ -73,18 +73,26 @@ def describe_location(loc: tuple, data: Any) -> str:
     return ", ".join(parts)
 
 
+def _plain(item: dict) -> str:
+    """A pydantic error item in the words a user reads ("may not be empty", not "String should have at
+    least 1 character")."""
+    if item["type"] == "string_too_short" and (item.get("ctx") or {}).get("min_length") == 1:
+        return "may not be empty"
+    return item["msg"].removeprefix("Value error, ")
+
+
 def first_message(error: ValueError) -> str:
-    """The first message of a pydantic error (an assignment that failed), without pydantic's prefix."""
+    """The first message of a pydantic error (an assignment that failed), in plain words."""
     errors = getattr(error, "errors", None)
     if callable(errors):
-        return errors()[0]["msg"].removeprefix("Value error, ")
+        return _plain(errors()[0])
     return str(error)
 
 
 def problems_from(error: ValidationError, data: Any) -> list[Problem]:
     problems = []
     for item in error.errors():
-        message = item["msg"].removeprefix("Value error, ")
+        message = _plain(item)
         loc = tuple(part for part in item["loc"] if not (isinstance(part, str) and part.startswith("function-")))
         if item["type"] == "missing":
             message = "is missing"

@@ -133,11 +133,11 @@ def test_edit_a_scene(editor, pair, field, page_value, cli_args):
 def test_drag_a_box(editor, pair):
     story = Project.load(pair[0]).story
     size = board.canvas_size(story)
-    keyframe = story.scenes[0].keyframes[0]
-    sent = board.annotator_boxes(keyframe, size)
+    scene = story.scenes[0]
+    sent = board.annotator_boxes(scene, 0, size)
     sent[0].update(xmin=sent[0]["xmin"] + 72, xmax=sent[0]["xmax"] + 72, ymin=sent[0]["ymin"] + 48,
                    ymax=sent[0]["ymax"] + 48)
-    editor.edit_boxes(pair[0], "s1", 0, board.revision("s1", keyframe, size), {"boxes": sent})
+    editor.edit_boxes(pair[0], "s1", 0, board.revision(scene, 0, size), {"boxes": sent})
     box = board.normalize(sent[0], size, "test")
     cli("entity", "edit", pair[1], "s1", "--keyframe", "1", "--entity", "1", "--box", ",".join(map(str, box)))
     same_result(*pair)
@@ -146,9 +146,10 @@ def test_drag_a_box(editor, pair):
 def test_draw_a_new_box(editor, pair):
     story = Project.load(pair[0]).story
     size = board.canvas_size(story)
-    keyframe = story.scenes[0].keyframes[1]
-    sent = board.annotator_boxes(keyframe, size) + [{"xmin": 72, "ymin": 48, "xmax": 216, "ymax": 240, "label": "lantern"}]
-    editor.edit_boxes(pair[0], "s1", 1, board.revision("s1", keyframe, size), {"boxes": sent})
+    scene = story.scenes[0]
+    # The box editor puts a drawn box first.
+    sent = [{"xmin": 72, "ymin": 48, "xmax": 216, "ymax": 240, "label": "lantern"}] + board.annotator_boxes(scene, 1, size)
+    editor.edit_boxes(pair[0], "s1", 1, board.revision(scene, 1, size), {"boxes": sent})
     cli("entity", "add", pair[1], "s1", "lantern", "--keyframe", "2", "--box", "0.1,0.1,0.3,0.5")
     same_result(*pair)
 
@@ -167,7 +168,8 @@ def test_edit_an_entity_in_the_table(editor, pair):
     keyframe = story.scenes[0].keyframes[2]
     rows = board.entity_rows(keyframe)
     rows[1][1], rows[1][2], rows[1][3] = "Mira", "perching", "a grey owl"
-    editor.edit_rows(pair[0], "s1", 2, board.revision("s1", keyframe, board.canvas_size(story)), rows)
+    rev = board.revision(story.scenes[0], 2, board.canvas_size(story))
+    editor.edit_rows(pair[0], "s1", 2, rev, False, rows)
     cli("entity", "edit", pair[1], "s1", "--keyframe", "3", "--entity", "2", "--character", "Mira", "--motion",
         "perching", "--description", "a grey owl")
     same_result(*pair)
@@ -221,7 +223,7 @@ def test_an_edit_made_while_a_render_job_runs_survives_it(tmp_path, simple_story
 def test_replan_a_scene_keeping_edits(editor, pair):
     editor.set_scene_field(pair[0], "s1", "narration", "Kept through the re-plan.")
     cli("scene", "edit", pair[1], "s1", "--narration", "Kept through the re-plan.")
-    editor.replan_scene(pair[0], "s1", 0, False, "offline", "", "", "")
+    editor.replan_scene(pair[0], "s1", 0, False, 0, "offline", "", "", "")
     cli("replan", pair[1], "--scene", "1", "--offline")
     same_result(*pair)
     assert Project.load(pair[0]).story.scenes[0].narration == "Kept through the re-plan."
@@ -245,15 +247,16 @@ def test_a_stale_page_does_not_write_back_text_it_only_showed(editor, pair):
     # The user clicks into the narration and out again: the page sends the text it showed.
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # only showed, not typed: no message
-        status, text, _, shown = editor.set_scene_field(folder, "s1", "narration", "The witch flies past the owl.", shown)
-    assert text == "Newer words." and shown["narration"] == "Newer words."
+        answer = editor.set_scene_field(folder, "s1", "narration", "The witch flies past the owl.", shown)
+    shown = answer[editor.words_shown]
+    assert answer[editor.narration] == "Newer words." and shown["narration"] == "Newer words."
     _, title, story_shown = editor.set_story_field(folder, "title", story_shown["title"], story_shown)
     assert title == "Newer title"
     # A change typed over text another writer changed meanwhile is refused (the page says so) ...
     other_writer(folder, lambda story: edits.edit_scene(story, "s1", background="a newer sky"))
     with pytest.warns(UserWarning, match="background of scene .*s1.* was changed elsewhere"):
-        _, text, _, _ = editor.set_scene_field(folder, "s1", "background", "my sky", shown)
-    assert text == "a newer sky"
+        answer = editor.set_scene_field(folder, "s1", "background", "my sky", shown)
+    assert answer[editor.background] == "a newer sky"
     story = Project.load(folder).story
     assert (story.scenes[0].narration, story.scenes[0].background, story.title) == \
         ("Newer words.", "a newer sky", "Newer title")
@@ -320,3 +323,20 @@ def test_restoring_the_backup_never_lowers_the_revision(pair):
     with pytest.raises(Exception, match="scenes\\[s1\\].narration"):
         with holder.edit():  # a writer holding the damaged revision merges, it does not overwrite
             edits.edit_scene(holder.story, "s1", narration="from an old holder")
+    # "Another plan" is the next variant: the CLI's --seed 1.
+    editor.replan_scene(pair[0], "s1", 0, False, 0, "offline", "", "", "", another=True)
+    cli("replan", pair[1], "--scene", "1", "--offline", "--seed", "1")
+    same_result(*pair)
+
+
+def test_edit_an_entity_track_and_the_scene_motions(editor, pair):
+    story = Project.load(pair[0]).story
+    rows = board.entity_rows(story.scenes[0].keyframes[2])
+    rows[1][2] = "perching"
+    editor.edit_rows(pair[0], "s1", 2, board.revision(story.scenes[0], 2, board.canvas_size(story)), True, rows)
+    cli("entity", "edit", pair[1], "s1", "--keyframe", "3", "--entity", "2", "--motion", "perching",
+        "--all-keyframes")
+    same_result(*pair)
+    editor.set_scene_field(pair[0], "s1", "motions", "soaring\nperching")
+    cli("scene", "edit", pair[1], "s1", "--motion", "soaring", "--motion", "perching")
+    same_result(*pair)

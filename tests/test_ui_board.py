@@ -22,20 +22,20 @@ def story(simple_story_data) -> Story:
     return Story.model_validate(simple_story_data)
 
 
-def boxes_of(keyframe):
-    return board.annotator_boxes(keyframe, SIZE)
+def boxes_of(keyframe, story):
+    return board.annotator_boxes(story.scenes[0], keyframe.index, SIZE)
 
 
 def test_an_unmoved_box_changes_nothing_and_marks_nothing(story):
     keyframe = story.scenes[0].keyframes[2]
     before = keyframe.model_copy(deep=True)
-    assert board.apply_boxes(story, "s1", 2, boxes_of(keyframe), SIZE) == []
+    assert board.apply_boxes(story, "s1", 2, boxes_of(keyframe, story), SIZE) == []
     assert keyframe == before
 
 
 def test_a_dragged_box_is_stored_normalized_and_marked(story):
     keyframe = story.scenes[0].keyframes[0]
-    sent = boxes_of(keyframe)
+    sent = boxes_of(keyframe, story)
     sent[0].update(xmin=sent[0]["xmin"] + 72, xmax=sent[0]["xmax"] + 72, ymin=sent[0]["ymin"] + 48,
                    ymax=sent[0]["ymax"] + 48)
     changes = board.apply_boxes(story, "s1", 0, sent, SIZE)
@@ -47,12 +47,14 @@ def test_a_dragged_box_is_stored_normalized_and_marked(story):
 
 def test_added_renamed_and_deleted_boxes(story):
     keyframe = story.scenes[0].keyframes[0]
-    sent = boxes_of(keyframe) + [{"xmin": 0, "ymin": 0, "xmax": 72, "ymax": 48, "label": ""}]
+    # The box editor puts a drawn box first; a named one is added (an unnamed one waits for its dialog).
+    sent = [{"xmin": 0, "ymin": 0, "xmax": 72, "ymax": 48, "label": ""}] + boxes_of(keyframe, story)
+    assert board.pending_box(story, "s1", 0, sent, SIZE)
     board.apply_boxes(story, "s1", 0, sent, SIZE)
     assert [e.name for e in keyframe.entities] == ["witch", "owl", "entity 3"]
     assert keyframe.entities[2].box == (0.0, 0.0, 0.1, 0.1)
     assert keyframe.user_edited == ["entities"]
-    sent = boxes_of(keyframe)
+    sent = boxes_of(keyframe, story)
     sent[1]["label"] = "old owl"
     board.apply_boxes(story, "s1", 0, sent, SIZE)
     assert keyframe.entities[1].name == "old owl" and keyframe.entities[1].is_edited("name")
@@ -62,7 +64,7 @@ def test_added_renamed_and_deleted_boxes(story):
 
 def test_a_box_outside_the_frame_is_refused(story):
     keyframe = story.scenes[0].keyframes[0]
-    sent = boxes_of(keyframe)
+    sent = boxes_of(keyframe, story)
     sent[0].update(xmin=800, xmax=900)
     with pytest.raises(BoardEditError, match="no area inside the frame"):
         board.apply_boxes(story, "s1", 0, sent, SIZE)

@@ -30,7 +30,7 @@ BAD_INPUTS = [
     ("box not numbers", lambda d: _entity(d).update(box=["a", 0.1, 0.3, 0.5]),
      "scene 1 ('s1'), keyframe 1, entity 1 ('witch'), box[0]", "valid number"),
     ("empty description", lambda d: _entity(d, 0, 4, 1).update(description=""),
-     "scene 1 ('s1'), keyframe 5, entity 2 ('owl'), description", "at least 1 character"),
+     "scene 1 ('s1'), keyframe 5, entity 2 ('owl'), description", "may not be empty"),
     ("missing entity name", lambda d: _entity(d, 0, 3, 0).pop("name"),
      "scene 1 ('s1'), keyframe 4, entity 1, name", "is missing"),
     ("five keyframes", lambda d: d["scenes"][0]["keyframes"].pop(),

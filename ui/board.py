@@ -1,7 +1,11 @@
 """The storyboard's box editor and entity table <-> the data model.
 
 The box editor (gradio_image_annotation) speaks whole pixels of the keyframe image; the story keeps
-normalized (x0, y0, x1, y1) boxes. A box the user did not move comes back rounded to whole pixels, so a
+normalized (x0, y0, x1, y1) boxes. The box editor puts a newly drawn box first in its list and reports it
+while it is being drawn and again once its label dialog is answered: an unnamed new box is left alone until
+then (`pending_box`), so the page is not redrawn under the open dialog. Its rotate buttons are hidden
+(editor CSS); a report made on a rotated picture is turned back upright (`upright`) before it is read.
+A box the user did not move comes back rounded to whole pixels, so a
 box counts as moved only when it differs from the stored one by at least one pixel: opening a keyframe
 never marks anything as edited. The changes themselves are made by `dreamrunner.edits`, which marks them as
 the user's; this module only turns pixels and table cells into those calls.
@@ -14,12 +18,11 @@ from dataclasses import dataclass
 
 from dreamrunner import edits
 from dreamrunner.errors import DreamRunnerError
-from dreamrunner.story import Entity, KeyFrame, Story
+from dreamrunner.palette import PALETTE, entity_colors, keyframe_colors
+from dreamrunner.story import Entity, KeyFrame, Scene, Story
 
 ENTITY_COLUMNS = ["name", "character", "motion", "description", "x0", "y0", "x1", "y1"]
 NO_MOTION = ("", "none")
-PALETTE = [(230, 97, 0), (93, 58, 155), (26, 133, 255), (212, 17, 89), (0, 158, 115), (204, 121, 167),
-           (86, 180, 233), (240, 228, 66)]
 
 
 class BoardEditError(DreamRunnerError):
@@ -39,10 +42,9 @@ def canvas_size(story: Story, max_width: int = 720) -> CanvasSize:
     return CanvasSize(round(video.width * scale), round(video.height * scale))
 
 
-def entity_color(name: str) -> str:
-    """One color per entity name, the same on every keyframe, as the CSS string the box editor sends back."""
-    digest = hashlib.sha1(name.encode("utf-8")).digest()
-    return "rgb({}, {}, {})".format(*PALETTE[digest[0] % len(PALETTE)])
+def css_color(color: tuple[int, int, int]) -> str:
+    """The CSS form the box editor sends colours back in."""
+    return "rgb({}, {}, {})".format(*color)
 
 
 def to_pixels(box: tuple[float, float, float, float], size: CanvasSize) -> dict:
@@ -51,17 +53,33 @@ def to_pixels(box: tuple[float, float, float, float], size: CanvasSize) -> dict:
             "xmax": round(x1 * size.width), "ymax": round(y1 * size.height)}
 
 
-def annotator_boxes(keyframe: KeyFrame, size: CanvasSize) -> list[dict]:
-    return [{**to_pixels(e.box, size), "label": e.name, "color": entity_color(e.name)} for e in keyframe.entities]
+def annotator_boxes(scene: Scene, k: int, size: CanvasSize) -> list[dict]:
+    """Keyframe `k`'s boxes in the box editor's form, each in its track's colour (`dreamrunner.palette`)."""
+    keyframe = scene.keyframes[k]
+    return [{**to_pixels(e.box, size), "label": e.name, "color": css_color(color)}
+            for e, color in zip(keyframe.entities, keyframe_colors(scene, k))]
 
 
-def revision(scene_id: str, keyframe: KeyFrame, size: CanvasSize) -> str:
+def label_choices(story: Story, scene: Scene, k: int) -> tuple[list[str], list[str]]:
+    """What the new-box dialog offers: the scene's entities (in their track colours) and the story's
+    characters, those missing from keyframe `k` first, as the box editor's `label_list` and `label_colors`."""
+    colors = entity_colors(scene)
+    named = {name: color for (name, ordinal), color in colors.items() if ordinal == 0}
+    for character in story.characters:
+        if character.name not in named:
+            named[character.name] = PALETTE[len(named) % len(PALETTE)]
+    here = {e.name for e in scene.keyframes[k].entities}
+    names = sorted(named, key=lambda name: name in here)
+    return names, ["#{:02x}{:02x}{:02x}".format(*named[n]) for n in names]
+
+
+def revision(scene: Scene, k: int, size: CanvasSize) -> str:
     """Identifies what the box editor shows (names and whole-pixel boxes of one keyframe).
 
     The box editor reports a change both when the user edits and when the app redraws it. A report whose
     boxes are the picture the tab was given (`shown_revision` equal to the tab's revision) is such an echo;
     an edit made on a picture that is no longer the stored keyframe's was made against an older layout."""
-    return shown_revision(scene_id, keyframe.index, annotator_boxes(keyframe, size))
+    return shown_revision(scene.id, k, annotator_boxes(scene, k, size))
 
 
 def shown_revision(scene_id: str, k: int, boxes: list[dict]) -> str:
@@ -93,8 +111,32 @@ def _same_box(entity: Entity, box: dict, size: CanvasSize) -> bool:
     return all(abs(float(box[k]) - stored[k]) < 1 for k in stored)
 
 
+def _unchanged(entity: Entity, box: dict, size: CanvasSize) -> bool:
+    return (box.get("label") or "").strip() == entity.name and _same_box(entity, box, size)
+
+
+def upright(boxes: list[dict], orientation: int | None, size: CanvasSize) -> list[dict]:
+    """Boxes reported on a picture turned `orientation` quarter turns clockwise, in the upright picture's
+    pixels. One clockwise turn maps (x, y) in a w x h frame to (h - y, x); each step here undoes one."""
+    turns = (orientation or 0) % 4
+    width = size.height if turns % 2 else size.width  # the turned picture's width
+    for _ in range(turns):
+        boxes = [{**b, "xmin": b["ymin"], "xmax": b["ymax"], "ymin": width - b["xmax"], "ymax": width - b["xmin"]}
+                 for b in boxes]
+        width = size.height if width == size.width else size.width
+    return boxes
+
+
+def pending_box(story: Story, scene_id: str, k: int, boxes: list[dict], size: CanvasSize) -> bool:
+    """Whether the report is a box being drawn (first, unnamed) with every other box as stored: the label
+    dialog is still to be answered, so nothing is applied yet."""
+    old = story.scene(scene_id).keyframes[k].entities
+    return (len(boxes) == len(old) + 1 and not (boxes[0].get("label") or "").strip()
+            and all(_unchanged(e, b, size) for e, b in zip(old, boxes[1:])))
+
+
 def apply_boxes(story: Story, scene_id: str, k: int, boxes: list[dict], size: CanvasSize) -> list[str]:
-    """Turn one report of the box editor (moves, resizes, relabels, one added or deleted box) into edits of
+    """Turn one report of the box editor (moves, resizes, relabels, one drawn or deleted box) into edits of
     keyframe `k` (`dreamrunner.edits`). Returns what changed, in words; an empty list when nothing did."""
     where = f"scene {scene_id!r}, keyframe {k + 1}"
     old = story.scene(scene_id).keyframes[k].entities
@@ -103,7 +145,7 @@ def apply_boxes(story: Story, scene_id: str, k: int, boxes: list[dict], size: Ca
         # Deleted boxes: the old entities that no longer match the sent boxes in order.
         gone, j = [], 0
         for position, entity in enumerate(old):
-            if j < len(boxes) and (boxes[j].get("label") or "") == entity.name and _same_box(entity, boxes[j], size):
+            if j < len(boxes) and _unchanged(entity, boxes[j], size):
                 j += 1
             else:
                 gone.append(position)
@@ -113,7 +155,11 @@ def apply_boxes(story: Story, scene_id: str, k: int, boxes: list[dict], size: Ca
         for position in reversed(gone):
             changes.append(f"deleted {edits.delete_entity(story, scene_id, k, position).name!r}")
         return changes
-    for position, (entity, box) in enumerate(zip(old, boxes)):
+    if len(boxes) > len(old) + 1:
+        raise BoardEditError(f"{where}: draw one box at a time (the editor sent {len(boxes)} boxes for "
+                             f"{len(old)} entities)")
+    drawn = boxes[0] if len(boxes) == len(old) + 1 else None
+    for position, (entity, box) in enumerate(zip(old, boxes[1:] if drawn else boxes)):
         label = (box.get("label") or "").strip()
         fields = {}
         if label and label != entity.name:
@@ -124,9 +170,10 @@ def apply_boxes(story: Story, scene_id: str, k: int, boxes: list[dict], size: Ca
         if fields:
             edits.edit_entity(story, scene_id, k, position, **fields)
             if "box" in fields:
-                changes.append(f"moved {label or entity.name!r} to {list(fields['box'])}")
-    for box in boxes[len(old):]:
-        entity = edits.add_entity(story, scene_id, k, box.get("label") or "", normalize(box, size, f"{where}, new box"))
+                changes.append(f"moved {label or entity.name!r}")
+    if drawn is not None:
+        box = normalize(drawn, size, f"{where}, the new box")
+        entity = edits.add_entity(story, scene_id, k, drawn.get("label") or "", box)
         changes.append(f"added {entity.name!r}")
     return changes
 
@@ -135,8 +182,10 @@ def entity_rows(keyframe: KeyFrame) -> list[list]:
     return [[e.name, e.character_id or "", e.motion or "", e.description, *e.box] for e in keyframe.entities]
 
 
-def apply_rows(story: Story, scene_id: str, k: int, rows: list[list]) -> list[str]:
-    """Apply the entity table (one row per entity, in ENTITY_COLUMNS order) to keyframe `k`."""
+def apply_rows(story: Story, scene_id: str, k: int, rows: list[list], whole_track: bool = True) -> list[str]:
+    """Apply the entity table (one row per entity, in ENTITY_COLUMNS order) to keyframe `k`. With
+    `whole_track`, name, character, motion and description apply to the entity on every keyframe (its track,
+    `dreamrunner.edits.edit_entity(all_keyframes=True)`); the box is always this keyframe's."""
     where = f"scene {scene_id!r}, keyframe {k + 1}"
     entities = story.scene(scene_id).keyframes[k].entities
     rows = [row for row in rows if any(str(cell).strip() for cell in row)]
@@ -157,12 +206,13 @@ def apply_rows(story: Story, scene_id: str, k: int, rows: list[list]) -> list[st
                   "motion": None if motion.lower() in NO_MOTION else motion, "description": description}
         if character and character != entity.character_id:
             fields["character_id"] = edits.find_character(story, character).id
-        if any(abs(a - b) > 1e-6 for a, b in zip(box, entity.box)):
-            fields["box"] = box
         fields = {f: v for f, v in fields.items() if getattr(entity, f) != v}
         if fields:
-            edits.edit_entity(story, scene_id, k, position, **fields)
+            edits.edit_entity(story, scene_id, k, position, all_keyframes=whole_track, **fields)
             changes += [f"{name or entity.name}: {f} = {v!r}" for f, v in fields.items()]
+        if any(abs(a - b) > 1e-6 for a, b in zip(box, entity.box)):
+            edits.edit_entity(story, scene_id, k, position, box=box)
+            changes.append(f"{name or entity.name}: box = {box!r}")
     return changes
 
 

@@ -19,9 +19,10 @@ from dreamrunner.project import Project
 from dreamrunner.story import NUM_KEYFRAMES, Story
 
 from . import board, characters
-from .backdrop import keyframe_backdrop
+from .backdrop import keyframe_backdrop, keyframe_thumbnail
 from .clips_tab import ClipsTab
-from .messages import guarded, warn
+from .history import HistoryBar
+from .messages import drop_repeats, guarded, warn
 from .priors_tab import PriorsTab
 from .render_tab import RenderTab
 from .stages import make_planner, planning_defaults
@@ -31,6 +32,18 @@ CSS = """
 #project-status {font-size: 0.9em}
 #box-editor canvas {cursor: crosshair}
 .noise-label {color: #b00020; font-weight: 600}
+/* The box editor's rotate buttons turn the picture and every box with it; the storyboard has one upright
+   frame, so they are hidden (a report from a turned picture is still read upright: ui.board.upright). */
+#box-editor button[aria-label^="Rotate"] {display: none !important}
+/* Whole pictures in galleries (a single image is not cropped into a strip), and a live preview the width
+   of its panel however small the decoded frame is. */
+.gallery img, .thumbnail-item img, .thumbnail-lg img, .preview img {object-fit: contain !important}
+#render-preview img {width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated}
+/* Dropdowns show their whole choice; the entity table's headers are not squeezed. */
+.wrap-inner input, .wrap-inner .token {text-overflow: clip; min-width: 8ch}
+#entities table {table-layout: auto}
+#entities th {white-space: nowrap}
+#keyframe-strip .thumbnail-item {aspect-ratio: 3 / 2}
 """
 
 KEYFRAME_CHOICES = [(str(k + 1), k) for k in range(NUM_KEYFRAMES)]
@@ -62,6 +75,10 @@ def _story_words(story: Story) -> dict:
     return {"title": story.title, "topic": story.topic, "characters": characters.character_rows(story)}
 
 
+def _count(number: int, word: str) -> str:
+    return f"{number} {word}{'' if number == 1 else 's'}"
+
+
 def _keyframe_index(value) -> int:
     try:
         index = int(value)
@@ -70,7 +87,7 @@ def _keyframe_index(value) -> int:
     return min(max(index, 0), NUM_KEYFRAMES - 1)
 
 
-class Editor(ClipsTab, PriorsTab, RenderTab):
+class Editor(HistoryBar, ClipsTab, PriorsTab, RenderTab):
     """Builds the Blocks; holds the components that several tabs update."""
 
     def __init__(self, workspace: Workspace, startup_folder: Path, problem: StartupProblem | None = None):
@@ -94,8 +111,12 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
         if conflict:
             state = (f"**not saved: {html.escape(conflict)}** Press *Revert to saved* for the other version, or "
                      f"*Save a copy here* to keep this one")
+        history = self.workspace.history(folder)
+        steps = "".join(f" — {word}: {html.escape(stack[-1].label)}"
+                        for word, stack in (("undo", history.undo), ("redo", history.redo)) if stack)
         return (f"**{html.escape(story.title or 'Untitled story')}** — `{project.folder}` — "
-                f"{len(story.scenes)} scenes, {len(story.characters)} characters — {state}")
+                f"{_count(len(story.scenes), 'scene')}, {_count(len(story.characters), 'character')} — {state}"
+                f"{steps}")
 
     def board_view(self, folder, scene_id, keyframe) -> dict:
         """Everything the Storyboard tab shows for one scene and keyframe."""
@@ -106,10 +127,11 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
             return {self.scene_list: gr.update(choices=[], value=None), self.narration: "", self.motions: "",
                     self.background: "", self.scene_description: "", self.words_shown: {}, self.keyframe: k,
                     self.annotator: None, self.entities: [], self.delete_choice: gr.update(choices=[], value=None),
-                    self.board_rev: ""}
+                    self.board_rev: "", self.keyframe_strip: []}
         size = board.canvas_size(story)
         keyframe_ = scene.keyframes[k]
         names = [(f"{i + 1}. {e.name}", i) for i, e in enumerate(keyframe_.entities)]
+        labels, colors = board.label_choices(story, scene, k)
         return {
             self.scene_list: gr.update(choices=_scene_choices(story), value=scene.id),
             self.narration: scene.narration,
@@ -118,12 +140,19 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
             self.scene_description: scene.description,
             self.words_shown: _scene_words(scene),
             self.keyframe: k,
-            self.annotator: {"image": keyframe_backdrop(story, scene, k, size),
-                             "boxes": board.annotator_boxes(keyframe_, size)},
+            self.annotator: gr.update(value={"image": keyframe_backdrop(story, scene, k, size),
+                                             "boxes": board.annotator_boxes(scene, k, size)},
+                                      label_list=labels, label_colors=colors),
             self.entities: board.entity_rows(keyframe_),
             self.delete_choice: gr.update(choices=names, value=names[-1][1] if names else None),
-            self.board_rev: board.revision(scene.id, keyframe_, size),
+            self.board_rev: board.revision(scene, k, size),
+            self.keyframe_strip: self.keyframe_thumbnails(scene, k, size),
         }
+
+    @staticmethod
+    def keyframe_thumbnails(scene, k: int, size) -> list:
+        return [(keyframe_thumbnail(scene, i, size), f"▶ {i + 1} (shown)" if i == k else f"keyframe {i + 1}")
+                for i in range(NUM_KEYFRAMES)]
 
     def story_view(self, folder) -> dict:
         project = self.project(folder)
@@ -170,6 +199,7 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
             self.folder = gr.State(None)
             gr.Markdown("## DreamRunner Studio — storyboard editor")
             self.status = gr.Markdown(elem_id="project-status")
+            self.build_history_bar()
             self.build_problem_notice()
             with gr.Tabs(elem_id="tabs"):
                 with gr.Tab("Story", id="story", elem_id="tab-story"):
@@ -196,6 +226,7 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
             self.wire_render_tab()
             self.wire_export_tab()
             self.wire_project_tab()
+            self.wire_history_bar()
             # Tabs show what other tabs changed (scenes, motions, approved clips) when they are opened.
             self.clips_tab.select(guarded(self.clips_view), [self.folder, self.clips_scene, self.clips_motion],
                                   self.clips_outputs)
@@ -304,10 +335,13 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
                      [self.folder, box, self.story_shown], [self.status, box, self.story_shown])
         self.plan_button.click(guarded(self.plan_story), [self.folder, self.topic, self.num_scenes,
                                                           *self.planner_inputs], self.all_outputs)
-        self.character_table.input(guarded(self.edit_characters), [self.folder, self.character_table, self.story_shown],
+        # A table reports one cell edit twice at once; the repeat is dropped, not answered twice.
+        self.character_table.input(guarded(drop_repeats(self.edit_characters)),
+                                   [self.folder, self.character_table, self.story_shown],
                                    [self.status, *self.story_outputs])
-        self.add_character_button.click(guarded(self.add_character), [self.folder, self.new_character],
-                            [self.status, self.new_character, *self.story_outputs])
+        for trigger in (self.add_character_button.click, self.new_character.submit):
+            trigger(guarded(self.add_character), [self.folder, self.new_character],
+                    [self.status, self.new_character, *self.story_outputs])
         self.remove_character_button.click(guarded(self.remove_character), [self.folder, self.character_choice],
                                [self.status, *self.story_outputs])
         self.character_choice.input(
@@ -383,11 +417,16 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
                 self.scene_list = gr.Radio(label="Scenes", elem_id="scene-list")
                 self.scene_description = gr.Textbox(label="Scene", elem_id="scene-description")
                 self.narration = gr.Textbox(label="Narration", elem_id="narration", lines=3)
-                self.motions = gr.Textbox(label="Motions (one per line)", elem_id="motions", lines=2)
+                self.motions = gr.Textbox(label="Motions (one per line; a changed motion changes the entities "
+                                                "that carry it)", elem_id="motions", lines=2)
                 self.background = gr.Textbox(label="Background", elem_id="background", lines=2)
                 with gr.Row():
                     self.replan_button = gr.Button("Re-plan scene", elem_id="replan-scene")
-                    self.replace_edits = gr.Checkbox(label="Replace my edits too", value=False,
+                    self.another_plan_button = gr.Button("Another plan", elem_id="another-plan")
+                with gr.Row():
+                    self.replan_seed = gr.Number(value=0, precision=0, minimum=0, label="Plan variant (seed)",
+                                                 elem_id="replan-seed", min_width=120)
+                    self.replace_edits = gr.Checkbox(label="Replace my edits too (this re-plan only)", value=False,
                                                      elem_id="replace-edits")
                 with gr.Accordion("Animatic: the scene plan as a moving sketch", open=False,
                                   elem_id="animatic-panel"):
@@ -395,19 +434,27 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
                     self.animatic_video = gr.Video(label="Animatic (plan preview, not a render)",
                                                    elem_id="animatic-video", interactive=False, height=240)
             with gr.Column(scale=5):
+                self.keyframe_strip = gr.Gallery(label="Keyframes (click one to edit it)", elem_id="keyframe-strip",
+                                                 columns=NUM_KEYFRAMES, rows=1, height=150, allow_preview=False,
+                                                 object_fit="contain", show_label=True, interactive=False)
                 self.keyframe = gr.Radio(KEYFRAME_CHOICES, value=0, label="Keyframe", elem_id="keyframe")
-                self.annotator = image_annotator(label="Keyframe layout", elem_id="box-editor", sources=None,
+                self.annotator = image_annotator(label="Keyframe layout (faint: the neighbouring keyframes)",
+                                                 elem_id="box-editor", sources=None,
                                                  show_clear_button=False, show_remove_button=True,
                                                  show_download_button=False, image_type="numpy", box_min_size=8,
                                                  handle_size=8, boxes_alpha=0.35)
-                gr.Markdown("Drag a box to move it, drag its handles to resize it, draw a new box in the "
-                            "box-drawing mode, delete the selected box with its remove button or *Delete "
-                            "entity*. Edit names, characters, motions and descriptions in the table.")
+                gr.Markdown("Drag a box to move it, drag its handles to resize it. *Create box* (or `C`), then "
+                            "drag to draw a new one and pick who it is. Delete the selected box with its remove "
+                            "button or *Delete entity*. Undo any change with ↶ Undo or Ctrl+Z.")
                 # Which keyframe picture the box editor and table show (see board.revision); not shown.
                 self.board_rev = gr.Textbox(visible=False, elem_id="board-rev")
+                self.track_edits = gr.Checkbox(
+                    value=True, elem_id="track-edits",
+                    label="Name, character, motion and description apply to all keyframes (boxes stay per keyframe)")
                 self.entities = gr.Dataframe(headers=board.ENTITY_COLUMNS, elem_id="entities", interactive=True,
                                              wrap=True, datatype=["str", "str", "str", "str", "number", "number",
-                                                                  "number", "number"])
+                                                                  "number", "number"],
+                                             column_widths=["13%", "11%", "13%", "31%", "8%", "8%", "8%", "8%"])
                 with gr.Row():
                     self.add_entity_button = gr.Button("Add entity", elem_id="add-entity")
                     self.delete_choice = gr.Dropdown(label="Entity", elem_id="delete-choice", scale=1)
@@ -416,43 +463,67 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
         self.words_shown = gr.State({})  # the scene's text fields as this tab shows them (see story_shown)
         self.board_outputs = [self.scene_list, self.narration, self.motions, self.background, self.words_shown,
                               self.scene_description, self.keyframe, self.annotator, self.entities,
-                              self.delete_choice, self.board_rev]
+                              self.delete_choice, self.board_rev, self.keyframe_strip]
 
     def wire_storyboard_tab(self) -> None:
         where = [self.folder, self.scene_list, self.keyframe]
 
         self.scene_list.input(guarded(self.board_view), where, self.board_outputs)
         self.keyframe.input(guarded(self.board_view), where, self.board_outputs)
+        self.keyframe_strip.select(guarded(self.pick_keyframe), [self.folder, self.scene_list], self.board_outputs)
         for box, field in ((self.narration, "narration"), (self.motions, "motions"),
                            (self.background, "background"), (self.scene_description, "description")):
-            box.blur(guarded(lambda folder, scene_id, value, shown, field=field: self.set_scene_field(
-                folder, scene_id, field, value, shown)), [self.folder, self.scene_list, box, self.words_shown],
-                [self.status, box, self.scene_list, self.words_shown])
-        keyframe_outputs = [self.status, self.annotator, self.entities, self.delete_choice, self.board_rev]
+            # Leaving a field (often by clicking another scene) saves it: no progress overlay, which would
+            # swallow that click; only the description changes the scene list's labels.
+            outputs = [self.status, box, self.words_shown] + ([self.scene_list] if field == "description" else [])
+            save = (lambda folder, scene_id, value, shown, field=field:
+                    self.set_scene_field(folder, scene_id, field, value, shown))
+            saved = box.blur(guarded(save), [self.folder, self.scene_list, box, self.words_shown], outputs,
+                             show_progress="hidden")
+            if field == "motions":
+                # The entities carry the scene's motions: show them on the scene and keyframe shown by then.
+                saved.then(guarded(self.board_view), where, self.board_outputs, show_progress="hidden")
+        keyframe_outputs = [self.status, self.annotator, self.entities, self.delete_choice, self.board_rev,
+                            self.keyframe_strip, self.motions]
         self.annotator.change(guarded(self.edit_boxes), [*where, self.board_rev, self.annotator], keyframe_outputs)
-        self.entities.input(guarded(self.edit_rows), [*where, self.board_rev, self.entities], keyframe_outputs)
+        self.entities.input(guarded(drop_repeats(self.edit_rows)), [*where, self.board_rev, self.track_edits,
+                                                                    self.entities], keyframe_outputs)
         self.add_entity_button.click(guarded(self.add_entity), where, [self.status, *self.board_outputs])
         self.animatic_button.click(guarded(self.animatic), [self.folder, self.scene_list], [self.animatic_video])
-        self.replan_button.click(guarded(self.replan_scene), [*where, self.replace_edits, *self.planner_inputs],
-                                 [self.status, *self.board_outputs])
+        replan_inputs = [*where, self.replace_edits, self.replan_seed, *self.planner_inputs]
+        replan_outputs = [self.status, self.replace_edits, self.replan_seed, *self.board_outputs]
+        self.replan_button.click(guarded(self.replan_scene), replan_inputs, replan_outputs)
+        self.another_plan_button.click(guarded(lambda *args: self.replan_scene(*args, another=True)),
+                                       replan_inputs, replan_outputs)
         self.delete_entity_button.click(guarded(self.delete_entity), [*where, self.board_rev, self.delete_choice],
-                            [self.status, *self.board_outputs])
+                                        [self.status, *self.board_outputs])
 
-    def replan_scene(self, folder, scene_id, keyframe, replace_edits, *planner_settings, progress=gr.Progress()):
+    def pick_keyframe(self, folder, scene_id, event: gr.SelectData):
+        return self.board_view(folder, scene_id, event.index)
+
+    def replan_scene(self, folder, scene_id, keyframe, replace_edits, seed, *planner_settings, another=False,
+                     progress=gr.Progress()):
         if scene_id is None:
             raise gr.Error("choose a scene to re-plan")
-        planner = make_planner(*planner_settings)
+        seed = max(int(seed or 0), 0) + (1 if another else 0)
+        planner = make_planner(*planner_settings, seed=seed)
         progress(0.1, desc=f"re-planning {scene_id} with the {planner.name} planner")
         from dreamrunner.planning import replan_scene
 
         with self.workspace.edit(folder) as project:
             project.story = replan_scene(project.story, scene_id, planner, {"*"} if replace_edits else frozenset())
-        gr.Info(f"re-planned scene {scene_id}" + ("" if replace_edits else ", keeping your edits"))
-        return {self.status: self.status_text(folder), **self.board_view(folder, scene_id, keyframe)}
+        variant = f" (variant {seed})" if seed else ""
+        gr.Info(f"re-planned scene {scene_id}{variant}" + (", replacing your edits" if replace_edits
+                                                           else ", keeping your edits") + "; Undo takes it back")
+        # "Replace my edits too" is for one re-plan: it is unticked so the next one keeps the edits again.
+        return {self.status: self.status_text(folder), self.replace_edits: False, self.replan_seed: seed,
+                **self.board_view(folder, scene_id, keyframe)}
 
     def set_scene_field(self, folder, scene_id, field, value, shown=None):
         value = value or ""
-        shown = shown if (shown or {}).get("scene") == scene_id else {}
+        # The text belongs to the scene the fields showed, whatever the scene list says by the time it arrives.
+        shown = shown or {}
+        scene_id = shown.get("scene") or scene_id
         was, stored = shown.get(field), _scene_words(self.project(folder).story.scene(scene_id))[field]
         try:
             if was is not None and value != was and stored != was:
@@ -465,20 +536,27 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
             warn(error)
         story = self.project(folder).story
         stored = _scene_words(story.scene(scene_id))[field]
-        # The scene list is labelled with the scene descriptions.
-        return (self.status_text(folder), stored, gr.update(choices=_scene_choices(story), value=scene_id),
-                {**shown, "scene": scene_id, field: stored})
+        box = {"narration": self.narration, "motions": self.motions, "background": self.background,
+               "description": self.scene_description}[field]
+        answer = {self.status: self.status_text(folder), box: stored,
+                  self.words_shown: {**shown, "scene": scene_id, field: stored}}
+        if field == "description":
+            # The scene list is labelled with the scene descriptions. Its value is left alone: the user may have
+            # chosen another scene by the time this answer arrives (leaving the field is what sent it).
+            answer[self.scene_list] = gr.update(choices=_scene_choices(story))
+        return answer
 
     def _keyframe_outputs(self, folder, scene_id, k, refresh_boxes: bool):
         view = self.board_view(folder, scene_id, k)
         return {self.status: self.status_text(folder),
                 self.annotator: view[self.annotator] if refresh_boxes else gr.skip(),
                 self.entities: view[self.entities], self.delete_choice: view[self.delete_choice],
-                self.board_rev: view[self.board_rev]}
+                self.board_rev: view[self.board_rev], self.keyframe_strip: view[self.keyframe_strip],
+                self.motions: view[self.motions]}
 
     def _is_current(self, folder, scene_id, k, rev) -> bool:
         story = self.project(folder).story
-        return rev == board.revision(scene_id, story.scene(scene_id).keyframes[k], board.canvas_size(story))
+        return rev == board.revision(story.scene(scene_id), k, board.canvas_size(story))
 
     def _stale(self, folder, scene_id, k) -> dict:
         """An edit made against an older picture of the keyframe (another tab or a CLI command changed it):
@@ -486,39 +564,53 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
         warn(board.BoardEditError("this keyframe was " + STALE.format(what="boxes")))
         return self._keyframe_outputs(folder, scene_id, k, refresh_boxes=True)
 
+    def _notice_empty(self, folder, scene_id, k) -> None:
+        if not self.project(folder).story.scene(scene_id).keyframes[k].entities:
+            gr.Warning(f"keyframe {k + 1} of scene {html.escape(scene_id)} has no entities now: it will be drawn "
+                       "from the background prompt alone. Undo (Ctrl+Z) brings the last one back.",
+                       title="Empty keyframe")
+
     def edit_boxes(self, folder, scene_id, keyframe, rev, value):
         if not value or scene_id is None:
             return gr.skip()
         k = _keyframe_index(keyframe)
-        if board.shown_revision(scene_id, k, value.get("boxes") or []) == rev:
+        story = self.project(folder).story
+        size = board.canvas_size(story)
+        turned = (value.get("orientation") or 0) % 4
+        boxes = board.upright(value.get("boxes") or [], turned, size)
+        if not turned and board.shown_revision(scene_id, k, boxes) == rev:
             return gr.skip()  # the echo of a redraw: the boxes are the picture this tab was given
         if not self._is_current(folder, scene_id, k, rev):
             return self._stale(folder, scene_id, k)
-        refresh = False
+        if board.pending_box(story, scene_id, k, boxes, size):
+            return gr.skip()  # a box being drawn: its label dialog is open; it is added when answered
         try:
             with self.workspace.edit(folder) as project:
-                story = project.story
-                scene = story.scene(scene_id)
+                scene = project.story.scene(scene_id)
                 before = len(scene.keyframes[k].entities)
-                changes = board.apply_boxes(story, scene_id, k, value.get("boxes") or [], board.canvas_size(story))
-                # New boxes get a name and color; deleted ones change the numbering: redraw the editor.
-                refresh = len(scene.keyframes[k].entities) != before or any(
-                    not (b.get("label") or "").strip() for b in value.get("boxes") or [])
+                changes = board.apply_boxes(project.story, scene_id, k, boxes, size)
+                # A drawn box goes to the end of the list and deleted ones change the numbering, and a turned
+                # picture is shown upright again: redraw the editor.
+                refresh = turned or len(scene.keyframes[k].entities) != before
         except Exception as error:  # noqa: BLE001 - shown; the editor goes back to the stored boxes
             warn(error)
             return self._keyframe_outputs(folder, scene_id, k, refresh_boxes=True)
         if not changes:
-            return gr.skip()
+            return self._keyframe_outputs(folder, scene_id, k, refresh_boxes=True) if turned else gr.skip()
+        deleted = [c for c in changes if c.startswith("deleted")]
+        if deleted:
+            gr.Info(f"{'; '.join(deleted)} on keyframe {k + 1}; Undo (Ctrl+Z) brings it back")
+            self._notice_empty(folder, scene_id, k)
         return self._keyframe_outputs(folder, scene_id, k, refresh_boxes=refresh)
 
-    def edit_rows(self, folder, scene_id, keyframe, rev, table):
+    def edit_rows(self, folder, scene_id, keyframe, rev, whole_track, table):
         k = _keyframe_index(keyframe)
         if not self._is_current(folder, scene_id, k, rev):
             return self._stale(folder, scene_id, k)
         rows = table.values.tolist() if hasattr(table, "values") else table
         try:
             with self.workspace.edit(folder) as project:
-                board.apply_rows(project.story, scene_id, k, rows)
+                board.apply_rows(project.story, scene_id, k, rows, whole_track=bool(whole_track))
         except Exception as error:  # noqa: BLE001
             warn(error)
         return self._keyframe_outputs(folder, scene_id, k, refresh_boxes=True)
@@ -536,7 +628,9 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
         if not self._is_current(folder, scene_id, k, rev):
             return {**self._stale(folder, scene_id, k), **self.board_view(folder, scene_id, k)}
         with self.workspace.edit(folder) as project:
-            edits.delete_entity(project.story, scene_id, k, int(position))
+            entity = edits.delete_entity(project.story, scene_id, k, int(position))
+        gr.Info(f"deleted {entity.name!r} on keyframe {k + 1}; Undo (Ctrl+Z) brings it back")
+        self._notice_empty(folder, scene_id, k)
         return {self.status: self.status_text(folder), **self.board_view(folder, scene_id, k)}
 
     # -- Project tab ---------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import sys
 from dreamrunner.errors import DreamRunnerError
 from . import Workspace, build_app
 from .editor import CSS
+from .history import KEYS_SCRIPT
 from .server import DEFAULT_MAX_UPLOAD, MAX_UPLOAD_ENV, launch_options, parse_size
 
 
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     blocks, _ = build_app(workspace, folder, problem)
     # One GPU job at a time is the "gpu" concurrency group (see ui.jobs); quick edits run side by side.
     blocks.queue(default_concurrency_limit=8)
-    blocks.launch(server_name=args.host, server_port=args.port, share=args.share, css=CSS, show_error=True,
+    blocks.launch(server_name=args.host, server_port=args.port, share=args.share, css=CSS, head=KEYS_SCRIPT,
+                  show_error=True,
                   **options)
     return 0

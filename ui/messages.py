@@ -10,6 +10,12 @@ import functools
 import html
 import inspect
 import logging
+import os
+import re
+import tempfile
+import threading
+import time
+from pathlib import Path
 
 import gradio as gr
 from pydantic import ValidationError
@@ -22,14 +28,28 @@ log = logging.getLogger("dreamrunner.ui")
 EXPECTED = (DreamRunnerError, ValidationError, ValueError, OSError)
 
 
+def upload_folder() -> Path:
+    """Where gradio keeps uploaded files (GRADIO_TEMP_DIR, else <temp>/gradio)."""
+    return Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio")
+
+
+def without_upload_paths(text: str) -> str:
+    """A message names an uploaded file by the name the user chose, not by gradio's temporary copy
+    (/tmp/gradio/<hash>/scan.png -> scan.png)."""
+    root = re.escape(str(upload_folder()))
+    return re.sub(root + r"(?:/[^/\s'\"]+)*/", "", text)
+
+
 def describe(error: BaseException) -> str:
     if isinstance(error, ValidationError):
-        return "; ".join(str(p) for p in problems_from(error, None)) or str(error)
-    if isinstance(error, gr.Error):
-        return error.message
-    if isinstance(error, EXPECTED):
-        return str(error)
-    return f"unexpected error ({type(error).__name__}): {error}. The project was not changed."
+        text = "; ".join(str(p) for p in problems_from(error, None)) or str(error)
+    elif isinstance(error, gr.Error):
+        text = error.message
+    elif isinstance(error, EXPECTED):
+        text = str(error)
+    else:
+        text = f"unexpected error ({type(error).__name__}): {error}. The project was not changed."
+    return without_upload_paths(text)
 
 
 def warn(error: BaseException) -> None:
@@ -62,3 +82,22 @@ def guarded(handler):
             warn(error)
             return gr.skip()
     return plain
+
+
+def drop_repeats(handler, window: float = 0.5):
+    """gradio's tables report one cell edit twice at the same moment (two `input` events with the same
+    table): the repeat, the same inputs again within `window` seconds, is dropped (`gr.skip()`) so the edit
+    is applied and any warning shown once."""
+    last: dict = {"key": None, "at": 0.0}
+    lock = threading.Lock()
+
+    @functools.wraps(handler)
+    def once(*args):
+        key = repr(args)
+        with lock:
+            now = time.monotonic()
+            if key == last["key"] and now - last["at"] < window:
+                return gr.skip()
+            last.update(key=key, at=now)
+        return handler(*args)
+    return once

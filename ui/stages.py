@@ -48,12 +48,13 @@ def planning_defaults() -> dict:
             "model": os.environ.get("DREAMRUNNER_LLM_MODEL", "").strip() or "gpt-4o"}
 
 
-def make_planner(kind: str, base_url: str, model: str, api_key: str):
+def make_planner(kind: str, base_url: str, model: str, api_key: str, seed: int = 0):
     """The planner the Story tab's settings describe. The key falls back to OPENAI_API_KEY only for the
-    server's own endpoints (dreamrunner.planning.settings_for_caller): a page is not trusted with it."""
+    server's own endpoints (dreamrunner.planning.settings_for_caller): a page is not trusted with it.
+    `seed` picks the offline planner's variant (an LLM varies by its sampling temperature)."""
     planning = load("planning")
     if kind != "llm":
-        return planning.OfflinePlanner()
+        return planning.OfflinePlanner(seed=int(seed))
     settings = planning.settings_for_caller(base_url, api_key, model)
     if not settings.llm_configured:
         raise StageUnavailable("the LLM planner needs a base URL or an API key (or choose the offline planner)")

@@ -7,6 +7,12 @@ one project, first takes in what other writers (a CLI command, another app) save
 edit back (a bad value never half-applies) and saves right away when autosave is on. Jobs (render, train)
 hand their results to a `Workspace.edit` of the live story; none saves a copy of its own.
 
+Because every edit passes `Workspace.edit`, it also keeps each project's undo history: the story before and
+after each edit (its own change only, before any merge with another writer's save), at most `HISTORY_LIMIT`
+steps. Undo and redo are edits too: they apply the reverse (or the forward) change of a step to the story as
+it is now with the three-way merge of `dreamrunner.revisions`, so what other writers or jobs changed since
+stays, and a step whose places were changed again since is refused with those places named.
+
 Folders chosen from the page (open, new, copy) must lie inside the workspace's roots: the projects
 folder, the folders given with `app.py --project-root`, and the project opened at start. Anyone who can
 reach the editor's port can call its handlers, so a page never names an arbitrary server folder.
@@ -18,18 +24,79 @@ import json
 import os
 import shutil
 import threading
+from collections import deque
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 from dreamrunner.files import ASSETS_DIR, remove_stale_temporaries, write_text_atomic
 from dreamrunner.project import PROJECT_FILE, Project, ProjectConflict, ProjectError, restore_backup
+from dreamrunner.revisions import merge_values
 from dreamrunner.story import Story
+from dreamrunner.validation import StoryValidationError, validate_story
 
 HOME_ENV = "DREAMRUNNER_HOME"
 STATE_FILE = "state.json"
 DEMO_PROJECT = ASSETS_DIR / "demo"
+HISTORY_LIMIT = 50  # undo steps kept per project
+
+
+class UndoError(ProjectError):
+    """Nothing to undo or redo, or the step's places were changed again since."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """One edit: what it was (in words) and the story's JSON form before and after it."""
+
+    label: str
+    before: dict
+    after: dict
+
+
+@dataclass
+class History:
+    undo: deque = field(default_factory=lambda: deque(maxlen=HISTORY_LIMIT))
+    redo: list = field(default_factory=list)
+
+
+def describe_change(before: dict, after: dict, shown: int = 2) -> str:
+    """Where two JSON forms of a story differ, in words: "scene 's1', keyframe 1, 'Pip': box"."""
+    places: list[str] = []
+    _differences(before, after, [], places)
+    if not places:
+        return "no change"
+    text = "; ".join(places[:shown])
+    return text + (f" and {len(places) - shown} more" if len(places) > shown else "")
+
+
+def _differences(before, after, where: list[str], places: list[str]) -> None:
+    if before == after:
+        return
+    name = where[-1] if where else ""
+    if isinstance(before, dict) and isinstance(after, dict):
+        for key in [*before, *(k for k in after if k not in before)]:
+            if key != "user_edited":
+                _differences(before.get(key), after.get(key), [*where, key], places)
+        return
+    if isinstance(before, list) and isinstance(after, list) and name in ("scenes", "characters", "keyframes",
+                                                                         "entities"):
+        label = {"scenes": "scene", "characters": "character", "keyframes": "keyframe", "entities": ""}[name]
+        ident = {"scenes": "id", "characters": "id", "keyframes": "index", "entities": "name"}[name]
+        olds = {item.get(ident): item for item in before if isinstance(item, dict)}
+        news = {item.get(ident): item for item in after if isinstance(item, dict)}
+        if name == "entities" and len(olds) == len(before) and len(news) == len(after) and olds.keys() != news.keys():
+            places.append(", ".join(where[:-1] + ["entities"]))
+            return
+        if len(olds) != len(before) or len(news) != len(after) or (name != "entities" and olds.keys() != news.keys()):
+            places.append(", ".join([*where[:-1], name]))
+            return
+        for key, item in news.items():
+            shown = f"{label} {key + 1}" if name == "keyframes" else (f"{label} {key!r}".strip())
+            _differences(olds.get(key), item, [*where[:-1], shown] if where else [shown], places)
+        return
+    places.append(", ".join([*where[:-1], name]) if where[:-1] else name or "the story")
 
 
 def default_home() -> Path:
@@ -93,6 +160,7 @@ class Workspace:
         self._projects: dict[Path, Project] = {}
         self.conflicts: dict[Path, str] = {}  # open projects whose unsaved changes clash with a newer save
         self._locks: dict[Path, threading.RLock] = {}
+        self._histories: dict[Path, History] = {}
         self._guard = threading.Lock()
 
     # -- where the page may go -----------------------------------------------------------------------
@@ -149,6 +217,7 @@ class Workspace:
         folder = self.check_allowed(folder)
         with self._lock(folder):
             self._projects.pop(folder, None)
+            self._histories.pop(folder, None)
             restore_backup(folder)
         return self.open(folder)
 
@@ -231,6 +300,7 @@ class Workspace:
         with self._lock(folder):
             project = Project.create(folder, story, overwrite=overwrite)
             self._projects[folder] = project
+            self._histories.pop(folder, None)
         self.state.update(last_project=str(folder))
         return project
 
@@ -267,13 +337,62 @@ class Workspace:
         self.state.update(autosave=bool(enabled))
 
     @contextmanager
-    def edit(self, folder: str | os.PathLike) -> Iterator[Project]:
+    def edit(self, folder: str | os.PathLike, record: bool = True) -> Iterator[Project]:
         """Change a project's story (through `dreamrunner.edits`); on any error the story is put back as it was.
 
         A save over another writer's newer revision merges both, or raises ProjectConflict (naming what both
-        changed) with this edit rolled back."""
+        changed) with this edit rolled back. A change is recorded as an undo step named by what it changed
+        (`describe_change`), unless `record` is False (undo and redo themselves)."""
         folder = Path(folder).resolve()
         with self._lock(folder):
             project = self.open(folder)
             with project.edit(save=self.state.autosave):
+                before = project.story.model_dump(mode="json")
                 yield project
+                # This edit's own change, taken before a save merges in what another writer saved.
+                after = project.story.model_dump(mode="json")
+            if record and after != before:
+                history = self.history(folder)
+                history.undo.append(Step(describe_change(before, after), before, after))
+                history.redo.clear()
+
+    # -- undo and redo -------------------------------------------------------------------------------
+
+    def history(self, folder: str | os.PathLike) -> History:
+        folder = Path(folder).resolve()
+        with self._guard:
+            return self._histories.setdefault(folder, History())
+
+    def undo(self, folder: str | os.PathLike) -> Step:
+        """Take back the last edit (see the module notes); returns it. UndoError when there is none or it
+        cannot be taken back; the story is then unchanged."""
+        return self._replay(folder, undo=True)
+
+    def redo(self, folder: str | os.PathLike) -> Step:
+        """Make the last undone edit again; returns it. UndoError as for `undo`."""
+        return self._replay(folder, undo=False)
+
+    def _replay(self, folder: str | os.PathLike, undo: bool) -> Step:
+        folder = Path(folder).resolve()
+        word = "undo" if undo else "redo"
+        with self._lock(folder):
+            history = self.history(folder)
+            source, target = (history.undo, history.redo) if undo else (history.redo, history.undo)
+            if not source:
+                raise UndoError(f"there is nothing to {word} in {folder.name}")
+            step = source[-1]
+            start, goal = (step.after, step.before) if undo else (step.before, step.after)
+            with self.edit(folder, record=False) as project:
+                merged, conflicts = merge_values(start, project.story.model_dump(mode="json"), goal)
+                try:
+                    story = validate_story(merged) if not conflicts else None
+                except StoryValidationError as error:
+                    conflicts = [str(error)]
+                if conflicts:
+                    shown = ", ".join(conflicts[:4]) + (" ..." if len(conflicts) > 4 else "")
+                    raise UndoError(f"cannot {word} {step.label}: it was changed again since ({shown}); "
+                                    f"change it by hand instead")
+                project.story = story
+            source.pop()
+            target.append(step)
+            return step

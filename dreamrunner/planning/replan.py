@@ -13,6 +13,12 @@ characters, else the name (case-insensitive), then by order among equal identiti
 that is not curated, the new plan's entities are taken (with the edited fields of their matches), and
 old entities the user edited that the new plan lacks are kept too.
 
+Boxes the user placed on some keyframes of a track (the entity across keyframes) anchor it: the
+new plan's boxes on the other keyframes are shifted by an offset that varies linearly from one anchor's
+offset (its edited box minus the plan's box there) to the next, so the track keeps the plan's movement and
+passes smoothly through every edited box (no zigzag between edited and planned keyframes). Where the new
+plan lacks the entity at an anchor, the boxes between two anchors are interpolated linearly.
+
 `replace` names fields (at any level) whose edits the user wants replaced by the new plan; "*"
 replaces them all. Fields that are not plan fields (approved clips, prior bindings, renders) are
 always carried over.
@@ -84,9 +90,59 @@ def merge_scene(old: Scene, new: Scene, replace: Iterable[str] = frozenset()) ->
     data = {field: getattr(new if field not in locks else old, field) for field in SCENE_FIELDS}
     if "keyframes" not in locks:
         data["keyframes"] = [merge_keyframe(o, n, replace) for o, n in zip(old.keyframes, new.keyframes)]
+        smooth_tracks(data["keyframes"], new.keyframes)
     carried = {f: getattr(old, f) for f in ("approved_clips", "prior_bindings", "renders", "chosen_render")}
     scene = Scene(id=old.id, **data, **carried, user_edited=locks)
     return Scene.model_validate(scene.model_dump())
+
+
+def _tracks(keyframes: list[KeyFrame]) -> dict[tuple[str, int], dict[int, Entity]]:
+    tracks: dict[tuple[str, int], dict[int, Entity]] = {}
+    for k, keyframe in enumerate(keyframes):
+        for key, entity in _keyed(keyframe.entities).items():
+            tracks.setdefault(key, {})[k] = entity
+    return tracks
+
+
+def _shifted(box, offset) -> tuple[float, float, float, float]:
+    """`box` moved by `offset` (per edge), then slid back inside the frame keeping its size."""
+    x0, y0, x1, y1 = (v + d for v, d in zip(box, offset))
+    width, height = min(max(x1 - x0, 0.01), 1.0), min(max(y1 - y0, 0.01), 1.0)
+    x0, y0 = min(max(x0, 0.0), 1.0 - width), min(max(y0, 0.0), 1.0 - height)
+    return tuple(round(v, 4) for v in (x0, y0, x0 + width, y0 + height))  # type: ignore[return-value]
+
+
+def smooth_tracks(merged: list[KeyFrame], planned: list[KeyFrame]) -> None:
+    """Fit each track's planned boxes through its edited ones (see the module notes). Changes `merged`
+    in place; edited boxes and tracks without edited boxes are left as they are."""
+    plan = _tracks(planned)
+    for key, track in _tracks(merged).items():
+        anchors = sorted(k for k, e in track.items() if e.is_edited("box"))
+        if not anchors or len(anchors) == len(track):
+            continue
+        planned_boxes = {k: e.box for k, e in plan.get(key, {}).items()}
+        offsets = {a: (tuple(v - p for v, p in zip(track[a].box, planned_boxes[a])) if a in planned_boxes else None)
+                   for a in anchors}
+        for k, entity in track.items():
+            if entity.is_edited("box"):
+                continue
+            before = [a for a in anchors if a < k]
+            after = [a for a in anchors if a > k]
+            a, b = (before[-1] if before else None), (after[0] if after else None)
+            if a is not None and b is not None:
+                t = (k - a) / (b - a)
+                if offsets[a] is not None and offsets[b] is not None and k in planned_boxes:
+                    offset = tuple((1 - t) * u + t * v for u, v in zip(offsets[a], offsets[b]))
+                    box = _shifted(planned_boxes[k], offset)
+                else:
+                    box = _shifted(tuple((1 - t) * u + t * v for u, v in zip(track[a].box, track[b].box)),
+                                   (0.0,) * 4)
+            else:
+                nearest = a if a is not None else b
+                if offsets[nearest] is None or k not in planned_boxes:
+                    continue
+                box = _shifted(planned_boxes[k], offsets[nearest])
+            entity.box = box
 
 
 def replan_scene(story: Story, scene_id: str, planner: Planner, replace: Iterable[str] = frozenset()) -> Story:

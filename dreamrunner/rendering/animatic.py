@@ -2,7 +2,7 @@
 
 Each entity's box follows the region schedule, one second per keyframe, held or interpolated as the
 story's `keyframe_boxes` says (`dreamrunner.regions.schedule_boxes` over the video frames, the same rule the
-renderer uses over latent frames), filled with the entity's colour and labelled with its name (its description where the plan
+renderer uses over latent frames), filled with the entity's colour (`dreamrunner.palette`: the editor shows the same colours) and labelled with its name (its description where the plan
 names it "none") and motion; the background prompt
 is the caption along the bottom and the narration runs along the top (text is left out below
 160 pixels of height, where it cannot be read). It is what the app shows before a
@@ -15,39 +15,13 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from ..palette import entity_colors, track_keys
 from ..regions import schedule_boxes
 from ..story import Scene, VideoSettings
 from .overlay import MIN_TEXT_HEIGHT, draw_paragraph, draw_text, text_size
 
 BACKGROUND_COLOR = (38, 42, 52)
-# Distinct, saturated colours (RGB), far from the background and from each other.
-PALETTE = (
-    (230, 80, 60), (60, 170, 230), (250, 200, 40), (90, 200, 90),
-    (200, 90, 220), (240, 140, 40), (40, 210, 190), (240, 110, 170),
-)
 ANIMATIC_LABEL = "ANIMATIC (plan preview)"
-
-
-def _track_keys(names: list[str]) -> list[tuple[str, int]]:
-    """(name, how many earlier entities share the name): the schedule's own matching of entities between
-    keyframes, so an entity keeps its colour while it moves, even when names repeat (published plans
-    name every entity "none")."""
-    seen: dict[str, int] = {}
-    keys = []
-    for name in names:
-        keys.append((name, seen.get(name, 0)))
-        seen[name] = seen.get(name, 0) + 1
-    return keys
-
-
-def entity_colors(scene: Scene) -> dict[tuple[str, int], tuple[int, int, int]]:
-    """One colour per entity track (name, ordinal among equal names), in order of first appearance."""
-    colors: dict[tuple[str, int], tuple[int, int, int]] = {}
-    for keyframe in scene.keyframes:
-        for key in _track_keys([entity.name for entity in keyframe.entities]):
-            if key not in colors:
-                colors[key] = PALETTE[len(colors) % len(PALETTE)]
-    return colors
 
 
 def box_pixels(box: tuple[float, float, float, float], height: int, width: int) -> tuple[int, int, int, int]:
@@ -69,7 +43,7 @@ def render_animatic(scene: Scene, video: VideoSettings) -> np.ndarray:
     for t, regions in enumerate(schedule):
         frame = frames[t]
         frame[:] = base
-        for key, region in zip(_track_keys([r.name for r in regions]), regions):
+        for key, region in zip(track_keys([r.name for r in regions]), regions):
             color = colors[key]
             x0, y0, x1, y1 = box_pixels(region.box, height, width)
             cv2.rectangle(frame, (x0, y0), (x1, y1), color, thickness=-1)
