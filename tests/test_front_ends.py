@@ -158,7 +158,7 @@ def test_add_and_delete_entities(editor, pair):
     editor.add_entity(pair[0], "s1", 3)
     cli("entity", "add", pair[1], "s1", "", "--keyframe", "4")
     story = Project.load(pair[0]).story
-    editor.delete_entity(pair[0], "s1", 0, board.revision("s1", story.scenes[0].keyframes[0], board.canvas_size(story)), 1)
+    editor.delete_entity(pair[0], "s1", 0, board.revision(story.scenes[0], 0, board.canvas_size(story)), 1)
     cli("entity", "delete", pair[1], "s1", "--keyframe", "1", "--entity", "2")
     same_result(*pair)
 
@@ -283,7 +283,7 @@ def test_a_stale_character_table_changes_only_the_cells_typed(editor, pair):
 def test_delete_entity_from_a_stale_page_deletes_nothing(editor, pair):
     folder = pair[0]
     story = Project.load(folder).story
-    rev = board.revision("s1", story.scenes[0].keyframes[0], board.canvas_size(story))
+    rev = board.revision(story.scenes[0], 0, board.canvas_size(story))
     other_writer(folder, lambda story: edits.delete_entity(story, "s1", 0, 0))
     before = Project.load(folder).story.scenes[0].keyframes[0].entities
     with pytest.warns(UserWarning, match="keyframe was changed elsewhere"):
