@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           help="subject (bound to a character's entities) or motion (to a motion's); default subject")
     imported.add_argument("--target", required=True, metavar="CHARACTER_OR_MOTION",
                           help="character id, name or token (subject), or the motion text (motion)")
-    imported.add_argument("--id", dest="prior_id", default=None,
+    imported.add_argument("--id", dest="prior_id", default=None, metavar="ID",
                           help="prior id (default <kind>-<target>-<file name>)")
     imported.add_argument("--no-bind", dest="bind", action="store_false",
                           help="register the prior without binding it to its scenes")
