@@ -420,11 +420,11 @@ def scenes_for(story: Story, kind: str, target: str) -> list[str]:
     return [s.id for s in story.scenes if target in s.motions]
 
 
-def register_prior(story: Story, prior: Prior, bind: bool = True) -> list[str]:
-    """Add a trained prior (replacing one with its id); with `bind`, bind it to the scenes it belongs to.
-    Returns the scenes bound."""
+def register_prior(story: Story, prior: Prior, bind: bool = True, scale: float = 1.0) -> list[str]:
+    """Add a trained or imported prior (replacing one with its id); with `bind`, bind it to the scenes it belongs
+    to with strength `scale`. Returns the scenes bound."""
     story.priors = [p for p in story.priors if p.id != prior.id] + [prior]
-    return bind_prior(story, prior.id) if bind else []
+    return bind_prior(story, prior.id, scale=scale) if bind else []
 
 
 def bind_prior(story: Story, prior_id: str, scene_ids: Iterable[str] | None = None, scale: float = 1.0) -> list[str]:

@@ -11,7 +11,8 @@ Weights load from the diffusers CogVideoX LoRA layout (docs/architecture.md), th
 `CogVideoXPipeline.save_lora_weights` write: `transformer.transformer_blocks.{i}.{module}.lora_A.weight` /
 `lora_B.weight`, rank and alpha in the `lora_adapter_metadata` safetensors metadata. Block placement is the
 released code's: motion priors on 0-based blocks 0, 2, 4, ..., subject priors on 1, 3, 5, ...; files record
-it under `dreamrunner_block_parity`.
+it under `dreamrunner_block_parity`. An imported outside LoRA (dreamrunner.priors.imports) records "any" there:
+it lives on the blocks its keys name, whatever their parity, and is gated to its entities' regions like any prior.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ _KEY = re.compile(r"^(?:transformer\.)?(transformer_blocks\.(\d+)\.(.+))\.lora_(
 BLOCK_PARITY = {"motion": 0, "subject": 1}
 PARITY_NAMES = ("even", "odd")  # 0-based
 PARITY_METADATA_KEY = "dreamrunner_block_parity"
+# The record of an imported LoRA on blocks of both parities (all blocks, or the ones its author chose).
+ANY_PARITY = "any"
 
 
 class LoRAFileError(DreamRunnerError, ValueError):
@@ -123,18 +126,20 @@ class LoRAWeights:
             raise LoRAFileError(f"{path.name}: kind must be one of {KINDS} (argument or card), got {kind!r}")
         tensors, metadata = read_lora_file(path)
         recorded = metadata.get(PARITY_METADATA_KEY)
-        if recorded is not None and recorded != block_parity(kind):
+        any_blocks = recorded == ANY_PARITY
+        if recorded is not None and not any_blocks and recorded != block_parity(kind):
             raise LoRAFileError(_retrain_message(path.name, kind, f"{recorded} (as the file records)"))
         config = json.loads(metadata.get("lora_adapter_metadata", "{}") or "{}")
         config = {key.split(".", 1)[1] if key.startswith("transformer.") else key: value
                   for key, value in config.items()}
         # A file without the record (written before it existed) is judged by its keys, which name its blocks.
-        return cls.from_state_dict(tensors, kind, config, name=path.stem, where=path.name)
+        return cls.from_state_dict(tensors, kind, config, name=path.stem, where=path.name, any_blocks=any_blocks)
 
     @classmethod
     def from_state_dict(cls, tensors: dict, kind: str, config: dict | None = None, name: str = "",
-                        where: str = "LoRA") -> LoRAWeights:
-        """From peft / diffusers keys and a peft LoraConfig dict (r, lora_alpha, rank_pattern, alpha_pattern)."""
+                        where: str = "LoRA", any_blocks: bool = False) -> LoRAWeights:
+        """From peft / diffusers keys and a peft LoraConfig dict (r, lora_alpha, rank_pattern, alpha_pattern).
+        `any_blocks`: an imported LoRA, on whatever blocks its keys name (no parity check)."""
         config = config or {}
         if config.get("use_dora"):
             raise LoRAFileError(f"{where}: DoRA adapters cannot be region-gated")
@@ -147,7 +152,7 @@ class LoRAWeights:
             module, block, _, which = match.group(1), int(match.group(2)), match.group(3), match.group(4)
             blocks.add(block)
             factors.setdefault(module, {})[which] = tensor
-        wrong = sorted(b for b in blocks if not block_parity_ok(kind, b))
+        wrong = [] if any_blocks else sorted(b for b in blocks if not block_parity_ok(kind, b))
         if wrong and len(wrong) == len(blocks):  # all on the other parity: the placement before issue 16
             raise LoRAFileError(_retrain_message(where, kind, PARITY_NAMES[1 - BLOCK_PARITY[kind]]))
         if wrong:

@@ -1,4 +1,5 @@
-"""Prior commands: tune a character's subject prior or a motion's motion prior over a project."""
+"""Prior commands: tune a character's subject prior or a motion's motion prior over a project, or import an
+outside LoRA as one."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 
 from .. import edits
 from ..backends import load_backend
+from ..errors import UsageError
 from ..project import Project
 from .story_commands import SigintCancels, memory_options, model_arguments, positive
 
@@ -31,6 +33,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     motion.add_argument("--motion", required=True, help="motion text, as in the scenes' approved clips")
     _common(motion)
     motion.set_defaults(run=run_train_motion)
+
+    imported = subparsers.add_parser("import-lora", help="import an outside CogVideoX LoRA as a prior",
+                                     description=(
+        "Convert an outside CogVideoX LoRA into a prior of the project (media/priors/), register it and bind it "
+        "to the scenes of its target (--no-bind: register only). Accepts diffusers save_lora_weights output and "
+        "its CogVideoX LoRA training script's (a .safetensors file or its folder), a peft save_pretrained folder "
+        "(adapter_model.safetensors + adapter_config.json) and kohya/ComfyUI key styles; safetensors only. "
+        "A LoRA on all blocks (or blocks of its author's choice) is kept on them, gated to its entities' regions."))
+    imported.add_argument("project", help="project folder")
+    imported.add_argument("file", help="LoRA .safetensors file, or a folder holding one")
+    imported.add_argument("--kind", choices=("subject", "motion"), default="subject",
+                          help="subject (bound to a character's entities) or motion (to a motion's); default subject")
+    imported.add_argument("--target", required=True, metavar="CHARACTER_OR_MOTION",
+                          help="character id, name or token (subject), or the motion text (motion)")
+    imported.add_argument("--id", dest="prior_id", default=None, metavar="ID",
+                          help="prior id (default <kind>-<target>-<file name>)")
+    imported.add_argument("--no-bind", dest="bind", action="store_false",
+                          help="register the prior without binding it to its scenes")
+    imported.add_argument("--scale", type=float, default=1.0, help="binding strength, 0-4 (default 1)")
+    imported.set_defaults(run=run_import_lora)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -72,3 +94,24 @@ def run_train_subject(args: argparse.Namespace) -> int:
 
 def run_train_motion(args: argparse.Namespace) -> int:
     return _run(args, "motion", args.motion)
+
+
+def run_import_lora(args: argparse.Namespace) -> int:
+    from ..priors.imports import import_lora
+
+    if not 0.0 <= args.scale <= 4.0:
+        raise UsageError(f"--scale must be between 0 and 4, got {args.scale}")
+    project = Project.load(args.project)
+    target = edits.find_character(project.story, args.target).id if args.kind == "subject" else args.target
+    prior = import_lora(project, args.file, args.kind, target, args.prior_id)
+    with project.edit():
+        bound = edits.register_prior(project.story, prior, bind=args.bind, scale=args.scale)
+    card = prior.card
+    reporter = args.reporter
+    reporter.result(f"{prior.id}: imported {args.file} ({card['layout']} layout, blocks {card['blocks']}, "
+                    f"parity {card['block_parity']}, rank {card['rank']}, alpha {card['alpha']}) -> {prior.path}",
+                    prior=prior.id, path=prior.path, layout=card["layout"], blocks=card["blocks"],
+                    block_parity=card["block_parity"], rank=card["rank"], alpha=card["alpha"])
+    reporter.result(f"{prior.id}: bound to {', '.join(bound)} at scale {args.scale}" if bound
+                    else f"{prior.id}: bound to no scene", prior=prior.id, bound=bound, scale=args.scale)
+    return 0

@@ -113,20 +113,28 @@ def load_adapter_state(transformer, adapter: str, state: dict[str, torch.Tensor]
 def save_prior(transformer, adapter: str, kind: str, folder: Path, name: str, card: dict) -> Path:
     """Write `<name>.safetensors` (diffusers CogVideoX LoRA layout, plus the block parity of `kind` in its
     metadata) and `<name>.json` (the card)."""
+    config = transformer.peft_config[adapter]
+    return write_prior_file(folder, name, adapter_state_dict(transformer, adapter), config.to_dict(),
+                            block_parity(kind), card)
+
+
+def write_prior_file(folder: Path, name: str, state: dict[str, torch.Tensor], config: dict, parity: str,
+                     card: dict) -> Path:
+    """Write `<name>.safetensors` and its card `<name>.json` into `folder`: `state` (keys
+    `transformer_blocks.{i}.{module}.lora_A/B.weight`) in the diffusers CogVideoX LoRA layout through
+    `CogVideoXPipeline.save_lora_weights`, with the PEFT `config` dict as its adapter metadata and `parity`
+    ("even", "odd" or "any" for an imported LoRA) as `dreamrunner_block_parity`. Returns the weights' path."""
     from diffusers import CogVideoXPipeline
     from safetensors import safe_open
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
-    config = transformer.peft_config[adapter]
     weights = folder / f"{name}.safetensors"
-    CogVideoXPipeline.save_lora_weights(
-        folder, transformer_lora_layers=adapter_state_dict(transformer, adapter),
-        weight_name=weights.name, transformer_lora_adapter_metadata=config.to_dict(),
-    )
+    CogVideoXPipeline.save_lora_weights(folder, transformer_lora_layers=state, weight_name=weights.name,
+                                        transformer_lora_adapter_metadata=config)
     # diffusers writes only its own metadata keys: add the parity record to what it wrote.
     with safe_open(str(weights), framework="pt") as handle:
-        metadata = {**(handle.metadata() or {}), PARITY_METADATA_KEY: block_parity(kind)}
+        metadata = {**(handle.metadata() or {}), PARITY_METADATA_KEY: parity}
         tensors = {key: handle.get_tensor(key) for key in handle.keys()}
     temporary = weights.with_suffix(".tmp")
     save_file(tensors, str(temporary), metadata=metadata)

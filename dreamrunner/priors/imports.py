@@ -1,0 +1,174 @@
+"""Import an outside CogVideoX LoRA as a subject or motion prior.
+
+Accepted layouts (safetensors only: the file is read by `dreamrunner.attention.read_lora_file`, which refuses
+pickles):
+- diffusers: `CogVideoXPipeline.save_lora_weights` output and diffusers' CogVideoX LoRA training script
+  (`pytorch_lora_weights.safetensors`, a file or its folder): `transformer.transformer_blocks.{i}.{module}.
+  lora_A.weight` / `lora_B.weight`, rank and alpha from its `lora_adapter_metadata` when there (else alpha = rank,
+  diffusers' default);
+- peft `save_pretrained`: a folder with `adapter_model.safetensors` (`base_model.model.transformer_blocks...`)
+  and `adapter_config.json` (r, lora_alpha, rank_pattern, alpha_pattern, use_rslora);
+- kohya / ComfyUI: `lora_unet_transformer_blocks_0_attn1_to_q.lora_down.weight` / `.lora_up.weight` /
+  `.alpha` (also `lora_transformer_...`), and dotted names under `diffusion_model.` (lora_A/B or
+  lora_down/up, per-module `.alpha`); alpha = rank where a module has none.
+
+The converted file is a prior file like a trained one (docs/priors.md, "The file") in `media/priors/`. A LoRA
+whose blocks are not its kind's parity (one trained on all blocks, or on blocks its author chose) records
+`dreamrunner_block_parity: "any"`: it loads on the blocks its keys name and is gated, like every prior, to the
+regions and text of the entities it is bound to.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from ..attention.lora import ANY_PARITY, KINDS, LoRAFileError, LoRAWeights, block_parity, block_parity_ok, read_lora_file
+from ..files import file_sha256
+from ..project import Project
+from ..story import Prior, slug
+from .lora import write_prior_file
+from .service import CARD_FORMAT, PRIORS_DIR
+
+# The linear layers of a CogVideoX transformer block: what a kohya name (dots turned into "_") maps back to.
+BLOCK_LINEARS = ("norm1.linear", "attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "norm2.linear",
+                 "ff.net.0.proj", "ff.net.2")
+_KOHYA_MODULES = {module.replace(".", "_"): module for module in BLOCK_LINEARS}
+_PREFIX = re.compile(r"^(?:base_model\.model\.|model\.diffusion_model\.|diffusion_model\.|transformer\.)")
+_DOTTED = re.compile(r"^transformer_blocks\.(\d+)\.(.+?)\.(?:(lora_A|lora_B|lora_down|lora_up)\.weight|(alpha))$")
+_KOHYA = re.compile(r"^lora_(?:unet|transformer)_transformer_blocks_(\d+)_(.+?)\.(?:(lora_down|lora_up)\.weight|(alpha))$")
+_FACTOR = {"lora_A": "A", "lora_down": "A", "lora_B": "B", "lora_up": "B"}
+# What a folder may hold, in the order looked for; a .bin is named so that read_lora_file refuses it by name.
+FOLDER_FILES = ("adapter_model.safetensors", "pytorch_lora_weights.safetensors", "adapter_model.bin",
+                "pytorch_lora_weights.bin")
+
+
+class LoRAImportError(LoRAFileError):
+    """An outside LoRA that cannot be imported as a prior (the message names the file and what is wrong)."""
+
+
+def _weights_file(path: Path) -> Path:
+    if not path.is_dir():
+        return path
+    for name in FOLDER_FILES:
+        if (path / name).is_file():
+            return path / name
+    found = sorted(p.name for p in path.glob("*.safetensors"))
+    if len(found) == 1:
+        return path / found[0]
+    raise LoRAImportError(f"{path}: no LoRA file in the folder (looked for {', '.join(FOLDER_FILES)}"
+                          f"{'; several .safetensors files: name one' if found else ''})")
+
+
+def _peft_config(weights: Path, metadata: dict[str, str]) -> tuple[dict | None, str]:
+    """The PEFT config of the file (adapter_config.json beside it, or diffusers' metadata) and the layout's name."""
+    beside = weights.parent / "adapter_config.json"
+    if beside.is_file():
+        try:
+            return json.loads(beside.read_text(encoding="utf-8")), "peft save_pretrained"
+        except (OSError, json.JSONDecodeError) as error:
+            raise LoRAImportError(f"{beside}: unreadable adapter config ({error})") from None
+    packed = metadata.get("lora_adapter_metadata")
+    if packed:
+        config = json.loads(packed)
+        return {k.split(".", 1)[1]: v for k, v in config.items() if k.startswith("transformer.")} or config, "diffusers"
+    return None, ""
+
+
+def convert_keys(tensors: dict[str, torch.Tensor], where: str) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, float], str]:
+    """Outside LoRA keys -> {"transformer_blocks.{i}.{module}": {"A": [r, in], "B": [out, r]}}, per-module
+    alphas where the file gives them, and the key style ("kohya" or "dotted"). Raises LoRAImportError for a key
+    that is not a LoRA factor (or alpha) on a transformer block."""
+    factors: dict[str, dict[str, torch.Tensor]] = {}
+    alphas: dict[str, float] = {}
+    styles = set()
+    for key, tensor in tensors.items():
+        stripped = _PREFIX.sub("", key)
+        match = _DOTTED.match(stripped)
+        if match is not None:
+            block, module, factor, alpha = match.groups()
+            styles.add("dotted")
+        else:
+            match = _KOHYA.match(key)
+            if match is None:
+                raise LoRAImportError(
+                    f"{where}: key {key!r} is not a LoRA factor on a CogVideoX transformer block; a prior can only "
+                    f"carry LoRAs on transformer_blocks.<i> (no text encoder, embedding or output layers, no DoRA)")
+            block, kohya, factor, alpha = match.groups()
+            if kohya not in _KOHYA_MODULES:
+                raise LoRAImportError(f"{where}: key {key!r} names {kohya!r}, not a linear layer of a CogVideoX block "
+                                      f"({', '.join(_KOHYA_MODULES)})")
+            module = _KOHYA_MODULES[kohya]
+            styles.add("kohya")
+        name = f"transformer_blocks.{int(block)}.{module}"
+        if alpha:
+            alphas[name] = float(tensor.float().reshape(-1)[0])
+        else:
+            factors.setdefault(name, {})[_FACTOR[factor]] = tensor.contiguous()
+    if not factors:
+        raise LoRAImportError(f"{where}: no LoRA weights in the file")
+    return factors, alphas, "+".join(sorted(styles))
+
+
+def _config(factors: dict[str, dict[str, torch.Tensor]], alphas: dict[str, float], given: dict | None,
+            where: str) -> dict:
+    """A PEFT LoraConfig dict naming each module exactly, its ranks and alphas: the given config's where there is
+    one, else from the factors' shapes and the per-module alphas (alpha = rank where none)."""
+    from peft import LoraConfig
+
+    targets = sorted(factors)
+    if given is not None:
+        if given.get("use_dora"):
+            raise LoRAImportError(f"{where}: DoRA adapters cannot be region-gated")
+        keep = {k: given[k] for k in ("r", "lora_alpha", "rank_pattern", "alpha_pattern", "use_rslora") if k in given}
+        return LoraConfig(**keep, target_modules=targets).to_dict()
+    ranks = {name: pair["A"].shape[0] for name, pair in factors.items() if "A" in pair}
+    module_alphas = {name: alphas.get(name, float(rank)) for name, rank in ranks.items()}
+    rank = Counter(ranks.values()).most_common(1)[0][0] if ranks else 1
+    alpha = Counter(module_alphas.values()).most_common(1)[0][0] if ranks else 1.0
+    return LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets,
+                      rank_pattern={n: r for n, r in ranks.items() if r != rank},
+                      alpha_pattern={n: a for n, a in module_alphas.items() if a != alpha}).to_dict()
+
+
+def import_lora(project: Project, path: str | Path, kind: str, target: str, prior_id: str | None = None) -> Prior:
+    """Convert an outside CogVideoX LoRA (file or folder, layouts in the module docstring) into a prior file in
+    `media/priors/` (`<id>.safetensors` + `<id>.json`) and return the `Prior` to register
+    (`dreamrunner.edits.register_prior`). `target`: a character id (subject) or a motion text (motion);
+    `prior_id` defaults to `<kind>-<target>-<file name>`. The project's story is not changed.
+
+    Raises LoRAFileError (a DreamRunnerError; LoRAImportError for what only imports check) for a missing file, a pickle, an unknown key, a DoRA adapter or
+    mismatched factors."""
+    if kind not in KINDS:
+        raise LoRAImportError(f"prior kind must be one of {KINDS}, got {kind!r}")
+    source = Path(path)
+    if not source.exists():
+        raise LoRAImportError(f"LoRA file not found: {source}")
+    weights = _weights_file(source)
+    tensors, metadata = read_lora_file(weights)  # LoRAFileError for a pickle or an unreadable file
+    given, layout = _peft_config(weights, metadata)
+    factors, alphas, style = convert_keys(tensors, weights.name)
+    config = _config(factors, alphas, given, weights.name)
+    state = {f"{name}.lora_{which}.weight": tensor for name, pair in factors.items() for which, tensor in pair.items()}
+    blocks = sorted({int(name.split(".")[1]) for name in factors})
+    parity = block_parity(kind) if all(block_parity_ok(kind, b) for b in blocks) else ANY_PARITY
+    # The checks rendering makes (both factors, one rank per module), before anything is written.
+    checked = LoRAWeights.from_state_dict(state, kind, config, where=weights.name, any_blocks=True)
+    name = slug(prior_id or f"{kind}-{target}-{source.stem if source.is_file() else source.name}", "imported")
+    scalings = {module: scaling for module, (_, _, scaling) in checked.modules.items()}
+    card = {
+        "format": CARD_FORMAT, "kind": kind, "target": target, "imported": True,
+        "learned": f"imported from {source.name} ({layout or style} layout)",
+        "sources": [{"path": source.name, "sha256": file_sha256(weights)}],
+        "layout": layout or style, "key_style": style, "blocks": blocks, "block_parity": parity,
+        "modules": sorted({name.split(".", 2)[2] for name in factors}),
+        "rank": config["r"], "alpha": config["lora_alpha"], "rank_pattern": config.get("rank_pattern") or {},
+        "alpha_pattern": config.get("alpha_pattern") or {}, "use_rslora": bool(config.get("use_rslora")),
+        "scaling": sorted(set(scalings.values())), "is_noise": False,
+    }
+    written = write_prior_file(project.media / PRIORS_DIR, name, state, config, parity, card)
+    return Prior(id=name, kind=kind, target=target, path=project.relative(written), card=card)
