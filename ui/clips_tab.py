@@ -19,6 +19,7 @@ from dreamrunner.story import ClipRef
 from .jobs import Cancels, progress_html, run_streaming, stream_job
 from .messages import guarded
 from .stages import available, load
+from .widgets import ProjectDropdown
 
 CLIP_COLUMNS = ["id", "motion", "score", "source", "caption"]
 
@@ -41,8 +42,8 @@ class ClipsTab:
         gr.Markdown("For each motion of a scene, find reference clips in the clip library, watch them and "
                     "approve the ones that show the motion; a motion prior is tuned on the approved clips.")
         with gr.Row():
-            self.clips_scene = gr.Dropdown(label="Scene", elem_id="clips-scene")
-            self.clips_motion = gr.Dropdown(label="Motion", elem_id="clips-motion")
+            self.clips_scene = ProjectDropdown(label="Scene", elem_id="clips-scene")
+            self.clips_motion = ProjectDropdown(label="Motion", elem_id="clips-motion")
             # The demo library's drawn figures and cartoon rabbit escape the HOG people detector
             # (assets/clips/README.md): moving-subject segmentation is the default here.
             self.clips_detector = gr.Dropdown([("moving subject", "motion"), ("people (HOG)", "hog")], value="motion",
@@ -69,7 +70,7 @@ class ClipsTab:
         self.approved_table = gr.Dataframe(headers=CLIP_COLUMNS, elem_id="approved-clips", interactive=False,
                                            wrap=True)
         with gr.Row():
-            self.approved_choice = gr.Dropdown(label="Approved clip", elem_id="approved-choice")
+            self.approved_choice = ProjectDropdown(label="Approved clip", elem_id="approved-choice")
             self.unapprove = gr.Button("Remove from approved", elem_id="unapprove-clip")
             self.own_clip = gr.File(label="Add your own clip for this motion (mp4, webm, mov)",
                                     file_types=["video"], elem_id="own-clip")

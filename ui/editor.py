@@ -25,6 +25,7 @@ from .messages import guarded, warn
 from .priors_tab import PriorsTab
 from .render_tab import RenderTab
 from .stages import make_planner, planning_defaults
+from .widgets import ProjectDropdown, ProjectRadio
 from .workspace import StartupProblem, Workspace
 
 CSS = """
@@ -246,7 +247,7 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
             self.new_character = gr.Textbox(label="New character name", elem_id="new-character", scale=2)
             self.add_character_button = gr.Button("Add character", elem_id="add-character", scale=1)
         with gr.Row():
-            self.character_choice = gr.Dropdown(label="Character", elem_id="character-choice", scale=1)
+            self.character_choice = ProjectDropdown(label="Character", elem_id="character-choice", scale=1)
             self.remove_character_button = gr.Button("Remove character", variant="stop", scale=0)
         with gr.Row():
             self.reference_upload = gr.File(label="Add reference images (PNG, JPEG, WebP; at least 64 px)",
@@ -351,7 +352,7 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
         # Two columns: the scene's words on the left, its keyframe layout on the right (in view at once).
         with gr.Row():
             with gr.Column(scale=2, min_width=300):
-                self.scene_list = gr.Radio(label="Scenes", elem_id="scene-list")
+                self.scene_list = ProjectRadio(label="Scenes", elem_id="scene-list")
                 self.scene_description = gr.Textbox(label="Scene", elem_id="scene-description")
                 self.narration = gr.Textbox(label="Narration", elem_id="narration", lines=3)
                 self.motions = gr.Textbox(label="Motions (one per line)", elem_id="motions", lines=2)
@@ -381,7 +382,7 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
                                                                   "number", "number"])
                 with gr.Row():
                     self.add_entity_button = gr.Button("Add entity", elem_id="add-entity")
-                    self.delete_choice = gr.Dropdown(label="Entity", elem_id="delete-choice", scale=1)
+                    self.delete_choice = ProjectDropdown(label="Entity", elem_id="delete-choice", scale=1)
                     self.delete_entity_button = gr.Button("Delete entity", elem_id="delete-entity",
                                                           variant="stop")
         self.board_outputs = [self.scene_list, self.narration, self.motions, self.background,

@@ -14,6 +14,7 @@ from .jobs import GPU, Cancels, progress_html, run_streaming, stream_job
 from .messages import guarded
 from .render_tab import components_for
 from .stages import load
+from .widgets import ProjectDropdown
 
 PRIOR_COLUMNS = ["id", "kind", "target", "steps", "loss first → last", "model", "bound to scenes"]
 
@@ -32,9 +33,9 @@ class PriorsTab:
             self.prior_steps = gr.Number(label="Training steps", precision=0, minimum=1, elem_id="prior-steps")
             self.prior_rank = gr.Number(label="LoRA rank", precision=0, minimum=1, elem_id="prior-rank")
         with gr.Row():
-            self.subject_choice = gr.Dropdown(label="Character (subject prior)", elem_id="subject-choice")
+            self.subject_choice = ProjectDropdown(label="Character (subject prior)", elem_id="subject-choice")
             self.train_subject = gr.Button("Train subject prior", variant="primary", elem_id="train-subject")
-            self.motion_choice = gr.Dropdown(label="Motion with approved clips (motion prior)",
+            self.motion_choice = ProjectDropdown(label="Motion with approved clips (motion prior)",
                                              elem_id="motion-choice")
             self.train_motion = gr.Button("Train motion prior", variant="primary", elem_id="train-motion")
             self.prior_cancel = gr.Button("Cancel", variant="stop", elem_id="prior-cancel")

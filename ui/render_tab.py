@@ -23,6 +23,7 @@ from dreamrunner.project import Project
 from .jobs import GPU, Cancels, progress_html, run_streaming, stream_job
 from .messages import guarded
 from .stages import load
+from .widgets import ProjectDropdown, ProjectRadio
 
 BACKEND_CHOICES = [("tiny (random weights: noise, for trying the flow)", "tiny"),
                    ("tiny-5b (random weights: noise)", "tiny-5b"),
@@ -90,7 +91,7 @@ class RenderTab:
             self.render_variants = gr.Number(label="Variants per scene", precision=0, minimum=1, maximum=8,
                                              elem_id="render-variants")
         with gr.Row():
-            self.render_scene_choice = gr.Dropdown(label="Scene", elem_id="render-scene")
+            self.render_scene_choice = ProjectDropdown(label="Scene", elem_id="render-scene")
             self.render_button = gr.Button("Render scene", variant="primary", elem_id="render-scene-button")
             self.render_all_button = gr.Button("Render all scenes", elem_id="render-all")
             self.render_cancel = gr.Button("Cancel", variant="stop", elem_id="render-cancel")
@@ -99,7 +100,7 @@ class RenderTab:
             self.render_preview = gr.Image(label="Live preview (middle frame, from the latents)",
                                            elem_id="render-preview", height=240, interactive=False)
             with gr.Column():
-                self.variant_choice = gr.Radio(label="Variants of this scene", elem_id="variant-choice")
+                self.variant_choice = ProjectRadio(label="Variants of this scene", elem_id="variant-choice")
                 self.noise_note = gr.HTML(elem_id="noise-note")
                 self.variant_video = gr.Video(label="Variant", elem_id="variant-video", interactive=False,
                                               height=240)
