@@ -105,7 +105,7 @@ def test_edit_a_character_in_the_table(editor, pair):
 
 
 def test_remove_a_character(editor, pair):
-    editor.remove_character(pair[0], "gus")
+    editor.remove_character(pair[0], "gus", confirmed=True)
     cli("character", "remove", pair[1], "gus")
     same_result(*pair)
 
