@@ -173,3 +173,78 @@ def test_opening_an_empty_backup_with_a_scene_selected_shows_no_raw_error(chromi
         page.wait_for_timeout(1500)
         artifacts.shot(page, "backup opened")
         no_raw_errors(page)
+
+
+def write_clip(path, frames: int = 16, fps: int = 8):
+    """A small real H.264 clip."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        for t in range(frames):
+            image = np.full((64, 96, 3), 200, np.uint8)
+            image[20:44, 4 + 4 * t:28 + 4 * t] = (200, 60, 40)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def test_clips_belong_to_their_motion(chromium, app_home, artifacts, tmp_path):
+    """Item 5: clips found for one motion are not approved for another; removing an approval removes that
+    one only; the count of clips to review follows Reject."""
+    with AppServer(app_home) as app:
+        page = new_page(chromium, app.url)
+        folder = app_home / "projects" / "demo"
+        # Scene 3 gets two motions the demo clip library has clips of.
+        open_tab(page, "Storyboard")
+        page.locator("#scene-list").get_by_text("3.", exact=False).first.click()
+        wait_until(lambda: "flying" in page.locator("#motions textarea").input_value(), what="scene 3")
+        fill_and_leave(page, "#motions", "jumping\nrunning")
+        wait_until(lambda: read_project(folder)["scenes"][2]["motions"] == ["jumping", "running"], what="motions")
+        open_tab(page, "Motion clips")
+        choose(page, "#clips-scene", "3.")
+        wait_until(lambda: page.locator("#clips-motion input").input_value() == "jumping", what="the first motion")
+        page.get_by_role("button", name="Find clips").click()
+        page.locator("#clip-info").get_by_text("score").wait_for(timeout=90_000)
+        notes = page.locator("#clips-notes").inner_text()
+        found = int(notes.split(" clip(s)")[0].split()[-1])
+        assert found >= 2, notes
+        artifacts.shot(page, "clips for jumping")
+
+        # Switching the motion drops the clips found for the other one: Approve has nothing to attach.
+        choose(page, "#clips-motion", "running")
+        wait_until(lambda: "Find clips for this motion" in page.locator("#clips-notes").inner_text(),
+                   what="the clips of 'jumping' cleared")
+        page.get_by_role("button", name="Approve", exact=True).click()
+        wait_until(lambda: any("select a retrieved clip" in t for t in toast_texts(page)), what="the refusal")
+        assert read_project(folder)["scenes"][2]["approved_clips"] == []
+        artifacts.shot(page, "motion switched")
+
+        # Reject updates the count of clips still to review.
+        choose(page, "#clips-motion", "jumping")
+        page.get_by_role("button", name="Find clips").click()
+        wait_until(lambda: f"{found} clip(s)" in page.locator("#clips-notes").inner_text(), timeout=90,
+                   what="the clips found again")
+        page.get_by_role("button", name="Reject").click()
+        wait_until(lambda: f"{found - 1} clip(s)" in page.locator("#clips-notes").inner_text(),
+                   what="the count after Reject")
+        page.get_by_role("button", name="Approve", exact=True).click()
+        approved = wait_until(lambda: read_project(folder)["scenes"][2]["approved_clips"], what="the approval")
+        assert [c["motion"] for c in approved] == ["jumping"]
+
+        # One clip approved for both motions; removing one approval keeps the other.
+        own = tmp_path / "my-move.mp4"
+        write_clip(own)
+        for motion in ("running", "jumping"):
+            choose(page, "#clips-motion", motion)
+            wait_until(lambda: page.locator("#clips-motion input").input_value() == motion, what=motion)
+            page.locator("#own-clip input[type=file]").set_input_files(str(own))
+            wait_until(lambda: any(c["id"] == "user-my-move" and c["motion"] == motion
+                                   for c in read_project(folder)["scenes"][2]["approved_clips"]), what=f"own {motion}")
+        choose(page, "#approved-choice", "running: user-my-move")
+        page.get_by_role("button", name="Remove from approved").click()
+        clips = wait_until(lambda: (c := read_project(folder)["scenes"][2]["approved_clips"]) and len(c) == 2 and c,
+                           what="one approval removed")
+        assert ("jumping", "user-my-move") in [(c["motion"], c["id"]) for c in clips]
+        assert all(c["motion"] == "jumping" for c in clips)
+        artifacts.shot(page, "approvals")
