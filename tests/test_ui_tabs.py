@@ -248,3 +248,89 @@ def test_clips_belong_to_their_motion(chromium, app_home, artifacts, tmp_path):
         assert ("jumping", "user-my-move") in [(c["motion"], c["id"]) for c in clips]
         assert all(c["motion"] == "jumping" for c in clips)
         artifacts.shot(page, "approvals")
+
+
+def set_number(page, selector: str, value: int) -> None:
+    box = page.locator(f"{selector} input")
+    box.fill(str(value))
+    box.press("Tab")
+
+
+def test_render_history_and_job_status(chromium, app_home, artifacts):
+    """Items 7 and 9: every variant stays listed with its settings until deleted; progress says each thing
+    once; a job waiting behind another tab's job says so; a cancel ends with what was kept."""
+    with AppServer(app_home) as app:
+        page = new_page(chromium, app.url)
+        folder = app_home / "projects" / "demo"
+        open_tab(page, "Render")
+        labels = lambda: page.locator("#variant-choice label").all_inner_texts()  # noqa: E731
+        for steps in (2, 3):
+            set_number(page, "#render-steps", steps)
+            wait_until(lambda: read_project(folder)["settings"]["render"]["steps"] == steps, what="the steps")
+            page.get_by_role("button", name="Render scene").click()
+            wait_until(lambda: any(f"{steps} steps" in label for label in labels()), timeout=120,
+                       what=f"the variant of {steps} steps")
+        renders = read_project(folder)["scenes"][0]["renders"]
+        assert [r["steps"] for r in renders] == [2, 3] and renders[0]["seed"] == renders[1]["seed"]
+        assert all("seed 42" in label and "guidance 6" in label and "tiny" in label and "current plan" in label
+                   for label in labels()), labels()
+        artifacts.shot(page, "two variants listed")
+
+        # A variant of an older plan stays listed, marked as such.
+        open_tab(page, "Storyboard")
+        fill_and_leave(page, "#narration", "Pip wakes up late.")
+        wait_until(lambda: read_project(folder)["scenes"][0]["narration"] == "Pip wakes up late.", what="narration")
+        open_tab(page, "Render")
+        wait_until(lambda: len(labels()) == 2 and all("older plan" in label for label in labels()),
+                   what="variants of the older plan")
+
+        # Delete the first variant: the list and the story lose it, the file stays.
+        page.locator("#variant-choice").get_by_text("variant 1", exact=False).click()
+        page.get_by_role("button", name="Delete this variant").click()
+        wait_until(lambda: [r["steps"] for r in read_project(folder)["scenes"][0]["renders"]] == [3],
+                   what="the variant deleted")
+        wait_until(lambda: len(labels()) == 1 and "3 steps" in labels()[0], what="one variant listed")
+        assert (folder / renders[0]["path"]).is_file()
+        artifacts.shot(page, "variant deleted")
+
+        # A long single-scene render: the progress names the scene once, not "scene 1/4", and the step once.
+        set_number(page, "#render-steps", 500)
+        wait_until(lambda: read_project(folder)["settings"]["render"]["steps"] == 500, what="500 steps")
+        page.get_by_role("button", name="Render scene").click()
+        progress = page.locator("#render-progress")
+        text = wait_until(lambda: (t := progress.inner_text()) and "step " in t and "scene" in t and t,
+                          timeout=60, what="render progress")
+        assert "scene s1" in text and "1/4" not in text and "of 4" not in text, text
+        assert text.count("step ") == 1, text
+
+        # Another tab asks for a render meanwhile: it waits, says so, and shows no earlier result.
+        other = new_page(chromium, app.url)
+        open_tab(other, "Render")
+        other.get_by_role("button", name="Render scene").click()
+        wait_until(lambda: "waiting for the GPU" in other.locator("#render-progress").inner_text(),
+                   what="the waiting job's note")
+        assert "rendered" not in other.locator("#render-progress").inner_text()
+        # Gradio's own tracker on the progress area gives the place in the GPU queue.
+        wait_until(lambda: "queue" in other.locator("#render-progress").inner_text(), what="the queue position")
+        artifacts.shot(other, "second tab waits")
+
+        # Cancel: the job's own area ends saying what was kept; no stale "cancelling" stays.
+        page.get_by_role("button", name="Cancel").click()
+        wait_until(lambda: "cancelled" in progress.inner_text(), timeout=60, what="the cancel")
+        page.wait_for_timeout(1000)
+        assert "nothing new was kept" in progress.inner_text() and "cancelling" not in progress.inner_text()
+        other.get_by_role("button", name="Cancel").click()
+        wait_until(lambda: "cancelled" in other.locator("#render-progress").inner_text(), timeout=60,
+                   what="the second tab's cancel")
+        other.close()
+
+        # Render all, cancelled while scene 1 renders.
+        page.get_by_role("button", name="Render all scenes").click()
+        text = wait_until(lambda: (t := progress.inner_text()) and "step " in t and t, timeout=60, what="render all")
+        assert "scene 1 of 4 (s1)" in text, text
+        page.get_by_role("button", name="Cancel").click()
+        wait_until(lambda: "cancelled" in progress.inner_text(), timeout=60, what="render all cancelled")
+        page.wait_for_timeout(1000)
+        assert "cancelling" not in progress.inner_text()
+        assert "nothing new was kept" in progress.inner_text()
+        artifacts.shot(page, "render all cancelled")

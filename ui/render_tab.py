@@ -187,7 +187,7 @@ class RenderTab:
                          [self.render_progress, self.render_preview, self.variant_choice, self.variant_video,
                           self.noise_note], queue=False).then(
                 guarded(job), [self.folder, self.render_scene_choice], job_outputs, concurrency_id=GPU,
-                concurrency_limit=1, show_progress="minimal", show_progress_on=[self.render_progress])
+                concurrency_limit=1, show_progress="full", show_progress_on=[self.render_progress])
         self.render_cancel.click(guarded(cancel_handler(self.cancels)), None, None, queue=False)
 
     def set_render_setting(self, folder, field, value):
