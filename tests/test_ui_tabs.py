@@ -334,3 +334,87 @@ def test_render_history_and_job_status(chromium, app_home, artifacts):
         assert "cancelling" not in progress.inner_text()
         assert "nothing new was kept" in progress.inner_text()
         artifacts.shot(page, "render all cancelled")
+
+
+def test_priors_can_be_bound_unbound_and_deleted(chromium, app_home, artifacts):
+    """Item 3 (priors) and item 9 (a message when training ends)."""
+    with AppServer(app_home) as app:
+        page = new_page(chromium, app.url)
+        folder = app_home / "projects" / "demo"
+        open_tab(page, "Priors")
+        set_number(page, "#prior-steps", 2)
+        wait_until(lambda: read_project(folder)["settings"]["prior"]["max_steps"] == 2, what="2 steps")
+        page.get_by_role("button", name="Train subject prior").click()
+        # A toast says so, whichever tab is open by then.
+        open_tab(page, "Story")
+        wait_until(lambda: any("trained 2 steps" in t and "bound to" in t for t in toast_texts(page)),
+                   timeout=180, what="the message that training ended")
+        artifacts.shot(page, "trained")
+        open_tab(page, "Priors")
+        prior = read_project(folder)["priors"][0]
+        assert prior["kind"] == "subject" and prior["target"] == "pip"
+
+        choose(page, "#prior-scenes", "2.")
+        page.keyboard.press("Escape")
+        set_number(page, "#prior-scale", 0.5)
+        page.get_by_role("button", name="Bind", exact=True).click()
+        wait_until(lambda: {"prior_id": prior["id"], "scale": 0.5} in read_project(folder)["scenes"][1]["prior_bindings"],
+                   what="bound to scene 2 at 0.5")
+        wait_until(lambda: "s2 ×0.5" in page.locator("#priors").inner_text(), what="the table shows the scale")
+        page.get_by_role("button", name="Unbind", exact=True).click()  # scene 2 still chosen
+        wait_until(lambda: read_project(folder)["scenes"][1]["prior_bindings"] == [], what="unbound from scene 2")
+        assert any(b["prior_id"] == prior["id"] for b in read_project(folder)["scenes"][0]["prior_bindings"])
+        page.get_by_role("button", name="Delete prior").click()
+        story = wait_until(lambda: (s := read_project(folder))["priors"] == [] and s, what="the prior deleted")
+        assert all(s["prior_bindings"] == [] for s in story["scenes"])
+        assert (folder / prior["path"]).is_file(), "the file stays for reuse"
+        artifacts.shot(page, "prior deleted")
+
+
+def test_exports_are_kept_and_subtitles_show_once(chromium, app_home, artifacts):
+    """Item 10: the player's subtitle track has the cues; each export is a new file; an animatic scene with
+    burned subtitles does not also draw its narration, nor its caption under the subtitles."""
+    from dreamrunner.project import Project
+    from dreamrunner.rendering.animatic import render_animatic
+    from dreamrunner.video_io import read_video
+
+    with AppServer(app_home) as app:
+        page = new_page(chromium, app.url)
+        folder = app_home / "projects" / "demo"
+        open_tab(page, "Export")
+        page.get_by_role("button", name="Export story video").click()
+        page.locator("#export-summary").get_by_text("frames at").wait_for(timeout=90_000)
+        cues = page.evaluate("""async () => {
+            const track = document.querySelector('#export-video video track');
+            track.track.mode = 'showing';
+            for (let i = 0; i < 50 && !(track.track.cues && track.track.cues.length); i++)
+                await new Promise(r => setTimeout(r, 100));
+            return track.track.cues ? Array.from(track.track.cues).map(c => c.text) : [];
+        }""")
+        story = read_project(folder)
+        assert cues and cues[0] == story["scenes"][0]["narration"], cues
+
+        page.locator("#export-burn input").check()
+        page.get_by_role("button", name="Export story video").click()
+        page.locator("#export-summary").get_by_text("story-002.mp4").wait_for(timeout=90_000)
+        assert (folder / "exports/story-001.mp4").is_file() and (folder / "exports/story-002.mp4").is_file()
+        page.locator("#export-choice input").click()
+        assert [t.split()[-1] for t in page.get_by_role("option").all_inner_texts()] == ["story-002.mp4", "story-001.mp4"]
+        page.keyboard.press("Escape")
+        artifacts.shot(page, "two exports")
+
+        project = Project.load(folder)
+        scene, video = project.story.scenes[0], project.story.settings.video
+        middle = video.num_frames // 2
+        burned = read_video(folder / "exports/story-002.mp4", [middle])[0].astype(int)
+        clear = render_animatic(scene, video, subtitles_below=True)[middle].astype(int)
+        spoken = render_animatic(scene, video)[middle].astype(int)
+        top = slice(0, video.height // 8)
+        # The top shows the caption, not the narration (the subtitles carry it)...
+        assert np.abs(burned[top] - clear[top]).mean() < 6
+        assert np.abs(burned[top] - spoken[top]).mean() > 2 * np.abs(burned[top] - clear[top]).mean()
+        # ...and the subtitles at the bottom are drawn over nothing of the animatic's own text.
+        bottom = slice(video.height * 3 // 4, video.height)
+        assert (np.abs(burned[bottom] - clear[bottom]).max(axis=-1) > 60).sum() > 200, "no subtitles drawn"
+        assert np.abs(clear[bottom] - render_animatic(scene.model_copy(update={"narration": "", "background": "x"}),
+                                                      video, subtitles_below=True)[middle][bottom]).max() == 0

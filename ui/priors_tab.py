@@ -58,7 +58,7 @@ class PriorsTab:
         self.priors_outputs = [self.prior_steps, self.prior_rank, self.subject_choice, self.motion_choice,
                                self.prior_table, self.prior_choice, self.prior_scenes]
 
-    def priors_view(self, folder, prior_id=None) -> dict:
+    def priors_view(self, folder, prior_id=None, scene_ids=()) -> dict:
         story = self.project(folder).story
         subjects = [(f"{c.name} ({c.id}, {len(c.reference_images)} images)", c.id) for c in story.characters]
         motions = sorted({c.motion for s in story.scenes for c in s.approved_clips})
@@ -77,7 +77,8 @@ class PriorsTab:
                 self.subject_choice: gr.update(choices=subjects, value=subjects[0][1] if subjects else None),
                 self.motion_choice: gr.update(choices=motions, value=motions[0] if motions else None),
                 self.prior_table: rows, self.prior_choice: gr.update(choices=ids, value=chosen),
-                self.prior_scenes: gr.update(choices=scenes, value=[])}
+                self.prior_scenes: gr.update(choices=scenes, value=[s for s in scene_ids or () if s in
+                                                                     {value for _, value in scenes}])}
 
     def wire_priors_tab(self) -> None:
         for component, field in ((self.prior_steps, "max_steps"), (self.prior_rank, "rank")):
@@ -106,13 +107,13 @@ class PriorsTab:
             bound = edits.bind_prior(project.story, self._chosen_prior(prior_id), scene_ids or None,
                                      1.0 if scale is None else float(scale))
         gr.Info(f"{prior_id} bound to {', '.join(bound) or 'no scene (none shows its target)'}")
-        return {self.status: self.status_text(folder), **self.priors_view(folder, prior_id)}
+        return {self.status: self.status_text(folder), **self.priors_view(folder, prior_id, scene_ids)}
 
     def unbind_prior(self, folder, prior_id, scene_ids):
         with self.workspace.edit(folder) as project:
             removed = edits.unbind_prior(project.story, self._chosen_prior(prior_id), scene_ids or None)
         gr.Info(f"{prior_id} unbound from {', '.join(removed)}" if removed else f"{prior_id} was not bound there")
-        return {self.status: self.status_text(folder), **self.priors_view(folder, prior_id)}
+        return {self.status: self.status_text(folder), **self.priors_view(folder, prior_id, scene_ids)}
 
     def delete_prior(self, folder, prior_id):
         with self.workspace.edit(folder) as project:
