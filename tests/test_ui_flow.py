@@ -49,9 +49,11 @@ def test_plan_edit_approve_render_export(chromium, app_home, artifacts, tmp_path
         topic = "Pip the owl and Rusty the fox race through the forest at dusk"
         fill_and_leave(page, "#story-topic", topic)
         page.get_by_role("button", name="Plan story").click()
-        story = wait_until(lambda: (s := read_project(folder))["topic"] == topic and s["title"] != "Pip and Rusty"
+        page.locator("#confirm-plan-yes").click()  # the demo is planned: Plan story asks first
+        story = wait_until(lambda: (s := read_project(folder))["topic"] == topic and len(s["scenes"]) != 4
                            and s, timeout=30, what="the planned story in project.json")
         assert 5 <= len(story["scenes"]) <= 8
+        assert story["title"] == "Pip and Rusty", "a new plan keeps the story's title"
         assert story["characters"][0]["id"] == "pip", "planning keeps the story's characters"
         assert all(len(s["keyframes"]) == 6 for s in story["scenes"])
         artifacts.shot(page, "planned story")

@@ -320,7 +320,7 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
         plan_outputs = [*self.all_outputs, *self.plan_confirm.outputs]
         self.plan_button.click(guarded(self.plan_story), plan_inputs, plan_outputs)
         self.plan_confirm.yes.click(guarded(functools.partial(self.plan_story, confirmed=True)), plan_inputs,
-                                    plan_outputs)
+                                    plan_outputs, api_name="plan_story_confirmed")
         story_outputs = [self.status, *self.story_outputs]
         self.character_table.input(guarded(self.edit_characters),
                                    [self.folder, self.character_table, self.character_choice], story_outputs)
@@ -330,7 +330,8 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
         self.remove_character_button.click(guarded(self.remove_character), [self.folder, self.character_choice],
                                            remove_outputs)
         self.remove_character_confirm.yes.click(guarded(functools.partial(self.remove_character, confirmed=True)),
-                                                [self.folder, self.character_choice], remove_outputs)
+                                                [self.folder, self.character_choice], remove_outputs,
+                                                api_name="remove_character_confirmed")
         self.character_choice.input(
             guarded(lambda folder, cid: {**self.references_view(self.project(folder), cid),
                                          **self.remove_character_confirm.hide()}),
@@ -348,6 +349,7 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
                                             self.reference_selected])
 
     def plan_story(self, folder, topic, num_scenes, *planner_settings, confirmed=False, progress=gr.Progress()):
+        planner = make_planner(*planner_settings)  # settings that cannot work are said before any question
         lost = edits.plan_replaces(self.project(folder).story)
         if lost and not confirmed:
             return self.plan_confirm.ask(
@@ -356,7 +358,6 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
                 + "\n\nIt keeps the title, the characters and their reference images, the trained priors (bound "
                   "again to the new scenes) and the approved clips of motions the new plan has. Until the next "
                   "save, `project.json.bak` holds the story as it is now.")
-        planner = make_planner(*planner_settings)
         progress(0.1, desc=f"planning with the {planner.name} planner")
         with self.workspace.edit(folder) as project:
             edits.set_story_fields(project.story, topic=topic)
@@ -627,7 +628,7 @@ class Editor(ClipsTab, PriorsTab, RenderTab):
         where = [self.folder, self.scene_list, self.keyframe]
         reload_button.click(guarded(self.revert_project), where, [*out, *self.revert_confirm.outputs])
         self.revert_confirm.yes.click(guarded(functools.partial(self.revert_project, confirmed=True)), where,
-                                      [*out, *self.revert_confirm.outputs])
+                                      [*out, *self.revert_confirm.outputs], api_name="revert_project_confirmed")
         new_button.click(guarded(lambda text: self.new_project(text, demo=False)), [self.new_folder], out,
                          api_name="new_project")
         demo_button.click(guarded(lambda text: self.new_project(text, demo=True)), [self.new_folder], out,
