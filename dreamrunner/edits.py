@@ -80,13 +80,46 @@ def use_sampler_preset(story: Story, preset: str) -> None:
 
 
 def adopt_plan(story: Story, planned: Story) -> Story:
-    """A newly planned story (Plan story) in place of `story`: what is not the plan (characters' reference
-    images, settings, trained priors) carries over; the title stays unless the story had none."""
+    """A newly planned story (Plan story) in place of `story`, keeping what does not depend on the old plan:
+    the title (unless the story had none), characters' reference images, settings, trained priors (bound
+    again, at their old scale, to the new scenes they belong to), and approved clips, which go to every new
+    scene that has their motion. What `plan_replaces` lists is lost (undo or project.json.bak bring it back)."""
     images = {c.id: c.reference_images for c in story.characters}
     characters = [c.model_copy(update={"reference_images": images.get(c.id, c.reference_images)})
                   for c in planned.characters]
-    return planned.model_copy(update={"title": story.title or planned.title, "characters": characters,
-                                      "settings": story.settings, "priors": story.priors})
+    clips: dict[str, dict[str, ClipRef]] = {}
+    for scene in story.scenes:
+        for clip in scene.approved_clips:
+            clips.setdefault(clip.motion, {}).setdefault(clip.id, clip)
+    scenes = [scene.model_copy(update={"approved_clips": [c.model_copy() for m in scene.motions
+                                                          for c in clips.get(m, {}).values()]})
+              for scene in planned.scenes]
+    adopted = planned.model_copy(update={"title": story.title or planned.title, "characters": characters,
+                                         "scenes": scenes, "settings": story.settings, "priors": story.priors})
+    scales = {b.prior_id: b.scale for s in story.scenes for b in s.prior_bindings}
+    for prior in adopted.priors:
+        if prior.id in scales:
+            bind_prior(adopted, prior.id, scale=scales[prior.id])
+    return adopted
+
+
+def plan_replaces(story: Story) -> list[str]:
+    """What Plan story would throw away, in words (empty for a story without scenes): the page asks before."""
+    if not story.scenes:
+        return []
+    edited = sum(1 for s in story.scenes if s.user_edited or any(
+        k.user_edited or any(e.user_edited for e in k.entities) for k in s.keyframes))
+    clips = sum(len(s.approved_clips) for s in story.scenes)
+    renders = sum(len(s.renders) for s in story.scenes)
+    lost = [f"the {len(story.scenes)} scenes, their narrations and keyframe boxes"]
+    if edited:
+        lost.append(f"your edits in {edited} scene(s)")
+    if clips:
+        lost.append(f"{clips} approved clip(s) of motions the new plan does not have (the others move to the "
+                    f"new scenes with their motion)")
+    if renders:
+        lost.append(f"{renders} render(s) from the render lists (the files stay in media/renders)")
+    return lost
 
 
 # -- characters ----------------------------------------------------------------------------------------
@@ -487,6 +520,29 @@ def store_renders(project: Project, scene_id: str, results: list[RenderResult]) 
         scene.chosen_render = paths.index(chosen.path)
     elif renders:
         scene.chosen_render = paths.index(results[0].path) if results else 0
+
+
+def delete_render(story: Story, scene_id: str, seed: int, cache_key: str | None = None) -> RenderResult:
+    """Take a variant (by seed, and its cache key or a prefix of it where several share the seed) off a scene's render list (the Render tab's history). Its file stays in media/renders,
+    so undo brings it back and rendering the same plan and settings again finds it instead of re-rendering.
+    When it was the variant export uses, the scene has none chosen afterwards (export uses its animatic)."""
+    scene = find_scene(story, scene_id)
+    matches = [i for i, r in enumerate(scene.renders) if r.seed == seed and r.cache_key.startswith(cache_key or "")]
+    if not matches:
+        raise EditError(f"scene {scene.id!r} has no render with seed {seed}"
+                        + (f" and key {cache_key[:16]}" if cache_key else "")
+                        + f"; it has seeds {sorted({r.seed for r in scene.renders})}")
+    if len(matches) > 1:
+        raise EditError(f"scene {scene.id!r} has {len(matches)} renders with seed {seed} (other settings); name one "
+                        f"by its key: {', '.join(scene.renders[i].cache_key[:16] for i in matches)}")
+    position = matches[0]
+    render = scene.renders[position]
+    chosen = scene.chosen_render
+    scene.chosen_render = None
+    scene.renders = [r for i, r in enumerate(scene.renders) if i != position]
+    if chosen is not None and chosen != position:
+        scene.chosen_render = chosen - (chosen > position)
+    return render
 
 
 def choose_render(story: Story, scene_id: str, seed: int, cache_key: str | None = None) -> RenderResult:

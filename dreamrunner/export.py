@@ -81,8 +81,10 @@ class ExportResult:
         return self.num_frames / self.fps
 
 
-def scene_frames(project: Project, scene: Scene, prefer: str = "render") -> tuple[np.ndarray, dict]:
-    """The frames export uses for a scene (its chosen render, else its animatic) and where they came from."""
+def scene_frames(project: Project, scene: Scene, prefer: str = "render",
+                 subtitles_below: bool = False) -> tuple[np.ndarray, dict]:
+    """The frames export uses for a scene (its chosen render, else its animatic) and where they came from.
+    `subtitles_below`: the narration is burned in as subtitles, so an animatic does not draw it too."""
     video = project.story.settings.video
     if prefer == "render" and scene.chosen_render is not None:
         render = scene.renders[scene.chosen_render]
@@ -94,7 +96,7 @@ def scene_frames(project: Project, scene: Scene, prefer: str = "render") -> tupl
         return frames, {"source": "render", "path": render.path, "seed": render.seed, "backend": render.backend,
                         "cache_key": render.cache_key, "is_noise": render.is_noise,
                         "priors": _render_priors(project.story, render)}
-    return render_animatic(scene, video), {"source": "animatic", "path": None, "seed": None, "backend": None,
+    return render_animatic(scene, video, subtitles_below), {"source": "animatic", "path": None, "seed": None, "backend": None,
                                             "cache_key": None, "is_noise": False, "priors": []}
 
 
@@ -208,14 +210,15 @@ def export_story(
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as folder:
         work = Path(folder)
-        exported, written = _write_frames(project, work / "frames.mp4", crossfade_frames, prefer, progress, cancel)
+        burned = burn_subtitles and any(cue_text(scene.narration) for scene in story.scenes)
+        exported, written = _write_frames(project, work / "frames.mp4", crossfade_frames, prefer, burned, progress,
+                                          cancel)
         # Cue boundaries: scene starts, moved to the middle of each crossfade.
         half = crossfade_frames / 2
         for i, scene in enumerate(exported):
             scene.subtitle_start = 0.0 if i == 0 else (scene.start_frame + half) / fps
             scene.subtitle_end = written / fps if i == len(exported) - 1 else (exported[i + 1].start_frame + half) / fps
         cues = [Cue(s.subtitle_start, s.subtitle_end, cue_text(s.narration)) for s in exported if cue_text(s.narration)]
-        burned = burn_subtitles and bool(cues)
         cancel.check()
         _finish_video(work, cues, video, burned)
         (work / "story.srt").write_text(format_srt(cues), encoding="utf-8")
@@ -243,7 +246,7 @@ def export_story(
     return result
 
 
-def _write_frames(project: Project, path: Path, crossfade_frames: int, prefer: str,
+def _write_frames(project: Project, path: Path, crossfade_frames: int, prefer: str, subtitles_below: bool,
                   progress: ProgressCallback | None, cancel: CancelToken) -> tuple[list[ExportedScene], int]:
     """Every scene's frames, crossfaded, into `path`; the scenes as exported (cue times not yet set) and the
     number of frames written."""
@@ -255,7 +258,7 @@ def _write_frames(project: Project, path: Path, crossfade_frames: int, prefer: s
     with VideoWriter(path, video.fps, video.width, video.height) as writer:
         for number, scene in enumerate(story.scenes):
             cancel.check()
-            frames, source = scene_frames(project, scene, prefer)
+            frames, source = scene_frames(project, scene, prefer, subtitles_below)
             if crossfade_frames and len(frames) <= crossfade_frames:
                 raise ExportError(f"scene {number + 1} ({scene.id!r}) has {len(frames)} frames, too few for a "
                                   f"{crossfade_frames}-frame crossfade")

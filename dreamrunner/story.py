@@ -158,6 +158,11 @@ class RenderResult(Model):
     is_noise: bool = False
     # The priors (and strengths) this render was made with; its cache key hashes their files.
     priors: list[PriorBinding] = Field(default_factory=list)
+    # The settings it was rendered with, so the render history can list them (None: rendered before they
+    # were recorded). `plan_digest` is `plan_digest(scene)` at render time: it tells a render of an older plan.
+    steps: int | None = None
+    guidance_scale: float | None = None
+    plan_digest: str | None = None
 
 
 class Scene(Editable):
@@ -182,6 +187,29 @@ class Scene(Editable):
         if self.chosen_render is not None and not 0 <= self.chosen_render < len(self.renders):
             raise ValueError(f"chosen_render {self.chosen_render} is not one of its {len(self.renders)} renders")
         return self
+
+
+PLAN_FIELDS = {"description", "narration", "motions", "background", "keyframes"}
+
+
+def scene_plan(scene: Scene) -> dict:
+    """The part of a scene that decides what a render shows (its plan), without the `user_edited` marks."""
+    def strip(value):
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k != "user_edited"}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+    return strip(scene.model_dump(mode="json", include=PLAN_FIELDS))
+
+
+def plan_digest(scene: Scene) -> str:
+    """A short SHA-256 of `scene_plan(scene)`: equal digests, equal plans."""
+    import hashlib
+    import json
+
+    text = json.dumps(scene_plan(scene), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 class Prior(Model):

@@ -116,7 +116,8 @@ def test_the_server_api_key_goes_only_to_the_server_endpoint(site):
 
     # With a typed key, that key (and only it) goes to the typed URL.
     caller_llm.llm.queue(*[unauthorized] * 6)
-    answer = page.call("plan_story", "a cat", 3, "llm", caller_llm.base_url, "gpt-4o", TYPED_KEY)
+    # (The demo is planned: the call that plans over it is the confirming one.)
+    answer = page.call("plan_story_confirmed", "a cat", 3, "llm", caller_llm.base_url, "gpt-4o", TYPED_KEY)
     site["answers"].append(answer)
     assert caller_llm.llm.requests
     assert {r["auth"] for r in caller_llm.llm.requests} == {f"Bearer {TYPED_KEY}"}
@@ -125,7 +126,7 @@ def test_the_server_api_key_goes_only_to_the_server_endpoint(site):
     for typed in ("", server_llm.base_url + "/"):
         server_llm.llm.requests.clear()
         server_llm.llm.queue(*[unauthorized] * 6)
-        site["answers"].append(page.call("plan_story", "a cat", 3, "llm", typed, "gpt-4o", ""))
+        site["answers"].append(page.call("plan_story_confirmed", "a cat", 3, "llm", typed, "gpt-4o", ""))
         assert server_llm.llm.requests and {r["auth"] for r in server_llm.llm.requests} == {f"Bearer {API_KEY}"}
 
 

@@ -19,7 +19,7 @@ from PIL import Image
 
 from dreamrunner import edits
 from dreamrunner.project import Project
-from dreamrunner.story import RenderResult
+from dreamrunner.story import Prior, RenderResult
 from dreamrunner.validation import validate_story
 from ui import board
 from ui.editor import build_app
@@ -106,7 +106,7 @@ def test_edit_a_character_in_the_table(editor, pair):
 
 
 def test_remove_a_character(editor, pair):
-    editor.remove_character(pair[0], "gus")
+    editor.remove_character(pair[0], "gus", confirmed=True)
     cli("character", "remove", pair[1], "gus")
     same_result(*pair)
 
@@ -189,6 +189,37 @@ def test_choose_a_render(editor, pair):
     cli("choose", pair[1], "--scene", "s1", "--seed", "2")
     same_result(*pair)
     assert Project.load(pair[0]).story.scenes[0].chosen_render == 1
+
+
+def test_delete_a_render(editor, pair):
+    editor.delete_variant_of(pair[0], "s1", 0)
+    cli("delete-render", pair[1], "--scene", "s1", "--seed", "1")
+    same_result(*pair)
+    scene = Project.load(pair[0]).story.scenes[0]
+    assert [r.seed for r in scene.renders] == [2] and scene.chosen_render is None  # the chosen one went
+
+
+def test_bind_unbind_and_delete_a_prior(editor, pair):
+    for folder in pair:
+        with (project := Project.load(folder)).edit():
+            edits.register_prior(project.story, Prior(id="p1", kind="motion", target="flying",
+                                                      path="media/priors/p1.safetensors"), bind=False)
+    editor.bind_prior(pair[0], "p1", ["s1"], 0.5)
+    cli("prior", "bind", pair[1], "p1", "--scene", "s1", "--scale", "0.5")
+    same_result(*pair)
+    editor.unbind_prior(pair[0], "p1", [])
+    cli("prior", "unbind", pair[1], "p1")
+    editor.delete_prior(pair[0], "p1")
+    cli("prior", "delete", pair[1], "p1")
+    same_result(*pair)
+
+
+def test_remove_a_bound_character_and_a_reference_image(editor, pair):
+    editor.remove_reference(pair[0], "c1", 0)
+    cli("character", "remove-image", pair[1], "c1", "media/mira.png")
+    editor.remove_character(pair[0], "c1", confirmed=True)
+    cli("character", "remove", pair[1], "c1", "--unbind")
+    same_result(*pair)
 
 
 def test_title_and_settings(editor, pair):

@@ -135,3 +135,14 @@ def test_without_the_font_package_text_falls_back_with_a_warning(monkeypatch, ca
     silent = render_animatic(scene.model_copy(update={"narration": ""}), VIDEO)
     top = slice(0, VIDEO.height // 10)
     assert (with_text[:, top] != silent[:, top]).any()  # Pillow's default font still draws Latin
+
+
+def test_with_subtitles_below_the_narration_is_left_out_and_the_bottom_is_free():
+    """An export with burned subtitles: the subtitles carry the narration, along the bottom."""
+    scene = moving_scene("s", "A cat walks under an owl.")
+    frames = render_animatic(scene, VIDEO, subtitles_below=True)
+    assert (frames == render_animatic(scene.model_copy(update={"narration": ""}), VIDEO, subtitles_below=True)).all()
+    bottom = slice(VIDEO.height * 3 // 4, VIDEO.height)
+    other_caption = render_animatic(scene.model_copy(update={"background": "x"}), VIDEO, subtitles_below=True)
+    assert (frames[:, bottom] == other_caption[:, bottom]).all(), "no caption text at the bottom"
+    assert (frames[:, : VIDEO.height // 8] != other_caption[:, : VIDEO.height // 8]).any(), "the caption is on top"

@@ -49,10 +49,11 @@ def test_plan_edit_approve_render_export(chromium, app_home, artifacts, tmp_path
         topic = "Pip the owl and Rusty the fox race through the forest at dusk"
         fill_and_leave(page, "#story-topic", topic)
         page.get_by_role("button", name="Plan story").click()
-        story = wait_until(lambda: (s := read_project(folder))["topic"] == topic and len(s["scenes"]) >= 5
+        page.locator("#confirm-plan-yes").click()  # the demo is planned: Plan story asks first
+        story = wait_until(lambda: (s := read_project(folder))["topic"] == topic and len(s["scenes"]) != 4
                            and s, timeout=30, what="the planned story in project.json")
         assert 5 <= len(story["scenes"]) <= 8
-        assert story["title"] == "Pip and Rusty", "planning keeps the story's title"
+        assert story["title"] == "Pip and Rusty", "a new plan keeps the story's title"
         assert story["characters"][0]["id"] == "pip", "planning keeps the story's characters"
         assert all(len(s["keyframes"]) == 6 for s in story["scenes"])
         artifacts.shot(page, "planned story")
@@ -166,12 +167,12 @@ def test_plan_edit_approve_render_export(chromium, app_home, artifacts, tmp_path
         saved = read_project(folder)
         fps = saved["settings"]["video"]["fps"]
         per_scene = [rendered_frames] + [saved["settings"]["video"]["num_frames"]] * (len(saved["scenes"]) - 1)
-        frames, seconds = mp4_facts(folder / "exports" / "story.mp4")
+        frames, seconds = mp4_facts(folder / "exports" / "story-001.mp4")
         assert frames == sum(per_scene)
         assert seconds == pytest.approx(sum(per_scene) / fps, abs=1e-6)
-        subtitles = (folder / "exports" / "story.srt").read_text(encoding="utf-8")
+        subtitles = (folder / "exports" / "story-001.srt").read_text(encoding="utf-8")
         assert narration in subtitles
         # The player shows the cues: the WebVTT file as the video's captions track.
-        assert page.locator("#export-video video track").get_attribute("src").endswith("/story.vtt")
-        manifest = json.loads((folder / "exports" / "story.json").read_text(encoding="utf-8"))
+        assert page.locator("#export-video video track").get_attribute("src").endswith("/story-001.vtt")
+        manifest = json.loads((folder / "exports" / "story-001.json").read_text(encoding="utf-8"))
         assert manifest["scenes"][0]["seed"] == renders[1]["seed"] and manifest["contains_noise"]

@@ -114,6 +114,7 @@ def test_plan_offline_then_replan_a_scene_keeping_the_edits(chromium, app_home, 
         folder = app_home / "projects" / "demo"
         fill_and_leave(page, "#story-topic", "Rusty the fox learns to swim in the river")
         page.get_by_role("button", name="Plan story").click()
+        page.locator("#confirm-plan-yes").click()  # the demo is planned: Plan story asks first
         planned = wait_until(lambda: (s := read_project(folder))["topic"].startswith("Rusty the fox learns")
                              and s["scenes"][0]["background"] != "a huge old oak tree at dusk, warm orange sky" and s,
                              timeout=30, what="the planned story")

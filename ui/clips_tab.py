@@ -19,6 +19,7 @@ from dreamrunner.story import ClipRef
 from .jobs import Cancels, progress_html, run_streaming, stream_job
 from .messages import guarded
 from .stages import available, load
+from .widgets import ProjectDropdown
 
 CLIP_COLUMNS = ["id", "motion", "score", "source", "caption"]
 
@@ -41,8 +42,8 @@ class ClipsTab:
         gr.Markdown("For each motion of a scene, find reference clips in the clip library, watch them and "
                     "approve the ones that show the motion; a motion prior is tuned on the approved clips.")
         with gr.Row():
-            self.clips_scene = gr.Dropdown(label="Scene", elem_id="clips-scene")
-            self.clips_motion = gr.Dropdown(label="Motion", elem_id="clips-motion")
+            self.clips_scene = ProjectDropdown(label="Scene", elem_id="clips-scene")
+            self.clips_motion = ProjectDropdown(label="Motion", elem_id="clips-motion")
             # The demo library's drawn figures and cartoon rabbit escape the HOG people detector
             # (dreamrunner/assets/clips/README.md): moving-subject segmentation is the default here.
             self.clips_detector = gr.Dropdown([("moving subject", "motion"), ("people (HOG)", "hog")], value="motion",
@@ -53,7 +54,8 @@ class ClipsTab:
                         "own clips below.*", elem_id="clips-unavailable")
         self.clips_progress = gr.HTML(elem_id="clips-progress")
         self.clips_notes = gr.Markdown(elem_id="clips-notes")
-        self.candidates = gr.State([])
+        # The clips found: {"scene", "motion", "clips": [...], "dropped", "warnings"}; they belong to that motion.
+        self.candidates = gr.State(None)
         self.candidate_gallery = gr.Gallery(label="Retrieved clips (best first)", elem_id="clip-gallery",
                                             columns=5, height=220, allow_preview=False)
         with gr.Row():
@@ -69,7 +71,7 @@ class ClipsTab:
         self.approved_table = gr.Dataframe(headers=CLIP_COLUMNS, elem_id="approved-clips", interactive=False,
                                            wrap=True)
         with gr.Row():
-            self.approved_choice = gr.Dropdown(label="Approved clip", elem_id="approved-choice")
+            self.approved_choice = ProjectDropdown(label="Approved clip", elem_id="approved-choice")
             self.unapprove = gr.Button("Remove from approved", elem_id="unapprove-clip")
             self.own_clip = gr.File(label="Add your own clip for this motion (mp4, webm, mov)",
                                     file_types=["video"], elem_id="own-clip")
@@ -98,16 +100,22 @@ class ClipsTab:
         where = [self.folder, self.clips_scene, self.clips_motion]
         candidate_outputs = [self.candidates, self.candidate_gallery, self.candidate_video, self.candidate_info,
                              self.candidate_index]
-        self.clips_scene.input(guarded(lambda folder, scene_id: self.clips_view(folder, scene_id)),
-                               [self.folder, self.clips_scene], self.clips_outputs)
-        self.find_clips.click(guarded(self.retrieve_job), [*where, self.clips_detector], [self.clips_progress, self.clips_notes,
-                                                                  *candidate_outputs], show_progress="hidden")
+        # Clips found for one motion are not offered for another: a new scene or motion clears them.
+        self.clips_scene.input(guarded(lambda folder, scene_id: {**self.clips_view(folder, scene_id),
+                                                                 **self.candidates_view(None, None)}),
+                               [self.folder, self.clips_scene], [*self.clips_outputs, self.clips_notes,
+                                                                 *candidate_outputs])
+        self.clips_motion.input(guarded(lambda folder, scene_id, motion: {
+            **self.clips_view(folder, scene_id, motion), **self.candidates_view(None, None)}), where,
+            [*self.clips_outputs, self.clips_notes, *candidate_outputs])
+        self.find_clips.click(guarded(self.retrieve_job), [*where, self.clips_detector],
+                              [self.clips_progress, self.clips_notes, *candidate_outputs], show_progress="hidden")
         self.candidate_gallery.select(guarded(self.on_gallery_select), [self.candidates],
                                       [self.candidate_video, self.candidate_info, self.candidate_index])
         self.approve_clip.click(guarded(self.approve), [*where, self.candidates, self.candidate_index],
                                 [self.status, *self.clips_outputs])
         self.reject_clip.click(guarded(self.reject), [*where, self.candidates, self.candidate_index],
-                               [self.status, *self.clips_outputs, *candidate_outputs])
+                               [self.status, *self.clips_outputs, self.clips_notes, *candidate_outputs])
         self.unapprove.click(guarded(self.remove_approved), [*where, self.approved_choice],
                              [self.status, *self.clips_outputs])
         self.own_clip.upload(guarded(self.add_own_clip), [*where, self.own_clip],
@@ -131,53 +139,64 @@ class ClipsTab:
 
         result = yield from stream_job(run_streaming(work, token),
                                        lambda event, text="": {self.clips_progress: progress_html(event, text)})
-        candidates = [{"id": c.id, "path": c.path, "caption": c.caption, "score": float(c.score),
-                       "source": "retrieval"} for c in result.clips if c.path]
-        notes = [f"**{len(candidates)} clip(s)** for *{html.escape(motion)}*; "
-                 f"{len(result.dropped)} candidate(s) left out."]
-        notes += [f"- {html.escape(w, quote=False)}" for w in result.warnings]
+        found = {"scene": scene_id, "motion": motion, "dropped": len(result.dropped), "warnings": result.warnings,
+                 "clips": [{"id": c.id, "path": c.path, "caption": c.caption, "score": float(c.score),
+                            "source": "retrieval"} for c in result.clips if c.path]}
         yield {self.clips_progress: progress_html(None, f"retrieval done: {', '.join(result.stages)}"),
-               self.clips_notes: "\n".join(notes), **self.candidates_view(candidates, 0 if candidates else None)}
+               **self.candidates_view(found, 0 if found["clips"] else None)}
 
-    def candidates_view(self, candidates: list[dict], index: int | None) -> dict:
-        gallery = [(c["path"], f"{c['score']:.3f} · {c['caption'][:60]}") for c in candidates]
-        view = {self.candidates: candidates, self.candidate_gallery: gallery}
+    def candidates_view(self, found: dict | None, index: int | None) -> dict:
+        """The clips found for a motion (None: none yet) with their count, one of them selected."""
+        clips = found["clips"] if found else []
+        gallery = [(c["path"], f"{c['score']:.3f} · {c['caption'][:60]}") for c in clips]
+        if found:
+            notes = [f"**{len(clips)} clip(s)** found for *{html.escape(found['motion'])}* still to review; "
+                     f"{found['dropped']} candidate(s) left out."]
+            notes += [f"- {html.escape(w, quote=False)}" for w in found["warnings"]]
+        else:
+            notes = ["*Find clips for this motion, or add your own below.*"]
+        view = {self.candidates: found, self.candidate_gallery: gallery, self.clips_notes: "\n".join(notes)}
         return {**view, **dict(zip((self.candidate_video, self.candidate_info, self.candidate_index),
-                                   self.select_candidate(candidates, index)))}
+                                   self.select_candidate(found, index)))}
 
     def on_gallery_select(self, candidates, event: gr.SelectData):
         return self.select_candidate(candidates, event.index)
 
-    def select_candidate(self, candidates, index: int | None = None):
-        if index is None or not candidates or not 0 <= int(index) < len(candidates):
+    def select_candidate(self, found, index: int | None = None):
+        clips = found["clips"] if found else []
+        if index is None or not 0 <= int(index) < len(clips):
             return None, "*No clip selected.*", None
-        clip = candidates[int(index)]
+        clip = clips[int(index)]
         info = (f"**{html.escape(clip['id'])}**  \nscore **{clip['score']:.3f}**  \n"
                 f"{html.escape(clip['caption'])}")
         return clip["path"], info, int(index)
 
-    def _candidate(self, candidates, index) -> dict:
-        if index is None or not candidates or not 0 <= int(index) < len(candidates):
+    def _candidate(self, found, scene_id, motion, index) -> dict:
+        clips = found["clips"] if found else []
+        if index is None or not 0 <= int(index) < len(clips):
             raise ClipError("select a retrieved clip first (click it in the gallery)")
-        return candidates[int(index)]
+        if (found["scene"], found["motion"]) != (scene_id, motion):
+            raise ClipError(f"these clips were found for {found['motion']!r} of scene {found['scene']}; find clips "
+                            f"for {motion!r} first")
+        return clips[int(index)]
 
-    def approve(self, folder, scene_id, motion, candidates, index):
-        clip = self._candidate(candidates, index)
+    def approve(self, folder, scene_id, motion, found, index):
+        clip = self._candidate(found, scene_id, motion, index)
         with self.workspace.edit(folder) as project:
             edits.approve_clip(project, scene_id, motion, clip["path"], clip["id"], clip["caption"], clip["score"],
                                clip["source"])
         gr.Info(f"approved {clip['id']} for {motion!r}")
         return {self.status: self.status_text(folder), **self.clips_view(folder, scene_id, motion)}
 
-    def reject(self, folder, scene_id, motion, candidates, index):
-        clip = self._candidate(candidates, index)
+    def reject(self, folder, scene_id, motion, found, index):
+        clip = self._candidate(found, scene_id, motion, index)
         with self.workspace.edit(folder) as project:
             scene = project.story.scene(scene_id)
             if any(c.id == clip["id"] and c.motion == motion for c in scene.approved_clips):
                 edits.unapprove_clip(project.story, scene_id, motion, clip["id"])
-        rest = [c for c in candidates if c["id"] != clip["id"]]
+        rest = {**found, "clips": [c for c in found["clips"] if c["id"] != clip["id"]]}
         return {self.status: self.status_text(folder), **self.clips_view(folder, scene_id, motion),
-                **self.candidates_view(rest, 0 if rest else None)}
+                **self.candidates_view(rest, 0 if rest["clips"] else None)}
 
     def remove_approved(self, folder, scene_id, motion, approval):
         if not approval or "\t" not in approval:

@@ -7,6 +7,7 @@ what the page shows. The UI keeps widget state and pixel <-> normalized conversi
 
 from __future__ import annotations
 
+import functools
 import html
 import shutil
 from pathlib import Path
@@ -21,11 +22,13 @@ from dreamrunner.story import NUM_KEYFRAMES, Story
 from . import board, characters
 from .backdrop import keyframe_backdrop, keyframe_thumbnail
 from .clips_tab import ClipsTab
+from .confirm import Confirm
 from .history import HistoryBar
 from .messages import drop_repeats, guarded, warn
 from .priors_tab import PriorsTab
 from .render_tab import RenderTab
 from .stages import make_planner, planning_defaults
+from .widgets import ProjectDropdown, ProjectRadio
 from .workspace import StartupProblem, Workspace
 
 CSS = """
@@ -85,6 +88,10 @@ def _keyframe_index(value) -> int:
     except (TypeError, ValueError):
         return 0
     return min(max(index, 0), NUM_KEYFRAMES - 1)
+
+
+def _selected_index(event: gr.SelectData) -> int:
+    return event.index
 
 
 class Editor(HistoryBar, ClipsTab, PriorsTab, RenderTab):
@@ -154,18 +161,39 @@ class Editor(HistoryBar, ClipsTab, PriorsTab, RenderTab):
         return [(keyframe_thumbnail(scene, i, size), f"▶ {i + 1} (shown)" if i == k else f"keyframe {i + 1}")
                 for i in range(NUM_KEYFRAMES)]
 
-    def story_view(self, folder) -> dict:
+    def story_view(self, folder, character_id=None) -> dict:
+        """The Story tab; the Character dropdown keeps `character_id` while it exists (else the first)."""
         project = self.project(folder)
         story = project.story
         ids = [(f"{c.name} ({c.id})", c.id) for c in story.characters]
+        known = [value for _, value in ids]
+        chosen = character_id if character_id in known else (known[0] if known else None)
         return {
             self.title: story.title,
             self.topic: story.topic,
             self.story_shown: _story_words(story),
             self.character_table: characters.character_rows(story),
-            self.character_choice: gr.update(choices=ids, value=ids[0][1] if ids else None),
-            self.reference_gallery: self.reference_images(project, ids[0][1] if ids else None),
+            self.character_choice: gr.update(choices=ids, value=chosen),
+            **self.references_view(project, chosen),
         }
+
+    def references_view(self, project: Project, character_id: str | None) -> dict:
+        """The reference images of one character, and an upload box that names whose images it adds."""
+        try:
+            character = project.story.character(character_id) if character_id else None
+        except KeyError:
+            character = None
+        if character is None:
+            return {self.reference_gallery: gr.update(value=[], label="Reference images"),
+                    self.reference_upload: gr.update(label="Add a character first, then its reference images"),
+                    self.reference_selected: None}
+        who = f"{character.name} ({character.id})"
+        return {self.reference_gallery: gr.update(value=[absolute for _, absolute in
+                                                         self.reference_paths(project, character.id)],
+                                                  label=f"Reference images of {who}"),
+                self.reference_upload: gr.update(label=f"Add reference images of {who} (PNG, JPEG, WebP; "
+                                                       f"at least 64 px)"),
+                self.reference_selected: None}
 
     def project_view(self, folder) -> dict:
         return {
@@ -181,14 +209,15 @@ class Editor(HistoryBar, ClipsTab, PriorsTab, RenderTab):
                 **self.clips_view(folder), **self.priors_view(folder), **self.export_view(folder)}
 
     @staticmethod
-    def reference_images(project: Project, character_id: str | None) -> list[str]:
+    def reference_paths(project: Project, character_id: str | None) -> list[tuple[str, str]]:
+        """(project path, file) of each reference image of a character that exists, in gallery order."""
         if character_id is None:
             return []
         try:
             character = project.story.character(character_id)
         except KeyError:
             return []
-        return [str(project.resolve(p)) for p in character.reference_images if project.resolve(p).is_file()]
+        return [(p, str(project.resolve(p))) for p in character.reference_images if project.resolve(p).is_file()]
 
     # -- layout --------------------------------------------------------------------------------------
 
@@ -297,13 +326,20 @@ class Editor(HistoryBar, ClipsTab, PriorsTab, RenderTab):
             self.new_character = gr.Textbox(label="New character name", elem_id="new-character", scale=2)
             self.add_character_button = gr.Button("Add character", elem_id="add-character", scale=1)
         with gr.Row():
-            self.character_choice = gr.Dropdown(label="Character", elem_id="character-choice", scale=1)
-            self.remove_character_button = gr.Button("Remove character", variant="stop", scale=0)
+            self.character_choice = ProjectDropdown(label="Character", elem_id="character-choice", scale=1)
+            self.remove_character_button = gr.Button("Remove character", variant="stop", scale=0,
+                                                     elem_id="remove-character")
+        self.remove_character_confirm = Confirm("remove-character", "Remove the character")
         with gr.Row():
             self.reference_upload = gr.File(label="Add reference images (PNG, JPEG, WebP; at least 64 px)",
                                             file_count="multiple", file_types=["image"], elem_id="reference-upload")
-            self.reference_gallery = gr.Gallery(label="Reference images", elem_id="reference-gallery", height=220,
-                                                columns=4)
+            with gr.Column():
+                self.reference_gallery = gr.Gallery(label="Reference images", elem_id="reference-gallery",
+                                                    height=220, columns=4)
+                # Which picture of the gallery was clicked (its position among the character's images).
+                self.reference_selected = gr.State(None)
+                self.remove_reference_button = gr.Button("Remove the selected image", elem_id="remove-reference",
+                                                         size="sm")
         with gr.Accordion("Planner", open=False, elem_id="planner-settings"):
             env = planning_defaults()
             gr.Markdown("The offline planner needs no LLM. For an LLM, give an OpenAI-compatible endpoint "
@@ -320,46 +356,71 @@ class Editor(HistoryBar, ClipsTab, PriorsTab, RenderTab):
                 self.llm_model = gr.Textbox(label="Model", value=env["model"], elem_id="llm-model")
                 self.llm_key = gr.Textbox(label="API key", type="password", elem_id="llm-key")
         self.plan_button = gr.Button("Plan story", variant="primary", elem_id="plan-story")
-        gr.Markdown("*Plan story* writes a new story plan and scene plans from the topic and characters; "
-                    "the previous story stays in `project.json.bak`.")
+        self.plan_confirm = Confirm("plan", "Replace the plan")
+        gr.Markdown("*Plan story* writes a new story plan and scene plans from the topic and characters. Over "
+                    "a planned story it first says what the new plan replaces and asks.")
         self.planner_inputs = [self.planner_kind, self.llm_url, self.llm_model, self.llm_key]
         # What this tab was last shown of the story's text fields: an edit is applied only where the stored
         # value is still the one the tab showed (another tab or a CLI command may have changed it meanwhile).
         self.story_shown = gr.State({})
         self.story_outputs = [self.title, self.topic, self.story_shown, self.character_table, self.character_choice,
-                              self.reference_gallery]
+                              self.reference_gallery, self.reference_upload, self.reference_selected]
 
     def wire_story_tab(self) -> None:
         for box, field in ((self.title, "title"), (self.topic, "topic")):
             box.blur(guarded(lambda folder, value, shown, field=field: self.set_story_field(folder, field, value, shown)),
                      [self.folder, box, self.story_shown], [self.status, box, self.story_shown])
-        self.plan_button.click(guarded(self.plan_story), [self.folder, self.topic, self.num_scenes,
-                                                          *self.planner_inputs], self.all_outputs)
+        plan_inputs = [self.folder, self.topic, self.num_scenes, *self.planner_inputs]
+        plan_outputs = [*self.all_outputs, *self.plan_confirm.outputs]
+        self.plan_button.click(guarded(self.plan_story), plan_inputs, plan_outputs)
+        self.plan_confirm.yes.click(guarded(functools.partial(self.plan_story, confirmed=True)), plan_inputs,
+                                    plan_outputs, api_name="plan_story_confirmed")
+        story_outputs = [self.status, *self.story_outputs]
         # A table reports one cell edit twice at once; the repeat is dropped, not answered twice.
         self.character_table.input(guarded(drop_repeats(self.edit_characters)),
-                                   [self.folder, self.character_table, self.story_shown],
-                                   [self.status, *self.story_outputs])
+                                   [self.folder, self.character_table, self.character_choice, self.story_shown],
+                                   story_outputs)
         for trigger in (self.add_character_button.click, self.new_character.submit):
-            trigger(guarded(self.add_character), [self.folder, self.new_character],
-                    [self.status, self.new_character, *self.story_outputs])
+            trigger(guarded(self.add_character), [self.folder, self.new_character], [self.new_character, *story_outputs])
+        remove_outputs = [*story_outputs, *self.remove_character_confirm.outputs]
         self.remove_character_button.click(guarded(self.remove_character), [self.folder, self.character_choice],
-                               [self.status, *self.story_outputs])
+                                           remove_outputs)
+        self.remove_character_confirm.yes.click(guarded(functools.partial(self.remove_character, confirmed=True)),
+                                                [self.folder, self.character_choice], remove_outputs,
+                                                api_name="remove_character_confirmed")
         self.character_choice.input(
-            guarded(lambda folder, cid: self.reference_images(self.project(folder), cid)),
-            [self.folder, self.character_choice], [self.reference_gallery])
+            guarded(lambda folder, cid: {**self.references_view(self.project(folder), cid),
+                                         **self.remove_character_confirm.hide()}),
+            [self.folder, self.character_choice],
+            [self.reference_gallery, self.reference_upload, self.reference_selected,
+             self.remove_character_confirm.box])
         self.reference_upload.upload(guarded(self.add_references), [self.folder, self.character_choice,
                                                                     self.reference_upload],
-                                     [self.status, self.reference_upload, self.reference_gallery])
+                                     [self.status, self.reference_gallery, self.reference_upload,
+                                      self.reference_selected])
+        self.reference_gallery.select(_selected_index, None, [self.reference_selected], queue=False)
+        self.remove_reference_button.click(guarded(self.remove_reference),
+                                           [self.folder, self.character_choice, self.reference_selected],
+                                           [self.status, self.reference_gallery, self.reference_upload,
+                                            self.reference_selected])
 
-    def plan_story(self, folder, topic, num_scenes, *planner_settings, progress=gr.Progress()):
-        planner = make_planner(*planner_settings)
+    def plan_story(self, folder, topic, num_scenes, *planner_settings, confirmed=False, progress=gr.Progress()):
+        planner = make_planner(*planner_settings)  # settings that cannot work are said before any question
+        lost = edits.plan_replaces(self.project(folder).story)
+        if lost and not confirmed:
+            return self.plan_confirm.ask(
+                "**Plan story replaces the plan of this story.** It throws away:\n\n"
+                + "\n".join(f"- {html.escape(item)}" for item in lost)
+                + "\n\nIt keeps the title, the characters and their reference images, the trained priors (bound "
+                  "again to the new scenes) and the approved clips of motions the new plan has. Until the next "
+                  "save, `project.json.bak` holds the story as it is now.")
         progress(0.1, desc=f"planning with the {planner.name} planner")
         with self.workspace.edit(folder) as project:
             edits.set_story_fields(project.story, topic=topic)
             planned = planner.plan_story(project.story.topic, list(project.story.characters), int(num_scenes) or None)
             project.story = edits.adopt_plan(project.story, planned)
         gr.Info(f"planned {len(project.story.scenes)} scenes with the {planner.name} planner")
-        return self.everything(folder)
+        return {**self.everything(folder), **self.plan_confirm.hide()}
 
     def set_story_field(self, folder, field, value, shown=None):
         value, was = value or "", (shown or {}).get(field)
@@ -372,29 +433,45 @@ class Editor(HistoryBar, ClipsTab, PriorsTab, RenderTab):
         stored = getattr(self.project(folder).story, field)
         return self.status_text(folder), stored, {**(shown or {}), field: stored}
 
-    def edit_characters(self, folder, table, shown=None):
+    def edit_characters(self, folder, table, character_id=None, shown=None):
         rows = table.values.tolist() if hasattr(table, "values") else table
         try:
             with self.workspace.edit(folder) as project:
                 characters.apply_character_rows(project.story, rows, (shown or {}).get("characters"))
         except Exception as error:  # noqa: BLE001 - shown, and the table goes back to the story
             warn(error)
-        return {self.status: self.status_text(folder), **self.story_view(folder)}
+        return {self.status: self.status_text(folder), **self.story_view(folder, character_id)}
 
     def add_character(self, folder, name):
         with self.workspace.edit(folder) as project:
             character = edits.add_character(project.story, name)
-        view = self.story_view(folder)
-        view[self.character_choice] = gr.update(choices=view[self.character_choice]["choices"], value=character.id)
-        view[self.reference_gallery] = []
-        return {self.status: self.status_text(folder), self.new_character: "", **view}
+        return {self.status: self.status_text(folder), self.new_character: "",
+                **self.story_view(folder, character.id)}
 
-    def remove_character(self, folder, character_id):
+    def remove_character(self, folder, character_id, confirmed=False):
         if not character_id:
             raise gr.Error("choose the character to remove")
+        story = self.project(folder).story
+        character = edits.find_character(story, character_id)
+        if not confirmed:
+            bound = [(s.id, k.index) for s in story.scenes for k in s.keyframes
+                     for e in k.entities if e.character_id == character.id]
+            priors = [p.id for p in story.priors if p.kind == "subject" and p.target == character.id]
+            what = [f"{len(character.reference_images)} reference image(s) go off the story (their files stay "
+                    f"in media/)"] if character.reference_images else []
+            if bound:
+                what.append(f"{len(bound)} entity box(es) in {len({s for s, _ in bound})} scene(s) lose their "
+                            f"character and stay as plain entities")
+            if priors:
+                what.append(f"its subject prior(s) {', '.join(priors)} are deleted from the story")
+            return self.remove_character_confirm.ask(
+                f"**Remove {html.escape(character.name)} ({html.escape(character.id)})?**"
+                + ("\n\n" + "\n".join(f"- {html.escape(w)}" for w in what) if what else ""))
         with self.workspace.edit(folder) as project:
-            edits.remove_character(project.story, character_id)
-        return {self.status: self.status_text(folder), **self.story_view(folder)}
+            edits.remove_character(project.story, character.id, unbind=True)
+        gr.Info(f"removed the character {character.name}")
+        return {self.status: self.status_text(folder), **self.story_view(folder),
+                **self.remove_character_confirm.hide()}
 
     def add_references(self, folder, character_id, files):
         if not character_id:
@@ -402,11 +479,24 @@ class Editor(HistoryBar, ClipsTab, PriorsTab, RenderTab):
         paths = [f if isinstance(f, str) else f.name for f in (files or [])]
         try:
             with self.workspace.edit(folder) as project:
-                added = edits.add_reference_images(project, character_id, paths)
-            gr.Info(f"added {len(added)} reference image(s) to {character_id}")
+                character = edits.find_character(project.story, character_id)
+                added = edits.add_reference_images(project, character.id, paths)
+            gr.Info(f"added {len(added)} reference image(s) to {character.name}")
         except Exception as error:  # noqa: BLE001
             warn(error)
-        return self.status_text(folder), None, self.reference_images(self.project(folder), character_id)
+        view = self.references_view(self.project(folder), character_id)
+        view[self.reference_upload]["value"] = None  # the upload box empties for the next images
+        return {self.status: self.status_text(folder), **view}
+
+    def remove_reference(self, folder, character_id, index):
+        shown = self.reference_paths(self.project(folder), character_id)
+        if index is None or not 0 <= int(index) < len(shown):
+            raise gr.Error("click the reference image to remove in the gallery first")
+        path = shown[int(index)][0]
+        with self.workspace.edit(folder) as project:
+            edits.remove_reference_image(project.story, character_id, path)
+        gr.Info(f"removed {path} from the reference images of {character_id} (the file stays in media/)")
+        return {self.status: self.status_text(folder), **self.references_view(self.project(folder), character_id)}
 
     # -- Storyboard tab ------------------------------------------------------------------------------
 
@@ -414,7 +504,7 @@ class Editor(HistoryBar, ClipsTab, PriorsTab, RenderTab):
         # Two columns: the scene's words on the left, its keyframe layout on the right (in view at once).
         with gr.Row():
             with gr.Column(scale=2, min_width=300):
-                self.scene_list = gr.Radio(label="Scenes", elem_id="scene-list")
+                self.scene_list = ProjectRadio(label="Scenes", elem_id="scene-list")
                 self.scene_description = gr.Textbox(label="Scene", elem_id="scene-description")
                 self.narration = gr.Textbox(label="Narration", elem_id="narration", lines=3)
                 self.motions = gr.Textbox(label="Motions (one per line; a changed motion changes the entities "
@@ -457,7 +547,7 @@ class Editor(HistoryBar, ClipsTab, PriorsTab, RenderTab):
                                              column_widths=["13%", "11%", "13%", "31%", "8%", "8%", "8%", "8%"])
                 with gr.Row():
                     self.add_entity_button = gr.Button("Add entity", elem_id="add-entity")
-                    self.delete_choice = gr.Dropdown(label="Entity", elem_id="delete-choice", scale=1)
+                    self.delete_choice = ProjectDropdown(label="Entity", elem_id="delete-choice", scale=1)
                     self.delete_entity_button = gr.Button("Delete entity", elem_id="delete-entity",
                                                           variant="stop")
         self.words_shown = gr.State({})  # the scene's text fields as this tab shows them (see story_shown)
@@ -647,6 +737,7 @@ class Editor(HistoryBar, ClipsTab, PriorsTab, RenderTab):
             self.autosave = gr.Checkbox(label="Autosave", value=True, elem_id="autosave")
             save_button = gr.Button("Save", elem_id="save-project", variant="primary")
             reload_button = gr.Button("Revert to saved", elem_id="reload-project")
+        self.revert_confirm = Confirm("revert", "Revert to saved")
         with gr.Row():
             self.new_folder = gr.Textbox(label="Folder (a name under the projects folder, or a path)",
                                          elem_id="new-folder", scale=3)
@@ -661,7 +752,10 @@ class Editor(HistoryBar, ClipsTab, PriorsTab, RenderTab):
         out = self.all_outputs
         open_button.click(guarded(self.open_project), [self.recent], out)
         save_button.click(guarded(self.save_project), [self.folder], [self.status])
-        reload_button.click(guarded(self.revert_project), [self.folder, self.scene_list, self.keyframe], out)
+        where = [self.folder, self.scene_list, self.keyframe]
+        reload_button.click(guarded(self.revert_project), where, [*out, *self.revert_confirm.outputs])
+        self.revert_confirm.yes.click(guarded(functools.partial(self.revert_project, confirmed=True)), where,
+                                      [*out, *self.revert_confirm.outputs], api_name="revert_project_confirmed")
         new_button.click(guarded(lambda text: self.new_project(text, demo=False)), [self.new_folder], out,
                          api_name="new_project")
         demo_button.click(guarded(lambda text: self.new_project(text, demo=True)), [self.new_folder], out,
@@ -679,9 +773,13 @@ class Editor(HistoryBar, ClipsTab, PriorsTab, RenderTab):
         gr.Info("project saved")
         return self.status_text(folder)
 
-    def revert_project(self, folder, scene_id, keyframe):
+    def revert_project(self, folder, scene_id, keyframe, confirmed=False):
+        if self.workspace.is_dirty(folder) and not confirmed:
+            return self.revert_confirm.ask("**Revert to saved drops every change made since the last save.**")
+        if not self.workspace.is_dirty(folder):
+            gr.Info("every change is saved already: the project was read again from disk")
         self.workspace.reload(folder)
-        return self.everything(folder, scene_id, keyframe)
+        return {**self.everything(folder, scene_id, keyframe), **self.revert_confirm.hide()}
 
     def new_project(self, text, demo: bool):
         folder = self.workspace.resolve_folder(text)

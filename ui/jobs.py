@@ -12,25 +12,45 @@ import queue
 import threading
 from typing import Any, Callable, Iterator
 
+import gradio as gr
+
 from dreamrunner.jobs import Cancelled, CancelToken, Progress, ProgressCallback
 
 GPU = "gpu"  # concurrency id of every event that runs a model
 GPU_LOCK = threading.Lock()
 _DONE = object()
+CANCELLING = "cancelling after the current step…"
 
 
 class Cancels:
-    """The cancel token of each browser session's running job."""
+    """The cancel token of each browser session's job: the one running, or the one waiting for its turn
+    (`reserve` at the click, `start` when the job runs), so Cancel also stops a job still in the queue."""
 
     def __init__(self) -> None:
         self._tokens: dict[str, CancelToken] = {}
+        self._waiting: set[str] = set()
         self._guard = threading.Lock()
 
     def new(self, session: str | None) -> CancelToken:
         token = CancelToken()
         with self._guard:
             self._tokens[session or ""] = token
+            self._waiting.discard(session or "")
         return token
+
+    def reserve(self, session: str | None) -> CancelToken:
+        token = self.new(session)
+        with self._guard:
+            self._waiting.add(session or "")
+        return token
+
+    def start(self, session: str | None) -> CancelToken:
+        """The token `reserve` made for this session's job, else a new one."""
+        with self._guard:
+            if (session or "") in self._waiting:
+                self._waiting.discard(session or "")
+                return self._tokens[session or ""]
+        return self.new(session)
 
     def cancel(self, session: str | None) -> bool:
         with self._guard:
@@ -39,6 +59,17 @@ class Cancels:
             return False
         token.cancel()
         return True
+
+
+def cancel_handler(cancels: Cancels):
+    """The Cancel button's handler: cancels this page's job and says so in a toast (the job's own progress
+    area then says "cancelling", and at the end what was kept; see stream_job)."""
+    def cancel(request: gr.Request):
+        if cancels.cancel(request.session_hash if request else None):
+            gr.Info(CANCELLING, title="Cancelling")
+        else:
+            gr.Warning("no job of this page is running", title="Nothing to cancel")
+    return cancel
 
 
 def run_streaming(work: Callable[[ProgressCallback, CancelToken], Any], cancel: CancelToken,
@@ -96,19 +127,25 @@ def _merge(with_preview: Progress, newer: Progress) -> Progress:
                     with_preview.preview)
 
 
-def stream_job(jobs: Iterator[Progress], show):
+def stream_job(jobs: Iterator[Progress], show, cancel: CancelToken | None = None,
+               kept: Callable[[], str] | None = None):
     """Drive `run_streaming`: yield `show(event)` per progress event, return the job's result; on an error,
-    show it in the job's own progress area too (the toast alone is easy to miss) and raise it."""
+    show it in the job's own progress area too (the toast alone is easy to miss) and raise it.
+
+    Only the job writes its progress area (the Cancel button does not, so no late answer of it can cover
+    the job's last word): once `cancel` is set, events show "cancelling after the current step". A cancelled
+    job ends with "cancelled: " + `kept()`, which says what the job had finished and kept, or that nothing was."""
     try:
         while True:
             try:
                 event = next(jobs)
             except StopIteration as stop:
                 return stop.value
-            yield show(event)
+            yield show(None, CANCELLING) if cancel is not None and cancel.cancelled else show(event)
     except Cancelled:
-        yield show(None, "cancelled by the user")
-        raise
+        text = "cancelled by the user" + (f"; {kept()}" if kept is not None else "")
+        yield show(None, text)
+        raise Cancelled(text) from None
     except Exception as error:  # noqa: BLE001 - re-raised for the toast
         from .messages import describe
 

@@ -55,7 +55,7 @@ def describe(error: BaseException) -> str:
 def warn(error: BaseException) -> None:
     """Show an error as a toast (gradio renders toasts as HTML, so the text is escaped)."""
     if isinstance(error, Cancelled):
-        gr.Info("The job was cancelled; what it had finished is kept.", title="Cancelled")
+        gr.Info(html.escape(str(error)), title="Cancelled")  # says what was kept (ui.jobs.stream_job)
         return
     if not isinstance(error, (*EXPECTED, gr.Error)):
         log.error("unexpected error in a UI handler", exc_info=error)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import re
 import tempfile
 from pathlib import Path
 
@@ -19,10 +20,12 @@ import gradio as gr
 from dreamrunner import edits
 from dreamrunner.backends import NOISE_LABEL
 from dreamrunner.project import Project
+from dreamrunner.story import plan_digest
 
-from .jobs import GPU, Cancels, progress_html, run_streaming, stream_job
+from .jobs import GPU, Cancels, cancel_handler, progress_html, run_streaming, stream_job
 from .messages import guarded
 from .stages import load
+from .widgets import ProjectDropdown, ProjectRadio
 
 BACKEND_CHOICES = [("tiny (random weights: noise, for trying the flow)", "tiny"),
                    ("tiny-5b (random weights: noise)", "tiny-5b"),
@@ -47,9 +50,23 @@ def _with_cues(video: Path, webvtt: Path | None) -> gr.Video:
     return gr.Video(value=str(video), subtitles=str(webvtt) if webvtt else None)
 
 
-def _render_label(render, position: int) -> str:
+def _render_label(render, position: int, scene) -> str:
+    """One line of the render history: the settings a variant was made with, and whether the scene's plan
+    changed since (a variant of an older plan stays listed until deleted)."""
+    parts = [f"seed {render.seed}"]
+    if render.steps is not None:
+        parts.append(f"{render.steps} steps")
+    if render.guidance_scale is not None:
+        parts.append(f"guidance {render.guidance_scale:g}")
+    parts.append(render.backend)
+    if render.plan_digest is None:
+        parts.append("plan then: not recorded")
+    elif render.plan_digest != plan_digest(scene):
+        parts.append("older plan (changed since)")
+    else:
+        parts.append("current plan")
     noise = " — NOISE" if render.is_noise else ""
-    return f"variant {position + 1}: seed {render.seed} ({render.backend}){noise}"
+    return f"variant {position + 1}: {' · '.join(parts)}{noise}"
 
 
 class RenderTab:
@@ -90,7 +107,7 @@ class RenderTab:
             self.render_variants = gr.Number(label="Variants per scene", precision=0, minimum=1, maximum=8,
                                              elem_id="render-variants")
         with gr.Row():
-            self.render_scene_choice = gr.Dropdown(label="Scene", elem_id="render-scene")
+            self.render_scene_choice = ProjectDropdown(label="Scene", elem_id="render-scene")
             self.render_button = gr.Button("Render scene", variant="primary", elem_id="render-scene-button")
             self.render_all_button = gr.Button("Render all scenes", elem_id="render-all")
             self.render_cancel = gr.Button("Cancel", variant="stop", elem_id="render-cancel")
@@ -99,11 +116,14 @@ class RenderTab:
             self.render_preview = gr.Image(label="Live preview (middle frame, from the latents)",
                                            elem_id="render-preview", height=240, interactive=False)
             with gr.Column():
-                self.variant_choice = gr.Radio(label="Variants of this scene", elem_id="variant-choice")
+                self.variant_choice = ProjectRadio(label="Variants of this scene", elem_id="variant-choice")
                 self.noise_note = gr.HTML(elem_id="noise-note")
                 self.variant_video = gr.Video(label="Variant", elem_id="variant-video", interactive=False,
                                               height=240)
-                self.use_variant = gr.Button("Use this variant in the export", elem_id="use-variant")
+                with gr.Row():
+                    self.use_variant = gr.Button("Use this variant in the export", elem_id="use-variant")
+                    self.delete_variant = gr.Button("Delete this variant", elem_id="delete-variant",
+                                                    variant="stop")
         self.render_outputs = [self.render_backend, self.render_steps, self.render_guidance, self.render_seed,
                                self.render_variants, self.render_scene_choice, self.variant_choice,
                                self.variant_video, self.noise_note]
@@ -133,7 +153,7 @@ class RenderTab:
         paths = [r.path for r in scene.renders]
         position = paths.index(chosen_path) if chosen_path in paths else (scene.chosen_render or 0)
         render = scene.renders[position]
-        choices = [(_render_label(r, i) + (" ✓ used in export" if i == scene.chosen_render else ""), r.path)
+        choices = [(_render_label(r, i, scene) + (" ✓ used in export" if i == scene.chosen_render else ""), r.path)
                    for i, r in enumerate(scene.renders)]
         note = (f"<span class='noise-label'>{html.escape(NOISE_LABEL)}</span>" if render.is_noise
                 else f"rendered with {html.escape(render.backend)}")
@@ -156,13 +176,20 @@ class RenderTab:
         self.use_variant.click(guarded(self.choose_variant), [self.folder, self.render_scene_choice,
                                                               self.variant_choice],
                                [self.status, self.variant_choice, self.variant_video, self.noise_note])
+        self.delete_variant.click(guarded(self.delete_variant_of), [self.folder, self.render_scene_choice,
+                                                                    self.variant_choice],
+                                  [self.status, self.variant_choice, self.variant_video, self.noise_note])
         job_outputs = [self.status, self.render_progress, self.render_preview, self.variant_choice,
                        self.variant_video, self.noise_note]
-        self.render_button.click(guarded(self.render_job), [self.folder, self.render_scene_choice], job_outputs,
-                                 concurrency_id=GPU, concurrency_limit=1, show_progress="hidden")
-        self.render_all_button.click(guarded(self.render_all_job), [self.folder, self.render_scene_choice],
-                                     job_outputs, concurrency_id=GPU, concurrency_limit=1, show_progress="hidden")
-        self.render_cancel.click(guarded(self.cancel_job), None, [self.render_progress], queue=False)
+        for button, job in ((self.render_button, self.render_job), (self.render_all_button, self.render_all_job)):
+            # First, at once: the page drops the last job's result and says the job waits its turn; then the
+            # job, in the GPU queue, whose place in it gradio shows on the progress area until it starts.
+            button.click(guarded(self.job_waiting), [self.folder, self.render_scene_choice],
+                         [self.render_progress, self.render_preview, self.variant_choice, self.variant_video,
+                          self.noise_note], queue=False).then(
+                guarded(job), [self.folder, self.render_scene_choice], job_outputs, concurrency_id=GPU,
+                concurrency_limit=1, show_progress="full", show_progress_on=[self.render_progress])
+        self.render_cancel.click(guarded(cancel_handler(self.cancels)), None, None, queue=False)
 
     def set_render_setting(self, folder, field, value):
         if value is None or value == "":
@@ -183,16 +210,36 @@ class RenderTab:
         view = self.variants_view(folder, scene_id, path)
         return self.status_text(folder), view[self.variant_choice], view[self.variant_video], view[self.noise_note]
 
-    def cancel_job(self, request: gr.Request):
-        if self.cancels.cancel(request.session_hash if request else None):
-            return "<div class='job-progress'>cancelling after the current step…</div>"
-        return gr.skip()
+    def delete_variant_of(self, folder, scene_id, path):
+        if not path:
+            raise gr.Error("choose the variant to delete")
+        with self.workspace.edit(folder) as project:
+            scene = project.story.scene(scene_id)
+            position = next((i for i, r in enumerate(scene.renders) if r.path == path), None)
+            if position is None:
+                raise gr.Error("that variant is no longer listed (another tab or program changed the renders); "
+                               "choose again from the refreshed list")
+            render = scene.renders[position]
+            was_chosen = scene.chosen_render == position
+            edits.delete_render(project.story, scene_id, render.seed, render.cache_key)
+        gr.Info(f"deleted variant {position + 1} (seed {render.seed}) of {scene_id} from the list; its file "
+                f"{render.path} stays" + ("; export now uses the scene's animatic until you choose another variant"
+                                          if was_chosen else ""))
+        view = self.variants_view(folder, scene_id)
+        return self.status_text(folder), view[self.variant_choice], view[self.variant_video], view[self.noise_note]
+
+    def job_waiting(self, folder, scene_id, request: gr.Request):
+        """What the Render tab shows from the click until the job starts (it may wait behind another job)."""
+        self.cancels.reserve(request.session_hash if request else None)
+        return {self.render_progress: progress_html(None, "waiting for the GPU: the render starts when the job "
+                                                          "before it ends"),
+                self.render_preview: None, **self.variants_view(folder, scene_id)}
 
     def render_all_job(self, folder, scene_id, request: gr.Request):
         yield from self.render_job(folder, scene_id, request, every_scene=True)
 
     def render_job(self, folder, scene_id, request: gr.Request, every_scene: bool = False):
-        token = self.cancels.new(request.session_hash if request else None)
+        token = self.cancels.start(request.session_hash if request else None)
         live = self.project(folder)
         story = live.story.model_copy(deep=True)
         if not story.scenes:
@@ -207,9 +254,17 @@ class RenderTab:
         yield {self.render_progress: progress_html(None, f"loading the {backend} backend…"),
                self.render_preview: None}
 
+        committed: list[str] = []
+
         def commit(scene_id_, results):
             with self.workspace.edit(folder) as project:
                 edits.store_renders(project, scene_id_, results)
+            committed.append(scene_id_)
+
+        def kept() -> str:
+            if not committed:
+                return "no scene had finished, nothing new was kept"
+            return f"the finished scene(s) {', '.join(committed)} are kept"
 
         def work(progress, cancel):
             return renderer.render(commit, indices, progress=progress, cancel=cancel)
@@ -220,7 +275,7 @@ class RenderTab:
                 update[self.render_preview] = event.preview
             return update
 
-        report = yield from stream_job(run_streaming(work, token, gpu=True), show)
+        report = yield from stream_job(run_streaming(work, token, gpu=True), show, token, kept)
         done = f"rendered {len(report.rendered)} variant(s), {len(report.cached)} from the cache"
         shown = scene_id if not every_scene else story.scenes[indices[-1]].id
         yield {self.status: self.status_text(folder), self.render_progress: progress_html(None, done),
@@ -230,7 +285,8 @@ class RenderTab:
 
     def build_export_tab(self) -> None:
         gr.Markdown("Stitch every scene (its chosen render, else its animatic) into one video with the "
-                    "narration as subtitles. Files land in the project's `exports/` folder.")
+                    "narration as subtitles. Each export is a new numbered file in the project's `exports/` "
+                    "folder (`story-001.mp4`, `story-002.mp4`, ...); earlier ones stay until you delete them.")
         with gr.Row():
             self.export_crossfade = gr.Slider(0, 8, value=0, step=1, label="Crossfade (frames)",
                                               elem_id="export-crossfade")
@@ -238,39 +294,59 @@ class RenderTab:
                                            elem_id="export-burn")
             self.export_button = gr.Button("Export story video", variant="primary", elem_id="export-button")
         self.export_progress = gr.HTML(elem_id="export-progress")
+        self.export_choice = ProjectDropdown(label="Exports of this project (newest first)", elem_id="export-choice")
         with gr.Row():
             self.export_video = gr.Video(label="Story video", elem_id="export-video", interactive=False)
             self.export_files = gr.File(label="Download", file_count="multiple", elem_id="export-files",
                                         interactive=False)
         self.export_summary = gr.Markdown(elem_id="export-summary")
-        self.export_outputs = [self.export_video, self.export_files, self.export_summary]
+        self.export_outputs = [self.export_choice, self.export_video, self.export_files, self.export_summary]
 
-    def export_view(self, folder) -> dict:
-        """The last export of the project, if there is one (it survives restarts like the rest)."""
-        out = self.project(folder).folder / EXPORTS_DIR / "story.mp4"
-        files = [out, out.with_suffix(".srt"), out.with_suffix(".json")]
-        if not all(path.is_file() for path in files):
-            return {self.export_video: None, self.export_files: None, self.export_summary: ""}
-        vtt = out.with_suffix(".vtt")  # exports before WebVTT was written have none
+    @staticmethod
+    def exports_of(folder: Path) -> list[Path]:
+        """The project's complete exports (video, .srt and manifest all there), newest first."""
+        found = [video for video in (folder / EXPORTS_DIR).glob("*.mp4")
+                 if video.with_suffix(".srt").is_file() and video.with_suffix(".json").is_file()]
+        return sorted(found, key=lambda video: (video.stat().st_mtime, video.name), reverse=True)
+
+    @staticmethod
+    def next_export(folder: Path) -> Path:
+        """exports/story-NNN.mp4 with the next free number: an export never replaces an earlier one."""
+        numbers = [int(match.group(1)) for path in (folder / EXPORTS_DIR).glob("story-*.mp4")
+                   if (match := re.fullmatch(r"story-(\d+)\.mp4", path.name))]
+        return folder / EXPORTS_DIR / f"story-{max(numbers, default=0) + 1:03d}.mp4"
+
+    def export_view(self, folder, name: str | None = None) -> dict:
+        """One export of the project (default the newest; they survive restarts like the rest)."""
+        exports = self.exports_of(self.project(folder).folder)
+        choices = [video.name for video in exports]
+        if not exports:
+            return {self.export_choice: gr.update(choices=[], value=None), self.export_video: None,
+                    self.export_files: None, self.export_summary: ""}
+        out = exports[choices.index(name)] if name in choices else exports[0]
+        files = [out, out.with_suffix(".srt"), out.with_suffix(".vtt"), out.with_suffix(".json")]
+        vtt = files[2]  # exports before WebVTT was written have none
         try:
-            burned = json.loads(files[2].read_text(encoding="utf-8"))["subtitles"]["burned_in"]
+            burned = json.loads(files[3].read_text(encoding="utf-8"))["subtitles"]["burned_in"]
         except (OSError, ValueError, KeyError, TypeError):
             burned = True  # an unreadable manifest: show the video without a second copy of the cues
-        return {self.export_video: _with_cues(out, vtt if vtt.is_file() and not burned else None),
-                self.export_files: [str(path) for path in files + [vtt] if path.is_file()],
-                self.export_summary: f"The last export of this project ({EXPORTS_DIR}/story.mp4)."}
+        return {self.export_choice: gr.update(choices=choices, value=out.name),
+                self.export_video: _with_cues(out, vtt if vtt.is_file() and not burned else None),
+                self.export_files: [str(path) for path in files if path.is_file()],
+                self.export_summary: f"`{EXPORTS_DIR}/{out.name}`" + (" (the newest export)" if out == exports[0]
+                                                                       else "")}
 
     def wire_export_tab(self) -> None:
         self.export_button.click(guarded(self.export_job), [self.folder, self.export_crossfade, self.export_burn],
-                                 [self.export_progress, self.export_video, self.export_files, self.export_summary],
-                                 show_progress="hidden")
+                                 [self.export_progress, *self.export_outputs], show_progress="hidden")
+        self.export_choice.input(guarded(self.export_view), [self.folder, self.export_choice], self.export_outputs)
 
     def export_job(self, folder, crossfade, burn, request: gr.Request):
         token = self.cancels.new(request.session_hash if request else None)
         live = self.project(folder)
         snapshot = Project(live.folder, live.story.model_copy(deep=True))
         export = load("export")
-        out = live.folder / EXPORTS_DIR / "story.mp4"
+        out = self.next_export(live.folder)
         out.parent.mkdir(exist_ok=True)
 
         def work(progress, cancel):
@@ -278,14 +354,13 @@ class RenderTab:
                                        progress=progress, cancel=cancel)
 
         result = yield from stream_job(run_streaming(work, token),
-                                       lambda event, text="": {self.export_progress: progress_html(event, text)})
+                                       lambda event, text="": {self.export_progress: progress_html(event, text)},
+                                       token, kept=lambda: "no export was written; the earlier ones are unchanged")
         sources = ", ".join(f"{s.scene_id}: {s.source}" + (" (noise)" if s.is_noise else "") for s in result.scenes)
         noise = any(s.is_noise for s in result.scenes)
-        summary = (f"**{result.duration:.2f} s**, {result.num_frames} frames at {result.fps} fps, "
-                   f"{result.width}x{result.height} — {sources}")
+        summary = (f"`{EXPORTS_DIR}/{out.name}`: **{result.duration:.2f} s**, {result.num_frames} frames at "
+                   f"{result.fps} fps, {result.width}x{result.height} — {sources}")
         if noise:
             summary += f"\n\n<span class='noise-label'>{html.escape(NOISE_LABEL)}</span> in the rendered scenes."
         yield {self.export_progress: progress_html(None, f"exported {out}"),
-               self.export_video: _with_cues(result.video, None if burn else result.webvtt),
-               self.export_files: [str(result.video), str(result.subtitles), str(result.webvtt), str(result.manifest)],
-               self.export_summary: summary}
+               **self.export_view(folder, out.name), self.export_summary: summary}

@@ -35,6 +35,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     choose.add_argument("--seed", type=int, required=True, help="the seed of the variant to use")
     choose.set_defaults(run=run_choose)
 
+    forget = subparsers.add_parser("delete-render", help="take a variant off a scene's render list (the file stays)")
+    forget.add_argument("project", help="project folder")
+    forget.add_argument("--scene", required=True, metavar="SCENE", help="scene id or number (1-based)")
+    forget.add_argument("--seed", type=int, required=True, help="the seed of the variant")
+    forget.add_argument("--key", help="its cache key (or the start of it) where several variants share the seed")
+    forget.set_defaults(run=run_delete_render)
+
     export = subparsers.add_parser("export", help="stitch the story into one mp4 with subtitles", description=(
         "Write the chosen render of every scene (its animatic where it has none) into one mp4, an .srt of the "
         "narration timed on scene boundaries, and a JSON manifest, side by side."))
@@ -84,6 +91,15 @@ def run_choose(args: argparse.Namespace) -> int:
         scene = edits.find_scene(project.story, args.scene)
         edits.choose_render(project.story, scene.id, args.seed)
     args.reporter.result(f"scene {scene.id} now uses seed {args.seed}", scene=scene.id, seed=args.seed)
+    return 0
+
+
+def run_delete_render(args: argparse.Namespace) -> int:
+    project = Project.load(args.project)
+    with project.edit():
+        scene = edits.find_scene(project.story, args.scene)
+        render = edits.delete_render(project.story, scene.id, args.seed, args.key)
+    print(f"scene {scene.id}: removed the variant with seed {render.seed} from its renders ({render.path} stays)")
     return 0
 
 

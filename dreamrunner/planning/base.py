@@ -57,6 +57,18 @@ def scene_to_plan(story: Story, scene_id: str) -> Scene:
     return scene
 
 
+def short_title(text: str, limit: int = 80) -> str:
+    """A title from a topic or prompt: whole when it fits in `limit` characters, else cut at the last word
+    boundary before it, with an ellipsis (never mid-word)."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[:limit - 1]
+    if " " in cut:
+        cut = cut[:cut.rindex(" ")]
+    return cut.rstrip(" ,;:.-") + "…"
+
+
 def story_from_outline(outline: StoryOutline, topic: str, characters: Sequence[Character]) -> Story:
     """A story whose scenes hold the story-level fields and empty keyframes, ready for scene-level planning."""
     scenes = [
@@ -101,7 +113,7 @@ class Planner(ABC):
         prompt = prompt.strip()
         if not prompt:
             raise PlanningError("the prompt is empty")
-        outline = StoryOutline(title=prompt[:80], scenes=[SceneOutline(scene=prompt, motions=[], narration=prompt)])
+        outline = StoryOutline(title=short_title(prompt), scenes=[SceneOutline(scene=prompt, motions=[], narration=prompt)])
         story = story_from_outline(outline, prompt, characters)
         scene = self.plan_scene(story, story.scenes[0].id)
         if not scene.motions:

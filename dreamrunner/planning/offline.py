@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..story import NUM_KEYFRAMES, Character, Entity, KeyFrame, Scene, Story
-from .base import MAX_SCENES, MIN_SCENES, Planner, PlanningError, check_num_scenes, scene_to_plan
+from .base import MAX_SCENES, MIN_SCENES, Planner, PlanningError, check_num_scenes, scene_to_plan, short_title
 from .parsing import bind_characters
 from .schema import SceneOutline, StoryOutline
 
@@ -266,7 +266,7 @@ class OfflinePlanner(Planner):
                 motions=list(dict.fromkeys(m for _, m in chosen)),
                 narration=beat.narration.format(**fill),
             ))
-        return StoryOutline(title=fill["topic"][:80], scenes=scenes)
+        return StoryOutline(title=short_title(fill["topic"]), scenes=scenes)
 
     # ------------------------------------------------------------ scene level
 

@@ -219,7 +219,7 @@ class PriorTrainer:
                         self.save_checkpoint(step, losses)
                     if progress is not None:
                         progress(Progress(stage=self.stage, step=step, total=total, loss=losses[-1],
-                                          eta_seconds=clock.eta(step), message=f"step {step}/{total}"))
+                                          eta_seconds=clock.eta(step)))
             finally:
                 self.transformer.eval()
         return TrainResult(steps=total, losses=losses, resumed_from=start)

@@ -28,7 +28,7 @@ from ..files import file_sha256
 from ..jobs import CancelToken, Progress, ProgressCallback
 from ..project import Project
 from ..regions import build_region_plan
-from ..story import RenderResult, Scene, Story, VideoSettings
+from ..story import RenderResult, Scene, Story, VideoSettings, plan_digest, scene_plan
 
 # Receives a scene id and the renders (variants) finished for it; stores them in the live story.
 RenderCommit = Callable[[str, list[RenderResult]], None]
@@ -43,14 +43,6 @@ RENDERS_DIR = "media/renders"
 
 class RenderError(DreamRunnerError):
     pass
-
-
-def _without_user_edited(value):
-    if isinstance(value, dict):
-        return {k: _without_user_edited(v) for k, v in value.items() if k != "user_edited"}
-    if isinstance(value, list):
-        return [_without_user_edited(v) for v in value]
-    return value
 
 
 def render_geometry(video: VideoSettings, components_name: str, video_defaults: dict) -> VideoSettings:
@@ -93,8 +85,7 @@ def scene_cache_key(project: Project, scene: Scene, backend: str, region_control
             raise RenderError(f"scene {scene.id!r}: the LoRA file of prior {prior.id!r} ({prior.path}) is missing")
         bound.append({"id": prior.id, "kind": prior.kind, "target": prior.target, "scale": binding.scale,
                       "sha256": file_sha256(path)})
-    plan = _without_user_edited(scene.model_dump(
-        mode="json", include={"description", "narration", "motions", "background", "keyframes"}))
+    plan = scene_plan(scene)
     render = story.settings.render
     payload = {
         "version": RENDER_FORMAT_VERSION,
@@ -202,8 +193,11 @@ class StoryRenderer:
         return None
 
     def render_scene(self, index: int, commit: RenderCommit, *, variants: int | None = None, force: bool = False,
-                     progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> list[SceneRenderOutcome]:
-        """Render (or find cached) every variant of scene `index` (0-based) and hand them to `commit`."""
+                     progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
+                     place: tuple[int, int] = (1, 1)) -> list[SceneRenderOutcome]:
+        """Render (or find cached) every variant of scene `index` (0-based) and hand them to `commit`.
+
+        `place` is (n, count): this is the n-th of the `count` scenes the job renders, for the progress text."""
         story = self.project.story
         if not 0 <= index < len(story.scenes):
             raise RenderError(f"there is no scene {index + 1}; the story has {len(story.scenes)} scenes")
@@ -222,11 +216,15 @@ class StoryRenderer:
                 results.append(found)
                 outcomes.append(SceneRenderOutcome(scene.id, seed, found.path, cached=True))
                 continue
-            where = f"scene {index + 1}/{len(story.scenes)} ({scene.id}), variant {number + 1}/{len(seeds)} (seed {seed})"
+            # Said once: which scene of the job (its number in the story only when the job renders several),
+            # which variant; the step count is the Progress's own.
+            where = f"scene {scene.id}" if place[1] == 1 else f"scene {place[0]} of {place[1]} ({scene.id})"
+            where += f", variant {number + 1} of {len(seeds)}" if len(seeds) > 1 else ""
+            where += f", seed {seed}"
 
             def forward(step: Progress, where=where) -> None:
                 if progress is not None:
-                    progress(Progress("render", step.step, step.total, f"{where}: {step.message}",
+                    progress(Progress("render", step.step, step.total, where,
                                       eta_seconds=step.eta_seconds, preview=step.preview))
 
             output = self.pipeline(
@@ -240,7 +238,9 @@ class StoryRenderer:
             target = self.project.resolve(relative)
             write_video(target, output.frames, video.fps)
             result = RenderResult(seed=seed, path=relative, cache_key=key, backend=self.pipeline.backend_name,
-                                  is_noise=output.is_noise, priors=[b.model_copy() for b in scene.prior_bindings])
+                                  is_noise=output.is_noise, priors=[b.model_copy() for b in scene.prior_bindings],
+                                  steps=render_settings.steps, guidance_scale=render_settings.guidance_scale,
+                                  plan_digest=plan_digest(scene))
             target.with_suffix(".json").write_text(result.model_dump_json(indent=2) + "\n", encoding="utf-8")
             results.append(result)
             outcomes.append(SceneRenderOutcome(scene.id, seed, relative, cached=False))
@@ -254,9 +254,9 @@ class StoryRenderer:
         story = self.project.story
         indices = list(range(len(story.scenes))) if scenes is None else scenes
         report = StoryRenderReport()
-        for index in indices:
+        for number, index in enumerate(indices, start=1):
             report.outcomes += self.render_scene(index, commit, variants=variants, force=force, progress=progress,
-                                                 cancel=cancel)
+                                                 cancel=cancel, place=(number, len(indices)))
         return report
 
 
