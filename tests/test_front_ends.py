@@ -192,7 +192,7 @@ def test_choose_a_render(editor, pair):
 
 
 def test_delete_a_render(editor, pair):
-    editor.delete_variant_of(pair[0], "s1", 0)
+    editor.delete_variant_of(pair[0], "s1", "media/renders/seed1.mp4")
     cli("delete-render", pair[1], "--scene", "s1", "--seed", "1")
     same_result(*pair)
     scene = Project.load(pair[0]).story.scenes[0]
@@ -258,6 +258,10 @@ def test_replan_a_scene_keeping_edits(editor, pair):
     cli("replan", pair[1], "--scene", "1", "--offline")
     same_result(*pair)
     assert Project.load(pair[0]).story.scenes[0].narration == "Kept through the re-plan."
+    # "Another plan" is the next variant: the CLI's --seed 1.
+    editor.replan_scene(pair[0], "s1", 0, False, 0, "offline", "", "", "", another=True)
+    cli("replan", pair[1], "--scene", "1", "--offline", "--seed", "1")
+    same_result(*pair)
 
 
 # -- a page showing an older version: its edits never put back what another writer saved --------------------
@@ -302,12 +306,12 @@ def test_a_stale_character_table_changes_only_the_cells_typed(editor, pair):
     other_writer(folder, lambda story: edits.edit_character(story, "c1", description="a witch in red"))
     rows = [list(row) for row in shown["characters"]]
     rows[1][1] = "Gustav"  # the user renames the other character in the stale table
-    editor.edit_characters(folder, rows, shown)
+    editor.edit_characters(folder, rows, shown=shown)
     story = Project.load(folder).story
     assert (story.characters[0].description, story.characters[1].name) == ("a witch in red", "Gustav")
     rows[0][3] = "a witch in blue"  # typed over the description that changed meanwhile: refused
     with pytest.warns(UserWarning, match="description: changed elsewhere"):
-        editor.edit_characters(folder, rows, shown)
+        editor.edit_characters(folder, rows, shown=shown)
     assert Project.load(folder).story.characters[0].description == "a witch in red"
 
 
@@ -333,7 +337,7 @@ def test_unsaved_changes_that_clash_with_another_save_keep_the_page_working(edit
         view = editor.everything(folder)  # a new tab opens the project: it loads
         assert "not saved" in view[editor.status] and "scenes[s1].narration" in view[editor.status]
         assert workspace.open(folder).story.scenes[0].narration == "Typed in the page, not saved."
-        editor.revert_project(folder, "s1", 0)
+        editor.revert_project(folder, "s1", 0, confirmed=True)
         assert workspace.open(folder).story.scenes[0].narration == "Saved by the CLI."
         assert folder not in workspace.conflicts
     finally:
@@ -354,10 +358,6 @@ def test_restoring_the_backup_never_lowers_the_revision(pair):
     with pytest.raises(Exception, match="scenes\\[s1\\].narration"):
         with holder.edit():  # a writer holding the damaged revision merges, it does not overwrite
             edits.edit_scene(holder.story, "s1", narration="from an old holder")
-    # "Another plan" is the next variant: the CLI's --seed 1.
-    editor.replan_scene(pair[0], "s1", 0, False, 0, "offline", "", "", "", another=True)
-    cli("replan", pair[1], "--scene", "1", "--offline", "--seed", "1")
-    same_result(*pair)
 
 
 def test_edit_an_entity_track_and_the_scene_motions(editor, pair):
