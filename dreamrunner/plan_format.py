@@ -104,10 +104,11 @@ def _entity(region: Any, where: str) -> dict:
 
 
 def parse_plan(plan: str, scene_id: str = "scene", *, frame_size: tuple[int, int] | None = None,
-               **scene_fields: Any) -> tuple[Scene, list[Repair]]:
+               min_extent: float = 0.0, **scene_fields: Any) -> tuple[Scene, list[Repair]]:
     """Read a paper plan string into a validated `Scene`, repairing what is safe to repair (boxes on
     another scale are rescaled, see `dreamrunner.validation.repair_scene_data`; `frame_size` = (width,
-    height) for boxes in pixels). Raises `PlanFormatError` or `StoryValidationError`."""
+    height) for boxes in pixels; `min_extent`: the smallest box width and height allowed, 0 for none).
+    Raises `PlanFormatError` or `StoryValidationError`."""
     if not isinstance(plan, str):
         raise PlanFormatError(f"{scene_id}: the plan is not text")
     text = plan.strip()
@@ -143,7 +144,7 @@ def parse_plan(plan: str, scene_id: str = "scene", *, frame_size: tuple[int, int
         raise PlanFormatError(f"{scene_id}: the plan has no 'Frame_k:' lines")
     data = {"id": scene_id, "background": background, **scene_fields,
             "keyframes": [keyframes[i] for i in sorted(keyframes)]}
-    data, scene_repairs = repair_scene_data(data, scene_id, frame_size)
+    data, scene_repairs = repair_scene_data(data, scene_id, frame_size, min_extent)
     repairs.extend(scene_repairs)
     return validate_scene(data, scene_id), repairs
 
