@@ -10,12 +10,13 @@ the plan. Fields a user changed by hand are listed in `user_edited` so re-planni
 
 from __future__ import annotations
 
+import json
 import posixpath
 import re
 import unicodedata
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from .media import DEFAULT_BACKGROUND, background_rgb
 
@@ -62,9 +63,41 @@ def unique_id(base: str, taken: set[str]) -> str:
     return candidate
 
 
-class Model(BaseModel):
-    # Unknown keys are refused so a typo in a hand-edited project is reported, not silently dropped.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+def _allows_bool(annotation: Any) -> bool:
+    """Whether a field's type takes True/False: `bool` (or a Literal of a bool) anywhere in it."""
+    if annotation is bool or isinstance(annotation, bool):
+        return True
+    return any(_allows_bool(arg) for arg in get_args(annotation))
+
+
+# Seeds are 0..2**63 - 1: what every consumer takes (torch.Generator.manual_seed, numpy, an int64 field). A
+# negative seed is refused, not wrapped: torch reads -1 as 2**64 - 1, so two numbers would name one render.
+MAX_SEED = 2**63 - 1
+MAX_VARIANTS = 64
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+
+
+class Checked(BaseModel):
+    """The one rule for numbers in every model a user or a file fills (project files, `dreamrunner set`,
+    the editor, planner and retrieval settings): unknown keys are refused (a typo in a hand-edited project
+    is reported, not dropped), every float is finite (no Infinity, NaN or 1e309: a project file could not
+    store it as JSON), and a number field refuses true/false, which pydantic would read as 1/0
+    (`video.num_frames = true` is not one frame)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        holds_bool = isinstance(value, bool) or (isinstance(value, (list, tuple))
+                                                  and any(isinstance(v, bool) for v in value[:16]))
+        if holds_bool and info.field_name and not _allows_bool(cls.model_fields[info.field_name].annotation):
+            raise ValueError(f"must be a number, not {json.dumps(value)[:40]}")
+        return value
+
+
+class Model(Checked):
+    model_config = ConfigDict(validate_assignment=True)
 
 
 def _check_box(box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
@@ -150,7 +183,7 @@ class PriorBinding(Model):
 
 
 class RenderResult(Model):
-    seed: int
+    seed: Seed
     path: MediaPath
     cache_key: str = Field(min_length=1)
     backend: str = Field(min_length=1)
@@ -196,15 +229,17 @@ class VideoSettings(Model):
     """Frame geometry. The latent factors are CogVideoX's: 8x spatial and 4x temporal VAE, patch 2."""
 
     num_frames: int = Field(default=49, ge=1)
-    fps: int = Field(default=8, ge=1)
+    fps: int = Field(default=8, ge=1, le=120)
     # CogVideoX 2B/5B were trained at 480x720; a side past 2048 gives a token grid (and region masks) that
     # no GPU attends over, so validation stops there instead of building it.
     height: int = Field(default=480, ge=16, le=2048)
     width: int = Field(default=720, ge=16, le=2048)
-    vae_spatial: int = 8
-    vae_temporal: int = 4
-    patch_size: int = 2
-    patch_size_t: int = 1
+    # Fixed by CogVideoX 2B/5B's VAE and transformer (they divide frame counts and sides): stored for the
+    # record, never settable to another value.
+    vae_spatial: Literal[8] = 8
+    vae_temporal: Literal[4] = 4
+    patch_size: Literal[2] = 2
+    patch_size_t: Literal[1] = 1
 
     @model_validator(mode="after")
     def _check_geometry(self) -> VideoSettings:
@@ -237,11 +272,18 @@ class VideoSettings(Model):
 
 class RenderSettings(Model):
     backend: str = "tiny"
-    steps: int = Field(default=50, ge=1)
-    guidance_scale: float = Field(default=6.0, ge=0.0)
+    steps: int = Field(default=50, ge=1, le=1000)
+    guidance_scale: float = Field(default=6.0, ge=0.0, le=100.0)
     negative_prompt: str = ""
-    seed: int = 42
-    variants: int = Field(default=1, ge=1)
+    seed: Seed = 42
+    # Variant v renders with seed + v, so the last one must still be a seed.
+    variants: int = Field(default=1, ge=1, le=MAX_VARIANTS)
+
+    @model_validator(mode="after")
+    def _check_last_seed(self) -> RenderSettings:
+        if self.seed + self.variants - 1 > MAX_SEED:
+            raise ValueError(f"seed {self.seed} with {self.variants} variants passes the largest seed, {MAX_SEED}")
+        return self
 
 
 class PriorSettings(Model):
@@ -253,7 +295,7 @@ class PriorSettings(Model):
     batch_size: int = Field(default=1, ge=1)
     max_steps: int = Field(default=500, ge=1)
     checkpoint_every: int = Field(default=100, ge=1)
-    seed: int = 0
+    seed: Seed = 0
     # Motion priors may train below the model's resolution, e.g. (240, 352): about 4x fewer video tokens.
     motion_resolution: tuple[int, int] | None = None
     # Memory/speed trade-off (dreamrunner.priors.memory, .speed; measured in docs/benchmarks.md); none changes

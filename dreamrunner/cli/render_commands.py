@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "settings did not change since their last render are taken from the cache. The 'tiny' backend has "
         "random weights: its output is noise and is labelled so."))
     render.add_argument("project", help="project folder")
-    render.add_argument("--scene", type=int, action="append", metavar="N", help="scene number (1-based); repeatable")
+    render.add_argument("--scene", action="append", metavar="SCENE", help="scene id or number (1-based); repeatable")
     render.add_argument("--backend", choices=BACKENDS, help="model (default: the project's render setting)")
     render.add_argument("--model-path", help="local CogVideoX folder or hub id (default: THUDM/CogVideoX-2b / -5b)")
     render.add_argument("--region-control", choices=("sr3ai", "stock"), default="sr3ai",
@@ -63,10 +63,7 @@ def run_render(args: argparse.Namespace) -> int:
     story = project.story
     scenes = None
     if args.scene:
-        bad = [n for n in args.scene if not 1 <= n <= len(story.scenes)]
-        if bad:
-            raise DreamRunnerError(f"no scene {bad[0]}: the story has scenes 1 to {len(story.scenes)}")
-        scenes = [n - 1 for n in args.scene]
+        scenes = [story.scenes.index(edits.find_scene(story, ref)) for ref in args.scene]
     if args.steps is not None:
         with project.edit():
             edits.set_setting(project.story, "render.steps", args.steps)

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from ..jobs import Cancelled, CancelToken, Progress, ProgressCallback
-from ..story import slug
+from ..story import Checked, slug
 from .catalog import ClipCatalog
 from .dense import load_caption_encoder
 from .detection import make_detector
@@ -27,10 +27,9 @@ DEMO_CATALOG = Path(__file__).resolve().parents[2] / "assets" / "clips" / "catal
 Downloader = Callable[[ClipRecord, Path], Path]
 
 
-class RetrievalSettings(BaseModel):
+class RetrievalSettings(Checked):
     """Every knob of retrieval, as data (the UI edits it, the CLI maps flags onto it)."""
 
-    model_config = ConfigDict(extra="forbid")
 
     candidates: int = Field(default=100, ge=1, description="BM25 top-k taken from the catalog")
     dense_model: str | None = Field(default="auto", description="'auto' (bundled MiniLM if installed), a "
