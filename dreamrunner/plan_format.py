@@ -34,6 +34,10 @@ _BACKGROUND = re.compile(r"[\"']?\s*Background\s*:(.*)")
 _PLAN_START = re.compile(r"^[ \t]*(?:[\"'`]+[ \t]*)?Background[ \t]*:", re.M)
 _FRAME_START = re.compile(r"^[ \t]*(?:[\"'][ \t]*)?Frame[_ ][ \t]*\d", re.M)
 _QUOTES = "\"'"
+# Where a plan's lines end: \n, \r\n or \r, and another Unicode line break (U+2028, U+0085, a form feed,
+# ...) only where a Frame or Background line follows it: elsewhere it is part of the text ("a street\u2028at
+# night"), as a JSON string may hold it. [ \t], not \s, in the lookahead keeps a run of breaks linear.
+_LINE_BREAK = re.compile("\r\n|[\r\n]|[\x0b\x0c\x1c-\x1e\x85\u2028\u2029](?=[ \t\"']*(?:Frame[_ ]|Background[ \t]*:))")
 NO_MOTION = "none"
 
 
@@ -111,13 +115,13 @@ def parse_plan(plan: str, scene_id: str = "scene", *, frame_size: tuple[int, int
     Raises `PlanFormatError` or `StoryValidationError`."""
     if not isinstance(plan, str):
         raise PlanFormatError(f"{scene_id}: the plan is not text")
-    text = plan.strip()
+    text = plan.strip().lstrip("\ufeff")  # a byte-order mark the plan's file left at its start
     if len(text) >= 2 and text[0] == text[-1] and text[0] in _QUOTES:
         text = text[1:-1]
     background: str | None = None
     keyframes: dict[int, dict] = {}
     repairs: list[Repair] = []
-    for line in text.splitlines():
+    for line in _LINE_BREAK.split(text):
         line = line.strip()
         if not line:
             continue
