@@ -167,6 +167,29 @@ def test_burned_cues_show_their_text_literally(tmp_path):
         assert burned == pytest.approx(expected, rel=0.05), f"cue {text!r}: width ratio {burned:.3f}, text {expected:.3f}"
 
 
+SCRIPTS = ["שלום עולם", "नमस्ते दुनिया", "สวัสดี", "مرحبا يا ميرا", "😀🦊 ok"]
+
+
+def test_burned_subtitles_draw_every_script_in_the_overlays_faces(tmp_path):
+    """libass was given the CJK face only: Hebrew, Devanagari, Thai, Arabic and emoji burned as boxes. Each cue
+    must differ from a cue of as many missing-glyph boxes, and be as wide, relative to the reference, as the
+    overlay (Pillow, the same faces) draws it."""
+    from dreamrunner.rendering.overlay import text_length
+
+    boxes = ["\ue000" * len(text) for text in SCRIPTS]
+    narrations = [REFERENCE, *SCRIPTS, *boxes]
+    project = black_render_project(tmp_path / "story", narrations)
+    frames = read_video(export_story(project, tmp_path / "story.mp4", burn_subtitles=True).video)
+    middle = [frames[n * TEXT_VIDEO.num_frames + TEXT_VIDEO.num_frames // 2] for n in range(len(narrations))]
+    bright = [frame.max(axis=-1) > 128 for frame in middle]
+    widths = [np.ptp(ink(frame)[1]) + 1 for frame in middle]
+    for number, text in enumerate(SCRIPTS, 1):
+        assert bright[number].any(), f"cue {text!r} drew nothing"
+        assert not np.array_equal(bright[number], bright[number + len(SCRIPTS)]), f"cue {text!r} drew boxes"
+        burned, expected = widths[number] / widths[0], text_length(text, 64) / text_length(REFERENCE, 64)
+        assert burned == pytest.approx(expected, rel=0.1), f"cue {text!r}: width ratio {burned:.3f}, text {expected:.3f}"
+
+
 def mp4_boxes(path) -> list[str]:
     """The top-level box types of an mp4, in file order."""
     data = path.read_bytes()
