@@ -289,12 +289,13 @@ class RenderSettings(Model):
 class PriorSettings(Model):
     """Test-time LoRA tuning; defaults are those of the paper's code."""
 
-    rank: int = Field(default=32, ge=1)
+    # Upper bounds on what reaches torch as a tensor size or loop count: far above any use, below overflow.
+    rank: int = Field(default=32, ge=1, le=1024)
     learning_rate: float = Field(default=5e-4, gt=0)
     weight_decay: float = Field(default=1e-4, ge=0)
-    batch_size: int = Field(default=1, ge=1)
-    max_steps: int = Field(default=500, ge=1)
-    checkpoint_every: int = Field(default=100, ge=1)
+    batch_size: int = Field(default=1, ge=1, le=256)
+    max_steps: int = Field(default=500, ge=1, le=1_000_000)
+    checkpoint_every: int = Field(default=100, ge=1, le=1_000_000)
     seed: Seed = 0
     # Motion priors may train below the model's resolution, e.g. (240, 352): about 4x fewer video tokens.
     motion_resolution: tuple[int, int] | None = None
@@ -304,7 +305,7 @@ class PriorSettings(Model):
     # defaults, the fastest measured with a margin under 24 GB at 2B size, 480x720, on an H100: 0.99 s/step at
     # 19.8 GB (motion), 0.98 s at 19.0 GB (subject). A larger model or resolution needs fewer un-checkpointed blocks.
     gradient_checkpointing: Literal["off", "full", "selective"] = "selective"
-    uncheckpointed_blocks: int = Field(default=13, ge=0)
+    uncheckpointed_blocks: int = Field(default=13, ge=0, le=1000)
     lora_compute: Literal["float32", "backbone"] = "backbone"
     compile_blocks: Literal["off", "gpu", "always"] = "gpu"
 

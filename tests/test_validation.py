@@ -142,7 +142,7 @@ def test_retrieval_clip_size_must_be_positive_and_even():
     from dreamrunner.retrieval import RetrievalSettings
 
     assert RetrievalSettings(size=(720, 480)).size == (720, 480)
-    for bad in ((0, 480), (-720, 480), (720, -2), (721, 480)):
+    for bad in ((0, 480), (-720, 480), (720, -2), (721, 480), (10**30, 480)):
         with pytest.raises(ValueError, match="must be positive even numbers"):
             RetrievalSettings(size=bad)
 
@@ -226,6 +226,8 @@ def test_boxes_that_are_not_finite_numbers_are_not_invented(simple_story_data, v
     ("video.vae_temporal", 0, "Input should be 4"),  # was a ZeroDivisionError
     ("video.patch_size", 0, "Input should be 2"),
     ("video.vae_spatial", 0, "Input should be 8"),
+    ("prior.rank", 10**30, "less than or equal to 1024"),  # would reach torch as a tensor size
+    ("prior.max_steps", 10**30, "less than or equal to 1000000"),
 ])
 def test_settings_refuse_what_would_crash_later(simple_story_data, path, value, message):
     from dreamrunner.edits import EditError, set_setting
