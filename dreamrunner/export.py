@@ -9,7 +9,7 @@ Writes, beside each other:
 
 With a crossfade of k frames, consecutive scenes overlap by k frames (blended linearly) and the cue
 boundary sits in the middle of the overlap. Narration can also be burned in with ffmpeg's `ass` filter
-(libass, from imageio-ffmpeg's ffmpeg build) in the overlay font. Scenes rendered from random weights (the
+(libass, from imageio-ffmpeg's ffmpeg build) in the overlay's faces. Scenes rendered from random weights (the
 tiny backend) carry the noise label on their frames and `is_noise` in the manifest.
 
 Everything is written in a temporary folder beside the output and renamed over the previous export only
@@ -36,7 +36,7 @@ from .errors import DreamRunnerError
 from .jobs import CancelToken, Progress, ProgressCallback
 from .project import Project
 from .rendering.animatic import render_animatic
-from .rendering.overlay import FONT_FAMILY, font_face, label_frames
+from .rendering.overlay import FONT_FAMILY, family_name, font_chain, font_runs, label_frames, libass_size_factor
 from .story import RenderResult, Scene, Story, VideoSettings
 from .subtitles import Cue, cue_text, format_ass, format_srt, format_webvtt
 from .video_io import VideoWriter, read_video
@@ -157,12 +157,14 @@ def _finish_video(work: Path, cues: list[Cue], video: VideoSettings, burn: bool)
         command += ["-i", "track.ass", "-map", "0:v", "-map", "1:s", "-c:s", "mov_text",
                     "-disposition:s:0", "0" if burn else "default"]
     if burn and cues:
-        (work / "burn.ass").write_text(format_ass(cues, video.width, video.height, FONT_FAMILY, "libass"),
+        # The overlay's faces and per-character choice (font_runs), so burned text draws as the animatic's.
+        faces = [(family_name(face), libass_size_factor(face)) for face in font_chain()]
+        runs = (lambda text: [(*faces[face], run) for face, run in font_runs(text)]) if faces else None
+        (work / "burn.ass").write_text(format_ass(cues, video.width, video.height, FONT_FAMILY, "libass", runs),
                                        encoding="utf-8")
         (work / "fonts").mkdir()
-        face = font_face()
-        if face is not None:
-            (work / "fonts" / face[0].name).symlink_to(face[0])
+        for path in dict.fromkeys(path for path, _ in font_chain()):
+            (work / "fonts" / path.name).symlink_to(path)
         command += ["-vf", "ass=burn.ass:fontsdir=fonts", "-c:v", "libx264", "-preset", "veryfast", "-crf", "18",
                     "-pix_fmt", "yuv420p"]
     else:

@@ -1,14 +1,22 @@
 """File helpers every stage shares: atomic writes (a temporary file beside the target, renamed over it),
-clean-up of the temporaries a killed writer leaves, and content hashes."""
+clean-up of the temporaries a killed writer leaves, content hashes, and reading a user's text files in
+whatever encoding they came in."""
 
 from __future__ import annotations
 
+import codecs
 import hashlib
+import logging
 import os
 import re
 import tempfile
 import time
 from pathlib import Path
+from typing import TextIO
+
+from .errors import DreamRunnerError
+
+_log = logging.getLogger(__name__)
 
 # The demo story and clip catalog, inside the package so an installed copy has them too (package data).
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
@@ -123,3 +131,61 @@ def file_sha256(path: Path) -> str:
                 digest.update(block)
         _file_hashes[memo] = digest.hexdigest()
     return _file_hashes[memo]
+
+
+class TextFileError(DreamRunnerError):
+    """A user's text file that cannot be read, or is in no encoding `text_encoding` knows."""
+
+
+_CHUNK = 1 << 20
+
+
+def text_encoding(path: str | os.PathLike) -> str:
+    """The encoding a user's text file (a caption, a catalog table, a plan file) is read in: "utf-16" when it
+    starts with a UTF-16 byte-order mark (Windows Notepad's "Unicode"), "utf-8-sig" when it is UTF-8 (a BOM,
+    if any, is dropped), else "cp1252" (Windows-1252, what Windows editors write for Western languages),
+    logged as a warning naming the file. Reads the file once in 1 MiB chunks (memory does not grow with it).
+    Raises `TextFileError` for a file that cannot be read or is none of these."""
+    try:
+        with open(path, "rb") as handle:
+            if handle.read(2) in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+                return "utf-16"
+            handle.seek(0)
+            decoder, offset = codecs.getincrementaldecoder("utf-8")(), 0
+            try:
+                while chunk := handle.read(_CHUNK):
+                    decoder.decode(chunk)
+                    offset += len(chunk)
+                decoder.decode(b"", final=True)
+                return "utf-8-sig"
+            except UnicodeDecodeError as error:
+                where = offset + error.start
+            handle.seek(0)
+            try:
+                while chunk := handle.read(_CHUNK):  # one byte per character: chunks never split one
+                    chunk.decode("cp1252")
+            except UnicodeDecodeError:
+                raise TextFileError(f"{path} is neither UTF-8 nor Windows-1252 text (from about byte {where}); "
+                                    "save it as UTF-8") from None
+    except OSError as error:
+        raise TextFileError(f"cannot read {path}: {error.strerror or error}") from None
+    _log.warning("%s is not UTF-8 (from about byte %d); read it as Windows-1252: save it as UTF-8 if its "
+                 "accented letters or quotes look wrong", path, where)
+    return "cp1252"
+
+
+def open_text_file(path: str | os.PathLike) -> TextIO:
+    """A user's text file open for reading in its encoding (`text_encoding`), lines split on \\n, \\r\\n
+    and \\r only and kept as written (newline=""): never on U+2028 or U+0085, which a JSON string may
+    hold as they are (str.splitlines splits on them). Raises `TextFileError`."""
+    encoding = text_encoding(path)
+    try:
+        return open(path, encoding=encoding, newline="")
+    except OSError as error:
+        raise TextFileError(f"cannot read {path}: {error.strerror or error}") from None
+
+
+def read_text_file(path: str | os.PathLike) -> str:
+    """The whole text of a user's text file, decoded as `open_text_file` does. Raises `TextFileError`."""
+    with open_text_file(path) as handle:
+        return handle.read()

@@ -5,7 +5,8 @@ Reference images come from phones, scanners and editors, so a file's pixels are 
   (Pillow's `ImageOps.exif_transpose`);
 - 16-bit and 32-bit samples (modes I;16, I, F) are scaled to 8 bits by their value range, where Pillow's
   own conversion clips everything above 255 to white;
-- transparency is composited on a background colour (`DEFAULT_BACKGROUND`, white, or the story's
+- transparency (an alpha channel, or a colour key such as PNG's tRNS, 16-bit ones included) is composited
+  on a background colour (`DEFAULT_BACKGROUND`, white, or the story's
   `settings.reference_background`), where Pillow's RGB conversion would drop alpha and leave whatever
   colour the transparent pixels happen to hold (usually black);
 - files larger than Pillow's decompression-bomb limit, and files that do not decode, raise named errors.
@@ -35,8 +36,9 @@ REFERENCE_MAX_BYTES = 20 * 1024 * 1024
 
 # Bumped whenever the loader's output for the same file changes, so caches keyed by file content are
 # not reused across the change (dreamrunner.priors keys its latents and priors with it).
-# 2: EXIF orientation, 16-bit scaling, alpha compositing, video rotation.
-DECODE_VERSION = 2
+# 2: EXIF orientation, 16-bit scaling, alpha compositing, video rotation. 3: 16-bit colour keys (tRNS),
+# mirrored video display matrices.
+DECODE_VERSION = 3
 
 _HIGH_DEPTH = {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}
 
@@ -106,7 +108,14 @@ def normalize_image(image: Image.Image, background: str | tuple[int, int, int] =
     """An upright 8-bit RGB picture of a decoded image (see the module docstring for what is applied)."""
     image = ImageOps.exif_transpose(image)
     if image.mode in _HIGH_DEPTH:
-        image = _to_8bit(image)
+        key = image.info.get("transparency")
+        gray = _to_8bit(image)
+        if isinstance(key, (int, float)) and not isinstance(key, bool):
+            # A colour key (PNG tRNS) in the source's own sample values: made an alpha channel before the
+            # scaling to 8 bits drops it (the transparent pixels would show their own, usually black, value).
+            alpha = np.where(np.asarray(image) == key, 0, 255).astype(np.uint8)
+            gray = Image.merge("LA", (gray, Image.fromarray(alpha, mode="L")))
+        image = gray
     if image.has_transparency_data:
         rgba = image.convert("RGBA")
         canvas = Image.new("RGBA", rgba.size, (*background_rgb(background), 255))

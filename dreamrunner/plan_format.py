@@ -7,8 +7,11 @@
 
 Published plans vary: some quote with ' instead of ", some are cut short before their closing brackets,
 a few have inverted boxes; the whole string may be wrapped in a literal `"`, or only start (or end) with
-one; lines may be CRLF, separated by blank lines, with or without a space after the colon. Import accepts
-all of them and reports each repair; export writes the canonical JSON-quoted form, and importing an
+one; lines may be CRLF, separated by blank lines, with or without a space after the colon. Editors, chat
+answers and other tools add more: lower-case `frame_1`, a tab in `Frame\t1`, list bullets and markdown
+bold (`- **Frame_1:**`), fullwidth colons, a byte-order mark, CR or U+2028 line ends (U+2028 inside a
+line's text stays text), curly quotes (read as straight ones, reported). Import accepts all of them and
+reports each repair; export writes the canonical JSON-quoted form, and importing an
 export gives the same scene. Anything else raises `PlanFormatError` (or `StoryValidationError`).
 """
 
@@ -25,15 +28,27 @@ from .errors import DreamRunnerError
 from .story import NUM_KEYFRAMES, Scene
 from .validation import Repair, repair_scene_data, validate_scene
 
-# Matched against one stripped line; a line may open with the plan's stray quote.
-_FRAME = re.compile(r"[\"']?\s*Frame[_ ]\s*(\d+)\s*:(.*)")
-_BACKGROUND = re.compile(r"[\"']?\s*Background\s*:(.*)")
+# Matched against one stripped line; a line may open with the plan's stray quote, a list bullet or markdown
+# bold ("- **Frame_1:** ..."), in any letter case, with a fullwidth colon. Never two runs of whitespace side
+# by side: over a long run of spaces the engine would try every split of it (quadratic).
+_LEAD = r"[\"'\u201c\u201d]?\s*(?:[-*\u2022][ \t]+)?(?:\*\*|__)?"
+_COLON = r"\s*(?:(?:\*\*|__)\s*)?[:\uff1a](?:\*\*|__)?"
+_FRAME = re.compile(_LEAD + r"Frame[_\s]*(\d+)" + _COLON + "(.*)", re.I)
+_BACKGROUND = re.compile(_LEAD + "Background" + _COLON + "(.*)", re.I)
 # Where a plan string starts inside a longer text (an LLM answer): a Background line, then a Frame line.
 # [ \t] rather than \s, and never two runs of it side by side: either would make the search quadratic
 # (from every line start over the following blank lines, or back and forth over a long run of spaces).
-_PLAN_START = re.compile(r"^[ \t]*(?:[\"'`]+[ \t]*)?Background[ \t]*:", re.M)
-_FRAME_START = re.compile(r"^[ \t]*(?:[\"'][ \t]*)?Frame[_ ][ \t]*\d", re.M)
-_QUOTES = "\"'"
+_LIST = r"(?:[-*\u2022][ \t]+)?(?:\*\*|__)?"
+_PLAN_START = re.compile(r"^[ \t]*(?:[\"'`]+[ \t]*)?" + _LIST + r"Background[ \t]*(?:(?:\*\*|__)[ \t]*)?[:\uff1a]",
+                         re.M | re.I)
+_FRAME_START = re.compile(r"^[ \t]*(?:[\"'][ \t]*)?" + _LIST + r"Frame[_ \t][ \t]*\d", re.M | re.I)
+# Curly quotes a word processor (or a Windows-1252 file) put where the plan's JSON has straight ones.
+_CURLY = str.maketrans({"\u201c": '"', "\u201d": '"', "\u201e": '"', "\u2018": "'", "\u2019": "'"})
+_QUOTES = "\"'\u201c\u201d"  # the wrapping quote: straight, or curly from a word processor
+# Where a plan's lines end: \n, \r\n or \r, and another Unicode line break (U+2028, U+0085, a form feed,
+# ...) only where a Frame or Background line follows it: elsewhere it is part of the text ("a street\u2028at
+# night"), as a JSON string may hold it. [ \t], not \s, in the lookahead keeps a run of breaks linear.
+_LINE_BREAK = re.compile("\r\n|[\r\n]|[\x0b\x0c\x1c-\x1e\x85\u2028\u2029](?=[ \t\"'*\\-]*(?i:Frame[_ \t]|Background[ \t]*[:\uff1a]))")
 NO_MOTION = "none"
 
 
@@ -72,6 +87,9 @@ def _parse_regions(body: str, where: str, repairs: list[Repair]) -> list:
     regions = _read("[" + body + "]")
     if regions is not None:
         return regions
+    if (straight := body.translate(_CURLY)) != body and (regions := _read("[" + straight + "]")) is not None:
+        repairs.append(Repair(where, "read curly quotes as straight quotes"))
+        return regions
     # A plan cut off mid-line loses its closing brackets: close what is open, if that parses.
     depth = body.count("[") - body.count("]")
     if 0 < depth <= 8:
@@ -104,19 +122,20 @@ def _entity(region: Any, where: str) -> dict:
 
 
 def parse_plan(plan: str, scene_id: str = "scene", *, frame_size: tuple[int, int] | None = None,
-               **scene_fields: Any) -> tuple[Scene, list[Repair]]:
+               min_extent: float = 0.0, **scene_fields: Any) -> tuple[Scene, list[Repair]]:
     """Read a paper plan string into a validated `Scene`, repairing what is safe to repair (boxes on
     another scale are rescaled, see `dreamrunner.validation.repair_scene_data`; `frame_size` = (width,
-    height) for boxes in pixels). Raises `PlanFormatError` or `StoryValidationError`."""
+    height) for boxes in pixels; `min_extent`: the smallest box width and height allowed, 0 for none).
+    Raises `PlanFormatError` or `StoryValidationError`."""
     if not isinstance(plan, str):
         raise PlanFormatError(f"{scene_id}: the plan is not text")
-    text = plan.strip()
+    text = plan.strip().lstrip("\ufeff")  # a byte-order mark the plan's file left at its start
     if len(text) >= 2 and text[0] == text[-1] and text[0] in _QUOTES:
         text = text[1:-1]
     background: str | None = None
     keyframes: dict[int, dict] = {}
     repairs: list[Repair] = []
-    for line in text.splitlines():
+    for line in _LINE_BREAK.split(text):
         line = line.strip()
         if not line:
             continue
@@ -143,7 +162,7 @@ def parse_plan(plan: str, scene_id: str = "scene", *, frame_size: tuple[int, int
         raise PlanFormatError(f"{scene_id}: the plan has no 'Frame_k:' lines")
     data = {"id": scene_id, "background": background, **scene_fields,
             "keyframes": [keyframes[i] for i in sorted(keyframes)]}
-    data, scene_repairs = repair_scene_data(data, scene_id, frame_size)
+    data, scene_repairs = repair_scene_data(data, scene_id, frame_size, min_extent)
     repairs.extend(scene_repairs)
     return validate_scene(data, scene_id), repairs
 

@@ -62,7 +62,8 @@ class ProjectConflict(ProjectError):
 def dump_story(story: Story, revision: int = 1) -> str:
     payload = {"format": FORMAT, "schema_version": SCHEMA_VERSION, "revision": revision,
                "story": story.model_dump(mode="json")}
-    return json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
+    # allow_nan=False: bare Infinity/NaN is not JSON; validation (finite numbers, story.Checked) stops them first.
+    return json.dumps(payload, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
 
 def parse_project(text: str | bytes, source: str = PROJECT_FILE) -> Story:

@@ -10,12 +10,13 @@ the plan. Fields a user changed by hand are listed in `user_edited` so re-planni
 
 from __future__ import annotations
 
+import json
 import posixpath
 import re
 import unicodedata
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from .media import DEFAULT_BACKGROUND, background_rgb
 
@@ -62,9 +63,41 @@ def unique_id(base: str, taken: set[str]) -> str:
     return candidate
 
 
-class Model(BaseModel):
-    # Unknown keys are refused so a typo in a hand-edited project is reported, not silently dropped.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+def _allows_bool(annotation: Any) -> bool:
+    """Whether a field's type takes True/False: `bool` (or a Literal of a bool) anywhere in it."""
+    if annotation is bool or isinstance(annotation, bool):
+        return True
+    return any(_allows_bool(arg) for arg in get_args(annotation))
+
+
+# Seeds are 0..2**63 - 1: what every consumer takes (torch.Generator.manual_seed, numpy, an int64 field). A
+# negative seed is refused, not wrapped: torch reads -1 as 2**64 - 1, so two numbers would name one render.
+MAX_SEED = 2**63 - 1
+MAX_VARIANTS = 64
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+
+
+class Checked(BaseModel):
+    """The one rule for numbers in every model a user or a file fills (project files, `dreamrunner set`,
+    the editor, planner and retrieval settings): unknown keys are refused (a typo in a hand-edited project
+    is reported, not dropped), every float is finite (no Infinity, NaN or 1e309: a project file could not
+    store it as JSON), and a number field refuses true/false, which pydantic would read as 1/0
+    (`video.num_frames = true` is not one frame)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        holds_bool = isinstance(value, bool) or (isinstance(value, (list, tuple))
+                                                  and any(isinstance(v, bool) for v in value[:16]))
+        if holds_bool and info.field_name and not _allows_bool(cls.model_fields[info.field_name].annotation):
+            raise ValueError(f"must be a number, not {json.dumps(value)[:40]}")
+        return value
+
+
+class Model(Checked):
+    model_config = ConfigDict(validate_assignment=True)
 
 
 def _check_box(box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
@@ -150,7 +183,7 @@ class PriorBinding(Model):
 
 
 class RenderResult(Model):
-    seed: int
+    seed: Seed
     path: MediaPath
     cache_key: str = Field(min_length=1)
     backend: str = Field(min_length=1)
@@ -226,15 +259,17 @@ class VideoSettings(Model):
     """Frame geometry. The latent factors are CogVideoX's: 8x spatial and 4x temporal VAE, patch 2."""
 
     num_frames: int = Field(default=49, ge=1)
-    fps: int = Field(default=8, ge=1)
+    fps: int = Field(default=8, ge=1, le=120)
     # CogVideoX 2B/5B were trained at 480x720; a side past 2048 gives a token grid (and region masks) that
     # no GPU attends over, so validation stops there instead of building it.
     height: int = Field(default=480, ge=16, le=2048)
     width: int = Field(default=720, ge=16, le=2048)
-    vae_spatial: int = 8
-    vae_temporal: int = 4
-    patch_size: int = 2
-    patch_size_t: int = 1
+    # Fixed by CogVideoX 2B/5B's VAE and transformer (they divide frame counts and sides): stored for the
+    # record, never settable to another value.
+    vae_spatial: Literal[8] = 8
+    vae_temporal: Literal[4] = 4
+    patch_size: Literal[2] = 2
+    patch_size_t: Literal[1] = 1
     # Boxes within a keyframe's second (dreamrunner.regions): "hold" them (the released code) or "interpolate"
     # between keyframes (the paper's wording).
     keyframe_boxes: Literal["hold", "interpolate"] = "hold"
@@ -280,11 +315,18 @@ SAMPLER_PRESETS = {
 class RenderSettings(Model):
     backend: str = "tiny"
     scheduler: Literal["dpm", "ddim"] = SAMPLER_PRESETS["paper"]["scheduler"]
-    steps: int = Field(default=SAMPLER_PRESETS["paper"]["steps"], ge=1)
-    guidance_scale: float = Field(default=SAMPLER_PRESETS["paper"]["guidance_scale"], ge=0.0)
+    steps: int = Field(default=SAMPLER_PRESETS["paper"]["steps"], ge=1, le=1000)
+    guidance_scale: float = Field(default=SAMPLER_PRESETS["paper"]["guidance_scale"], ge=0.0, le=100.0)
     negative_prompt: str = ""
-    seed: int = 42
-    variants: int = Field(default=1, ge=1)
+    seed: Seed = 42
+    # Variant v renders with seed + v, so the last one must still be a seed.
+    variants: int = Field(default=1, ge=1, le=MAX_VARIANTS)
+
+    @model_validator(mode="after")
+    def _check_last_seed(self) -> RenderSettings:
+        if self.seed + self.variants - 1 > MAX_SEED:
+            raise ValueError(f"seed {self.seed} with {self.variants} variants passes the largest seed, {MAX_SEED}")
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -313,15 +355,16 @@ DEFAULT_PRIOR_STEPS = {"motion": 300, "subject": 160}
 class PriorSettings(Model):
     """Test-time LoRA tuning; defaults are those of the paper's code."""
 
-    rank: int = Field(default=32, ge=1)
+    # Upper bounds on what reaches torch as a tensor size or loop count: far above any use, below overflow.
+    rank: int = Field(default=32, ge=1, le=1024)
     learning_rate: float = Field(default=5e-4, gt=0)
     weight_decay: float = Field(default=1e-4, ge=0)
-    batch_size: int = Field(default=1, ge=1)
+    batch_size: int = Field(default=1, ge=1, le=256)
     # None: the kind's default (DEFAULT_PRIOR_STEPS); a number applies to both kinds.
-    max_steps: int | None = Field(default=None, ge=1)
+    max_steps: int | None = Field(default=None, ge=1, le=1_000_000)
     lora_dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
-    checkpoint_every: int = Field(default=100, ge=1)
-    seed: int = 0
+    checkpoint_every: int = Field(default=100, ge=1, le=1_000_000)
+    seed: Seed = 0
     # Motion priors may train below the model's resolution, e.g. (240, 352): about 4x fewer video tokens.
     motion_resolution: tuple[int, int] | None = None
     # Memory/speed trade-off (dreamrunner.priors.memory, .speed; measured in docs/benchmarks.md); none changes
@@ -331,7 +374,7 @@ class PriorSettings(Model):
     # step at 21.7 GB (motion), 0.95 s at 19.4 GB (subject); 13 un-checkpointed blocks peaked at 24.05 GB with
     # LoRA dropout on. A larger model or resolution needs fewer un-checkpointed blocks.
     gradient_checkpointing: Literal["off", "full", "selective"] = "selective"
-    uncheckpointed_blocks: int = Field(default=11, ge=0)
+    uncheckpointed_blocks: int = Field(default=11, ge=0, le=1000)
     lora_compute: Literal["float32", "backbone"] = "backbone"
     compile_blocks: Literal["off", "gpu", "always"] = "gpu"
 

@@ -18,6 +18,7 @@ for the reader it feeds:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 WORD_JOINER = "\u2060"
@@ -78,9 +79,13 @@ _LIBASS_ESCAPES = {"\\": "\\" + WORD_JOINER, "{": "\\{", "}": "\\}"}
 _FFMPEG_ASS_ESCAPES = {"\\": "\\{\\}", "{": "{{\\}"}
 
 
-def format_ass(cues: list[Cue], width: int, height: int, font: str, reader: str) -> str:
+def format_ass(cues: list[Cue], width: int, height: int, font: str, reader: str,
+               runs: Callable[[str], list[tuple[str, float, str]]] | None = None) -> str:
     """An ASS script of `cues` for a `width` x `height` video, white `font` text with a black outline at the
-    bottom centre, escaped for `reader`: "libass" (burning in) or "ffmpeg" (the mov_text track encoder)."""
+    bottom centre, escaped for `reader`: "libass" (burning in) or "ffmpeg" (the mov_text track encoder).
+    `runs` (libass only): a cue's text -> (font family, size factor, run) pieces, each run then drawn in its
+    family at the style's size times the factor with `\\fn` and `\\fs` overrides (the overlay's per-character
+    font fallback, `dreamrunner.rendering.overlay.font_runs`)."""
     escapes = {"libass": _LIBASS_ESCAPES, "ffmpeg": _FFMPEG_ASS_ESCAPES}[reader]
     size = max(round(height / 16), 8)
     outline = max(round(height / 240), 1)
@@ -98,6 +103,9 @@ def format_ass(cues: list[Cue], width: int, height: int, font: str, reader: str)
         "Format: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text",
     ]
     for cue in cues:
-        text = "".join(escapes.get(char, char) for char in cue.text)
+        pieces = runs(cue.text) if runs is not None and reader == "libass" else [(font, 1.0, cue.text)]
+        tagged = any(family != font for family, _, _ in pieces)
+        text = "".join((f"{{\\fn{family}\\fs{size * factor:.4g}}}" if tagged else "")
+                       + "".join(escapes.get(c, c) for c in run) for family, factor, run in pieces)
         lines.append(f"Dialogue: 0,{ass_time(cue.start)},{ass_time(cue.end)},Default,,0,0,0,,{text}")
     return "\n".join(lines) + "\n"

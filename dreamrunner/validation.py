@@ -234,36 +234,64 @@ def repair_box(box: Any, where: str, repairs: list[Repair]) -> list[float] | Non
     return clamped
 
 
-def _entity_boxes(scene: dict) -> list[tuple[dict, list[float]]]:
-    return [(entity, box) for keyframe in scene["keyframes"] if isinstance(keyframe, dict)
-            and isinstance(keyframe.get("entities"), list) for entity in keyframe["entities"]
+def _entity_boxes(scene: dict) -> list[tuple[str, dict, list[float]]]:
+    return [(f"keyframe {k + 1}, entity {e + 1}" + (f" ({entity['name']!r})" if isinstance(entity.get("name"), str) else ""),
+             entity, box)
+            for k, keyframe in enumerate(scene["keyframes"]) if isinstance(keyframe, dict)
+            and isinstance(keyframe.get("entities"), list) for e, entity in enumerate(keyframe["entities"])
             if isinstance(entity, dict) and (box := _as_box(entity.get("box"))) is not None]
 
 
-def rescale_boxes(scene: dict, label: str, frame_size: tuple[int, int], repairs: list[Repair]) -> None:
+# The smallest width and height of a box, as a share of the frame: about one token of the video model's
+# latent grid is 2%, so a box under 1% places nothing. On a rescaled answer such a box is the sign of a
+# box written on another scale than the rest (one [0, 1] box among 0-1000 ones).
+MIN_BOX_EXTENT = 0.01
+
+
+def rescale_boxes(scene: dict, label: str, frame_size: tuple[int, int], repairs: list[Repair],
+                  min_extent: float = 0.0) -> None:
     """Bring every box of one scene's plain data to [0, 1] from the scale the whole scene is written on
-    (`box_scale`), in place, reporting it. Raises `StoryValidationError` when the scale is mixed or unknown."""
+    (`box_scale`), in place, reporting it. Raises `StoryValidationError`, naming each box, when the scale
+    is mixed or unknown (a rescaled box under `MIN_BOX_EXTENT` wide or tall, or one whose values are all in
+    [0, 1], is on another scale than the rest), and when a box is under `min_extent` wide or tall after
+    rescaling (0: no such check; a planner's answer uses `MIN_BOX_EXTENT`)."""
     boxes = _entity_boxes(scene)
     try:
-        name, sx, sy = box_scale([box for _, box in boxes], frame_size)
+        name, sx, sy = box_scale([box for _, _, box in boxes], frame_size)
     except ValueError as error:
         raise StoryValidationError([Problem(label, str(error))], subject=label) from None
+    problems = []
+    for where, _, (x0, y0, x1, y1) in boxes:
+        width, height = abs(x1 - x0) / sx, abs(y1 - y0) / sy
+        box = f"[{x0:g}, {y0:g}, {x1:g}, {y1:g}]"
+        if name != "normalized" and (max(abs(x0), abs(y0), abs(x1), abs(y1)) <= NORMALIZED_LIMIT
+                                     or 0 < width < MIN_BOX_EXTENT or 0 < height < MIN_BOX_EXTENT):
+            problems.append(Problem(f"{label}, {where}", f"the boxes mix scales: the others are in {name}, but "
+                                    f"this box {box} would be {width:.2g} x {height:.2g} of the frame in it; "
+                                    "write every box normalized to [0, 1]"))
+        elif width < min_extent or height < min_extent:
+            problems.append(Problem(f"{label}, {where}", f"box {box} is {width:.2g} wide and {height:.2g} tall "
+                                    f"(as a share of the frame); give every entity its real extent, at least "
+                                    f"{min_extent:g} of the frame each way"))
+    if problems:
+        raise StoryValidationError(problems, subject=label)
     if name == "normalized":
         return
-    for entity, (x0, y0, x1, y1) in boxes:
+    for _, entity, (x0, y0, x1, y1) in boxes:
         entity["box"] = [x0 / sx, y0 / sy, x1 / sx, y1 / sy]
-    peak = max(abs(v) for _, box in boxes for v in box)
+    peak = max(abs(v) for _, _, box in boxes for v in box)
     repairs.append(Repair(label, f"the boxes were in {name} (values up to {peak:g}); divided x by {sx:g} and "
                                  f"y by {sy:g} to normalize them"))
 
 
-def repair_scene_data(scene: Any, label: str = "scene",
-                      frame_size: tuple[int, int] | None = None) -> tuple[Any, list[Repair]]:
+def repair_scene_data(scene: Any, label: str = "scene", frame_size: tuple[int, int] | None = None,
+                      min_extent: float = 0.0) -> tuple[Any, list[Repair]]:
     """Repair one scene's plain data; returns a repaired copy and the list of changes.
 
     Boxes on another scale (percent, 0-1000, pixels of `frame_size` = (width, height), by default the
     default video size) are rescaled first, the scene as a whole (`box_scale`); a scene whose boxes mix
-    scales raises `StoryValidationError`.
+    scales, or (with `min_extent` > 0) has a box under `min_extent` wide or tall, raises
+    `StoryValidationError` (see `rescale_boxes`).
     """
     repairs: list[Repair] = []
     if not isinstance(scene, dict) or not isinstance(scene.get("keyframes"), list):
@@ -275,7 +303,7 @@ def repair_scene_data(scene: Any, label: str = "scene",
     if frame_size is None:
         defaults = VideoSettings()
         frame_size = (defaults.width, defaults.height)
-    rescale_boxes(scene, label, frame_size, repairs)
+    rescale_boxes(scene, label, frame_size, repairs, min_extent)
     by_index: dict[int, dict] = {}
     for position, keyframe in enumerate(scene["keyframes"]):
         if not isinstance(keyframe, dict):

@@ -1,7 +1,7 @@
 """Reading and writing video with PyAV: the one video reader every stage uses, and atomic mp4 writing.
 
-Reading shows a clip the way a player does: the display rotation a phone records (the stream's display
-matrix, which PyAV reports per frame as `VideoFrame.rotation`) is applied, so probing, filters, detection,
+Reading shows a clip the way a player does: the display rotation and mirroring a phone records (the
+stream's display matrix, which PyAV gives per frame as side data) are applied, so probing, filters, detection,
 scoring and training all see the upright picture, as the ffmpeg command line (which autorotates) does.
 Frames are converted (and resized, by swscale) only when they are kept, so memory follows the output, not
 the source: sampling 9 small frames of a 400-frame 1080p clip holds 9 small frames.
@@ -95,13 +95,15 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: int)
 @dataclass(frozen=True)
 class VideoInfo:
     """A clip as it is shown: frames per second, upright width and height in pixels (after the display
-    rotation), duration in seconds, and that rotation (degrees counter-clockwise: 0, 90, 180 or 270)."""
+    rotation), duration in seconds, and that rotation (degrees counter-clockwise: 0, 90, 180 or 270),
+    after which the picture is mirrored when `mirrored` (a display matrix that flips, see `_orientation`)."""
 
     fps: float
     width: int
     height: int
     duration: float
     rotation: int = 0
+    mirrored: bool = False
 
 
 def _reason(error: Exception) -> str:
@@ -139,17 +141,49 @@ def _decode(container, stream, path: str | os.PathLike) -> Iterator[av.VideoFram
             raise VideoFileError(f"{Path(path).name}: cannot decode a frame ({_reason(error)})") from None
 
 
-def _shown(frame: av.VideoFrame) -> tuple[int, int, int]:
-    """(counter-clockwise quarter turns that show the frame upright, shown width, shown height), from the
-    rotation of its display matrix (rounded to a quarter turn, as players do)."""
+def _display_matrix(frame: av.VideoFrame) -> np.ndarray | None:
+    """The frame's display matrix as 9 int32 (FFmpeg's layout: a, b, u, c, d, v, x, y, w), or None."""
+    for data in frame.side_data:
+        if data.type.name == "DISPLAYMATRIX":
+            return np.frombuffer(bytes(data), dtype=np.int32)[:9]
+    return None
+
+
+def _orientation(frame: av.VideoFrame) -> tuple[int, bool, bool]:
+    """(counter-clockwise quarter turns, then mirror left-right, then mirror top-bottom) that show the frame
+    as players do. The whole display matrix, rotation and flips (a front camera's mirror, ffmpeg
+    -display_hflip), read as FFmpeg's own autorotation reads it (fftools/ffmpeg_filter.c): a mirrored matrix
+    reports a rotation of 180 degrees, which alone would turn the picture upside down. Angles between
+    quarter turns are rounded to one, as players do."""
+    matrix = _display_matrix(frame)
+    theta = -frame.rotation % 360  # FFmpeg's clockwise angle
     turns = round(frame.rotation / 90) % 4
-    return (turns, frame.height, frame.width) if turns % 2 else (turns, frame.width, frame.height)
+    if matrix is None:
+        return turns, False, False
+    a, c, d = matrix[0], matrix[3], matrix[4]
+    if abs(theta - 90) < 1:  # transpose=cclock_flip when c > 0, else clock
+        return (1, False, True) if c > 0 else (3, False, False)
+    if abs(theta - 180) < 1:  # hflip when a < 0, vflip when d < 0 (both: a half turn)
+        return (2, False, False) if a < 0 and d < 0 else (0, bool(a < 0), bool(d < 0))
+    if abs(theta - 270) < 1:  # transpose=clock_flip when c < 0, else cclock
+        return (3, False, True) if c < 0 else (1, False, False)
+    if theta < 1 or theta > 359:
+        return 0, False, bool(d < 0)
+    return turns, False, False
+
+
+def _shown(frame: av.VideoFrame) -> tuple[tuple[int, bool, bool], int, int]:
+    """(`_orientation`, shown width, shown height)."""
+    orientation = _orientation(frame)
+    if orientation[0] % 2:
+        return orientation, frame.height, frame.width
+    return orientation, frame.width, frame.height
 
 
 def _upright(frame: av.VideoFrame, max_side: int | None = None,
              cover: tuple[int, int] | None = None) -> np.ndarray:
     """uint8 [H, W, 3] RGB of the frame as shown, scaled by swscale while converting (see `read_video`)."""
-    turns, width, height = _shown(frame)
+    (turns, flip_x, flip_y), width, height = _shown(frame)
     if cover is not None:
         scale = max(cover[0] / width, cover[1] / height)
         size = (max(cover[0], round(width * scale)), max(cover[1], round(height * scale)))
@@ -160,6 +194,10 @@ def _upright(frame: av.VideoFrame, max_side: int | None = None,
     image = frame.to_ndarray(format="rgb24", width=coded[0], height=coded[1],
                              interpolation="AREA" if scale < 1 else "BICUBIC")
     image = np.rot90(image, turns)
+    if flip_x:
+        image = image[:, ::-1]
+    if flip_y:
+        image = image[::-1]
     if cover is not None:
         left, top = (size[0] - cover[0]) // 2, (size[1] - cover[1]) // 2
         image = image[top:top + cover[1], left:left + cover[0]]
@@ -185,8 +223,9 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
             raise VideoFileError(f"{name}: no frame decodes")
         if fps <= 0 or duration <= 0:
             raise VideoFileError(f"{name}: no frame rate or duration in the header")
-        turns, width, height = _shown(frame)
-        return VideoInfo(fps=fps, width=width, height=height, duration=duration, rotation=90 * turns)
+        (turns, flip_x, flip_y), width, height = _shown(frame)
+        return VideoInfo(fps=fps, width=width, height=height, duration=duration, rotation=90 * turns,
+                         mirrored=flip_x != flip_y)
 
 
 def count_frames(path: str | os.PathLike) -> int:

@@ -59,13 +59,15 @@ def huge_png(path: Path, side: int = 20000) -> Path:
     return path
 
 
-def rotated_clip(path: Path, seconds: float = 2.0, fps: int = 8) -> Path:
+def rotated_clip(path: Path, seconds: float = 2.0, fps: int = 8, display: tuple[str, ...] = ("-display_rotation", "90")) -> Path:
     """A phone-style clip: coded 640x360 with a red block in the coded top-left corner, and a display matrix
-    that rotates it 90 degrees counter-clockwise, so players show it 360x640 with the block bottom-left."""
+    that rotates it 90 degrees counter-clockwise, so players show it 360x640 with the block bottom-left.
+    `display`: other ffmpeg display-matrix options (-display_hflip, -display_vflip, -display_rotation N)."""
     plain = path.with_name(path.stem + "-coded.mp4")
     ffmpeg("-f", "lavfi", "-i", f"color=c=gray:s=640x360:r={fps}:d={seconds},"
-           "drawbox=x=0:y=0:w=160:h=90:color=red:t=fill", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(plain))
-    ffmpeg("-display_rotation", "90", "-i", str(plain), "-c", "copy", str(path))
+           "drawbox=x=0:y=0:w=160:h=90:color=red:t=fill,drawbox=x=560:y=0:w=80:h=40:color=blue:t=fill",
+           "-c:v", "libx264", "-pix_fmt", "yuv420p", str(plain))
+    ffmpeg(*display, "-i", str(plain), "-c", "copy", str(path))
     plain.unlink()
     return path
 

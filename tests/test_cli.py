@@ -94,7 +94,7 @@ def test_non_utf8_command_line_bytes_are_a_clear_error(tmp_path, argument):
     assert not (tmp_path / "p").exists()
 
 
-def test_import_plan_reads_the_published_variants_and_refuses_other_encodings(tmp_path):
+def test_import_plan_reads_the_published_variants_and_refuses_unknown_encodings(tmp_path):
     plans = [json.loads(line) for line in PLAN_FILES[0].read_text(encoding="utf-8").splitlines()[:3]]
     # A leading quote only, blank lines between Frame lines, CRLF (as in 5_action_binding/0093 of the paper).
     plans[0][1] = plans[0][1].rstrip().rstrip('"').replace("\nFrame_", "\n\nFrame_").replace("\n", "\r\n") + "\n"
@@ -103,9 +103,12 @@ def test_import_plan_reads_the_published_variants_and_refuses_other_encodings(tm
     result = dreamrunner("import-plan", source, "--out", tmp_path / "p")
     assert result.returncode == 0, result.stderr
     assert "imported 3 scenes" in result.stdout
-    source.write_bytes(json.dumps(["a.mp4", "Background:caf\u00e9"], ensure_ascii=False).encode("latin-1"))
+    # Windows-1252 is read with a warning (test_import_plan_reads_windows_1252_and_bom_files); bytes it does
+    # not define are refused by name.
+    source.write_bytes(json.dumps(["a.mp4", "Background:caf\u00e9"], ensure_ascii=False).encode("latin-1") + b"\x81")
     result = dreamrunner("import-plan", source, "--out", tmp_path / "q")
-    assert result.returncode == 1 and "is not UTF-8 text (byte " in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 1 and "is neither UTF-8 nor Windows-1252 text (from about byte 25)" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_every_subcommand_has_help(capsys):
@@ -122,3 +125,34 @@ def test_every_subcommand_has_help(capsys):
 def test_unknown_subcommand_exits_nonzero():
     result = dreamrunner("frobnicate")
     assert result.returncode == 2 and "invalid choice" in result.stderr
+
+
+@pytest.mark.parametrize("text_break", ["\u2028", "\u0085", "\x0c"])
+def test_import_plan_reads_plans_holding_unicode_line_breaks(tmp_path, capsys, text_break):
+    """A valid JSONL line whose plan holds U+2028 / U+0085 (legal in a JSON string) was refused."""
+    from dreamrunner.cli import main
+
+    frames = "\n".join(f"Frame_{i}: [[\"car\", \"driving\", \"A blue car\"], [{0.1 * i:.1f}, 0.3, {0.1 * i + 0.3:.1f}, 0.7]]"
+                       for i in range(1, 7))
+    plan = f"Background:a street{text_break}at night\n" + frames.replace("\nFrame_6", "\u2028Frame_6")
+    path = tmp_path / "plans.jsonl"
+    path.write_text(json.dumps(["0001.mp4", plan], ensure_ascii=False) + "\n", encoding="utf-8")
+    assert main(["import-plan", str(path), "--out", str(tmp_path / "p")]) == 0, capsys.readouterr().err
+    scene = Project.load(tmp_path / "p").story.scenes[0]
+    assert scene.background == f"a street{text_break}at night"
+    assert scene.keyframes[5].entities[0].box[0] == pytest.approx(0.6)
+
+
+def test_import_plan_reads_windows_1252_and_bom_files(tmp_path, caplog):
+    from dreamrunner.cli import main
+
+    plan = "Background:a caf\u00e9 street\n" + "\n".join(
+        f"Frame_{i}: [[\"car\u201d\", \"driving\", \"A blue car\"], [0.1, 0.3, 0.5, 0.7]]" for i in range(1, 7))
+    line = json.dumps(["0001.mp4", plan], ensure_ascii=False) + "\r\n"
+    for name, data in [("cp1252.jsonl", line.encode("cp1252")), ("bom.jsonl", line.encode("utf-8-sig")),
+                       ("inner-bom.jsonl", json.dumps(["0001.mp4", "\ufeff" + plan]).encode())]:
+        (tmp_path / name).write_bytes(data)
+        assert main(["import-plan", str(tmp_path / name), "--out", str(tmp_path / (name + ".p"))]) == 0
+        scene = Project.load(tmp_path / (name + ".p")).story.scenes[0]
+        assert (scene.background, scene.keyframes[0].entities[0].name) == ("a caf\u00e9 street", "car\u201d")
+    assert "cp1252.jsonl is not UTF-8 (from about byte 30); read it as Windows-1252" in caplog.text

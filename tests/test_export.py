@@ -90,9 +90,13 @@ def test_cli_render_one_scene_then_export(tmp_path, capsys):
     assert manifest["contains_noise"] is True
     assert main(["choose", str(tmp_path / "story"), "--scene", "2", "--seed", "5"]) == 1
     assert "no render with seed 5" in capsys.readouterr().err
-    # The stock path is another cache key: the scene renders again.
-    assert main(["render", str(tmp_path / "story"), "--scene", "2", "--region-control", "stock"]) == 0
+    # The stock path is another cache key: the scene renders again. --scene takes an id as well as a number.
+    assert main(["render", str(tmp_path / "story"), "--scene", "s2", "--region-control", "stock"]) == 0
     assert "s2 seed 42: rendered" in capsys.readouterr().out
+    assert main(["render", str(tmp_path / "story"), "--scene", "s9"]) == 2
+    assert "the story has no scene 's9'; give an id (s1, s2, s3) or a number 1-3" in capsys.readouterr().err
+    assert main(["render", str(tmp_path / "story"), "--scene", "2", "--variants", "65"]) == 2
+    assert "65 variants: Input should be less than or equal to 64" in capsys.readouterr().err
 
 
 def test_written_videos_get_the_usual_permissions(tmp_path):
@@ -161,6 +165,29 @@ def test_burned_cues_show_their_text_literally(tmp_path):
     for text in TRICKY:
         burned, expected = widths[text] / widths[REFERENCE], drawn_width(text) / drawn_width(REFERENCE)
         assert burned == pytest.approx(expected, rel=0.05), f"cue {text!r}: width ratio {burned:.3f}, text {expected:.3f}"
+
+
+SCRIPTS = ["שלום עולם", "नमस्ते दुनिया", "สวัสดี", "مرحبا يا ميرا", "😀🦊 ok"]
+
+
+def test_burned_subtitles_draw_every_script_in_the_overlays_faces(tmp_path):
+    """libass was given the CJK face only: Hebrew, Devanagari, Thai, Arabic and emoji burned as boxes. Each cue
+    must differ from a cue of as many missing-glyph boxes, and be as wide, relative to the reference, as the
+    overlay (Pillow, the same faces) draws it."""
+    from dreamrunner.rendering.overlay import text_length
+
+    boxes = ["\ue000" * len(text) for text in SCRIPTS]
+    narrations = [REFERENCE, *SCRIPTS, *boxes]
+    project = black_render_project(tmp_path / "story", narrations)
+    frames = read_video(export_story(project, tmp_path / "story.mp4", burn_subtitles=True).video)
+    middle = [frames[n * TEXT_VIDEO.num_frames + TEXT_VIDEO.num_frames // 2] for n in range(len(narrations))]
+    bright = [frame.max(axis=-1) > 128 for frame in middle]
+    widths = [np.ptp(ink(frame)[1]) + 1 for frame in middle]
+    for number, text in enumerate(SCRIPTS, 1):
+        assert bright[number].any(), f"cue {text!r} drew nothing"
+        assert not np.array_equal(bright[number], bright[number + len(SCRIPTS)]), f"cue {text!r} drew boxes"
+        burned, expected = widths[number] / widths[0], text_length(text, 64) / text_length(REFERENCE, 64)
+        assert burned == pytest.approx(expected, rel=0.1), f"cue {text!r}: width ratio {burned:.3f}, text {expected:.3f}"
 
 
 def mp4_boxes(path) -> list[str]:

@@ -83,6 +83,22 @@ def test_transparent_background_is_composited_on_the_documented_colour(tmp_path,
     assert tuple(pixels[0, 0]) == (255, 255, 255) and tuple(pixels[48, 48]) == (0, 0, 255)
 
 
+@pytest.mark.parametrize("mode, top", [("I;16", 40000), ("L", 200)])
+def test_a_grayscale_colour_key_is_composited_at_any_bit_depth(tmp_path, project, mode, top):
+    """A 16-bit grayscale PNG with tRNS (transparent value 0) showed its transparent pixels black."""
+    path = ramp_16bit_png(tmp_path / "key.png", top) if mode == "I;16" else tmp_path / "key.png"
+    if mode == "L":
+        Image.fromarray(np.tile(np.linspace(0, top, 256).round().astype(np.uint8), (64, 1))).save(path)
+    Image.open(path).save(path, transparency=0)
+    with Image.open(path) as image:
+        assert (image.mode, image.info["transparency"]) == (mode, 0)
+    for pixels in (np.asarray(load_image(path)), stored(project, path)):
+        assert tuple(pixels[5, 0]) == (255, 255, 255)  # the keyed column shows the background
+        assert 0 < pixels[5, 1, 0] < 10 and pixels[5, -1, 0] == round(top * 255 / (65535 if mode == "I;16" else 255))
+    project.story.settings.reference_background = "#00ff00"
+    assert tuple(stored(project, path)[5, 0]) == (0, 255, 0)
+
+
 def test_20000_square_png_gives_a_named_error_from_the_editor_and_the_cli(tmp_path, capsys):
     path = huge_png(tmp_path / "poster.png")
     with pytest.raises(ImageTooLargeError, match=r"poster\.png is 400,000,000 pixels") as error:

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from dreamrunner.errors import DreamRunnerError
@@ -104,6 +106,16 @@ VARIANTS = {
     "indented lines and tabs": lambda p: "\n".join("\t  " + line for line in p.splitlines()),
     "blank lines with spaces": lambda p: p.replace("\nFrame_", "\n   \n\t\nFrame_"),
     "trailing blank lines": lambda p: p + "\n\n\n",
+    # Second round (issue 13): what editors, chat answers and other tools make of the same plan.
+    "tab in Frame\\t1": lambda p: p.replace("Frame_", "Frame\t"),
+    "lower-case markers": lambda p: p.replace("Frame_", "frame_").replace("Background:", "background:"),
+    "markdown bold inside the colon": lambda p: re.sub(r"(Frame_\d+|Background):", r"**\1:**", p),
+    "markdown bold before the colon": lambda p: re.sub(r"(Frame_\d+):", r"**\1**:", p),
+    "list bullets": lambda p: p.replace("\nFrame_", "\n- Frame_"),
+    "fullwidth colons": lambda p: re.sub(r"(Frame_\d+|Background):", "\\1\uff1a", p),
+    "byte-order mark": lambda p: "\ufeff" + p,
+    "U+2028 line separators": lambda p: p.replace("\n", "\u2028"),
+    "CR line ends": lambda p: p.replace("\n", "\r"),
 }
 SAMPLE = PLANS[::15]  # 20 plans of the 3 categories
 
@@ -115,6 +127,15 @@ def test_whitespace_and_quoting_variants_give_the_same_scene(variant):
         scene, repairs = parse_plan(VARIANTS[variant](plan), plan_id)
         assert scene == expected, plan_id
         assert repairs == expected_repairs
+
+
+def test_curly_quotes_are_read_as_straight_ones_and_reported():
+    plan_id, plan = SAMPLE[0]
+    expected, _ = parse_plan(plan, plan_id)
+    for curly in (plan.replace('"', "\u201d"), plan.replace('["', "[\u201c").replace('",', "\u201d,")):
+        scene, repairs = parse_plan(curly, plan_id)
+        assert scene == expected
+        assert any("read curly quotes as straight quotes" in str(r) for r in repairs)
 
 
 def test_the_published_plan_with_blank_lines_imports():
@@ -131,8 +152,8 @@ def test_the_published_plan_with_blank_lines_imports():
 
 @pytest.mark.parametrize("box, message", [
     ("[0.1, 0.2, " + "1" * 400 + ", 0.9]", r"s, keyframe 1, entity 1 \('cat'\), box\[2\]: Input should be a valid number"),
-    ("[0.1, 0.2, Infinity, 0.9]", r"s, keyframe 1, entity 1 \('cat'\), box: x1 = inf is outside \[0, 1\]"),
-    ("[0.1, 0.2, NaN, 0.9]", r"s, keyframe 1, entity 1 \('cat'\), box: x1 = nan is outside \[0, 1\]"),
+    ("[0.1, 0.2, Infinity, 0.9]", r"s, keyframe 1, entity 1 \('cat'\), box\[2\]: Input should be a finite number"),
+    ("[0.1, 0.2, NaN, 0.9]", r"s, keyframe 1, entity 1 \('cat'\), box\[2\]: Input should be a finite number"),
 ])
 def test_numbers_that_are_not_finite_are_errors_not_crashes(box, message):
     plan = "Background:x\n" + "\n".join(f'Frame_{k}: [["cat", "none", "A cat"], {box}]' for k in range(1, 7))

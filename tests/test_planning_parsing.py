@@ -230,3 +230,80 @@ def test_unpaired_surrogates_in_answer_text_are_replaced_and_reported():
     scene, repairs = parse_scene_answer(raw, SCENE, CHARACTERS)
     assert scene.background.startswith("tiled \ufffd village")
     assert any("unpaired surrogates" in str(r) for r in repairs)
+
+
+# ---------------------------------------------------------------- more reported answers (issue 13, second round)
+
+def test_one_normalized_box_among_per_mille_boxes_is_sent_back_not_shrunk():
+    """Was accepted with Mira's keyframe-3 box shrunk to [0.0003, 0.0003, 0.0005, 0.0009] (exit 0 in `plan`)."""
+    answer = _sun_and_mira(1000, 1000)
+    answer["keyframes"][2]["entities"][1]["box"] = [0.3, 0.4, 0.5, 0.95]
+    with pytest.raises(PlanningError, match="the boxes mix scales") as caught:
+        parse_scene_answer(json.dumps(answer), SCENE, CHARACTERS, (720, 480))
+    assert caught.value.problems == [
+        "scene 's3', keyframe 3, entity 2 ('Mira'): the boxes mix scales: the others are in per-mille (0-1000), but "
+        "this box [0.3, 0.4, 0.5, 0.95] would be 0.0002 x 0.00055 of the frame in it; write every box normalized "
+        "to [0, 1]"]
+
+
+def test_a_near_zero_box_is_sent_back_not_dropped():
+    """A zero-width box dropped the character from its keyframe."""
+    answer = _sun_and_mira(1, 1)
+    answer["keyframes"][2]["entities"][1]["box"] = [0.5, 0.4, 0.5, 0.95]
+    with pytest.raises(PlanningError, match="give every entity its real extent") as caught:
+        parse_scene_answer(json.dumps(answer), SCENE, CHARACTERS)
+    assert caught.value.problems[0].startswith("scene 's3', keyframe 3, entity 2 ('Mira'): box [0.5, 0.4, 0.5, 0.95] "
+                                               "is 0 wide and 0.55 tall")
+
+
+@pytest.mark.parametrize("key, first", [("index", 0), ("keyframe", 1), ("frame", 1)])
+def test_numbered_keyframes_are_ordered_by_number(key, first):
+    """Keyframes numbered explicitly but listed 6..1 reversed Mira's walk silently."""
+    answer = _sun_and_mira(1, 1)
+    for k, keyframe in enumerate(answer["keyframes"]):
+        keyframe[key] = k + first
+    answer["keyframes"].reverse()
+    scene, repairs = parse_scene_answer(json.dumps(answer), SCENE, CHARACTERS)
+    assert [k.entities[1].box[0] for k in scene.keyframes] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+    assert "ordered them by number" in str(repairs[0])
+
+
+def test_duplicate_or_partial_keyframe_numbers_are_sent_back_and_missing_ones_reported():
+    answer = _sun_and_mira(1, 1)
+    for k, keyframe in enumerate(answer["keyframes"]):
+        keyframe["index"] = min(k, 4)
+    with pytest.raises(PlanningError, match="keyframe number.s. 4 appear more than once"):
+        parse_scene_answer(json.dumps(answer), SCENE, CHARACTERS)
+    del answer["keyframes"][0]["index"]
+    with pytest.raises(PlanningError, match="only 5 of the 6 keyframes have an index"):
+        parse_scene_answer(json.dumps(answer), SCENE, CHARACTERS)
+    answer = _sun_and_mira(1, 1)
+    for k, keyframe in enumerate(answer["keyframes"]):
+        keyframe["keyframe"] = k + 1 + (k >= 3)  # 1, 2, 3, 5, 6, 7: number 4 missing, 7 past the end
+    scene, repairs = parse_scene_answer(json.dumps(answer), SCENE, CHARACTERS)
+    text = "\n".join(map(str, repairs))
+    assert "keyframe 4: was missing; held keyframe 3" in text and "index 6 is not in 0..5" in text
+    assert scene.keyframes[4].entities[1].box[0] == pytest.approx(0.4)
+
+
+def test_a_draft_then_a_corrected_plan_takes_the_corrected_one():
+    """The draft (with a zero-width box) was used and Mira dropped from keyframe 3."""
+    draft = _sun_and_mira(1, 1)
+    draft["keyframes"][2]["entities"][1]["box"] = [0.5, 0.4, 0.5, 0.95]
+    final = _sun_and_mira(1, 1)
+    raw = "Draft:\n" + json.dumps(draft) + "\nOops, keyframe 3 has a zero-width box. Corrected:\n" + json.dumps(final)
+    scene, repairs = parse_scene_answer(raw, SCENE, CHARACTERS)
+    assert scene == parse_scene_answer(json.dumps(final), SCENE, CHARACTERS)[0]
+    assert "it holds 2 plans (a draft, then corrections?); took the last one" in str(repairs[0])
+    story = dict(STORY_EXAMPLE_ANSWER, title="Final")
+    outline, _ = parse_story_answer(json.dumps(dict(story, title="Draft")) + "\nBetter:\n" + json.dumps(story))
+    assert outline.title == "Final"
+
+
+def test_a_plan_after_hundreds_of_bracketed_prose_fragments_is_read():
+    """More than 64 failed starts before the plan made a valid answer "not valid JSON"."""
+    prose = "The box [x0, y0, x1, y1] of {each} entity. " * 500
+    scene, _ = parse_scene_answer(prose + GOOD, SCENE, CHARACTERS)
+    assert scene == parse_scene_answer(GOOD, SCENE, CHARACTERS)[0]
+    outline, _ = parse_story_answer(prose + json.dumps(STORY_EXAMPLE_ANSWER))
+    assert len(outline.scenes) == 6

@@ -160,3 +160,39 @@ def test_sparse_top_k_of_large_indexes_matches_bm25s(monkeypatch):
         assert {d for d, s in got if s > cutoff + 1e-5} == {d for d, s in expected if s > cutoff + 1e-5}
     for _ in range(2):  # the shared score buffer is clean between queries
         assert large.search("ballroom", k=5) == large.search("ballroom", k=5)
+
+
+# ---------------------------------------------------------------- text files in any encoding (issue 13)
+
+def test_a_windows_1252_caption_sidecar_is_read_with_a_warning(tmp_path, caplog):
+    """`retrieve --catalog DIR` and `catalog import` crashed with UnicodeDecodeError."""
+    render_figure_clip(tmp_path / "clip.mp4", "walk", seconds=1.0, size=(96, 72))
+    (tmp_path / "clip.txt").write_bytes(b"a man walking past a caf\xe9, \x93slowly\x94")
+    render_figure_clip(tmp_path / "odd.mp4", "wave", seconds=1.0, size=(96, 72))
+    (tmp_path / "odd.txt").write_bytes(b"\xff\x81 undefined in Windows-1252 \xc3")
+    with caplog.at_level("WARNING", logger="dreamrunner.files"):
+        catalog = ClipCatalog.open(tmp_path)
+    assert catalog.get("clip").caption == "a man walking past a café, \u201cslowly\u201d"
+    assert "clip.txt is not UTF-8 (from about byte 24); read it as Windows-1252" in caplog.text
+    assert "is neither UTF-8 nor Windows-1252 text" in dict(catalog.import_skipped)["odd.mp4"]
+
+
+@pytest.mark.parametrize("encode", [
+    lambda text: text.encode("cp1252"),
+    lambda text: text.encode("utf-8-sig"),
+    lambda text: text.encode("utf-16"),  # Notepad's "Unicode": a BOM, then UTF-16
+])
+def test_tables_in_other_encodings_are_read(tmp_path, encode):
+    (tmp_path / "clips.csv").write_bytes(encode("id,caption,source\na,a caf\u00e9 \u201cdance\u201d,a.mp4\n"))
+    assert [r.caption for r in read_table(tmp_path / "clips.csv")] == ["a caf\u00e9 \u201cdance\u201d"]
+    (tmp_path / "clips.json").write_bytes(encode(json.dumps([{"caption": "na\u00efve", "source": "a.mp4"}],
+                                                            ensure_ascii=False)))
+    assert [r.caption for r in read_table(tmp_path / "clips.json")] == ["na\u00efve"]
+
+
+def test_jsonl_lines_end_at_newlines_only(tmp_path):
+    """U+2028 and U+0085 are legal inside a JSON string; splitting lines on them broke valid rows."""
+    rows = [{"caption": "a walk\u2028at night\u0085slowly", "source": "a.mp4"}, {"caption": "b", "source": "b.mp4"}]
+    path = tmp_path / "clips.jsonl"
+    path.write_text("\r\n".join(json.dumps(row, ensure_ascii=False) for row in rows), encoding="utf-8")
+    assert [r.caption for r in read_table(path)] == ["a walk\u2028at night\u0085slowly", "b"]

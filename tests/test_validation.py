@@ -142,7 +142,7 @@ def test_retrieval_clip_size_must_be_positive_and_even():
     from dreamrunner.retrieval import RetrievalSettings
 
     assert RetrievalSettings(size=(720, 480)).size == (720, 480)
-    for bad in ((0, 480), (-720, 480), (720, -2), (721, 480)):
+    for bad in ((0, 480), (-720, 480), (720, -2), (721, 480), (10**30, 480)):
         with pytest.raises(ValueError, match="must be positive even numbers"):
             RetrievalSettings(size=bad)
 
@@ -205,3 +205,77 @@ def test_boxes_that_are_not_finite_numbers_are_not_invented(simple_story_data, v
     assert repairs == []
     with pytest.raises(StoryValidationError, match="scene 1 \\('s1'\\), keyframe 1, entity 1 \\('witch'\\), box"):
         validate_story(data)
+
+
+# ---------------------------------------------------------------- settings (issue 13, second round)
+
+@pytest.mark.parametrize("path, value, message", [
+    ("video.num_frames", True, "must be a number, not true"),  # was accepted as 1 frame
+    ("render.steps", False, "must be a number, not false"),
+    ("prior.motion_resolution", [True, 16], "must be a number, not [true, 16]"),
+    ("render.guidance_scale", float("inf"), "finite number"),
+    ("render.guidance_scale", float("nan"), "finite number"),
+    ("render.guidance_scale", 1e309, "finite number"),  # json.loads("1e309") is inf
+    ("prior.learning_rate", float("inf"), "finite number"),
+    ("prior.weight_decay", float("-inf"), "finite number"),
+    ("render.seed", 10**23, "less than or equal to 9223372036854775807"),  # torch: Overflow when unpacking long
+    ("render.seed", -1, "greater than or equal to 0"),
+    ("prior.seed", -5, "greater than or equal to 0"),
+    ("render.variants", 100_000, "less than or equal to 64"),
+    ("video.fps", 100_000, "less than or equal to 120"),
+    ("video.vae_temporal", 0, "Input should be 4"),  # was a ZeroDivisionError
+    ("video.patch_size", 0, "Input should be 2"),
+    ("video.vae_spatial", 0, "Input should be 8"),
+    ("prior.rank", 10**30, "less than or equal to 1024"),  # would reach torch as a tensor size
+    ("prior.max_steps", 10**30, "less than or equal to 1000000"),
+])
+def test_settings_refuse_what_would_crash_later(simple_story_data, path, value, message):
+    from dreamrunner.edits import EditError, set_setting
+    from dreamrunner.project import dump_story
+
+    story = Story.model_validate(simple_story_data)
+    with pytest.raises(EditError, match=re.escape(message)):
+        set_setting(story, path, value)
+    dump_story(story)  # still storable: allow_nan=False would raise on a bare Infinity
+    group, field = path.split(".")
+    data = copy.deepcopy(simple_story_data)
+    data.setdefault("settings", {}).setdefault(group, {})[field] = value
+    with pytest.raises(StoryValidationError, match=f"settings, {group}, {field}"):
+        validate_story(data)
+
+
+def test_the_last_variant_seed_is_still_a_seed():
+    from dreamrunner.story import MAX_SEED, RenderSettings
+
+    assert RenderSettings(seed=MAX_SEED).seed == MAX_SEED
+    assert RenderSettings(seed=MAX_SEED - 3, variants=4).variants == 4
+    with pytest.raises(ValueError, match="passes the largest seed"):
+        RenderSettings(seed=MAX_SEED - 2, variants=4)
+
+
+def test_planner_and_retrieval_settings_share_the_number_rule():
+    from dreamrunner.planning.settings import PlannerSettings
+    from dreamrunner.retrieval import RetrievalSettings
+    from dreamrunner.retrieval.filters import ClipFilter
+
+    for model, field, value in [(PlannerSettings, "timeout", float("inf")), (PlannerSettings, "max_attempts", True),
+                                (RetrievalSettings, "sample_fps", float("nan")), (RetrievalSettings, "size", (True, 2)),
+                                (ClipFilter, "max_duration", float("inf"))]:
+        with pytest.raises(ValueError, match="finite number|must be a number"):
+            model(**{field: value})
+
+
+def test_a_project_file_with_infinity_is_refused_by_name(tmp_path, simple_story_data):
+    import json
+
+    from dreamrunner.project import Project, dump_story
+
+    Project.create(tmp_path / "p", Story.model_validate(simple_story_data))
+    path = tmp_path / "p" / "project.json"
+    text = path.read_text().replace('"guidance_scale": 6.0', '"guidance_scale": Infinity')
+    assert "Infinity" in text
+    path.write_text(text)
+    with pytest.raises(StoryValidationError, match="settings, render, guidance_scale: Input should be a finite"):
+        Project.load(tmp_path / "p")
+    story = Story.model_validate(simple_story_data)
+    assert "Infinity" not in dump_story(story) and json.loads(dump_story(story))

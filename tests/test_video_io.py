@@ -140,3 +140,21 @@ def test_audio_only_and_undecodable_files_give_named_errors(tmp_path):
     skipped: list = []
     assert list(read_video_folder(tmp_path, skipped=skipped)) == []
     assert dict(skipped)["voice.mp4"].endswith("has no video stream (audio only)")
+
+
+@pytest.mark.parametrize("display, size, rotation, mirrored", [
+    (("-display_hflip",), (640, 360), 0, True),  # a front camera's mirror: was read rotated 180 degrees
+    (("-display_vflip",), (640, 360), 0, True),
+    (("-display_rotation", "180"), (640, 360), 180, False),
+    (("-display_rotation", "90", "-display_hflip"), (360, 640), 270, True),
+    (("-display_rotation", "270", "-display_hflip"), (360, 640), 90, True),
+    (("-display_rotation", "90", "-display_vflip"), (360, 640), 90, True),
+])
+def test_mirrored_and_rotated_display_matrices_are_read_as_ffmpeg_shows_them(tmp_path, display, size, rotation,
+                                                                            mirrored):
+    path = rotated_clip(tmp_path / "clip.mp4", seconds=0.5, display=display)
+    info = probe_video(path)
+    assert ((info.width, info.height), info.rotation, info.mirrored) == (size, rotation, mirrored)
+    frames = read_video(path)
+    assert np.array_equal(frames, ffmpeg_frames(path, *size))
+    assert np.array_equal(sample_frames(path, fps=8, max_side=640)[1][0], frames[0])

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ..errors import DreamRunnerError
+from ..files import open_text_file
 from ..plan_format import parse_plan
 from ..project import Project, ProjectError, load_story_file
 from ..regions import build_region_plan
@@ -62,12 +63,10 @@ def run_import_plan(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if (out / "project.json").exists() and not args.force:
         raise DreamRunnerError(f"{out} already holds a project; pass --force to overwrite it")
-    try:
-        text = source.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise DreamRunnerError(f"{source} is not UTF-8 text (byte {error.start}); save it as UTF-8") from None
     scenes = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    with open_text_file(source) as handle:  # any encoding; lines end at \n only (a plan may hold U+2028)
+        lines = list(enumerate(handle, start=1))
+    for number, line in lines:
         if not line.strip():
             continue
         try:

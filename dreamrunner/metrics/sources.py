@@ -22,6 +22,7 @@ from typing import Union
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError
 
+from ..files import read_text_file
 from ..project import Project
 from .frames import MetricsError
 from .evaluate import VideoSample
@@ -96,8 +97,8 @@ def samples_from_folder(videos: str | os.PathLike, texts: str | os.PathLike) -> 
     if not texts.is_file():
         raise MetricsError(f"texts file {texts} does not exist")
     try:
-        data = json.loads(texts.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        data = json.loads(read_text_file(texts))
+    except json.JSONDecodeError as error:
         raise MetricsError(f"{texts} is not valid JSON: {error}") from None
     try:
         entries = _TextsFile.model_validate(data).root

@@ -18,27 +18,33 @@ import json
 import re
 import reprlib
 import warnings
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..plan_format import PlanFormatError, find_plan_string, parse_plan
 from ..story import Character, Entity, Scene
-from ..validation import Repair, StoryValidationError, finite_number, repair_scene_data, validate_scene
+from ..validation import (MIN_BOX_EXTENT, Repair, StoryValidationError, finite_number, repair_scene_data,
+                          validate_scene)
 from .base import MAX_SCENES, MIN_SCENES, PlanningError
 from .schema import SceneOutline, StoryOutline
 
 _NO_MOTION = {"", "none", "null", "n/a", "no motion", "static", "still"}
-_BRACKET = re.compile(r"[\[{]")
+# A `{` or `[` that may start a JSON value or Python literal: what follows it could begin a key or an
+# element. Other brackets ("{{", "[x0, y0]" in prose) are skipped by the regex engine, not tried one by one.
+_BRACKET = re.compile(r"""\{\s*["'}]|\[\s*[\[\]{"'(\-0-9tfnNI]""")
 _OPENING_RUN = re.compile(r"[\[{\s]+")
 # Reasoning models write their thoughts (drafts, examples of the JSON) in such blocks before the answer.
 _REASONING_TAGS = ("think", "thinking", "reasoning", "reflection", "analysis")
 _REASONING_OPEN = re.compile(r"<(%s)>" % "|".join(_REASONING_TAGS), re.I)
 _REASONING_CLOSE = {tag: re.compile(rf"</{tag}>", re.I) for tag in _REASONING_TAGS}
 _LONE_CLOSE = re.compile(r"</(?:%s)>" % "|".join(_REASONING_TAGS), re.I)
-# Starts of JSON values tried before giving up: a failed start may read to the end of the answer, so
-# this bound keeps the search linear in the answer's length.
-_MAX_FAILED_STARTS = 64
+# Characters that failed starts may read, per character of the answer: a failed start may read to the end
+# of the answer (a cut-off value nested many deep), so this budget, not a count of starts, keeps the search
+# linear in the answer's length. Prose with thousands of short bracketed fragments ("[x0, y0]": each fails
+# at once) spends a few characters per fragment and still reaches the plan after it.
+_FAILED_READ_BUDGET = 64
 _MAX_LITERAL_STARTS = 4
 _TRAILING_COMMA = re.compile(r",\s*[\]}]")
 
@@ -67,6 +73,29 @@ class _Found:
     fragment: bool  # inside the span of an earlier start that failed: a piece of a broken value
 
 
+def _decode_at(decoder: json.JSONDecoder, text: str, start: int) -> tuple[Any, int, int]:
+    """The JSON value starting at `start` -> (value, end, characters read). Reads growing windows of the
+    text, not the text: `JSONDecodeError` counts lines from the start of the string it was given, which
+    over the whole answer makes each failed start cost the answer's length (thousands of "[x0, y0]" in
+    prose would be quadratic). A value cut by the window (an error at its end, or an unterminated string)
+    is read again in a window four times larger. Raises `JSONDecodeError` with `pos` in `text`."""
+    window, read = 64, 0
+    while True:
+        chunk = text[start:start + window]
+        read += len(chunk)
+        cut = start + window < len(text)
+        try:
+            value, end = decoder.raw_decode(chunk)
+        except json.JSONDecodeError as error:
+            if cut and (error.pos >= len(chunk) - 16 or error.msg.startswith("Unterminated string")):
+                window *= 4  # 16: longer than any token ("-Infinity") an error may point back to
+                continue
+            error.pos += start  # lineno/colno are computed later, for the one error reported
+            error.read = read
+            raise
+        return value, start + end, read
+
+
 def _json_values(text: str) -> tuple[list[_Found], list[int], str | None]:
     """Every JSON value starting at a `{` or `[` of `text`, outermost first (what a value holds is not
     listed again), the starts that failed, and what was wrong at the one that read furthest."""
@@ -74,21 +103,21 @@ def _json_values(text: str) -> tuple[list[_Found], list[int], str | None]:
     found: list[_Found] = []
     failures: list[int] = []
     content_end = len(text.rstrip())
-    position, failed, broken_until = 0, 0, -1
-    furthest, problem = -1, None
-    while failed < _MAX_FAILED_STARTS and (match := _BRACKET.search(text, position)) is not None:
+    position, budget, broken_until = 0, _FAILED_READ_BUDGET * len(text) + 4096, -1
+    furthest, problem = -1, None  # problem: the furthest error, described once at the end
+    while budget > 0 and (match := _BRACKET.search(text, position)) is not None:
         start = match.start()
         try:
-            value, end = decoder.raw_decode(text, start)
+            value, end, _ = _decode_at(decoder, text, start)
         except json.JSONDecodeError as error:
-            failed += 1
+            budget -= error.read
             failures.append(start)
             position = start + 1
             broken_until = max(broken_until, error.pos)
             if error.pos > furthest:
-                furthest, problem = error.pos, _describe_decode_error(text, content_end, error)
+                furthest, problem = error.pos, error
         except (ValueError, RecursionError) as error:  # a 5000-digit number; nesting past the recursion limit
-            failed += 1
+            budget -= len(text) - start + 1  # how far it read is unknown: charge the rest of the answer
             failures.append(start)
             position, broken_until = start + 1, len(text)
             if isinstance(error, RecursionError):
@@ -101,13 +130,16 @@ def _json_values(text: str) -> tuple[list[_Found], list[int], str | None]:
         else:
             found.append(_Found(value, start, end, start < broken_until))
             position = end
+    if isinstance(problem, json.JSONDecodeError):
+        problem = _describe_decode_error(text, content_end, problem)
     return found, failures, problem
 
 
 def _describe_decode_error(text: str, content_end: int, error: json.JSONDecodeError) -> str:
     if error.pos >= content_end - 1 or "Unterminated string" in error.msg:
         return f"it ends before the JSON is complete (cut off after {len(text)} characters?)"
-    return f"{error.msg} at line {error.lineno}, column {error.colno}"
+    line = text.count("\n", 0, error.pos) + 1
+    return f"{error.msg} at line {line}, column {error.pos - text.rfind(chr(10), 0, error.pos)}"
 
 
 def _pythonic(text: str) -> bool:
@@ -137,9 +169,12 @@ def answer_text(raw: Any) -> str:
 
 
 def extract_json(raw: str, repairs: list[Repair], wanted: Callable[[Any], bool] = lambda value: True) -> Any:
-    """The JSON value in an answer, from any position: the first value `wanted` accepts (the expected
-    object), else the first complete value; tolerating reasoning blocks, fences, prose (with brackets of
-    its own) around it and a Python-literal form. `PlanningError` when there is none."""
+    """The JSON value in an answer, from any position: the LAST value `wanted` accepts (the object with
+    the expected keys: reasoning models write a draft first and the corrected plan after it; an example
+    object without those keys, before or after, is not taken), else the first complete value; tolerating
+    reasoning blocks, fences, prose (with brackets of its own) around it and a Python-literal form.
+    `PlanningError` when there is none. (A plan cut off after a complete draft is caught by the server's
+    finish reason, see `LLMPlanner`.)"""
     text = answer_text(raw)
     if text != raw.strip():
         repairs.append(Repair("answer", "left out the reasoning block before the answer"))
@@ -149,10 +184,15 @@ def extract_json(raw: str, repairs: list[Repair], wanted: Callable[[Any], bool] 
     for source in sources:
         found, failures, source_problem = _json_values(source)
         problem = problem or source_problem
+        chosen = [item for item in found if wanted(item.value)]
+        if chosen:
+            item = chosen[-1]
+            if len(chosen) > 1:
+                repairs.append(Repair("answer", f"it holds {len(chosen)} plans (a draft, then corrections?); "
+                                                "took the last one"))
+            return _replace_surrogates(_taken(item.value, item.start == 0 and not source[item.end:].strip(),
+                                              repairs), repairs)
         for item in found:
-            if wanted(item.value):
-                return _replace_surrogates(_taken(item.value, item.start == 0 and not source[item.end:].strip(),
-                                                  repairs), repairs)
             if first is None and not item.fragment:
                 first = (item.value, item.start == 0 and not source[item.end:].strip())
         for start in failures[:_MAX_LITERAL_STARTS] if _pythonic(source) else ():
@@ -321,6 +361,42 @@ def _is_scene_plan(value: Any) -> bool:
 _SCENE_KEYS = ("keyframes", "frames", "background")
 
 
+_NUMBER_KEYS = ("index", "keyframe", "frame")
+
+
+def _keyframe_indices(frames: list, repairs: list[Repair], problems: list[str]) -> list[int]:
+    """Each listed keyframe's 0-based index: its own number where the answer numbers its keyframes
+    ("index", "keyframe" or "frame"; 1-based unless one is 0), else its position. Numbered keyframes are
+    ordered by number, not by where they are listed (a reversed list would reverse the motion); a number
+    used twice, or numbers on only some keyframes, are problems for the LLM to fix. Missing numbers are
+    held from the nearest keyframe later (`repair_scene_data`), reported there."""
+    numbers: list[int | None] = []
+    for frame in frames:
+        number = None
+        if isinstance(frame, dict):
+            for key in _NUMBER_KEYS:
+                value = frame.get(key)
+                if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 10**6:
+                    number = value
+                    break
+        numbers.append(number)
+    given = [n for n in numbers if n is not None]
+    if not given:
+        return list(range(len(frames)))
+    if len(given) < len(numbers):
+        problems.append(f"only {len(given)} of the {len(numbers)} keyframes have an index; number all of them "
+                        "or none")
+        return list(range(len(frames)))
+    base = 0 if min(given) == 0 else 1
+    twice = sorted(n for n, count in Counter(given).items() if count > 1)
+    if twice:
+        problems.append(f"keyframe number(s) {', '.join(map(str, twice))} appear more than once; give each "
+                        "keyframe its own number")
+    if given != sorted(given):
+        repairs.append(Repair("answer", f"the keyframes were listed in the order {given}; ordered them by number"))
+    return [n - base for n in given]
+
+
 def scene_data_from_answer(data: Any, repairs: list[Repair], raw: str) -> dict:
     """Normalize a scene-level answer's JSON into `Scene` field data (keyframes indexed by position)."""
     data = _unwrap(data, _SCENE_KEYS)
@@ -334,6 +410,7 @@ def scene_data_from_answer(data: Any, repairs: list[Repair], raw: str) -> dict:
         raise PlanningError('the scene plan has no "keyframes" list', raw=raw, problems=['"keyframes" is missing or empty'])
     keyframes = []
     problems: list[str] = []
+    indices = _keyframe_indices(frames, repairs, problems)
     for position, frame in enumerate(frames):
         entities = frame.get("entities", frame.get("regions")) if isinstance(frame, dict) else frame
         if not isinstance(entities, list):
@@ -341,7 +418,8 @@ def scene_data_from_answer(data: Any, repairs: list[Repair], raw: str) -> dict:
             continue
         kept = [_entity_data(item, f"keyframe {position + 1}, entity {e + 1}", repairs, problems)
                 for e, item in enumerate(entities)]
-        keyframes.append({"index": position, "entities": [e for e in kept if e is not None]})
+        keyframes.append({"index": indices[position], "entities": [e for e in kept if e is not None]})
+    keyframes.sort(key=lambda keyframe: keyframe["index"])
     if problems:
         raise PlanningError("the scene plan has unusable boxes:\n" + "\n".join(f"  - {p}" for p in problems),
                             raw=raw, problems=problems)
@@ -360,7 +438,7 @@ def parse_scene_answer(raw: str, scene: Scene, characters: Sequence[Character] =
     plan = find_plan_string(answer_text(raw))
     if plan is not None:
         try:
-            planned, plan_repairs = parse_plan(plan, scene.id, frame_size=frame_size)
+            planned, plan_repairs = parse_plan(plan, scene.id, frame_size=frame_size, min_extent=MIN_BOX_EXTENT)
         except (PlanFormatError, StoryValidationError) as error:
             raise PlanningError(f"the plan string is not usable: {error}", raw=raw, problems=[str(error)]) from None
         data = {"background": planned.background, "keyframes": [k.model_dump() for k in planned.keyframes]}
@@ -372,7 +450,8 @@ def parse_scene_answer(raw: str, scene: Scene, characters: Sequence[Character] =
     fields.update(data)
     fields["user_edited"] = []
     try:
-        fields, scene_repairs = repair_scene_data(fields, label, frame_size)
+        # A near-zero box would be dropped or place nothing: the LLM must give the entity its extent.
+        fields, scene_repairs = repair_scene_data(fields, label, frame_size, MIN_BOX_EXTENT)
         repairs.extend(scene_repairs)
         planned = validate_scene(fields, label)
     except StoryValidationError as error:

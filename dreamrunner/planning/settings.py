@@ -8,8 +8,9 @@ from collections.abc import Mapping
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
+from ..story import Checked
 from .base import PlanningError
 
 DEFAULT_MODEL = "gpt-4o"  # the paper's planner
@@ -18,11 +19,10 @@ OPENAI_URL = "https://api.openai.com/v1"  # where the openai client goes when no
 ALLOWED_URLS_ENV = "DREAMRUNNER_LLM_ALLOWED_URLS"
 
 
-class PlannerSettings(BaseModel):
+class PlannerSettings(Checked):
     """How to reach the LLM. Any OpenAI-compatible chat-completions server works (OpenAI, Ollama, vLLM,
     llama.cpp server): set `base_url` to its `/v1` endpoint."""
 
-    model_config = ConfigDict(extra="forbid")
 
     base_url: str | None = None
     api_key: str | None = Field(default=None, repr=False)  # never shown in logs or reprs

@@ -28,7 +28,8 @@ from ..files import file_sha256
 from ..jobs import CancelToken, Progress, ProgressCallback
 from ..project import Project
 from ..regions import build_region_plan
-from ..story import RenderResult, Scene, Story, VideoSettings, plan_digest, scene_plan
+from ..story import RenderResult, RenderSettings, Scene, Story, VideoSettings, plan_digest, scene_plan
+from ..validation import first_message
 
 # Receives a scene id and the renders (variants) finished for it; stores them in the live story.
 RenderCommit = Callable[[str, list[RenderResult]], None]
@@ -102,8 +103,15 @@ def scene_cache_key(project: Project, scene: Scene, backend: str, region_control
 
 
 def variant_seeds(story: Story, variants: int | None = None) -> list[int]:
+    """The seeds of a scene's variants: `variants` (default: the setting) from the render seed on, checked
+    by the same rule as the setting (`RenderSettings`: at most `MAX_VARIANTS`, the last one a seed)."""
     render = story.settings.render
-    return [render.seed + v for v in range(variants or render.variants)]
+    if variants is not None:
+        try:
+            render = RenderSettings.model_validate({**render.model_dump(), "variants": variants})
+        except ValueError as error:
+            raise DreamRunnerError(f"{variants} variants: {first_message(error)}") from None
+    return [render.seed + v for v in range(render.variants)]
 
 
 @dataclass

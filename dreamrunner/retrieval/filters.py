@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from ..story import Checked
 
 from .records import ClipRecord
 
 
-class ClipFilter(BaseModel):
+class ClipFilter(Checked):
     """Bounds a clip must meet; None = no bound. Defaults suit CogVideoX motion priors (49 frames at 8 fps
     need about 6 s; shorter clips still train, so the floor is 1 s)."""
 
-    model_config = ConfigDict(extra="forbid")
 
     min_duration: float | None = Field(default=1.0, ge=0)
     max_duration: float | None = Field(default=None, ge=0)

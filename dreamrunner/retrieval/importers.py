@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..files import TextFileError, open_text_file, read_text_file
 from .records import CatalogError, ClipRecord, UnreadableVideo
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
@@ -119,7 +120,7 @@ def record_from_row(row: dict, where: str, fallback_id: str) -> ClipRecord:
 def _rows(path: Path) -> Iterator[tuple[str, dict]]:
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        with path.open(encoding="utf-8") as handle:
+        with open_text_file(path) as handle:  # lines end at \n (or \r\n, \r) only, never at U+2028
             for number, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
@@ -132,7 +133,7 @@ def _rows(path: Path) -> Iterator[tuple[str, dict]]:
                 yield f"{path}:{number}", row
     elif suffix == ".json":
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(read_text_file(path))
         except json.JSONDecodeError as error:
             raise CatalogError(f"{path}: not valid JSON ({error.msg})") from None
         rows = data.get("clips") if isinstance(data, dict) else data
@@ -143,7 +144,7 @@ def _rows(path: Path) -> Iterator[tuple[str, dict]]:
                 raise CatalogError(f"{path}: clip {number} is not an object")
             yield f"{path}: clip {number}", row
     elif suffix == ".csv":
-        with path.open(encoding="utf-8", newline="") as handle:
+        with open_text_file(path) as handle:
             for number, row in enumerate(csv.DictReader(handle), start=2):
                 yield f"{path}:{number}", row
     elif suffix == ".parquet":
@@ -204,7 +205,11 @@ def read_video_folder(folder: str | Path, captions: str | Path | None = None,
         if listed is not None:
             base = listed
         else:
-            caption = sidecar.read_text(encoding="utf-8").strip()
+            try:
+                caption = read_text_file(sidecar).strip()
+            except TextFileError as error:
+                skipped.append((relative, str(error)))
+                continue
             if not caption:
                 skipped.append((relative, f"empty caption in {sidecar.name}"))
                 continue

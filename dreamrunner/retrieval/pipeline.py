@@ -8,11 +8,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from ..files import ASSETS_DIR
 from ..jobs import Cancelled, CancelToken, Progress, ProgressCallback
-from ..story import slug
+from ..story import Checked, slug
 from .catalog import ClipCatalog
 from .dense import load_caption_encoder
 from .detection import make_detector
@@ -28,18 +28,17 @@ DEMO_CATALOG = ASSETS_DIR / "clips" / "catalog.jsonl"
 Downloader = Callable[[ClipRecord, Path], Path]
 
 
-class RetrievalSettings(BaseModel):
+class RetrievalSettings(Checked):
     """Every knob of retrieval, as data (the UI edits it, the CLI maps flags onto it)."""
 
-    model_config = ConfigDict(extra="forbid")
 
-    candidates: int = Field(default=100, ge=1, description="BM25 top-k taken from the catalog")
+    candidates: int = Field(default=100, ge=1, le=1_000_000, description="BM25 top-k taken from the catalog")
     dense_model: str | None = Field(default="auto", description="'auto' (bundled MiniLM if installed), a "
                                     "sentence-transformers folder, or None for BM25 order only")
     dense_weight: float = Field(default=0.5, ge=0, le=1)
     filters: ClipFilter = Field(default_factory=ClipFilter)
     text_only: bool = Field(default=False, description="stop after the caption stages (no video needed)")
-    max_videos: int = Field(default=40, ge=1, description="candidates examined by the video stages")
+    max_videos: int = Field(default=40, ge=1, le=100_000, description="candidates examined by the video stages")
     detector: str | None = Field(default="hog", description="'hog', 'motion', 'transformers:<model>', None")
     min_subject_area: float = Field(default=0.02, ge=0, le=1)
     min_track_seconds: float = Field(default=1.0, ge=0)
@@ -47,10 +46,10 @@ class RetrievalSettings(BaseModel):
     clip_model: str | None = Field(default="openai/clip-vit-base-patch32")
     require_rerank: bool = Field(default=False, description="fail instead of skipping when CLIP is missing")
     min_similarity: float | None = None
-    min_clips: int = Field(default=4, ge=1)
-    max_clips: int = Field(default=20, ge=1)
+    min_clips: int = Field(default=4, ge=1, le=10_000)
+    max_clips: int = Field(default=20, ge=1, le=10_000)
     output_dir: str | None = Field(default=None, description="cut the chosen clips here as mp4")
-    fps: int = Field(default=8, ge=1, description="frame rate of cut clips (CogVideoX: 8)")
+    fps: int = Field(default=8, ge=1, le=120, description="frame rate of cut clips (CogVideoX: 8)")
     size: tuple[int, int] | None = Field(default=None, description="(width, height) of cut clips")
     allow_download: bool = Field(default=False, description="let the downloader hook fetch URL sources")
     allow_model_download: bool = Field(default=False, description="let transformers fetch CLIP / detector "
@@ -60,8 +59,9 @@ class RetrievalSettings(BaseModel):
     @classmethod
     def _check_size(cls, size: tuple[int, int] | None) -> tuple[int, int] | None:
         # Cut clips are H.264 in yuv420p, which needs positive, even sides.
-        if size is not None and (min(size) < 2 or size[0] % 2 or size[1] % 2):
-            raise ValueError(f"size {size[0]}x{size[1]} must be positive even numbers (width, height), e.g. 720x480")
+        if size is not None and (min(size) < 2 or max(size) > 4096 or size[0] % 2 or size[1] % 2):
+            raise ValueError(f"size {size[0]}x{size[1]} must be positive even numbers (width, height) up to 4096, "
+                             "e.g. 720x480")
         return size
 
 
