@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .. import edits
+from ..errors import DreamRunnerError, UsageError
 from ..project import Project
 from ..story import SAMPLER_PRESETS
 from .story_commands import SigintCancels, memory_options, model_arguments, positive
@@ -55,12 +56,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_render(args: argparse.Namespace) -> int:
     from ..rendering.pipeline import REGION_CONTROLS
-    from ..rendering.story_render import StoryRenderer, commit_to
+    from ..rendering.story_render import StoryRenderer, commit_to, variant_seeds
 
     positive(args, "steps", "variants")
     reporter = args.reporter
     project = Project.load(args.project)
     story = project.story
+    if args.variants is not None:
+        try:
+            variant_seeds(story, args.variants)  # a count the seeds cannot have is a wrong command line
+        except DreamRunnerError as error:
+            raise UsageError(str(error)) from None
     scenes = None
     if args.scene:
         chosen = [edits.find_scene(story, ref).id for ref in args.scene]
