@@ -80,6 +80,7 @@ def test_entity_tracks_replanning_and_undo(chromium, app_home, artifacts):
         open_tab(page, "Story")
         fill_and_leave(page, "#story-topic", "Rusty the fox learns to swim in the river")
         page.get_by_role("button", name="Plan story").click()
+        page.locator("#confirm-plan-yes").click()  # a planned story: Plan story asks first
         wait_until(lambda: read_project(folder)["scenes"][0]["background"] != story["scenes"][0]["background"],
                    timeout=30, what="the planned story")
         page.get_by_role("button", name="↶ Undo").click()

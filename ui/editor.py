@@ -574,10 +574,11 @@ class Editor(HistoryBar, ClipsTab, PriorsTab, RenderTab):
                 # The entities carry the scene's motions: show them on the scene and keyframe shown by then.
                 saved.then(guarded(self.board_view), where, self.board_outputs, show_progress="hidden")
         keyframe_outputs = [self.status, self.annotator, self.entities, self.delete_choice, self.board_rev,
-                            self.keyframe_strip, self.motions]
-        self.annotator.change(guarded(self.edit_boxes), [*where, self.board_rev, self.annotator], keyframe_outputs)
+                            self.keyframe_strip, self.motions, self.words_shown]
+        self.annotator.change(guarded(self.edit_boxes), [*where, self.board_rev, self.annotator, self.words_shown],
+                              keyframe_outputs)
         self.entities.input(guarded(drop_repeats(self.edit_rows)), [*where, self.board_rev, self.track_edits,
-                                                                    self.entities], keyframe_outputs)
+                                                                    self.entities, self.words_shown], keyframe_outputs)
         self.add_entity_button.click(guarded(self.add_entity), where, [self.status, *self.board_outputs])
         self.animatic_button.click(guarded(self.animatic), [self.folder, self.scene_list], [self.animatic_video])
         replan_inputs = [*where, self.replace_edits, self.replan_seed, *self.planner_inputs]
@@ -636,23 +637,27 @@ class Editor(HistoryBar, ClipsTab, PriorsTab, RenderTab):
             answer[self.scene_list] = gr.update(choices=_scene_choices(story))
         return answer
 
-    def _keyframe_outputs(self, folder, scene_id, k, refresh_boxes: bool):
+    def _keyframe_outputs(self, folder, scene_id, k, refresh_boxes: bool, shown=None):
         view = self.board_view(folder, scene_id, k)
+        # The motions box is redrawn (entity motions join the scene's): the tab now shows those motions.
+        words = view[self.words_shown]
+        if (shown or {}).get("scene") == scene_id:
+            words = {**shown, "motions": words.get("motions", "")}
         return {self.status: self.status_text(folder),
                 self.annotator: view[self.annotator] if refresh_boxes else gr.skip(),
                 self.entities: view[self.entities], self.delete_choice: view[self.delete_choice],
                 self.board_rev: view[self.board_rev], self.keyframe_strip: view[self.keyframe_strip],
-                self.motions: view[self.motions]}
+                self.motions: view[self.motions], self.words_shown: words}
 
     def _is_current(self, folder, scene_id, k, rev) -> bool:
         story = self.project(folder).story
         return rev == board.revision(story.scene(scene_id), k, board.canvas_size(story))
 
-    def _stale(self, folder, scene_id, k) -> dict:
+    def _stale(self, folder, scene_id, k, shown=None) -> dict:
         """An edit made against an older picture of the keyframe (another tab or a CLI command changed it):
         not applied; the page says so and shows the keyframe as it is now."""
         warn(board.BoardEditError("this keyframe was " + STALE.format(what="boxes")))
-        return self._keyframe_outputs(folder, scene_id, k, refresh_boxes=True)
+        return self._keyframe_outputs(folder, scene_id, k, refresh_boxes=True, shown=shown)
 
     def _notice_empty(self, folder, scene_id, k) -> None:
         if not self.project(folder).story.scene(scene_id).keyframes[k].entities:
@@ -660,7 +665,7 @@ class Editor(HistoryBar, ClipsTab, PriorsTab, RenderTab):
                        "from the background prompt alone. Undo (Ctrl+Z) brings the last one back.",
                        title="Empty keyframe")
 
-    def edit_boxes(self, folder, scene_id, keyframe, rev, value):
+    def edit_boxes(self, folder, scene_id, keyframe, rev, value, shown=None):
         if not value or scene_id is None:
             return gr.skip()
         k = _keyframe_index(keyframe)
@@ -671,7 +676,7 @@ class Editor(HistoryBar, ClipsTab, PriorsTab, RenderTab):
         if not turned and board.shown_revision(scene_id, k, boxes) == rev:
             return gr.skip()  # the echo of a redraw: the boxes are the picture this tab was given
         if not self._is_current(folder, scene_id, k, rev):
-            return self._stale(folder, scene_id, k)
+            return self._stale(folder, scene_id, k, shown)
         if board.pending_box(story, scene_id, k, boxes, size):
             return gr.skip()  # a box being drawn: its label dialog is open; it is added when answered
         try:
@@ -684,26 +689,26 @@ class Editor(HistoryBar, ClipsTab, PriorsTab, RenderTab):
                 refresh = turned or len(scene.keyframes[k].entities) != before
         except Exception as error:  # noqa: BLE001 - shown; the editor goes back to the stored boxes
             warn(error)
-            return self._keyframe_outputs(folder, scene_id, k, refresh_boxes=True)
+            return self._keyframe_outputs(folder, scene_id, k, refresh_boxes=True, shown=shown)
         if not changes:
-            return self._keyframe_outputs(folder, scene_id, k, refresh_boxes=True) if turned else gr.skip()
+            return self._keyframe_outputs(folder, scene_id, k, refresh_boxes=True, shown=shown) if turned else gr.skip()
         deleted = [c for c in changes if c.startswith("deleted")]
         if deleted:
             gr.Info(f"{'; '.join(deleted)} on keyframe {k + 1}; Undo (Ctrl+Z) brings it back")
             self._notice_empty(folder, scene_id, k)
-        return self._keyframe_outputs(folder, scene_id, k, refresh_boxes=refresh)
+        return self._keyframe_outputs(folder, scene_id, k, refresh_boxes=refresh, shown=shown)
 
-    def edit_rows(self, folder, scene_id, keyframe, rev, whole_track, table):
+    def edit_rows(self, folder, scene_id, keyframe, rev, whole_track, table, shown=None):
         k = _keyframe_index(keyframe)
         if not self._is_current(folder, scene_id, k, rev):
-            return self._stale(folder, scene_id, k)
+            return self._stale(folder, scene_id, k, shown)
         rows = table.values.tolist() if hasattr(table, "values") else table
         try:
             with self.workspace.edit(folder) as project:
                 board.apply_rows(project.story, scene_id, k, rows, whole_track=bool(whole_track))
         except Exception as error:  # noqa: BLE001
             warn(error)
-        return self._keyframe_outputs(folder, scene_id, k, refresh_boxes=True)
+        return self._keyframe_outputs(folder, scene_id, k, refresh_boxes=True, shown=shown)
 
     def add_entity(self, folder, scene_id, keyframe):
         k = _keyframe_index(keyframe)
