@@ -90,3 +90,18 @@ def ffmpeg_frames(path: Path, width: int, height: int) -> np.ndarray:
 def red_mask(frame: np.ndarray) -> np.ndarray:
     frame = frame.astype(int)
     return (frame[..., 0] > 180) & (frame[..., 1] < 90) & (frame[..., 2] < 90)
+
+
+def moving_square_clip(path: Path, frames: int = 16, fps: int = 8) -> Path:
+    """A small real H.264 clip (96x64): a square moving left to right."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        for t in range(frames):
+            image = np.full((64, 96, 3), 200, np.uint8)
+            image[20:44, 4 + 4 * t:28 + 4 * t] = (200, 60, 40)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    return Path(path)

@@ -12,8 +12,6 @@ import sys
 import warnings
 from pathlib import Path
 
-import av
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -21,6 +19,7 @@ from dreamrunner import edits
 from dreamrunner.project import Project
 from dreamrunner.story import Prior, RenderResult
 from dreamrunner.validation import validate_story
+from media_files import moving_square_clip
 from ui import board
 from ui.editor import build_app
 from ui.workspace import Workspace
@@ -78,16 +77,7 @@ def picture(tmp_path: Path) -> Path:
 
 
 def clip(tmp_path: Path) -> Path:
-    path = tmp_path / "My jump.mp4"
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=8)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        for i in range(8):
-            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 30, np.uint8), format="rgb24")
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
-    return path
-
+    return moving_square_clip(tmp_path / "My jump.mp4")
 
 def test_add_a_character(editor, pair):
     editor.add_character(pair[0], "Zoë Café")

@@ -8,9 +8,9 @@ import json
 from fractions import Fraction
 
 import av
-import numpy as np
 import pytest
 
+from media_files import moving_square_clip
 from browser import (AppServer, app_home, artifacts, chromium, drag_box, fill_and_leave,  # noqa: F401
                      new_page, open_tab, read_project, wait_until)
 
@@ -24,20 +24,6 @@ def mp4_facts(path):
         frames = sum(1 for _ in container.decode(video=0))
         rate = Fraction(stream.average_rate)
     return frames, float(frames / rate)
-
-
-def write_clip(path, frames: int = 16, fps: int = 8):
-    """A small real H.264 clip: a square moving left to right."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
-        for t in range(frames):
-            image = np.full((64, 96, 3), 200, np.uint8)
-            image[20:44, 4 + 4 * t:28 + 4 * t] = (200, 60, 40)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
 
 
 def test_plan_edit_approve_render_export(chromium, app_home, artifacts, tmp_path):
@@ -92,7 +78,7 @@ def test_plan_edit_approve_render_export(chromium, app_home, artifacts, tmp_path
         page.get_by_role("option", name=f"{scene_with_clips + 1}.", exact=False).first.click()
         wait_until(lambda: page.locator("#clips-motion input").input_value() == motion, what="the scene's motion")
         own = tmp_path / "my-walk.mp4"
-        write_clip(own)
+        moving_square_clip(own)
         page.locator("#own-clip input[type=file]").set_input_files(str(own))
         clips = wait_until(lambda: read_project(folder)["scenes"][scene_with_clips]["approved_clips"],
                            what="the user's clip")

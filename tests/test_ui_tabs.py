@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from media_files import moving_square_clip
 from browser import (AppServer, app_home, artifacts, chromium, fill_and_leave, new_page,  # noqa: F401
                      open_tab, read_project, toast_texts, wait_until)
 
@@ -175,20 +176,6 @@ def test_opening_an_empty_backup_with_a_scene_selected_shows_no_raw_error(chromi
         no_raw_errors(page)
 
 
-def write_clip(path, frames: int = 16, fps: int = 8):
-    """A small real H.264 clip."""
-    import av
-
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
-        for t in range(frames):
-            image = np.full((64, 96, 3), 200, np.uint8)
-            image[20:44, 4 + 4 * t:28 + 4 * t] = (200, 60, 40)
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-        container.mux(stream.encode())
-
-
 def test_clips_belong_to_their_motion(chromium, app_home, artifacts, tmp_path):
     """Item 5: clips found for one motion are not approved for another; removing an approval removes that
     one only; the count of clips to review follows Reject."""
@@ -234,7 +221,7 @@ def test_clips_belong_to_their_motion(chromium, app_home, artifacts, tmp_path):
 
         # One clip approved for both motions; removing one approval keeps the other.
         own = tmp_path / "my-move.mp4"
-        write_clip(own)
+        moving_square_clip(own)
         for motion in ("running", "jumping"):
             choose(page, "#clips-motion", motion)
             wait_until(lambda: page.locator("#clips-motion input").input_value() == motion, what=motion)
