@@ -208,6 +208,11 @@ class Project:
         self.revision, self.base, self._stamp = current[1], current[0], stamp
         return self.story != before
 
+    def snapshot(self) -> Project:
+        """A copy of this project for a job to read while the story goes on being edited; it has no revision,
+        so saving it is refused (jobs hand results back instead, docs/architecture.md)."""
+        return Project(self.folder, self.story.model_copy(deep=True))
+
     @contextmanager
     def edit(self, save: bool = True) -> Iterator[Project]:
         """One change to the story (`dreamrunner.edits`): the whole story is checked afterwards; on any error it

@@ -10,7 +10,6 @@ import html
 import gradio as gr
 
 from dreamrunner import edits
-from dreamrunner.project import Project
 
 from .jobs import GPU, Cancels, cancel_handler, progress_html, run_streaming, stream_job
 from .messages import guarded
@@ -144,7 +143,7 @@ class PriorsTab:
         token = self.prior_cancels.new(request.session_hash if request else None)
         live = self.project(folder)
         # The job reads a copy taken now; its result is committed to the live story below.
-        snapshot = Project(live.folder, live.story.model_copy(deep=True))
+        snapshot = live.snapshot()
         backend = snapshot.story.settings.render.backend
         yield {self.prior_progress: progress_html(None, f"loading the {backend} backend…")}
 

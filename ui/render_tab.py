@@ -19,7 +19,6 @@ import gradio as gr
 
 from dreamrunner import edits
 from dreamrunner.backends import NOISE_LABEL
-from dreamrunner.project import Project
 from dreamrunner.story import plan_digest
 
 from .jobs import GPU, Cancels, cancel_handler, progress_html, run_streaming, stream_job
@@ -240,12 +239,11 @@ class RenderTab:
 
     def render_job(self, folder, scene_id, request: gr.Request, every_scene: bool = False):
         token = self.cancels.start(request.session_hash if request else None)
-        live = self.project(folder)
-        story = live.story.model_copy(deep=True)
+        snapshot = self.project(folder).snapshot()
+        story = snapshot.story
         if not story.scenes:
             raise gr.Error("the story has no scenes to render; plan a story first")
         indices = list(range(len(story.scenes))) if every_scene else [[s.id for s in story.scenes].index(scene_id)]
-        snapshot = Project(live.folder, story)
         backend = story.settings.render.backend
         load("rendering")
         from dreamrunner.rendering.story_render import StoryRenderer
@@ -344,7 +342,7 @@ class RenderTab:
     def export_job(self, folder, crossfade, burn, request: gr.Request):
         token = self.cancels.new(request.session_hash if request else None)
         live = self.project(folder)
-        snapshot = Project(live.folder, live.story.model_copy(deep=True))
+        snapshot = live.snapshot()
         export = load("export")
         out = self.next_export(live.folder)
         out.parent.mkdir(exist_ok=True)
