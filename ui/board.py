@@ -92,6 +92,17 @@ def shown_revision(scene_id: str, k: int, boxes: list[dict]) -> str:
     return hashlib.sha1(repr((scene_id, k, shown)).encode("utf-8")).hexdigest()[:16]
 
 
+def page_change(value, was, stored) -> str:
+    """What a value a tab sent means, given `was` (what the tab was shown; None when unknown) and `stored`:
+    "unchanged" (the tab sent what it showed, or what is stored), "stale" (the user changed a value another
+    tab or program changed since the tab showed it) or "apply". Every text field and table cell decides so."""
+    if was is not None and value == was:
+        return "unchanged"
+    if was is not None and stored != was:
+        return "stale"
+    return "apply" if value != stored else "unchanged"
+
+
 def normalize(box: dict, size: CanvasSize, where: str) -> tuple[float, float, float, float]:
     try:
         xs = sorted((float(box["xmin"]), float(box["xmax"])))

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dreamrunner import edits
 from dreamrunner.story import Story
 
+from .board import page_change
+
 CHARACTER_COLUMNS = ["id", "name", "token", "description"]
 
 
@@ -29,9 +31,10 @@ def apply_character_rows(story: Story, rows: list[list], shown: list[list] | Non
         for column, field in enumerate(("name", "token", "description"), start=1):
             value = str(row[column] if row[column] is not None else "").strip()
             was = before[character_id][column] if character_id in before else None
-            if was is not None and value == was:
-                continue  # not changed in this table
-            if was is not None and stored[character_id][column] != was:
+            change = page_change(value, was, stored[character_id][column])
+            if change == "unchanged":
+                continue
+            if change == "stale":
                 raise edits.EditError(f"character {character_id!r}, {field}: changed elsewhere (another tab or "
                                       "program) since this page showed it; your change was not applied. The table "
                                       "now shows the current values.")

@@ -425,9 +425,10 @@ class Editor(HistoryBar, ClipsTab, PriorsTab, RenderTab):
     def set_story_field(self, folder, field, value, shown=None):
         value, was = value or "", (shown or {}).get(field)
         stored = getattr(self.project(folder).story, field)
-        if was is not None and value != was and stored != was:
+        change = board.page_change(value, was, stored)
+        if change == "stale":
             warn(board.BoardEditError(f"the {field} was " + STALE.format(what=field)))
-        elif value != stored and (was is None or value != was):
+        elif change == "apply":
             with self.workspace.edit(folder) as project:
                 edits.set_story_fields(project.story, **{field: value})
         stored = getattr(self.project(folder).story, field)
@@ -617,9 +618,10 @@ class Editor(HistoryBar, ClipsTab, PriorsTab, RenderTab):
         scene_id = shown.get("scene") or scene_id
         was, stored = shown.get(field), _scene_words(self.project(folder).story.scene(scene_id))[field]
         try:
-            if was is not None and value != was and stored != was:
+            change = board.page_change(value, was, stored)
+            if change == "stale":
                 raise board.BoardEditError(f"the {field} of scene {scene_id!r} was " + STALE.format(what=field))
-            if value != stored and (was is None or value != was):
+            if change == "apply":
                 with self.workspace.edit(folder) as project:
                     edits.edit_scene(project.story, scene_id,
                                      **{field: board.parse_motions(value) if field == "motions" else value})
