@@ -290,8 +290,10 @@ class VideoSettings(Model):
         # batches of two after an odd first batch: an even latent count (45 frames -> 12) comes back as 48 frames.
         step, most, model = FRAME_RULES[self.patch_size_t]
         if self.num_frames > most:
+            longer = (" (CogVideoX 1.5 makes up to 161: the cogvideox1.5-5b backend with video.patch_size_t 2)"
+                      if self.patch_size_t == 1 else "")
             raise ValueError(f"num_frames = {self.num_frames} is more than {model} make: at most "
-                             f"{most} ({step}N+1 with N <= {(most - 1) // step})")
+                             f"{most} ({step}N+1 with N <= {(most - 1) // step}){longer}")
         if (self.num_frames - 1) % step:
             lower = self.num_frames - (self.num_frames - 1) % step
             raise ValueError(f"num_frames = {self.num_frames} does not fit {model}: it must be {step}N+1 "
