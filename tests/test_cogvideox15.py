@@ -229,3 +229,11 @@ def test_the_cli_renders_with_tiny_15(tmp_path, capsys):
     assert main(["render", str(tmp_path / "story"), "--scene", "2", "--backend", "cogvideox-5b"]) == 1
     assert "the cogvideox-5b backend needs patch_size_t 1" in capsys.readouterr().err
 
+
+
+def test_training_a_prior_on_15_is_a_named_error(tmp_path, components):
+    from dreamrunner.priors.service import PriorError, PriorRequest, train_prior
+    from dreamrunner.story import PriorSettings
+
+    with pytest.raises(PriorError, match="training priors on tiny-1.5 .* is not supported yet"):
+        train_prior(components, PriorRequest("subject", "mia", (), PriorSettings()), tmp_path)
