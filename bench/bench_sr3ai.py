@@ -10,8 +10,13 @@ writes JSON:
 - per transformer step: stock vs SR3AI vs SR3AI + 4 region-gated LoRAs (rank 32 on attn q/k/v/out and
   ff in/out: 2 subject priors on odd blocks, 2 motion priors on even blocks), with peak memory.
 
+`--model cogvideox1.5-5b`: the CogVideoX1.5-5B transformer instead (42 blocks, 48 heads, rotary positions,
+two latent frames per token frame) at its default 81 frames, 768x1360: 21 latent frames padded to 22 as
+diffusers pads them, 11 x 48 x 85 video tokens; `--step-only` skips the per-call sections.
+
     python bench/bench_sr3ai.py                 # GPU, full CogVideoX-2B size
     python bench/bench_sr3ai.py --tiny          # CPU, tiny config, same code path (a smoke run)
+    python bench/bench_sr3ai.py --model cogvideox1.5-5b --step-only --prompts 4
 
 Random weights: the numbers are costs and numerical agreement, not video quality.
 """
@@ -104,42 +109,68 @@ def main() -> None:
     parser.add_argument("--step-iters", type=int, default=None)
     parser.add_argument("--quick", action="store_true",
                         help="skip the per-kernel comparisons and profiles (the main table and exactness only)")
+    parser.add_argument("--model", choices=("cogvideox-2b", "cogvideox1.5-5b"), default="cogvideox-2b",
+                        help="transformer config (full size; with --tiny the tiny flavour of that kind)")
+    parser.add_argument("--step-only", action="store_true",
+                        help="only the transformer steps (skip the per-attention-call exactness and timings)")
     args = parser.parse_args()
 
-    from diffusers import CogVideoXTransformer3DModel
+    from diffusers import CogVideoXPipeline, CogVideoXTransformer3DModel
+
+    from dreamrunner.backends.cogvideox import CHECKPOINTS
 
     if args.tiny:
-        from dreamrunner.backends.tiny import tiny_transformer_config
+        from dreamrunner.backends.tiny import TINY_VIDEO, TINY_VIDEO_15, tiny_transformer_config
 
         device, dtype = torch.device("cpu"), torch.float32
-        config = tiny_transformer_config("2b")
-        frames, height, width = 9, config["sample_height"], config["sample_width"]
+        is_15 = args.model == "cogvideox1.5-5b"
+        config = tiny_transformer_config("1.5" if is_15 else "2b")
+        video = TINY_VIDEO_15 if is_15 else TINY_VIDEO
         attn_iters, step_iters, warmup = args.attn_iters or 3, args.step_iters or 2, 1
     else:
         device, dtype = torch.device("cuda"), torch.bfloat16
-        config = {}  # diffusers' defaults are CogVideoX-2B
-        frames, height, width = 49, 60, 90  # latent height/width of 480x720
+        config, video = CHECKPOINTS[args.model].transformer, CHECKPOINTS[args.model].video
         attn_iters, step_iters, warmup = args.attn_iters or 20, args.step_iters or 5, 2
         if args.quick:
             attn_iters, step_iters, warmup = args.attn_iters or 10, args.step_iters or 3, 1
+    frames, height, width = video["num_frames"], video["height"] // 8, video["width"] // 8  # latent height/width
     torch.manual_seed(0)
     with torch.device(device):
         transformer = CogVideoXTransformer3DModel(**config).to(dtype).eval()
+    weights_gib = torch.cuda.memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
     cfg = transformer.config
     heads, head_dim, L = cfg.num_attention_heads, cfg.attention_head_dim, cfg.max_text_seq_length
     latent_frames = (frames - 1) // cfg.temporal_compression_ratio + 1
-    grid = (latent_frames, height // cfg.patch_size, width // cfg.patch_size)
+    patch_t = cfg.patch_size_t or 1
+    latent_frames += -latent_frames % patch_t  # CogVideoXPipeline pads to whole temporal patches (1.5)
+    grid = (latent_frames // patch_t, height // cfg.patch_size, width // cfg.patch_size)
     N = math.prod(grid)
     batch = 2
+    # Rotary positions (5B-style models) exactly as the stock pipeline makes them for this size.
+    rotary = None
+    if cfg.use_rotary_positional_embeddings:
+        rotary = CogVideoXPipeline(tokenizer=None, text_encoder=None, vae=None, transformer=transformer, scheduler=None) \
+            ._prepare_rotary_positional_embeddings(height * 8, width * 8, latent_frames, device)
     results = {
-        "command": "python bench/bench_sr3ai.py" + (" --tiny" if args.tiny else "") + (" --quick" if args.quick else ""),
+        "command": "python bench/bench_sr3ai.py" + (" --tiny" if args.tiny else "") + (" --quick" if args.quick else "")
+                   + (f" --model {args.model}" if args.model != "cogvideox-2b" else "")
+                   + (" --step-only" if args.step_only else "")
+                   + (f" --prompts {' '.join(map(str, args.prompts))}" if args.prompts != [1, 3, 5, 9] else ""),
+        "model": args.model + (" (tiny config)" if args.tiny else " (full size, random weights)"),
+        "video": f"{frames} frames {video['height']}x{video['width']}",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
         "torch": torch.__version__, "dtype": str(dtype), "batch": batch, "grid": grid, "video_tokens": N,
+        "weights_gib": weights_gib,  # step peaks ("peak_gib") are above this (the model's weights stay live)
         "text_tokens_per_prompt": L, "heads": heads, "head_dim": head_dim, "layers": cfg.num_layers,
         "attention": {}, "step": {}, "exactness": {},
     }
     print(json.dumps({k: results[k] for k in ("machine", "torch", "dtype", "grid", "video_tokens")}))
+
+    def save() -> None:  # after every measurement, so a run cut short still leaves what it measured
+        if args.out:
+            with open(args.out, "w") as f:
+                json.dump(results, f, indent=2)
 
     def qkv(prompts, dtype=dtype, b=batch, seed=0):
         generator = torch.Generator(device=device).manual_seed(seed)
@@ -151,72 +182,73 @@ def main() -> None:
         covered = [int(i.numel()) for i in layout.video_index]
         print(f"P={p}: tokens per prompt {covered}, cover classes {len(layout.cover_classes().spans)}")
 
-    # --- exactness at real size (one call, batch 1): bf16 fast / dense vs the fp32 dense reference
     p_check = 5 if 5 in layouts else args.prompts[-1]
-    layout = layouts[p_check]
-    q32, k32, v32 = qkv(p_check, torch.float32, b=1, seed=1)
-    reference = sr3ai_attention_dense(q32, k32, v32, layout)
-    q, k, v = (t.to(dtype) for t in (q32, k32, v32))
-    results["exactness"] = {
-        "prompts": p_check,
-        "fast_fp32_vs_dense_fp32": rel_err(sr3ai_attention_fast(q32, k32, v32, layout), reference),
-        "fast_vs_dense_fp32": rel_err(sr3ai_attention_fast(q, k, v, layout), reference),
-        "dense_vs_dense_fp32": rel_err(sr3ai_attention_dense(q, k, v, layout), reference),
-        "stock_sdpa_bf16_vs_fp32_unmasked": rel_err(
-            F.scaled_dot_product_attention(q, k, v), F.scaled_dot_product_attention(q32, k32, v32)),
-    }
-    del q32, k32, v32, reference, q, k, v
-    print("exactness", json.dumps(results["exactness"]))
+    if not args.step_only:  # the per-call sections (at 1.5 size the dense fp32 reference is 45k x 45k)
+        # --- exactness at real size (one call, batch 1): bf16 fast / dense vs the fp32 dense reference
+        layout = layouts[p_check]
+        q32, k32, v32 = qkv(p_check, torch.float32, b=1, seed=1)
+        reference = sr3ai_attention_dense(q32, k32, v32, layout)
+        q, k, v = (t.to(dtype) for t in (q32, k32, v32))
+        results["exactness"] = {
+            "prompts": p_check,
+            "fast_fp32_vs_dense_fp32": rel_err(sr3ai_attention_fast(q32, k32, v32, layout), reference),
+            "fast_vs_dense_fp32": rel_err(sr3ai_attention_fast(q, k, v, layout), reference),
+            "dense_vs_dense_fp32": rel_err(sr3ai_attention_dense(q, k, v, layout), reference),
+            "stock_sdpa_bf16_vs_fp32_unmasked": rel_err(
+                F.scaled_dot_product_attention(q, k, v), F.scaled_dot_product_attention(q32, k32, v32)),
+        }
+        del q32, k32, v32, reference, q, k, v
+        print("exactness", json.dumps(results["exactness"]))
 
-    # --- per attention call
-    q, k, v = qkv(1)
-    stock_ms, stock_mem = timed(lambda: F.scaled_dot_product_attention(q, k, v), device, warmup, attn_iters)
-    results["attention"]["stock"] = {"ms": stock_ms, "peak_extra_gib": stock_mem}
-    print(f"attention stock (1 prompt, SDPA): {stock_ms:.2f} ms, peak extra {stock_mem:.2f} GiB")
-    if device.type == "cuda" and not args.quick:  # the main part alone: video x video, with the log-sum-exp
-        from dreamrunner.attention import attention_with_lse
+        # --- per attention call
+        q, k, v = qkv(1)
+        stock_ms, stock_mem = timed(lambda: F.scaled_dot_product_attention(q, k, v), device, warmup, attn_iters)
+        results["attention"]["stock"] = {"ms": stock_ms, "peak_extra_gib": stock_mem}
+        print(f"attention stock (1 prompt, SDPA): {stock_ms:.2f} ms, peak extra {stock_mem:.2f} GiB")
+        if device.type == "cuda" and not args.quick:  # the main part alone: video x video, with the log-sum-exp
+            from dreamrunner.attention import attention_with_lse
 
-        qv, kv, vv = (t[:, :, L:] for t in (q, k, v))
-        for name in CUDA_LSE_BACKENDS:
-            try:
-                ms, _ = timed(lambda: attention_with_lse(qv, kv, vv, (name,)), device, warmup, attn_iters)
-                results["attention"][f"video_part_lse_{name}"] = {"ms": ms}
-                print(f"  video x video with lse, {name}: {ms:.2f} ms")
-            except Exception as error:  # a kernel this GPU / build lacks: record and move on
-                results["attention"][f"video_part_lse_{name}"] = {"error": str(error)[:200]}
-    del q, k, v
-    for p, layout in layouts.items():
-        q, k, v = qkv(p)
-        row = {}
-        # "fast" as the transformer runs it: video tokens in cover-class order (SR3AIController);
-        # "fast_natural_order": tokens in (t, row, col) order, gathered into class order and scattered back.
-        ordered = layout.reordered(layout.cover_classes().order)
-        for name, fn in [("dense", lambda: sr3ai_attention_dense(q, k, v, layout)),
-                         ("fast", lambda: sr3ai_attention_fast(q, k, v, ordered)),
-                         ("fast_natural_order", lambda: sr3ai_attention_fast(q, k, v, layout))]:
-            ms, mem = timed(fn, device, warmup, attn_iters)
-            row[name] = {"ms": ms, "peak_extra_gib": mem, "x_stock": ms / stock_ms}
-        if device.type == "cuda" and p == p_check and not args.quick:
+            qv, kv, vv = (t[:, :, L:] for t in (q, k, v))
             for name in CUDA_LSE_BACKENDS:
                 try:
-                    ms, _ = timed(lambda: sr3ai_attention_fast(q, k, v, ordered, (name,)), device, warmup, attn_iters)
-                    row[f"fast_{name}"] = {"ms": ms, "x_stock": ms / stock_ms}
-                except Exception as error:
-                    row[f"fast_{name}"] = {"error": str(error)[:200]}
-        if device.type == "cuda" and p == p_check and not args.quick:  # where the time goes
-            from torch.profiler import ProfilerActivity, profile
-
-            with profile(activities=[ProfilerActivity.CUDA]) as prof:
-                for _ in range(3):
-                    sr3ai_attention_fast(q, k, v, ordered)
-                torch.cuda.synchronize()
-            table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=15)
-            results["attention"]["profile_fast"] = table
-            print(table)
-        results["attention"][f"P{p}"] = row
-        print(f"attention P={p}: " + ", ".join(f"{n} {r['ms']:.2f} ms ({r['x_stock']:.3f}x)" for n, r in row.items() if "ms" in r)
-              + f"; peak extra dense {row['dense']['peak_extra_gib']:.2f} GiB, fast {row['fast']['peak_extra_gib']:.2f} GiB")
+                    ms, _ = timed(lambda: attention_with_lse(qv, kv, vv, (name,)), device, warmup, attn_iters)
+                    results["attention"][f"video_part_lse_{name}"] = {"ms": ms}
+                    print(f"  video x video with lse, {name}: {ms:.2f} ms")
+                except Exception as error:  # a kernel this GPU / build lacks: record and move on
+                    results["attention"][f"video_part_lse_{name}"] = {"error": str(error)[:200]}
         del q, k, v
+        for p, layout in layouts.items():
+            q, k, v = qkv(p)
+            row = {}
+            # "fast" as the transformer runs it: video tokens in cover-class order (SR3AIController);
+            # "fast_natural_order": tokens in (t, row, col) order, gathered into class order and scattered back.
+            ordered = layout.reordered(layout.cover_classes().order)
+            for name, fn in [("dense", lambda: sr3ai_attention_dense(q, k, v, layout)),
+                             ("fast", lambda: sr3ai_attention_fast(q, k, v, ordered)),
+                             ("fast_natural_order", lambda: sr3ai_attention_fast(q, k, v, layout))]:
+                ms, mem = timed(fn, device, warmup, attn_iters)
+                row[name] = {"ms": ms, "peak_extra_gib": mem, "x_stock": ms / stock_ms}
+            if device.type == "cuda" and p == p_check and not args.quick:
+                for name in CUDA_LSE_BACKENDS:
+                    try:
+                        ms, _ = timed(lambda: sr3ai_attention_fast(q, k, v, ordered, (name,)), device, warmup, attn_iters)
+                        row[f"fast_{name}"] = {"ms": ms, "x_stock": ms / stock_ms}
+                    except Exception as error:
+                        row[f"fast_{name}"] = {"error": str(error)[:200]}
+            if device.type == "cuda" and p == p_check and not args.quick:  # where the time goes
+                from torch.profiler import ProfilerActivity, profile
+
+                with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                    for _ in range(3):
+                        sr3ai_attention_fast(q, k, v, ordered)
+                    torch.cuda.synchronize()
+                table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=15)
+                results["attention"]["profile_fast"] = table
+                print(table)
+            results["attention"][f"P{p}"] = row
+            print(f"attention P={p}: " + ", ".join(f"{n} {r['ms']:.2f} ms ({r['x_stock']:.3f}x)" for n, r in row.items() if "ms" in r)
+                  + f"; peak extra dense {row['dense']['peak_extra_gib']:.2f} GiB, fast {row['fast']['peak_extra_gib']:.2f} GiB")
+            del q, k, v
 
     # --- per transformer step
     generator = torch.Generator(device=device).manual_seed(2)
@@ -229,11 +261,12 @@ def main() -> None:
     @torch.no_grad()
     def step(encoder_hidden_states):
         return transformer(hidden_states=latents, encoder_hidden_states=encoder_hidden_states, timestep=timestep,
-                           return_dict=False)[0]
+                           image_rotary_emb=rotary, return_dict=False)[0]
 
     stock_text = text(1)
     step_ms, step_mem = timed(lambda: step(stock_text), device, warmup, step_iters)
     results["step"]["stock"] = {"ms": step_ms, "peak_gib": step_mem}
+    save()
     print(f"step stock: {step_ms:.1f} ms, peak {step_mem:.2f} GiB")
     loras = [random_lora(transformer, kind, 32, seed) for seed, kind in enumerate(["subject", "subject", "motion", "motion"])]
     with SR3AIController(transformer) as controller:
@@ -257,6 +290,8 @@ def main() -> None:
                 results["step"]["profile_sr3ai_4_loras"] = table
                 print(table)
             controller.set_loras([])
+            results["step"][f"P{p}"] = row
+            save()
             if p == p_check:  # the whole step, fast vs the dense reference
                 fast = step(encoder_hidden_states)
                 for processor in transformer.attn_processors.values():
@@ -266,12 +301,10 @@ def main() -> None:
                     processor.implementation = "fast"
                 results["exactness"]["step_fast_vs_dense"] = rel_err(fast, dense)
                 del fast, dense
-            results["step"][f"P{p}"] = row
+                save()
             print(f"step P={p}: " + ", ".join(f"{n} {r['ms']:.1f} ms ({r['x_stock']:.3f}x, peak {r['peak_gib']:.2f} GiB)" for n, r in row.items()))
     print("exactness", json.dumps(results["exactness"]))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(results, f, indent=2)
+    save()
 
 
 if __name__ == "__main__":

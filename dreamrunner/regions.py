@@ -15,6 +15,14 @@ Rules (the paper gives each keyframe one second; the released code gives each ke
   entities with their boxes. "interpolate" (an option; the paper's wording): the same entities, each box
   moving linearly between the middles of consecutive keyframes' spans where the entity is in both (matched
   by name, then by order among equal names); before the first middle and after the last, boxes hold.
+- Temporal patches (CogVideoX 1.5, `patch_size_t` p = 2): a token frame stands for p latent frames. diffusers
+  pads the latents in front to a multiple of p (`additional_frames` noise frames, dropped before decoding), so
+  with pad = -latent_frames mod p token frame t covers the real latent frames t*p - pad .. t*p - pad + p - 1
+  that exist: for 81 frames (21 latent frames, 11 token frames) token frame 0 is latent frame 0 alone and
+  token frame t >= 1 is latent frames 2t - 1 and 2t. Each latent frame keeps its boxes by the rules above,
+  and a token frame takes the union of its latent frames' regions: a token carries both frames' content, so
+  an entity present in either may attend its prompt there (taking one frame would drop the other frame's
+  entity to the background prompt at a keyframe change).
 - One prompt per distinct region description, in order of first appearance, after the background
   prompt (index 0). A token belongs to every prompt whose box covers it (overlaps belong to all);
   the background prompt holds exactly the tokens no entity covers.
@@ -118,6 +126,16 @@ def schedule_boxes(scene: Scene, frames: int, pixel_frames: int | None = None,
     return schedule
 
 
+def token_frame_latents(latent_frames: int, patch_size_t: int = 1) -> list[range]:
+    """The real latent frames each token frame covers, with diffusers' front padding (see the module
+    docstring): [range(0, 1), range(1, 3), ..., range(19, 21)] for 21 latent frames and patch_size_t 2."""
+    if latent_frames < 1 or patch_size_t < 1:
+        raise ValueError(f"{latent_frames} latent frames with patch_size_t {patch_size_t}")
+    pad = -latent_frames % patch_size_t
+    tokens = -(-latent_frames // patch_size_t)
+    return [range(max(t * patch_size_t - pad, 0), (t + 1) * patch_size_t - pad) for t in range(tokens)]
+
+
 def box_cells(box: tuple[float, float, float, float], rows: int, cols: int) -> tuple[slice, slice]:
     x0, y0, x1, y1 = box
     r0 = min(int(round(y0 * rows)), rows - 1)
@@ -159,13 +177,26 @@ class RegionPlan:
 
 
 def build_region_plan(scene: Scene, grid: tuple[int, int, int], pixel_frames: int | None = None,
-                      boxes: BoxMotion = "hold") -> RegionPlan:
-    """Prompts and token masks for a scene on a (frames, rows, cols) token grid (13 x 30 x 45 for 2B at 480x720).
+                      boxes: BoxMotion = "hold", patch_size_t: int = 1) -> RegionPlan:
+    """Prompts and token masks for a scene on a (frames, rows, cols) token grid (13 x 30 x 45 for 2B at 480x720;
+    `VideoSettings.token_grid`).
 
-    `pixel_frames` (the video's frame count; None: 4 * (frames - 1) + 1) and `boxes` as in `schedule_boxes`.
+    `pixel_frames` (the video's frame count; None: 4 * (frames - 1) + 1, with patch_size_t 1 only) and `boxes`
+    as in `schedule_boxes`. `patch_size_t` latent frames per token frame (CogVideoX 1.5: 2): the latent frames
+    are scheduled and each token frame takes the union of its latent frames' regions (`token_frame_latents`).
+    Raises ValueError when the grid's frames are not the token frames of `pixel_frames`.
     """
     frames, rows, cols = grid
-    schedule = schedule_boxes(scene, frames, pixel_frames, boxes)
+    latent_frames = frames
+    if patch_size_t != 1:
+        if pixel_frames is None:
+            raise ValueError("a temporally patched grid needs the video's frame count (pixel_frames)")
+        latent_frames = (pixel_frames - 1) // VAE_TEMPORAL + 1
+    groups = token_frame_latents(latent_frames, patch_size_t)
+    if len(groups) != frames:
+        raise ValueError(f"{pixel_frames} frames make {len(groups)} token frames with patch_size_t {patch_size_t}, "
+                         f"but the grid has {frames}")
+    schedule = schedule_boxes(scene, latent_frames, pixel_frames, boxes)
     prompts = [scene.background]
     index: dict[str, int] = {}
     names: list[list[str]] = [[]]
@@ -184,10 +215,11 @@ def build_region_plan(scene: Scene, grid: tuple[int, int, int], pixel_frames: in
                 if value is not None and value not in bucket[p]:
                     bucket[p].append(value)
     masks = np.zeros((len(prompts), frames, rows, cols), dtype=bool)
-    for t, regions in enumerate(schedule):
-        for region in regions:
-            r, c = box_cells(region.box, rows, cols)
-            masks[index[region.description], t, r, c] = True
+    for t, latents in enumerate(groups):
+        for regions in (schedule[j] for j in latents):
+            for region in regions:
+                r, c = box_cells(region.box, rows, cols)
+                masks[index[region.description], t, r, c] = True
     masks[BACKGROUND] = ~masks[1:].any(axis=0)
     return RegionPlan(
         prompts=tuple(prompts),

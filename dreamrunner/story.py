@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from .backends import temporal_patch
 from .media import DEFAULT_BACKGROUND, background_rgb
 
 NUM_KEYFRAMES = 6
@@ -25,6 +26,13 @@ NUM_KEYFRAMES = 6
 # CogVideo authors' own demo documents "8N + 1 where N <= 6". More frames leave the training distribution
 # (and grow attention quadratically); validation refuses them rather than render something unseen.
 MAX_NUM_FRAMES = 49
+# Frame rule per temporal patch (VideoSettings.patch_size_t): N-step, most frames, the models it is for.
+# CogVideoX 1.5 (two latent frames per token frame) makes 16N+1 frames with N <= 10, its model card's rule:
+# 81 frames (5 s at 16 fps, its default) or 161 (10 s).
+FRAME_RULES = {1: (8, MAX_NUM_FRAMES, "CogVideoX 2B/5B"), 2: (16, 161, "CogVideoX 1.5")}
+# The geometry each kind was trained at, for messages (VideoSettings fields).
+GEOMETRY_10 = {"patch_size_t": 1, "num_frames": 49, "fps": 8, "height": 480, "width": 720}
+GEOMETRY_15 = {"patch_size_t": 2, "num_frames": 81, "fps": 16, "height": 768, "width": 1360}
 
 
 def _check_media_path(path: str) -> str:
@@ -256,7 +264,9 @@ class Prior(Model):
 
 
 class VideoSettings(Model):
-    """Frame geometry. The latent factors are CogVideoX's: 8x spatial and 4x temporal VAE, patch 2."""
+    """Frame geometry. The latent factors are CogVideoX's: 8x spatial and 4x temporal VAE, patch 2, and
+    `patch_size_t` latent frames per token frame: 1 for CogVideoX 2B/5B, 2 for CogVideoX 1.5 (the story's
+    render backend must be of that kind: `Story` checks it)."""
 
     num_frames: int = Field(default=49, ge=1)
     fps: int = Field(default=8, ge=1, le=120)
@@ -264,12 +274,12 @@ class VideoSettings(Model):
     # no GPU attends over, so validation stops there instead of building it.
     height: int = Field(default=480, ge=16, le=2048)
     width: int = Field(default=720, ge=16, le=2048)
-    # Fixed by CogVideoX 2B/5B's VAE and transformer (they divide frame counts and sides): stored for the
-    # record, never settable to another value.
+    # Fixed by CogVideoX's VAE and transformer (they divide frame counts and sides): stored for the
+    # record, never settable to another value; patch_size_t follows the model (1.0: 1, 1.5: 2).
     vae_spatial: Literal[8] = 8
     vae_temporal: Literal[4] = 4
     patch_size: Literal[2] = 2
-    patch_size_t: Literal[1] = 1
+    patch_size_t: Literal[1, 2] = 1
     # Boxes within a keyframe's second (dreamrunner.regions): "hold" them (the released code) or "interpolate"
     # between keyframes (the paper's wording).
     keyframe_boxes: Literal["hold", "interpolate"] = "hold"
@@ -278,14 +288,16 @@ class VideoSettings(Model):
     def _check_geometry(self) -> VideoSettings:
         # The VAE makes one latent of the first frame and one of every 4 after it, and decodes the latents in
         # batches of two after an odd first batch: an even latent count (45 frames -> 12) comes back as 48 frames.
-        step = 2 * self.vae_temporal
-        if self.num_frames > MAX_NUM_FRAMES:
-            raise ValueError(f"num_frames = {self.num_frames} is more than CogVideoX 2B/5B make: at most "
-                             f"{MAX_NUM_FRAMES} ({step}N+1 with N <= {(MAX_NUM_FRAMES - 1) // step})")
+        step, most, model = FRAME_RULES[self.patch_size_t]
+        if self.num_frames > most:
+            longer = (" (CogVideoX 1.5 makes up to 161: the cogvideox1.5-5b backend with video.patch_size_t 2)"
+                      if self.patch_size_t == 1 else "")
+            raise ValueError(f"num_frames = {self.num_frames} is more than {model} make: at most "
+                             f"{most} ({step}N+1 with N <= {(most - 1) // step}){longer}")
         if (self.num_frames - 1) % step:
             lower = self.num_frames - (self.num_frames - 1) % step
-            raise ValueError(f"num_frames = {self.num_frames} does not fit CogVideoX 2B/5B: it must be {step}N+1 "
-                             f"up to {MAX_NUM_FRAMES} (e.g. {lower} or {min(lower + step, MAX_NUM_FRAMES)})")
+            raise ValueError(f"num_frames = {self.num_frames} does not fit {model}: it must be {step}N+1 "
+                             f"up to {most} (e.g. {lower} or {min(lower + step, most)})")
         step = self.vae_spatial * self.patch_size
         if self.height % step or self.width % step:
             raise ValueError(f"height and width must be multiples of {step}, got {self.height}x{self.width}")
@@ -297,7 +309,9 @@ class VideoSettings(Model):
 
     @property
     def token_grid(self) -> tuple[int, int, int]:
-        """(frames, rows, cols) of video tokens; 13 x 30 x 45 for 49 frames at 480x720."""
+        """(frames, rows, cols) of video tokens; 13 x 30 x 45 for 49 frames at 480x720. Token frames are
+        ceil(latent frames / patch_size_t), as diffusers pads the latents: 11 x 48 x 85 for CogVideoX 1.5's
+        81 frames (21 latent frames + 1 padding) at 768x1360."""
         frames = -(-self.latent_frames // self.patch_size_t)
         step = self.vae_spatial * self.patch_size
         return frames, self.height // step, self.width // step
@@ -427,6 +441,22 @@ class Story(Model):
     scenes: list[Scene] = Field(default_factory=list)
     priors: list[Prior] = Field(default_factory=list)
     settings: StorySettings = Field(default_factory=StorySettings)
+
+    @model_validator(mode="after")
+    def _check_backend_geometry(self) -> Story:
+        # Checked on the whole story (not on assignment to its settings), so a backend and the geometry it
+        # needs can be set in either order within one change.
+        render, video = self.settings.render, self.settings.video
+        wanted = temporal_patch(render.backend)
+        if video.patch_size_t != wanted:
+            kinds = {1: "CogVideoX 2B/5B", 2: "CogVideoX 1.5"}
+            raise ValueError(
+                f"settings: render.backend {render.backend!r} is a {kinds[wanted]} model, but the video settings "
+                f"are {kinds[video.patch_size_t]} geometry (video.patch_size_t = {video.patch_size_t}, the "
+                f"model's is {wanted}); set the backend and its geometry in one change, e.g. `dreamrunner set "
+                f"PROJECT render.backend=cogvideox1.5-5b 'video={json.dumps(GEOMETRY_15)}'` (or back: "
+                f"render.backend=cogvideox-5b 'video={json.dumps(GEOMETRY_10)}')")
+        return self
 
     @model_validator(mode="after")
     def _check_references(self) -> Story:

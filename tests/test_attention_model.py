@@ -1,4 +1,5 @@
-"""SR3AI on tiny random CogVideoX 2B (sinusoidal) and 5B (rotary) transformers, float32 on CPU."""
+"""SR3AI on tiny random CogVideoX 2B (sinusoidal), 5B (rotary) and 1.5 (rotary, two latent frames per token
+frame) transformers, float32 on CPU."""
 
 import numpy as np
 import pytest
@@ -12,19 +13,23 @@ from dreamrunner.attention import encode_region_prompts
 from dreamrunner.backends.tiny import build_tiny
 
 
-@pytest.fixture(scope="module", params=["2b", "5b"])
+@pytest.fixture(scope="module", params=["2b", "5b", "1.5"])
 def components(request):
     return build_tiny(request.param)
 
 
 def inputs(components, prompts, seed=0, size=None):
-    """Latents, P*L text embeddings and, for 5B, the rotary embeddings the stock pipeline would pass.
+    """Latents, P*L text embeddings and, with rotary positions, the rotary embeddings the stock pipeline would pass.
 
-    size: (latent frames, latent height, latent width), default the model's sample size."""
+    size: (latent frames, latent height, latent width), default the backend's video size. Latent frames are
+    padded in front to whole temporal patches, as CogVideoXPipeline pads them for CogVideoX 1.5."""
     tr = components.transformer
     cfg = tr.config
-    frames, height, width = size or ((cfg.sample_frames - 1) // cfg.temporal_compression_ratio + 1,
-                                     cfg.sample_height, cfg.sample_width)
+    video = components.video_defaults
+    frames, height, width = size or ((video["num_frames"] - 1) // cfg.temporal_compression_ratio + 1,
+                                     video["height"] // 8, video["width"] // 8)
+    patch_t = cfg.patch_size_t or 1
+    frames += -frames % patch_t
     generator = torch.Generator().manual_seed(seed)
     latents = torch.randn(2, frames, cfg.in_channels, height, width, generator=generator)
     text = torch.randn(2, prompts * cfg.max_text_seq_length, cfg.text_embed_dim, generator=generator)
@@ -32,7 +37,7 @@ def inputs(components, prompts, seed=0, size=None):
     if cfg.use_rotary_positional_embeddings:
         pipe = CogVideoXPipeline(**components.pipeline_kwargs())
         rotary = pipe._prepare_rotary_positional_embeddings(height * 8, width * 8, frames, "cpu")
-    grid = (frames, height // cfg.patch_size, width // cfg.patch_size)
+    grid = (frames // patch_t, height // cfg.patch_size, width // cfg.patch_size)
     return dict(hidden_states=latents, encoder_hidden_states=text, timestep=torch.tensor([999, 999]),
                 image_rotary_emb=rotary), grid
 

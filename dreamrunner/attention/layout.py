@@ -115,6 +115,8 @@ class RegionLayout:
                 f"the call has {text_length} text + {video_length} video tokens, but the regions were set for "
                 f"{self.num_prompts} prompts x {self.text_tokens} text + {self.num_video_tokens} video tokens"
                 + (f" (grid {self.grid})" if self.grid else "")
+                + ("; build the region plan on the model's token grid (VideoSettings.token_grid: CogVideoX 1.5 "
+                   "has one token frame per 2 latent frames)" if video_length != self.num_video_tokens else "")
             )
 
     def text_slice(self, prompt: int) -> slice:

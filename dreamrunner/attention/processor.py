@@ -1,8 +1,10 @@
 """The diffusers-side pieces of SR3AI: the attention processor and the multi-prompt patch embedding.
 
 CogVideoX's transformer forward, its blocks and their adaLN text branch (`CogVideoXLayerNormZero`, one
-shift/scale/gate for all text tokens) already work for any text length, and 5B's rotary embedding is
-applied to video tokens only, so a joint sequence of P*L text tokens needs only two changes:
+shift/scale/gate for all text tokens) already work for any text length, and 5B's and 1.5's rotary embedding
+is applied to video tokens only, so a joint sequence of P*L text tokens needs only two changes (1.5's
+temporal patches, its linear patch projection and the I2V model's ofs embedding change neither: they act
+on the video tokens before the blocks or on the timestep embedding):
 - attention: `SR3AIAttnProcessor` replaces `CogVideoXAttnProcessor2_0` in every block;
 - 2B's sinusoidal positions: `CogVideoXPatchEmbed` adds a joint position table sized for one prompt's L
   text tokens (zeros there, or learned values); `MultiPromptPatchEmbed` gives each prompt that same text
@@ -89,10 +91,15 @@ class MultiPromptPatchEmbed(CogVideoXPatchEmbed):
         embeds = self._embed(text_embeds, image_embeds)
         # SR3AI runs the blocks with video tokens in cover-class order (see SR3AIController).
         context = getattr(self, "sr3ai_context", None)
-        order = context.token_order_for(embeds.device) if context is not None else None
-        if order is None:
+        if context is None:
             return embeds
         text_length = text_embeds.shape[1]
+        # The regions must be for this call's tokens before their order is applied: a plan on another grid
+        # (e.g. latent frames where CogVideoX 1.5 has token frames) is a named error, not an index crash.
+        context.layout_for(embeds.device, text_length, embeds.shape[1] - text_length)
+        order = context.token_order_for(embeds.device)
+        if order is None:
+            return embeds
         return torch.cat([embeds[:, :text_length], embeds[:, text_length:].index_select(1, order)], 1)
 
     def _embed(self, text_embeds: torch.Tensor, image_embeds: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,15 @@ from typing import Any, Literal
 
 from ..errors import DreamRunnerError
 
-BACKENDS = ("tiny", "tiny-5b", "cogvideox-2b", "cogvideox-5b")
+BACKENDS = ("tiny", "tiny-5b", "tiny-1.5", "cogvideox-2b", "cogvideox-5b", "cogvideox1.5-5b")
+# Latent frames per video token (the transformer's patch_size_t): CogVideoX 1.5 patches two latent frames
+# into one token frame; the others one (diffusers: patch_size_t None). `VideoSettings.patch_size_t` must match.
+TEMPORAL_PATCH = {"tiny-1.5": 2, "cogvideox1.5-5b": 2}
+
+
+def temporal_patch(backend: str) -> int:
+    """Latent frames per token frame of a backend's transformer: 2 for CogVideoX 1.5, else 1."""
+    return TEMPORAL_PATCH.get(backend, 1)
 
 
 @dataclass(frozen=True)
@@ -104,22 +112,24 @@ def load_backend(
     local_files_only: bool = False,
     cache_dir: str | os.PathLike | None = None,
 ) -> ModelComponents:
-    """Components for a backend name: "tiny"/"tiny-5b" (random weights, noise) or "cogvideox-2b"/"cogvideox-5b".
+    """Components for a backend name: "tiny"/"tiny-5b"/"tiny-1.5" (random weights, noise) or
+    "cogvideox-2b"/"cogvideox-5b"/"cogvideox1.5-5b".
 
     `path` is a local diffusers folder or a hub id for the CogVideoX backends (default: the env var
-    DREAMRUNNER_COGVIDEOX_2B / _5B, else THUDM/CogVideoX-2b / -5b through the hub cache, or `cache_dir`).
+    DREAMRUNNER_COGVIDEOX_2B / _5B / 15_5B, else THUDM/CogVideoX-2b / -5b / CogVideoX1.5-5B through the hub
+    cache, or `cache_dir`).
     """
-    if name in ("tiny", "tiny-2b", "tiny-5b"):
+    if name in ("tiny", "tiny-2b", "tiny-5b", "tiny-1.5"):
         from .tiny import build_tiny
 
-        components = build_tiny("5b" if name == "tiny-5b" else "2b")
+        components = build_tiny(name.removeprefix("tiny-") if name != "tiny" else "2b")
         if dtype is not None:
             for module in (components.transformer, components.vae, components.text_encoder):
                 module.to(dtype)
         components.memory = memory or MemoryOptions()
         components.apply_vae_memory_options()
         return components
-    if name in ("cogvideox-2b", "cogvideox-5b"):
+    if name in ("cogvideox-2b", "cogvideox-5b", "cogvideox1.5-5b"):
         from .cogvideox import load_cogvideox
 
         return load_cogvideox(name, path, dtype=dtype, memory=memory, local_files_only=local_files_only,

@@ -1,15 +1,16 @@
-"""Real CogVideoX checkpoints (2B, the paper's default, and 5B) loaded through diffusers.
+"""Real CogVideoX checkpoints (2B, the paper's default, 5B and 1.5-5B) loaded through diffusers.
 
 A checkpoint is a diffusers folder (`model_index.json`, `transformer/`, `vae/`, `text_encoder/`,
-`tokenizer/`, `scheduler/`), either a local path or a Hugging Face hub id (THUDM/CogVideoX-2b / -5b)
-resolved through the hub cache. Missing weights raise `WeightsMissingError`, which says how to get them.
+`tokenizer/`, `scheduler/`), either a local path or a Hugging Face hub id (THUDM/CogVideoX-2b / -5b,
+THUDM/CogVideoX1.5-5B) resolved through the hub cache. Missing weights raise `WeightsMissingError`, which
+says how to get them.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -26,7 +27,12 @@ class CheckpointSpec:
     # Full-size configs (the checkpoints' own), used to build random-weight models for benchmarks.
     transformer: dict
     vae: dict
+    # Frame geometry the checkpoint was trained at (VideoSettings field values).
+    video: dict = field(default_factory=lambda: dict(VIDEO_DEFAULTS))
 
+
+# CogVideoX 2B and 5B were trained at 49 frames, 8 fps, 480x720.
+VIDEO_DEFAULTS = {"num_frames": 49, "fps": 8, "height": 480, "width": 720}
 
 CHECKPOINTS = {
     "cogvideox-2b": CheckpointSpec(
@@ -39,13 +45,21 @@ CHECKPOINTS = {
         transformer=dict(num_attention_heads=48, num_layers=42, use_rotary_positional_embeddings=True),
         vae=dict(scaling_factor=0.7),
     ),
+    # The checkpoint's transformer/config.json: two latent frames per token frame (patch_size_t 2), a linear
+    # patch projection without bias, rotary positions sliced from a 300 x 300 latent base, no ofs embedding
+    # (that is the I2V model's). Its model card: 16N+1 frames (81 = 5 s, 161 = 10 s at 16 fps), 768x1360
+    # by default, sides multiples of 16.
+    "cogvideox1.5-5b": CheckpointSpec(
+        hub_id="THUDM/CogVideoX1.5-5B", env_var="DREAMRUNNER_COGVIDEOX15_5B", size_gb=22,
+        transformer=dict(num_attention_heads=48, num_layers=42, use_rotary_positional_embeddings=True,
+                         patch_size_t=2, patch_bias=False, sample_frames=81, sample_height=300, sample_width=300),
+        vae=dict(scaling_factor=0.7, invert_scale_latents=True),
+        video={"num_frames": 81, "fps": 16, "height": 768, "width": 1360},
+    ),
 }
 
-# Both checkpoints were trained at 49 frames, 8 fps, 480x720.
-VIDEO_DEFAULTS = {"num_frames": 49, "fps": 8, "height": 480, "width": 720}
-
-# Preferred dtypes from the model cards: 2B was trained in fp16, 5B in bf16.
-DEFAULT_DTYPES = {"cogvideox-2b": torch.float16, "cogvideox-5b": torch.bfloat16}
+# Preferred dtypes from the model cards: 2B was trained in fp16, 5B and 1.5-5B in bf16.
+DEFAULT_DTYPES = {"cogvideox-2b": torch.float16, "cogvideox-5b": torch.bfloat16, "cogvideox1.5-5b": torch.bfloat16}
 
 
 class WeightsMissingError(DreamRunnerError):
@@ -133,7 +147,7 @@ def load_cogvideox(
         module.eval()
     components = ModelComponents(
         name=name, transformer=transformer, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
-        scheduler=scheduler, is_noise=False, video_defaults=dict(VIDEO_DEFAULTS), memory=memory or MemoryOptions(),
+        scheduler=scheduler, is_noise=False, video_defaults=dict(CHECKPOINTS[name].video), memory=memory or MemoryOptions(),
     )
     components.apply_vae_memory_options()
     return components

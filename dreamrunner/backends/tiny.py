@@ -1,8 +1,9 @@
 """The `tiny` backend: CogVideoX-shaped models with random weights, built from small configs in seconds.
 
 It exists for tests and for the offline demo. Its output is noise and is labelled so everywhere
-(`ModelComponents.is_noise`). Two flavours mirror the real checkpoints' text/position handling:
-`2b` (sinusoidal positions) and `5b` (rotary positions).
+(`ModelComponents.is_noise`). Three flavours mirror the real checkpoints' text/position handling:
+`2b` (sinusoidal positions), `5b` (rotary positions) and `1.5` (CogVideoX 1.5: rotary positions sliced from
+a larger base, two latent frames per token frame, a linear patch projection without bias).
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ red blue green black white yellow brown purple pink golden big small old young h
 """
 
 TINY_VIDEO = {"num_frames": 9, "fps": 8, "height": 64, "width": 96}
+# CogVideoX 1.5 makes 16N+1 frames at 16 fps: 17 frames -> 5 latent frames, padded to 6 -> 3 token frames.
+TINY_VIDEO_15 = {"num_frames": 17, "fps": 16, "height": 64, "width": 96}
+VARIANTS = ("2b", "5b", "1.5")
 
 
 def build_tiny_tokenizer(max_length: int):
@@ -49,8 +53,8 @@ def build_tiny_tokenizer(max_length: int):
 
 
 def tiny_transformer_config(variant: str = "2b", num_layers: int = 4) -> dict:
-    rotary = variant == "5b"
-    return dict(
+    rotary = variant in ("5b", "1.5")
+    config = dict(
         num_attention_heads=2,
         attention_head_dim=16,  # rotary splits it 4/6/6 over (t, h, w): needs 16
         in_channels=4,
@@ -67,6 +71,12 @@ def tiny_transformer_config(variant: str = "2b", num_layers: int = 4) -> dict:
         use_rotary_positional_embeddings=rotary,
         use_learned_positional_embeddings=False,
     )
+    if variant == "1.5":
+        # As CogVideoX1.5-5B's config: the rotary table is sliced from a base larger than any frame used
+        # (there 300 x 300 latents, here 32 x 32), so sample_height / width are that base, not a frame size.
+        config.update(patch_size_t=2, patch_bias=False, sample_frames=TINY_VIDEO_15["num_frames"],
+                      sample_height=32, sample_width=32)
+    return config
 
 
 def build_tiny(variant: str = "2b", num_layers: int = 4, seed: int = 0) -> ModelComponents:
@@ -74,8 +84,8 @@ def build_tiny(variant: str = "2b", num_layers: int = 4, seed: int = 0) -> Model
     from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXTransformer3DModel
     from transformers import T5Config, T5EncoderModel
 
-    if variant not in ("2b", "5b"):
-        raise ValueError(f"tiny variant must be '2b' or '5b', got {variant!r}")
+    if variant not in VARIANTS:
+        raise ValueError(f"tiny variant must be one of {VARIANTS}, got {variant!r}")
     config = tiny_transformer_config(variant, num_layers)
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
@@ -112,5 +122,6 @@ def build_tiny(variant: str = "2b", num_layers: int = 4, seed: int = 0) -> Model
         module.eval()
     return ModelComponents(
         name=f"tiny-{variant}", transformer=transformer, vae=vae, text_encoder=text_encoder,
-        tokenizer=tokenizer, scheduler=scheduler, is_noise=True, video_defaults=dict(TINY_VIDEO),
+        tokenizer=tokenizer, scheduler=scheduler, is_noise=True,
+        video_defaults=dict(TINY_VIDEO_15 if variant == "1.5" else TINY_VIDEO),
     )

@@ -91,6 +91,11 @@ def train_prior(components: ModelComponents, request: PriorRequest, folder: Path
                 progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
                 device: str | torch.device | None = None) -> PriorOutcome:
     """Tune one prior into `folder` (or find it there already) and return its file and card."""
+    if (components.transformer.config.patch_size_t or 1) != 1:
+        # The training loops feed whole latent clips, unpadded: a 1.5 transformer needs them in pairs.
+        raise PriorError(f"training priors on {components.name} (CogVideoX 1.5, two latent frames per token frame) "
+                         f"is not supported yet; region-gated priors render on it, and cogvideox-5b priors have "
+                         f"its block shapes")
     if request.kind == "motion" and request.settings.batch_size != 1:
         raise PriorError("motion priors train one clip per step (one appearance LoRA per clip): set batch_size to 1")
     if not request.clips:

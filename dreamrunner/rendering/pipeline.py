@@ -239,9 +239,12 @@ class DreamRunnerPipeline(CogVideoXPipeline):
         return self._preview
 
     def check_grid(self, plan: RegionPlan, num_frames: int, height: int, width: int) -> None:
-        patch = self.transformer.config.patch_size
-        spatial = self.vae_scale_factor_spatial * patch
-        grid = ((num_frames - 1) // self.vae_scale_factor_temporal + 1, height // spatial, width // spatial)
+        config = self.transformer.config
+        spatial = self.vae_scale_factor_spatial * config.patch_size
+        latent_frames = (num_frames - 1) // self.vae_scale_factor_temporal + 1
+        # CogVideoX 1.5: diffusers pads the latents to whole temporal patches (regions.token_frame_latents).
+        token_frames = -(-latent_frames // (config.patch_size_t or 1))
+        grid = (token_frames, height // spatial, width // spatial)
         if tuple(plan.grid) != grid:
             raise DreamRunnerError(f"the region plan is on a {tuple(plan.grid)} token grid, but {num_frames} frames at "
                                    f"{height}x{width} make a {grid} grid; build the plan for this geometry")

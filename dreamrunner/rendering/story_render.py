@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from .. import edits
-from ..backends import MemoryOptions, ModelComponents, load_backend
+from ..backends import MemoryOptions, ModelComponents, load_backend, temporal_patch
 from ..errors import DreamRunnerError
 from ..files import file_sha256
 from ..jobs import CancelToken, Progress, ProgressCallback
@@ -48,7 +48,13 @@ class RenderError(DreamRunnerError):
 
 def render_geometry(video: VideoSettings, components_name: str, video_defaults: dict) -> VideoSettings:
     """The geometry a scene renders at: the story's, except that random-weight (tiny) models render at
-    their own small frame size, keeping the story's frame count and fps (export scales frames up)."""
+    their own small frame size, keeping the story's frame count and fps (export scales frames up).
+    Raises RenderError when the backend is of another CogVideoX kind than the geometry (1.0 vs 1.5)."""
+    if temporal_patch(components_name) != video.patch_size_t:
+        raise RenderError(f"the {components_name} backend needs patch_size_t {temporal_patch(components_name)} "
+                          f"video settings, but the story's are for patch_size_t {video.patch_size_t} (another "
+                          f"CogVideoX kind): render with the story's backend, or set the story's backend and "
+                          f"video settings together (`dreamrunner set`)")
     if components_name.startswith("tiny") and video.height * video.width > video_defaults["height"] * video_defaults["width"]:
         return video.model_copy(update={"height": video_defaults["height"], "width": video_defaults["width"]})
     return video
@@ -64,7 +70,7 @@ def scene_prompt(scene: Scene, prompts: tuple[str, ...]) -> str:
 
 def scene_input(project: Project, scene: Scene, video: VideoSettings) -> SceneInput:
     story = project.story
-    plan = build_region_plan(scene, video.token_grid, video.num_frames, video.keyframe_boxes)
+    plan = build_region_plan(scene, video.token_grid, video.num_frames, video.keyframe_boxes, video.patch_size_t)
     priors = {prior.id: prior for prior in story.priors}
     loras = []
     for binding in scene.prior_bindings:
