@@ -112,6 +112,21 @@ def backend_family(backend: str) -> str:
     return "wan" if backend in WAN_BACKENDS else "cogvideox"
 
 
+def backend_video_defaults(backend: str) -> dict:
+    """The frame geometry a backend's model was made for (`ModelComponents.video_defaults`), without loading it."""
+    if backend == "tiny-wan" or backend in WAN_BACKENDS:
+        from .wan import TINY_VIDEO as WAN_TINY, VIDEO_DEFAULTS as WAN
+
+        return dict(WAN_TINY if backend == "tiny-wan" else WAN[backend])
+    if backend.startswith("tiny"):
+        from .tiny import TINY_VIDEO
+
+        return dict(TINY_VIDEO)
+    from .cogvideox import VIDEO_DEFAULTS
+
+    return dict(VIDEO_DEFAULTS)
+
+
 NOISE_LABEL = "RANDOM WEIGHTS - NOISE, NOT A RESULT"
 
 

@@ -10,8 +10,8 @@ Wan 2.2 (A14B: two expert transformers switched at a timestep boundary; TI2V-5B:
 timesteps) loads in the pinned diffusers 0.42.1 (`WanPipeline(transformer_2=, boundary_ratio=,
 expand_timesteps=)`) but is not a backend here yet (docs/sr3ai.md, "Wan").
 
-`tiny-wan`: random weights (a 4-block WanTransformer3DModel, a small AutoencoderKLWan, a 2-layer UMT5 encoder
-and the word-level tokenizer of `tiny`), built in about a second. Its output is noise and is labelled so.
+`tiny-wan`: random weights (a 4-block WanTransformer3DModel, a small AutoencoderKLWan, a 2-layer UMT5 encoder,
+the word-level tokenizer of `tiny` and the checkpoints' UniPC flow-matching scheduler), built in about a second. Its output is noise and is labelled so.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def tiny_transformer_config(num_layers: int = 4) -> dict:
 
 def build_tiny_wan(num_layers: int = 4, seed: int = 0) -> ModelComponents:
     """Random-weight Wan components: transformer, VAE, UMT5 encoder, tokenizer and flow-matching scheduler."""
-    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
     from transformers import UMT5Config, UMT5EncoderModel
 
     from .tiny import build_tiny_tokenizer
@@ -126,7 +126,8 @@ def build_tiny_wan(num_layers: int = 4, seed: int = 0) -> ModelComponents:
         )
     finally:
         torch.random.set_rng_state(generator_state)
-    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    # The checkpoints' own sampler: UniPC on flow-matching sigmas, shift 3 (Wan's 480p setting).
+    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
     for module in (transformer, vae, text_encoder):
         module.eval()
     return ModelComponents(
