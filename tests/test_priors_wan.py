@@ -108,3 +108,48 @@ def test_wan_priors_load_in_stock_diffusers_wan_and_in_the_region_gated_loader(c
         controller.set_regions(RegionLayout.from_masks(masks, TINY_TEXT_TOKENS))
         controller.set_loras([GatedLoRA(weights[0], prompts=(1,)), GatedLoRA(weights[1], prompts=(2,))])
         assert len(controller.lora_modules()) == 6 * 4
+
+
+@pytest.mark.parametrize("style", ["original", "kohya"])
+def test_outside_wan_loras_import_as_region_gated_priors(tmp_path, style):
+    """A Wan LoRA in the original code's names (ComfyUI / musubi-tuner files) becomes a prior file that stock
+    diffusers' Wan loader and the region-gated loader both read, with each module's alpha / rank."""
+    from diffusers import WanPipeline
+    from safetensors.torch import save_file
+
+    from dreamrunner.priors.imports import import_lora
+    from dreamrunner.project import Project
+    from dreamrunner.story import Story
+
+    project = Project.create(tmp_path / "story", Story())
+    fresh = build_tiny_wan()
+    generator = torch.Generator().manual_seed(0)
+    names = {"self_attn.q": "attn1.to_q", "cross_attn.k": "attn2.to_k", "cross_attn.o": "attn2.to_out.0",
+             "ffn.0": "ffn.net.0.proj"}
+    tensors, expected = {}, {}
+    for block in range(4):  # every block: an outside LoRA records parity "any"
+        for original, ours in names.items():
+            linear = fresh.transformer.get_submodule(f"blocks.{block}.{ours}")
+            down, up = torch.randn(4, linear.in_features, generator=generator), torch.randn(linear.out_features, 4, generator=generator)
+            prefix = (f"diffusion_model.blocks.{block}.{original}" if style == "original"
+                      else f"lora_unet_blocks_{block}_{original.replace('.', '_')}")
+            tensors |= {f"{prefix}.lora_down.weight": down, f"{prefix}.lora_up.weight": up, f"{prefix}.alpha": torch.tensor(8.0)}
+            expected[f"blocks.{block}.{ours}"] = (down, up)
+    save_file(tensors, str(tmp_path / "outside.safetensors"))
+    prior = import_lora(project, tmp_path / "outside.safetensors", "subject", "mia")
+    path = project.resolve(prior.path)
+    assert prior.card["block_parity"] == "any" and prior.card["blocks"] == [0, 1, 2, 3]
+    weights = LoRAWeights.load(path, "subject")
+    assert set(weights.modules) == set(expected)
+    for name, (down, up) in expected.items():
+        got_down, got_up, scaling = weights.modules[name]
+        assert torch.equal(got_down, down) and torch.equal(got_up, up) and scaling == 2.0  # alpha 8 / rank 4
+
+    pipe = WanPipeline(**fresh.pipeline_kwargs())
+    pipe.load_lora_weights(str(path), adapter_name="imported", use_safetensors=True)
+    assert pipe.transformer.get_submodule("blocks.2.attn2.to_k").scaling["imported"] == 2.0
+    tr = build_tiny_wan().transformer
+    with WanSR3AIController(tr, TINY_TEXT_TOKENS) as controller:
+        controller.set_regions(RegionLayout.from_masks(np.ones((1, 3, 4, 6), dtype=bool), TINY_TEXT_TOKENS))
+        controller.set_loras([GatedLoRA(weights, prompts=(0,))])
+        assert len(controller.lora_modules()) == len(expected)
