@@ -93,3 +93,9 @@ def test_the_renderer_picks_the_wan_pipeline(tmp_path):
     project = Project.create(tmp_path / "story", three_scene_story())
     renderer = StoryRenderer(project, "tiny-wan", components=build_tiny_wan)
     assert isinstance(renderer.pipeline, WanDreamRunnerPipeline) and renderer.pipeline.text_tokens == 16
+
+
+def test_the_editor_offers_every_backend():
+    from ui.render_tab import BACKEND_CHOICES
+
+    assert [value for _, value in BACKEND_CHOICES] == list(BACKENDS)
