@@ -77,8 +77,13 @@ def build(tiny: bool, device: torch.device, dtype: torch.dtype):
 def examples(transformer, count: int, height: int, width: int, frames: int) -> list[Example]:
     config = transformer.config
     shape = (frames, config.in_channels, height // 8, width // 8)
-    wan = "text_dim" in config  # Wan: UMT5 embeddings, 512 tokens per prompt (16 for tiny-wan)
-    text = ((16 if config.text_dim == 16 else 512), config.text_dim) if wan else (config.max_text_seq_length, config.text_embed_dim)
+    if "text_dim" in config:  # Wan: UMT5 embeddings, 512 tokens per prompt (tiny-wan: its own count)
+        from dreamrunner.backends.wan import TEXT_TOKENS, TINY_TEXT_TOKENS, tiny_transformer_config
+
+        tiny = config.text_dim == tiny_transformer_config()["text_dim"]
+        text = (TINY_TEXT_TOKENS if tiny else TEXT_TOKENS, config.text_dim)
+    else:
+        text = (config.max_text_seq_length, config.text_embed_dim)
     generator = torch.Generator().manual_seed(0)
     return [Example(torch.randn(shape, generator=generator), torch.full(shape, 0.05),
                     torch.randn(text, generator=generator)) for _ in range(count)]

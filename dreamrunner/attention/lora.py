@@ -9,7 +9,7 @@ LoRAs are active, plus one add into the base output. The delta is added by a for
 
 Weights load from the diffusers CogVideoX LoRA layout (docs/architecture.md), the file peft training and
 `CogVideoXPipeline.save_lora_weights` write: `transformer.transformer_blocks.{i}.{module}.lora_A.weight` /
-`lora_B.weight`, rank and alpha in the `lora_adapter_metadata` safetensors metadata. Block placement is the
+`lora_B.weight` (Wan's: `transformer.blocks.{i}...`, `WanPipeline.save_lora_weights`), rank and alpha in the `lora_adapter_metadata` safetensors metadata. Block placement is the
 released code's: motion priors on 0-based blocks 0, 2, 4, ..., subject priors on 1, 3, 5, ...; files record
 it under `dreamrunner_block_parity`. An imported outside LoRA (dreamrunner.priors.imports) records "any" there:
 it lives on the blocks its keys name, whatever their parity, and is gated to its entities' regions like any prior.

@@ -11,7 +11,8 @@ timesteps) loads in the pinned diffusers 0.42.1 (`WanPipeline(transformer_2=, bo
 expand_timesteps=)`) but is not a backend here yet (docs/sr3ai.md, "Wan").
 
 `tiny-wan`: random weights (a 4-block WanTransformer3DModel, a small AutoencoderKLWan, a 2-layer UMT5 encoder,
-the word-level tokenizer of `tiny` and the checkpoints' UniPC flow-matching scheduler), built in about a second. Its output is noise and is labelled so.
+the word-level tokenizer of `tiny` and the checkpoints' UniPC flow-matching scheduler), built in about a second.
+Its output is noise and is labelled so.
 """
 
 from __future__ import annotations
