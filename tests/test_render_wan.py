@@ -99,3 +99,42 @@ def test_the_editor_offers_every_backend():
     from ui.render_tab import BACKEND_CHOICES
 
     assert [value for _, value in BACKEND_CHOICES] == list(BACKENDS)
+
+
+def test_a_scene_renders_with_a_gated_wan_prior_and_the_stock_path_loads_it_too(tmp_path):
+    """A subject prior trained on tiny-wan, registered like the CLI does, bound to the cat's prompt: the SR3AI
+    render gates it to the cat's region, the stock path loads it through diffusers' Wan loader; both record it
+    and differ from the render without it."""
+    from PIL import Image
+
+    from dreamrunner import edits
+    from dreamrunner.priors import train_subject
+    from dreamrunner.rendering.pipeline import StockRegionControl
+    from dreamrunner.rendering.story_render import StoryRenderer, commit_to
+    from dreamrunner.video_io import read_video
+
+    project = Project.create(tmp_path / "story", three_scene_story())
+    Image.new("RGB", (64, 64), (10, 10, 10)).save(project.media / "mia.png")
+    with project.edit():
+        project.story.characters[0].reference_images = ["media/mia.png"]
+        project.story.settings.prior.max_steps = 2
+        project.story.settings.prior.rank = 4
+        project.story.settings.prior.gradient_checkpointing = "off"
+    components = build_tiny_wan()
+    prior, _ = train_subject(project, "mia", components)
+    before = {}
+    for control in (None, StockRegionControl()):
+        renderer = StoryRenderer(project, "tiny-wan", components=components, region_control=control)
+        renderer.render(commit_to(project), [0])
+        before[control is None] = read_video(project.resolve(Project.load(project.folder).story.scenes[0].renders[-1].path))
+    project = Project.load(project.folder)
+    with project.edit():
+        assert edits.register_prior(project.story, prior, scale=3.0) == ["s1", "s2", "s3"]
+    for control in (None, StockRegionControl()):
+        renderer = StoryRenderer(project, "tiny-wan", components=components, region_control=control)
+        renderer.render(commit_to(project), [0])
+        project = Project.load(project.folder)
+        render = project.story.scenes[0].renders[-1]
+        assert [b.prior_id for b in render.priors] == ["subject-mia"]
+        frames = read_video(project.resolve(render.path))
+        assert np.abs(frames.astype(int) - before[control is None].astype(int)).max() > 0
