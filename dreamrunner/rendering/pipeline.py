@@ -262,6 +262,15 @@ class DreamRunnerPipeline(CogVideoXPipeline):
 
         return SR3AIController(self.transformer, implementation)
 
+    def use_scheduler(self, name: str | None) -> None:
+        """Switch to the CogVideoX scheduler `name` ("dpm" or "ddim"; kept for later calls); None keeps it."""
+        if name is not None:
+            self.scheduler = make_scheduler(name, self.scheduler)
+
+    def denoise(self, **kwargs):
+        """The stock pipeline's call (its denoising loop and decode) on prepared embeddings."""
+        return CogVideoXPipeline.__call__(self, **kwargs)
+
     def check_grid(self, plan: RegionPlan, num_frames: int, height: int, width: int) -> None:
         patch = self.transformer.config.patch_size
         patch = patch[-1] if isinstance(patch, (tuple, list)) else patch  # Wan's is (t, h, w)
@@ -292,8 +301,7 @@ class DreamRunnerPipeline(CogVideoXPipeline):
         later calls); None keeps it. Raises `dreamrunner.jobs.Cancelled` at the end of the step in which
         `cancel` was set."""
         self.check_grid(scene.region_plan, num_frames, height, width)
-        if scheduler is not None:
-            self.scheduler = make_scheduler(scheduler, self.scheduler)
+        self.use_scheduler(scheduler)
         cancel = cancel or CancelToken()
         cancel.check()
         started = time.monotonic()
@@ -317,8 +325,7 @@ class DreamRunnerPipeline(CogVideoXPipeline):
         generator = torch.Generator(device="cpu").manual_seed(seed)
         try:
             with self.region_control.conditioning(self, scene, negative_prompt, do_cfg) as conditioning:
-                output = CogVideoXPipeline.__call__(
-                    self,
+                output = self.denoise(
                     prompt_embeds=conditioning.prompt_embeds,
                     negative_prompt_embeds=conditioning.negative_prompt_embeds,
                     attention_kwargs=conditioning.attention_kwargs or None,

@@ -1,7 +1,8 @@
 """`WanDreamRunnerPipeline`: one scene in, frames out, on diffusers' Wan 2.1 (`WanPipeline`).
 
 The Wan counterpart of `DreamRunnerPipeline` (rendering.pipeline): it subclasses `diffusers.WanPipeline` and
-runs its denoising loop unchanged, with the same region controls (SR3AI: one prompt per region, region
+runs its denoising loop unchanged inside DreamRunnerPipeline's own scene call (shared, through the `denoise` and
+`use_scheduler` hooks), with the same region controls (SR3AI: one prompt per region, region
 cross-attention and region-gated LoRAs from `dreamrunner.attention.wan`; stock: the scene prompt alone, LoRAs
 through diffusers' own Wan loader), the same progress, live preview, cancel and memory options, and the same
 `SceneFrames` out. Differences: Wan samples with its checkpoint's own flow-matching scheduler (the story's
@@ -11,16 +12,12 @@ normalised by the VAE's per-channel mean and std.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import torch
 from diffusers import WanPipeline
 
-from ..backends import NOISE_LABEL, MemoryOptions, ModelComponents
-from ..jobs import CancelToken, Progress, ProgressCallback
-from .overlay import label_frames
-from .pipeline import DreamRunnerPipeline, LatentPreview, RegionControl, SceneFrames, SceneInput, default_region_control
+from ..backends import MemoryOptions, ModelComponents
+from .pipeline import DreamRunnerPipeline, LatentPreview, RegionControl, default_region_control
 
 
 class WanLatentPreview(LatentPreview):
@@ -76,67 +73,12 @@ class WanDreamRunnerPipeline(WanPipeline):
 
         return WanSR3AIController(self.transformer, self.text_tokens, implementation)
 
-    @torch.no_grad()
-    def __call__(
-        self,
-        scene: SceneInput,
-        *,
-        seed: int = 42,
-        scheduler: str | None = None,
-        num_inference_steps: int = 50,
-        guidance_scale: float = 5.0,
-        negative_prompt: str = "",
-        num_frames: int = 81,
-        height: int = 480,
-        width: int = 832,
-        progress: ProgressCallback | None = None,
-        cancel: CancelToken | None = None,
-        preview_every: int = 5,
-    ) -> SceneFrames:
-        """Generate the scene's frames (`scheduler` is accepted for the renderer's one call and ignored: Wan
-        keeps its checkpoint's scheduler). Raises `dreamrunner.jobs.Cancelled` at the end of the step in which
-        `cancel` was set."""
-        self.check_grid(scene.region_plan, num_frames, height, width)
-        cancel = cancel or CancelToken()
-        cancel.check()
-        started = time.monotonic()
-        preview = self.live_preview() if progress is not None and preview_every > 0 else None
-        do_cfg = guidance_scale > 1.0
+    # The scene call is DreamRunnerPipeline's (region control, progress, preview, cancel, labelled frames) around
+    # WanPipeline's own loop.
+    __call__ = DreamRunnerPipeline.__call__
 
-        def on_step_end(pipeline, step, timestep, tensors):
-            done = step + 1
-            if progress is not None:
-                image = None
-                if preview is not None and (done % preview_every == 0 or done == num_inference_steps):
-                    image = preview(tensors["latents"])
-                    if self.is_noise:
-                        image = label_frames(image[None], NOISE_LABEL)[0]
-                elapsed = time.monotonic() - started
-                progress(Progress("denoise", done, num_inference_steps, f"step {done}/{num_inference_steps}",
-                                  eta_seconds=elapsed / done * (num_inference_steps - done), preview=image))
-            cancel.check()
-            return {}
+    def use_scheduler(self, name: str | None) -> None:
+        """Wan keeps its checkpoint's flow-matching scheduler: the story's "dpm" / "ddim" name CogVideoX's."""
 
-        generator = torch.Generator(device="cpu").manual_seed(seed)
-        try:
-            with self.region_control.conditioning(self, scene, negative_prompt, do_cfg) as conditioning:
-                output = WanPipeline.__call__(
-                    self,
-                    prompt_embeds=conditioning.prompt_embeds,
-                    negative_prompt_embeds=conditioning.negative_prompt_embeds,
-                    attention_kwargs=conditioning.attention_kwargs or None,
-                    num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                    num_frames=num_frames, height=height, width=width, generator=generator,
-                    max_sequence_length=self.text_tokens,
-                    callback_on_step_end=on_step_end, callback_on_step_end_tensor_inputs=["latents"],
-                    output_type="np", return_dict=False,
-                )[0]
-        except BaseException:
-            self.maybe_free_model_hooks()
-            raise
-        nonfinite = not np.isfinite(output[0]).all()
-        frames = (np.nan_to_num(output[0]).clip(0, 1) * 255).round().astype(np.uint8)
-        if self.is_noise:
-            frames = label_frames(frames, NOISE_LABEL)
-        return SceneFrames(frames=frames, is_noise=self.is_noise, seconds=time.monotonic() - started,
-                           nonfinite=nonfinite)
+    def denoise(self, **kwargs):
+        return WanPipeline.__call__(self, max_sequence_length=self.text_tokens, **kwargs)
