@@ -10,6 +10,7 @@ checkpointing, fp32 LoRA compute, default attention kernel), then profiles the f
     python bench/bench_priors.py --out results.json          # one GPU
     python bench/bench_priors.py --tiny                      # tiny model on CPU: checks the script runs
     python bench/bench_priors.py --defaults [--variant uncheckpointed_blocks=9]   # what a user gets, per prior
+    python bench/bench_priors.py --family wan --defaults     # Wan 2.1 1.3B shape: 81 frames at 480x832
 
 `--defaults` times each loop at the library's default settings (`PriorSettings()`) and projects the minutes per
 prior from the default step counts. It uses only what every revision of the trainers has (`PriorSettings()`,
@@ -40,6 +41,20 @@ TARGET_SECONDS, TARGET_GB = 1.0, 24.0
 MOTION_CLIPS = 4  # one appearance LoRA each, as with a small set of retrieved clips
 
 
+def build_wan(tiny: bool, device: torch.device, dtype: torch.dtype):
+    """Wan 2.1 T2V 1.3B's transformer (random weights) and the checkpoint's scheduler, or tiny-wan's."""
+    from diffusers import WanTransformer3DModel
+
+    from dreamrunner.backends.wan import CHECKPOINTS, build_tiny_wan
+
+    components = build_tiny_wan()
+    if tiny:
+        return components.transformer, components.scheduler
+    with torch.device(device):
+        transformer = WanTransformer3DModel(**CHECKPOINTS["wan2.1-1.3b"].transformer)
+    return transformer.to(dtype).eval(), components.scheduler
+
+
 def build(tiny: bool, device: torch.device, dtype: torch.dtype):
     from diffusers import CogVideoXDDIMScheduler, CogVideoXTransformer3DModel
 
@@ -62,7 +77,13 @@ def build(tiny: bool, device: torch.device, dtype: torch.dtype):
 def examples(transformer, count: int, height: int, width: int, frames: int) -> list[Example]:
     config = transformer.config
     shape = (frames, config.in_channels, height // 8, width // 8)
-    text = (config.max_text_seq_length, config.text_embed_dim)
+    if "text_dim" in config:  # Wan: UMT5 embeddings, 512 tokens per prompt (tiny-wan: its own count)
+        from dreamrunner.backends.wan import TEXT_TOKENS, TINY_TEXT_TOKENS, tiny_transformer_config
+
+        tiny = config.text_dim == tiny_transformer_config()["text_dim"]
+        text = (TINY_TEXT_TOKENS if tiny else TEXT_TOKENS, config.text_dim)
+    else:
+        text = (config.max_text_seq_length, config.text_embed_dim)
     generator = torch.Generator().manual_seed(0)
     return [Example(torch.randn(shape, generator=generator), torch.full(shape, 0.05),
                     torch.randn(text, generator=generator)) for _ in range(count)]
@@ -150,16 +171,27 @@ def main() -> int:
                         help="time each loop at the library's default settings; minutes per prior at the default steps")
     parser.add_argument("--variant", action="append", default=[], metavar="FIELD=VALUE",
                         help="with --defaults: also time the defaults with this setting changed (repeatable)")
+    parser.add_argument("--family", choices=("cogvideox", "wan"), default="cogvideox",
+                        help="wan: Wan 2.1 1.3B's shape, 81 frames at 480x832 (with --defaults only)")
     args = parser.parse_args()
+    if args.family == "wan" and not args.defaults:
+        parser.error("--family wan times the default settings only: add --defaults")
 
     began = time.perf_counter()
     device = torch.device("cpu" if args.tiny or not torch.cuda.is_available() else "cuda")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     steps = args.steps or (2 if args.tiny else 4)
     warmup = 1 if args.tiny else args.warmup
-    transformer, scheduler = build(args.tiny, device, dtype)
-    frames = (transformer.config.sample_frames - 1) // 4 + 1
-    full = (transformer.config.sample_height * 8, transformer.config.sample_width * 8)
+    if args.family == "wan":
+        from dreamrunner.backends.wan import TINY_VIDEO, VIDEO_DEFAULTS
+
+        transformer, scheduler = build_wan(args.tiny, device, dtype)
+        video = TINY_VIDEO if args.tiny else VIDEO_DEFAULTS["wan2.1-1.3b"]
+        frames, full = (video["num_frames"] - 1) // 4 + 1, (video["height"], video["width"])
+    else:
+        transformer, scheduler = build(args.tiny, device, dtype)
+        frames = (transformer.config.sample_frames - 1) // 4 + 1
+        full = (transformer.config.sample_height * 8, transformer.config.sample_width * 8)
     reduced = tuple(int(v) for v in args.reduced.lower().split("x"))
     if args.tiny:
         reduced = (full[0] // 2 // 16 * 16 or 16, full[1] // 2 // 16 * 16 or 16)
@@ -167,7 +199,10 @@ def main() -> int:
     workdir = Path("/tmp/bench_priors")
     results = {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
                "torch": torch.__version__, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-               "model": "tiny-2b" if args.tiny else "CogVideoX-2B shape, random weights, bf16",
+               "model": ({"cogvideox": "tiny-2b", "wan": "tiny-wan"}[args.family] if args.tiny else
+                         {"cogvideox": "CogVideoX-2B", "wan": "Wan 2.1 T2V 1.3B"}[args.family]
+                         + " shape, random weights, bf16"),
+               "command": " ".join(["python", "bench/bench_priors.py", *sys.argv[1:]]),
                "frames": frames * 4 - 3, "rank": args.rank, "warmup_steps": warmup, "timed_steps": steps, "runs": []}
 
     def run(name, loop, size, mode, uncheckpointed=0, lora_compute="backbone", compile_blocks="off", cudnn=True,

@@ -17,6 +17,7 @@ diffusers pads them, 11 x 48 x 85 video tokens; `--step-only` skips the per-call
     python bench/bench_sr3ai.py                 # GPU, full CogVideoX-2B size
     python bench/bench_sr3ai.py --tiny          # CPU, tiny config, same code path (a smoke run)
     python bench/bench_sr3ai.py --model cogvideox1.5-5b --step-only --prompts 4
+    python bench/bench_sr3ai.py --family wan --model wan2.1-1.3b --model wan2.1-14b   # Wan 2.1 (see wan_main)
 
 Random weights: the numbers are costs and numerical agreement, not video quality.
 """
@@ -37,6 +38,7 @@ import torch.nn.functional as F
 from dreamrunner.attention import GatedLoRA, LoRAWeights, RegionLayout, SR3AIController
 from dreamrunner.attention.lora import prior_blocks
 from dreamrunner.attention import sr3ai_attention_dense, sr3ai_attention_fast
+from dreamrunner.attention.controller import transformer_blocks
 from dreamrunner.attention.functional import CUDA_LSE_BACKENDS
 
 LORA_MODULES = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "ff.net.0.proj", "ff.net.2")
@@ -88,13 +90,14 @@ def rel_err(a, b) -> float:
     return float((a.float() - b.float()).norm() / b.float().norm())
 
 
-def random_lora(transformer, kind: str, rank: int, seed: int) -> LoRAWeights:
+def random_lora(transformer, kind: str, rank: int, seed: int, modules=LORA_MODULES,
+                prefix: str = "transformer_blocks") -> LoRAWeights:
     generator = torch.Generator().manual_seed(seed)
     tensors = {}
-    for i in prior_blocks(kind, len(transformer.transformer_blocks)):
-        for module in LORA_MODULES:
-            linear = transformer.get_submodule(f"transformer_blocks.{i}.{module}")
-            key = f"transformer.transformer_blocks.{i}.{module}"
+    for i in prior_blocks(kind, len(transformer_blocks(transformer))):
+        for module in modules:
+            linear = transformer.get_submodule(f"{prefix}.{i}.{module}")
+            key = f"transformer.{prefix}.{i}.{module}"
             tensors[f"{key}.lora_A.weight"] = torch.randn(rank, linear.in_features, generator=generator) / linear.in_features ** 0.5
             tensors[f"{key}.lora_B.weight"] = torch.randn(linear.out_features, rank, generator=generator) * 0.01
     return LoRAWeights.from_state_dict(tensors, kind, {"r": rank, "lora_alpha": rank}, name=f"{kind}{seed}")
@@ -109,11 +112,19 @@ def main() -> None:
     parser.add_argument("--step-iters", type=int, default=None)
     parser.add_argument("--quick", action="store_true",
                         help="skip the per-kernel comparisons and profiles (the main table and exactness only)")
-    parser.add_argument("--model", choices=("cogvideox-2b", "cogvideox1.5-5b"), default="cogvideox-2b",
-                        help="transformer config (full size; with --tiny the tiny flavour of that kind)")
+    parser.add_argument("--family", choices=("cogvideox", "wan"), default="cogvideox")
+    parser.add_argument("--model", action="append",
+                        choices=("cogvideox-2b", "cogvideox1.5-5b", "wan2.1-1.3b", "wan2.1-14b"),
+                        help="transformer config (full size; with --tiny the tiny flavour of that kind); "
+                             "--family wan: the checkpoint shapes to time, one after the other (default 1.3B)")
     parser.add_argument("--step-only", action="store_true",
                         help="only the transformer steps (skip the per-attention-call exactness and timings)")
     args = parser.parse_args()
+    if args.family == "wan":
+        return wan_main(args)
+    if len(args.model or []) > 1 or any(m.startswith("wan") for m in args.model or []):
+        parser.error("--family cogvideox times one model: --model cogvideox-2b or cogvideox1.5-5b")
+    args.model = (args.model or ["cogvideox-2b"])[0]
 
     from diffusers import CogVideoXPipeline, CogVideoXTransformer3DModel
 
@@ -305,6 +316,125 @@ def main() -> None:
             print(f"step P={p}: " + ", ".join(f"{n} {r['ms']:.1f} ms ({r['x_stock']:.3f}x, peak {r['peak_gib']:.2f} GiB)" for n, r in row.items()))
     print("exactness", json.dumps(results["exactness"]))
     save()
+
+
+def wan_main(args) -> None:
+    """Wan 2.1 T2V transformer, random weights, bf16, 81 frames (21 x h/16 x w/16 video tokens), batch 1 per
+    call (WanPipeline runs the conditional and unconditional passes as separate calls), 512 UMT5 tokens per
+    prompt: 1.3B at 480x832 (21 x 30 x 52), 14B at 720x1280 (21 x 45 x 80). Per model:
+    - exactness of one cross-attention call at full size: fast (bf16) and dense (bf16) against the dense fp32
+      reference (at most 12 heads, to keep the fp32 reference's scores in memory); whole-step fast vs dense (1.3B);
+    - per transformer step: stock (one prompt) vs SR3AI (P prompts) vs SR3AI + 4 region-gated LoRAs (rank 32
+      on attn1 q/k/v/out and ffn in/out: 2 subject priors on odd blocks, 2 motion priors on even), peak memory.
+    """
+    from diffusers import WanTransformer3DModel
+
+    from dreamrunner.attention.wan import WanSR3AIController, wan_cross_attention_dense, wan_cross_attention_fast
+    from dreamrunner.backends.wan import CHECKPOINTS, TINY_TEXT_TOKENS, VIDEO_DEFAULTS, tiny_transformer_config
+    from dreamrunner.priors.lora import WAN_TARGET_MODULES
+
+    models = ["tiny-wan"] if args.tiny else (args.model or ["wan2.1-1.3b"])
+    prompts = args.prompts if args.prompts != [1, 3, 5, 9] else [3, 5]
+    device, dtype = (torch.device("cpu"), torch.float32) if args.tiny else (torch.device("cuda"), torch.bfloat16)
+    step_iters, warmup = args.step_iters or (2 if args.tiny else 3), 1
+    results = {
+        "command": "python bench/bench_sr3ai.py --family wan" + "".join(f" --model {m}" for m in args.model or [])
+                   + (" --tiny" if args.tiny else ""),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
+        "torch": torch.__version__, "dtype": str(dtype), "batch": 1, "weights": "random (noise)", "models": {},
+    }
+    for name in models:
+        torch.manual_seed(0)
+        if args.tiny:
+            config, latent, L = tiny_transformer_config(), (21, 8, 12), TINY_TEXT_TOKENS
+        else:
+            video = VIDEO_DEFAULTS[name]
+            config = CHECKPOINTS[name].transformer
+            latent, L = ((video["num_frames"] - 1) // 4 + 1, video["height"] // 8, video["width"] // 8), 512
+        with torch.device(device):
+            transformer = WanTransformer3DModel(**config).to(dtype).eval()
+        cfg = transformer.config
+        grid = (latent[0], latent[1] // 2, latent[2] // 2)
+        N, heads, head_dim = math.prod(grid), cfg.num_attention_heads, cfg.attention_head_dim
+        row = {"grid": grid, "video_tokens": N, "text_tokens_per_prompt": L, "layers": cfg.num_layers,
+               "heads": heads, "exactness": {}, "step": {}}
+        print(json.dumps({"model": name, **{k: row[k] for k in ("grid", "video_tokens", "layers")}}), flush=True)
+        layouts = {p: RegionLayout.from_masks(moving_boxes_masks(p, grid, seed=p), L, device) for p in prompts}
+        p_check = prompts[-1]
+        layout = layouts[p_check]
+        # --- exactness of one cross-attention call
+        generator = torch.Generator(device=device).manual_seed(1)
+        h = min(heads, 12)
+        q32 = torch.randn(1, N, h, head_dim, device=device, generator=generator)
+        k32, v32 = (torch.randn(1, p_check * L, h, head_dim, device=device, generator=generator) for _ in range(2))
+        reference = wan_cross_attention_dense(q32, k32, v32, layout)
+        q, k, v = (t.to(dtype) for t in (q32, k32, v32))
+        row["exactness"] = {
+            "prompts": p_check, "heads_checked": h,
+            "fast_fp32_vs_dense_fp32": rel_err(wan_cross_attention_fast(q32, k32, v32, layout), reference),
+            "fast_vs_dense_fp32": rel_err(wan_cross_attention_fast(q, k, v, layout), reference),
+            "dense_vs_dense_fp32": rel_err(wan_cross_attention_dense(q, k, v, layout), reference),
+        }
+        del q32, k32, v32, reference, q, k, v
+        print("exactness", json.dumps(row["exactness"]), flush=True)
+        # --- per transformer step
+        generator = torch.Generator(device=device).manual_seed(2)
+        latents = torch.randn(1, cfg.in_channels, *latent, device=device, dtype=dtype, generator=generator)
+        timestep = torch.full((1,), 500, device=device, dtype=torch.long)
+
+        def text(count):
+            return torch.randn(1, count * L, cfg.text_dim, device=device, dtype=dtype, generator=generator)
+
+        @torch.no_grad()
+        def step(encoder_hidden_states):
+            return transformer(hidden_states=latents, encoder_hidden_states=encoder_hidden_states, timestep=timestep,
+                               return_dict=False)[0]
+
+        stock_text = text(1)
+        stock_ms, stock_mem = timed(lambda: step(stock_text), device, warmup, step_iters)
+        row["step"]["stock"] = {"ms": stock_ms, "peak_gib": stock_mem}
+        stock_out = step(stock_text)
+        print(f"{name} step stock: {stock_ms:.1f} ms, peak {stock_mem:.2f} GiB", flush=True)
+        loras = [random_lora(transformer, kind, 32, seed, WAN_TARGET_MODULES, "blocks")
+                 for seed, kind in enumerate(["subject", "subject", "motion", "motion"])]
+        with WanSR3AIController(transformer, L) as controller:
+            one = RegionLayout.from_masks(np.ones((1, *grid), dtype=bool), L, device)
+            controller.set_regions(one)
+            row["exactness"]["step_one_prompt_vs_stock"] = rel_err(step(stock_text), stock_out)
+            for p, layout in layouts.items():
+                controller.set_regions(layout)
+                encoder_hidden_states = text(p)
+                cells = {}
+                ms, mem = timed(lambda: step(encoder_hidden_states), device, warmup, step_iters)
+                cells["sr3ai"] = {"ms": ms, "peak_gib": mem, "x_stock": ms / stock_ms}
+                controller.set_loras([GatedLoRA(w, prompts=(min(i + 1, p - 1),), scale=1.0) for i, w in enumerate(loras)])
+                ms, mem = timed(lambda: step(encoder_hidden_states), device, warmup, step_iters)
+                cells["sr3ai_4_loras"] = {"ms": ms, "peak_gib": mem, "x_stock": ms / stock_ms}
+                controller.set_loras([])
+                if p == p_check and (args.tiny or name == "wan2.1-1.3b"):  # the whole step, fast vs the dense reference
+                    fast = step(encoder_hidden_states)
+                    for processor in transformer.attn_processors.values():
+                        if hasattr(processor, "implementation"):
+                            processor.implementation = "dense"
+                    dense = step(encoder_hidden_states)
+                    for processor in transformer.attn_processors.values():
+                        if hasattr(processor, "implementation"):
+                            processor.implementation = "fast"
+                    row["exactness"]["step_fast_vs_dense"] = rel_err(fast, dense)
+                    del fast, dense
+                row["step"][f"P{p}"] = cells
+                print(f"{name} step P={p}: " + ", ".join(
+                    f"{n} {c['ms']:.1f} ms ({c['x_stock']:.3f}x, peak {c['peak_gib']:.2f} GiB)" for n, c in cells.items()),
+                    flush=True)
+        results["models"][name] = row
+        del transformer, loras, latents
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        if args.out:
+            with open(args.out, "w") as f:
+                json.dump(results, f, indent=2)
+    print(json.dumps({m: r["exactness"] for m, r in results["models"].items()}))
 
 
 if __name__ == "__main__":

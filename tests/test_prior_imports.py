@@ -188,7 +188,7 @@ def test_refusals(tmp_path, project):
     assert not marker.exists()
     save_file({"lora_te_text_model_encoder_layers_0_mlp_fc1.lora_down.weight": torch.zeros(2, 4)},
               str(tmp_path / "te.safetensors"))
-    with pytest.raises(LoRAImportError, match="lora_te_text_model.*not a LoRA factor on a CogVideoX transformer block"):
+    with pytest.raises(LoRAImportError, match="lora_te_text_model.*not a LoRA factor on a CogVideoX or Wan transformer block"):
         import_lora(project, tmp_path / "te.safetensors", "subject", "mia")
     save_file({"lora_unet_transformer_blocks_0_attn1_to_w.lora_down.weight": torch.zeros(2, 4)},
               str(tmp_path / "odd.safetensors"))

@@ -28,8 +28,13 @@ from .widgets import ProjectDropdown, ProjectRadio
 
 BACKEND_CHOICES = [("tiny (random weights: noise, for trying the flow)", "tiny"),
                    ("tiny-5b (random weights: noise)", "tiny-5b"),
+                   ("tiny-1.5 (random weights: noise, CogVideoX 1.5 family)", "tiny-1.5"),
                    ("CogVideoX-2B (weights needed)", "cogvideox-2b"),
-                   ("CogVideoX-5B (weights needed)", "cogvideox-5b")]
+                   ("CogVideoX-5B (weights needed)", "cogvideox-5b"),
+                   ("CogVideoX 1.5 5B (weights needed)", "cogvideox1.5-5b"),
+                   ("tiny-wan (random weights: noise, Wan 2.1 family)", "tiny-wan"),
+                   ("Wan 2.1 T2V 1.3B (weights needed)", "wan2.1-1.3b"),
+                   ("Wan 2.1 T2V 14B (weights needed)", "wan2.1-14b")]
 EXPORTS_DIR = "exports"
 _components: dict[str, object] = {}
 

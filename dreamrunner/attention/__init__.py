@@ -8,6 +8,7 @@ Public API (docs/sr3ai.md):
 - `LoRAWeights.load(path, kind)`, `GatedLoRA(weights, prompts, scale)`, `bound_prompts(plan, kind, target)`.
 - `RegionLayout`: the torch index form of a `RegionPlan` (O(tokens)); `sr3ai_attention_fast` /
   `sr3ai_attention_dense`: the attention as functions, `attention_with_lse` their kernel helper.
+- Wan 2.1: `dreamrunner.attention.wan` (`WanSR3AIController`, region cross-attention; imported on use).
 """
 
 from .controller import SR3AIContext, SR3AIController, encode_region_prompts

@@ -196,7 +196,7 @@ class SR3AIController:
         """Replace the active gated LoRAs (an empty list removes them). Weights move to the model's device/dtype.
 
         Everything is checked before anything changes: on an error the previous LoRAs stay active."""
-        blocks = self.transformer.transformer_blocks
+        blocks = transformer_blocks(self.transformer)
         for lora in loras:
             if self.context.layout is not None:
                 self.context.layout.token_mask(lora.prompts)  # checks the prompt indices
@@ -238,6 +238,12 @@ class SR3AIController:
             hook.handle.remove()
         self._hooks = []
         self.context.set(loras=[])
+
+
+def transformer_blocks(transformer) -> torch.nn.ModuleList:
+    """The block list of a diffusers video transformer: CogVideoX's `transformer_blocks`, Wan's `blocks`."""
+    blocks = getattr(transformer, "transformer_blocks", None)
+    return blocks if blocks is not None else transformer.blocks
 
 
 @torch.no_grad()

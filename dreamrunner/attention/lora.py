@@ -9,7 +9,7 @@ LoRAs are active, plus one add into the base output. The delta is added by a for
 
 Weights load from the diffusers CogVideoX LoRA layout (docs/architecture.md), the file peft training and
 `CogVideoXPipeline.save_lora_weights` write: `transformer.transformer_blocks.{i}.{module}.lora_A.weight` /
-`lora_B.weight`, rank and alpha in the `lora_adapter_metadata` safetensors metadata. Block placement is the
+`lora_B.weight` (Wan's: `transformer.blocks.{i}...`, `WanPipeline.save_lora_weights`), rank and alpha in the `lora_adapter_metadata` safetensors metadata. Block placement is the
 released code's: motion priors on 0-based blocks 0, 2, 4, ..., subject priors on 1, 3, 5, ...; files record
 it under `dreamrunner_block_parity`. An imported outside LoRA (dreamrunner.priors.imports) records "any" there:
 it lives on the blocks its keys name, whatever their parity, and is gated to its entities' regions like any prior.
@@ -29,7 +29,8 @@ from ..errors import DreamRunnerError
 from ..regions import RegionPlan
 
 KINDS = ("subject", "motion")
-_KEY = re.compile(r"^(?:transformer\.)?(transformer_blocks\.(\d+)\.(.+))\.lora_([AB])\.weight$")
+# CogVideoX names its blocks `transformer_blocks`, Wan `blocks`.
+_KEY = re.compile(r"^(?:transformer\.)?((?:transformer_)?blocks\.(\d+)\.(.+))\.lora_([AB])\.weight$")
 # The released code counts blocks from 1 and puts its temporal (motion) LoRAs on the odd ones and its spatial
 # (subject) LoRAs on the even ones: 0-based, motion on 0, 2, 4, ... and subject on 1, 3, 5, ...
 BLOCK_PARITY = {"motion": 0, "subject": 1}
@@ -107,7 +108,8 @@ def _pattern_value(patterns: dict, name: str, default):
 
 @dataclass(eq=False)
 class LoRAWeights:
-    """One prior's LoRA factors: module name ("transformer_blocks.{i}.{module}") -> (A [r, in], B [out, r], alpha / r)."""
+    """One prior's LoRA factors: module name ("transformer_blocks.{i}.{module}", Wan "blocks.{i}.{module}") ->
+    (A [r, in], B [out, r], alpha / r)."""
 
     kind: str
     modules: dict[str, tuple[torch.Tensor, torch.Tensor, float]]
@@ -148,7 +150,7 @@ class LoRAWeights:
         for key, tensor in tensors.items():
             match = _KEY.match(key)
             if match is None:
-                raise LoRAFileError(f"{where}: unexpected key {key!r}; expected transformer_blocks.<i>.<module>.lora_A/B.weight")
+                raise LoRAFileError(f"{where}: unexpected key {key!r}; expected transformer_blocks.<i> (CogVideoX) or blocks.<i> (Wan).<module>.lora_A/B.weight")
             module, block, _, which = match.group(1), int(match.group(2)), match.group(3), match.group(4)
             blocks.add(block)
             factors.setdefault(module, {})[which] = tensor

@@ -1,4 +1,4 @@
-"""Model backends: the CogVideoX components a stage needs, loaded from weights or built tiny for tests.
+"""Model backends: the CogVideoX or Wan components a stage needs, loaded from weights or built tiny for tests.
 
 Every stage takes a `ModelComponents` and never cares where it came from, so tests run the very code
 paths users run with real checkpoints, on tiny random-weight models built from small configs.
@@ -12,7 +12,9 @@ from typing import Any, Literal
 
 from ..errors import DreamRunnerError
 
-BACKENDS = ("tiny", "tiny-5b", "tiny-1.5", "cogvideox-2b", "cogvideox-5b", "cogvideox1.5-5b")
+# Wan 2.1 (dreamrunner.backends.wan): a second model family, with its own random-weight tiny model.
+WAN_BACKENDS = ("tiny-wan", "wan2.1-1.3b", "wan2.1-14b")
+BACKENDS = ("tiny", "tiny-5b", "tiny-1.5", "cogvideox-2b", "cogvideox-5b", "cogvideox1.5-5b") + WAN_BACKENDS
 # Latent frames per video token (the transformer's patch_size_t): CogVideoX 1.5 patches two latent frames
 # into one token frame; the others one (diffusers: patch_size_t None). `VideoSettings.patch_size_t` must match.
 TEMPORAL_PATCH = {"tiny-1.5": 2, "cogvideox1.5-5b": 2}
@@ -80,9 +82,17 @@ class ModelComponents:
     video_defaults: dict = field(default_factory=dict)
     memory: MemoryOptions = field(default_factory=MemoryOptions)
 
+    # Text tokens per prompt where the transformer's config does not say (Wan: WanPipeline's max_sequence_length).
+    text_tokens: int | None = None
+
+    @property
+    def family(self) -> str:
+        """"cogvideox" or "wan": which pipeline, attention and LoRA layout the components take."""
+        return model_family(self.transformer)
+
     @property
     def max_text_tokens(self) -> int:
-        return int(self.transformer.config.max_text_seq_length)
+        return int(self.text_tokens or self.transformer.config.max_text_seq_length)
 
     def pipeline_kwargs(self) -> dict:
         return {"tokenizer": self.tokenizer, "text_encoder": self.text_encoder, "vae": self.vae,
@@ -100,6 +110,31 @@ def model_name(backend: str) -> str:
     return {"tiny": "tiny-2b"}.get(backend, backend)
 
 
+def model_family(transformer) -> str:
+    """"wan" for a diffusers WanTransformer3DModel, else "cogvideox"."""
+    return "wan" if type(transformer).__name__.startswith("Wan") else "cogvideox"
+
+
+def backend_family(backend: str) -> str:
+    """The family of a backend name, without loading it."""
+    return "wan" if backend in WAN_BACKENDS else "cogvideox"
+
+
+def backend_video_defaults(backend: str) -> dict:
+    """The frame geometry a backend's model was made for (`ModelComponents.video_defaults`), without loading it."""
+    if backend == "tiny-wan" or backend in WAN_BACKENDS:
+        from .wan import TINY_VIDEO as WAN_TINY, VIDEO_DEFAULTS as WAN
+
+        return dict(WAN_TINY if backend == "tiny-wan" else WAN[backend])
+    if backend.startswith("tiny"):
+        from .tiny import TINY_VIDEO, TINY_VIDEO_15
+
+        return dict(TINY_VIDEO_15 if backend == "tiny-1.5" else TINY_VIDEO)
+    from .cogvideox import CHECKPOINTS, VIDEO_DEFAULTS
+
+    return dict(CHECKPOINTS[backend].video if backend in CHECKPOINTS else VIDEO_DEFAULTS)
+
+
 NOISE_LABEL = "RANDOM WEIGHTS - NOISE, NOT A RESULT"
 
 
@@ -112,17 +147,22 @@ def load_backend(
     local_files_only: bool = False,
     cache_dir: str | os.PathLike | None = None,
 ) -> ModelComponents:
-    """Components for a backend name: "tiny"/"tiny-5b"/"tiny-1.5" (random weights, noise) or
-    "cogvideox-2b"/"cogvideox-5b"/"cogvideox1.5-5b".
+    """Components for a backend name: "tiny"/"tiny-5b"/"tiny-1.5"/"tiny-wan" (random weights, noise),
+    "cogvideox-2b"/"cogvideox-5b"/"cogvideox1.5-5b" or "wan2.1-1.3b"/"wan2.1-14b".
 
-    `path` is a local diffusers folder or a hub id for the CogVideoX backends (default: the env var
-    DREAMRUNNER_COGVIDEOX_2B / _5B / 15_5B, else THUDM/CogVideoX-2b / -5b / CogVideoX1.5-5B through the hub
-    cache, or `cache_dir`).
+    `path` is a local diffusers folder or a hub id (default: the env var DREAMRUNNER_COGVIDEOX_2B / _5B /
+    15_5B, DREAMRUNNER_WAN21_1_3B / _14B, else THUDM/CogVideoX-2b / -5b / CogVideoX1.5-5B,
+    Wan-AI/Wan2.1-T2V-1.3B-Diffusers / -14B-Diffusers through the hub cache, or `cache_dir`).
     """
-    if name in ("tiny", "tiny-2b", "tiny-5b", "tiny-1.5"):
-        from .tiny import build_tiny
+    if name in ("tiny", "tiny-2b", "tiny-5b", "tiny-1.5", "tiny-wan"):
+        if name == "tiny-wan":
+            from .wan import build_tiny_wan
 
-        components = build_tiny(name.removeprefix("tiny-") if name != "tiny" else "2b")
+            components = build_tiny_wan()
+        else:
+            from .tiny import build_tiny
+
+            components = build_tiny(name.removeprefix("tiny-") if name != "tiny" else "2b")
         if dtype is not None:
             for module in (components.transformer, components.vae, components.text_encoder):
                 module.to(dtype)
@@ -134,4 +174,9 @@ def load_backend(
 
         return load_cogvideox(name, path, dtype=dtype, memory=memory, local_files_only=local_files_only,
                               cache_dir=cache_dir)
+    if name in WAN_BACKENDS:
+        from .wan import load_wan
+
+        return load_wan(name, path, dtype=dtype, memory=memory, local_files_only=local_files_only,
+                        cache_dir=cache_dir)
     raise DreamRunnerError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")

@@ -66,24 +66,31 @@ class WeightsMissingError(DreamRunnerError):
     """The checkpoint's files are not on this machine (and could not be fetched)."""
 
 
-def _how_to_get(name: str, source: str, reason: str) -> str:
-    spec = CHECKPOINTS[name]
+def how_to_get(name: str, spec: CheckpointSpec, source: str, reason: str) -> str:
+    """The message of a `WeightsMissingError` for checkpoint `name` (any family): why, and how to get it."""
+    folder = spec.hub_id.split("/")[1]
+    tiny = "tiny-wan" if name.startswith("wan") else "tiny"
     return (
         f"{name} weights are not available from {source!r} ({reason}).\n"
         f"To get them (about {spec.size_gb} GB), on a machine with network access run:\n"
-        f"    hf download {spec.hub_id} --local-dir /path/to/{spec.hub_id.split('/')[1]}\n"
-        f"then either pass that folder (--model-path /path/to/{spec.hub_id.split('/')[1]}) or set "
-        f"{spec.env_var}=/path/to/{spec.hub_id.split('/')[1]}. Without network, copy a downloaded folder or a "
-        f"Hugging Face cache (~/.cache/huggingface/hub) here. Use the 'tiny' backend to try the app offline "
+        f"    hf download {spec.hub_id} --local-dir /path/to/{folder}\n"
+        f"then either pass that folder (--model-path /path/to/{folder}) or set "
+        f"{spec.env_var}=/path/to/{folder}. Without network, copy a downloaded folder or a "
+        f"Hugging Face cache (~/.cache/huggingface/hub) here. Use the '{tiny}' backend to try the app offline "
         f"(its output is labelled noise)."
     )
 
 
-def resolve_source(name: str, source: str | os.PathLike | None) -> str:
+def _how_to_get(name: str, source: str, reason: str) -> str:
+    return how_to_get(name, CHECKPOINTS[name], source, reason)
+
+
+def resolve_source(name: str, source: str | os.PathLike | None, spec: CheckpointSpec | None = None) -> str:
     """The folder or hub id to load `name` from: the argument, else the env var, else the hub id."""
+    spec = spec or CHECKPOINTS[name]
     if source is not None:
         return str(source)
-    return os.environ.get(CHECKPOINTS[name].env_var) or CHECKPOINTS[name].hub_id
+    return os.environ.get(spec.env_var) or spec.hub_id
 
 
 def _is_hub_id(source: str) -> bool:
@@ -94,6 +101,32 @@ def _hub_offline() -> bool:
     from huggingface_hub import constants
 
     return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def checkpoint_source(name: str, spec: CheckpointSpec, source: str | os.PathLike | None, local_files_only: bool,
+                      cache_dir: str | os.PathLike | None) -> tuple[str, bool]:
+    """(folder or hub id, local_files_only) to load checkpoint `name` from, for every family: a local folder must
+    hold every part of a diffusers pipeline; offline, a hub id must be in the cache. Raises WeightsMissingError
+    (saying how to get the weights) at once rather than after the hub client's retries."""
+    source = resolve_source(name, source, spec)
+    is_local = Path(source).expanduser().exists()
+    if is_local:
+        folder = Path(source).expanduser()
+        missing = [part for part in ("model_index.json", "transformer", "vae", "text_encoder", "tokenizer", "scheduler")
+                   if not (folder / part).exists()]
+        if missing:
+            raise WeightsMissingError(how_to_get(name, spec, source, f"the folder lacks {', '.join(missing)}"))
+        return str(folder), local_files_only
+    if not _is_hub_id(source):
+        raise WeightsMissingError(how_to_get(name, spec, source, "no such folder"))
+    if _hub_offline():
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(source, "model_index.json", cache_dir=cache_dir), str):
+            raise WeightsMissingError(how_to_get(name, spec, source, "not in the Hugging Face cache, and offline "
+                                                 "(--offline / HF_HUB_OFFLINE) nothing is downloaded"))
+        return source, True
+    return source, local_files_only
 
 
 def load_cogvideox(
@@ -111,26 +144,8 @@ def load_cogvideox(
 
     if name not in CHECKPOINTS:
         raise DreamRunnerError(f"unknown CogVideoX checkpoint {name!r}; choose one of {sorted(CHECKPOINTS)}")
-    source = resolve_source(name, source)
     dtype = dtype or DEFAULT_DTYPES[name]
-    is_local = Path(source).expanduser().exists()
-    if is_local:
-        folder = Path(source).expanduser()
-        missing = [part for part in ("model_index.json", "transformer", "vae", "text_encoder", "tokenizer", "scheduler")
-                   if not (folder / part).exists()]
-        if missing:
-            raise WeightsMissingError(_how_to_get(name, source, f"the folder lacks {', '.join(missing)}"))
-        source = str(folder)
-    elif not _is_hub_id(source):
-        raise WeightsMissingError(_how_to_get(name, source, "no such folder"))
-    if not is_local and _hub_offline():
-        # Offline, the hub client would only fail after its retries: look in the cache now and say so at once.
-        from huggingface_hub import try_to_load_from_cache
-
-        local_files_only = True
-        if not isinstance(try_to_load_from_cache(source, "model_index.json", cache_dir=cache_dir), str):
-            raise WeightsMissingError(_how_to_get(name, source, "not in the Hugging Face cache, and offline "
-                                                  "(--offline / HF_HUB_OFFLINE) nothing is downloaded"))
+    source, local_files_only = checkpoint_source(name, CHECKPOINTS[name], source, local_files_only, cache_dir)
     common = {"local_files_only": local_files_only, "cache_dir": cache_dir}
     try:
         transformer = CogVideoXTransformer3DModel.from_pretrained(source, subfolder="transformer", torch_dtype=dtype, **common)

@@ -65,8 +65,9 @@ def planner_help() -> str:
 def model_arguments(parser) -> None:
     """--backend, --model-path, --device and the memory options, the same for every command that runs a model."""
     parser.add_argument("--backend", choices=BACKENDS, help="model (default: the project's render backend); "
-                        "tiny = random weights for trying the workflow (its output is noise)")
-    parser.add_argument("--model-path", help="local CogVideoX folder or hub id (default: THUDM/CogVideoX-2b / -5b)")
+                        "tiny, tiny-wan = random weights for trying the workflow (their output is noise)")
+    parser.add_argument("--model-path", help="local diffusers folder or hub id (default: THUDM/CogVideoX-2b / -5b, "
+                        "Wan-AI/Wan2.1-T2V-1.3B-Diffusers / -14B-Diffusers)")
     parser.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if available)")
     parser.add_argument("--cpu-offload", choices=("none", "model", "sequential"), default="none",
                         help="keep models on the CPU until they run (needs a GPU)")

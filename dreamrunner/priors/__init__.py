@@ -1,4 +1,4 @@
-"""Subject and motion priors: test-time LoRA tuning on CogVideoX (0-based blocks, as the released code: motion even, subject odd)."""
+"""Subject and motion priors: test-time LoRA tuning on CogVideoX or Wan 2.1 (0-based blocks, as the released code: motion even, subject odd)."""
 
 from .data import PriorDataError, TrainingClip, load_static_clip, load_video_clip, subject_caption
 from .encoding import EncodingCache, model_fingerprint

@@ -1,4 +1,4 @@
-"""VAE latents and T5 text embeddings, cached on disk so repeated tuning does not re-encode.
+"""VAE latents and T5 (CogVideoX) / UMT5 (Wan) text embeddings, cached on disk so repeated tuning does not re-encode.
 
 Entries are keyed by content: the model's fingerprint, the media file's bytes (SHA-256), the frame geometry,
 or the caption. Latents are stored as the VAE posterior's mean and std (scaled), and a fresh sample is drawn
@@ -36,6 +36,17 @@ def model_fingerprint(components: ModelComponents) -> str:
     return digest.hexdigest()
 
 
+def latent_normalisation(vae) -> tuple[torch.Tensor | float, torch.Tensor | float]:
+    """(shift, scale) taking VAE latents [B, C, F, h, w] to what the pipeline denoises: (z - shift) * scale.
+    CogVideoX: 0 and `scaling_factor`; Wan: the per-channel `latents_mean` and 1 / `latents_std`."""
+    config = vae.config
+    if getattr(config, "latents_mean", None) is not None and getattr(config, "latents_std", None) is not None:
+        view = (1, -1, 1, 1, 1)
+        return (torch.tensor(config.latents_mean).view(view).to(vae.device),
+                1.0 / torch.tensor(config.latents_std).view(view).to(vae.device))
+    return 0.0, float(config.scaling_factor)
+
+
 def _key(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
@@ -52,11 +63,12 @@ class EncodingCache:
 
     @property
     def pipeline(self):
-        """A stock CogVideoXPipeline over the components, for its prompt encoding."""
+        """A stock CogVideoXPipeline (or WanPipeline) over the components, for its prompt encoding."""
         if self._pipeline is None:
-            from diffusers import CogVideoXPipeline
+            from diffusers import CogVideoXPipeline, WanPipeline
 
-            self._pipeline = CogVideoXPipeline(**self.components.pipeline_kwargs())
+            stock = WanPipeline if self.components.family == "wan" else CogVideoXPipeline
+            self._pipeline = stock(**self.components.pipeline_kwargs())
         return self._pipeline
 
     def _load(self, kind: str, key: str) -> dict[str, torch.Tensor] | None:
@@ -92,9 +104,9 @@ class EncodingCache:
             video = pixels.permute(1, 0, 2, 3).unsqueeze(0).to(vae.device, vae.dtype)  # [1, 3, F, H, W]
             with torch.no_grad():
                 posterior = vae.encode(video).latent_dist
-            scale = vae.config.scaling_factor
-            cached = {"mean": (posterior.mean * scale)[0].permute(1, 0, 2, 3).float(),
-                      "std": (posterior.std * scale)[0].permute(1, 0, 2, 3).float()}
+            shift, scale = latent_normalisation(vae)
+            cached = {"mean": ((posterior.mean.float() - shift) * scale)[0].permute(1, 0, 2, 3),
+                      "std": (posterior.std.float() * scale)[0].permute(1, 0, 2, 3)}
             self._store("latents", key, cached)
             self.encoded["latents"] += 1
         return cached["mean"], cached["std"]

@@ -1,4 +1,4 @@
-"""Import an outside CogVideoX LoRA as a subject or motion prior.
+"""Import an outside CogVideoX or Wan 2.1 LoRA as a subject or motion prior.
 
 Accepted layouts (safetensors only: the file is read by `dreamrunner.attention.read_lora_file`, which refuses
 pickles):
@@ -11,6 +11,9 @@ pickles):
 - kohya / ComfyUI: `lora_unet_transformer_blocks_0_attn1_to_q.lora_down.weight` / `.lora_up.weight` /
   `.alpha` (also `lora_transformer_...`), and dotted names under `diffusion_model.` (lora_A/B or
   lora_down/up, per-module `.alpha`); alpha = rank where a module has none.
+- Wan 2.1: the same layouts on `blocks.{i}` (diffusers `WanPipeline.save_lora_weights`: `transformer.blocks.{i}.
+  attn1.to_q...`), and the original Wan / ComfyUI / musubi-tuner names (`diffusion_model.blocks.{i}.self_attn.q`,
+  `cross_attn.k`, `ffn.0`; kohya `lora_unet_blocks_0_self_attn_q`), mapped to diffusers' module names.
 
 The converted file is a prior file like a trained one (docs/priors.md, "The file") in `media/priors/`. A LoRA
 whose blocks are not its kind's parity (one trained on all blocks, or on blocks its author chose) records
@@ -37,10 +40,18 @@ from .service import CARD_FORMAT, PRIORS_DIR
 # The linear layers of a CogVideoX transformer block: what a kohya name (dots turned into "_") maps back to.
 BLOCK_LINEARS = ("norm1.linear", "attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "norm2.linear",
                  "ff.net.0.proj", "ff.net.2")
+# The linears of a Wan block: diffusers' names, and the original Wan code's names for them.
+WAN_BLOCK_LINEARS = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "attn2.to_q", "attn2.to_k",
+                     "attn2.to_v", "attn2.to_out.0", "ffn.net.0.proj", "ffn.net.2")
+WAN_ORIGINAL_NAMES = {f"{attention}.{short}": f"{ours}.{long}"
+                      for attention, ours in (("self_attn", "attn1"), ("cross_attn", "attn2"))
+                      for short, long in (("q", "to_q"), ("k", "to_k"), ("v", "to_v"), ("o", "to_out.0"))}
+WAN_ORIGINAL_NAMES |= {"ffn.0": "ffn.net.0.proj", "ffn.2": "ffn.net.2"}
 _KOHYA_MODULES = {module.replace(".", "_"): module for module in BLOCK_LINEARS}
+_WAN_KOHYA_MODULES = {name.replace(".", "_"): name for name in WAN_BLOCK_LINEARS + tuple(WAN_ORIGINAL_NAMES)}
 _PREFIX = re.compile(r"^(?:base_model\.model\.|model\.diffusion_model\.|diffusion_model\.|transformer\.)")
-_DOTTED = re.compile(r"^transformer_blocks\.(\d+)\.(.+?)\.(?:(lora_A|lora_B|lora_down|lora_up)\.weight|(alpha))$")
-_KOHYA = re.compile(r"^lora_(?:unet|transformer)_transformer_blocks_(\d+)_(.+?)\.(?:(lora_down|lora_up)\.weight|(alpha))$")
+_DOTTED = re.compile(r"^(transformer_blocks|blocks)\.(\d+)\.(.+?)\.(?:(lora_A|lora_B|lora_down|lora_up)\.weight|(alpha))$")
+_KOHYA = re.compile(r"^lora_(?:unet|transformer)_(transformer_blocks|blocks)_(\d+)_(.+?)\.(?:(lora_down|lora_up)\.weight|(alpha))$")
 _FACTOR = {"lora_A": "A", "lora_down": "A", "lora_B": "B", "lora_up": "B"}
 # What a folder may hold, in the order looked for; a .bin is named so that read_lora_file refuses it by name.
 FOLDER_FILES = ("adapter_model.safetensors", "pytorch_lora_weights.safetensors", "adapter_model.bin",
@@ -80,7 +91,8 @@ def _peft_config(weights: Path, metadata: dict[str, str]) -> tuple[dict | None, 
 
 
 def convert_keys(tensors: dict[str, torch.Tensor], where: str) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, float], str]:
-    """Outside LoRA keys -> {"transformer_blocks.{i}.{module}": {"A": [r, in], "B": [out, r]}}, per-module
+    """Outside LoRA keys -> {"transformer_blocks.{i}.{module}" (Wan: "blocks.{i}.{module}", diffusers' module
+    names): {"A": [r, in], "B": [out, r]}}, per-module
     alphas where the file gives them, and the key style ("kohya" or "dotted"). Raises LoRAImportError for a key
     that is not a LoRA factor (or alpha) on a transformer block."""
     factors: dict[str, dict[str, torch.Tensor]] = {}
@@ -90,21 +102,25 @@ def convert_keys(tensors: dict[str, torch.Tensor], where: str) -> tuple[dict[str
         stripped = _PREFIX.sub("", key)
         match = _DOTTED.match(stripped)
         if match is not None:
-            block, module, factor, alpha = match.groups()
+            blocks, block, module, factor, alpha = match.groups()
+            if blocks == "blocks":  # Wan: diffusers' module names, or the original code's
+                module = WAN_ORIGINAL_NAMES.get(module, module)
             styles.add("dotted")
         else:
             match = _KOHYA.match(key)
             if match is None:
                 raise LoRAImportError(
-                    f"{where}: key {key!r} is not a LoRA factor on a CogVideoX transformer block; a prior can only "
-                    f"carry LoRAs on transformer_blocks.<i> (no text encoder, embedding or output layers, no DoRA)")
-            block, kohya, factor, alpha = match.groups()
-            if kohya not in _KOHYA_MODULES:
-                raise LoRAImportError(f"{where}: key {key!r} names {kohya!r}, not a linear layer of a CogVideoX block "
-                                      f"({', '.join(_KOHYA_MODULES)})")
-            module = _KOHYA_MODULES[kohya]
+                    f"{where}: key {key!r} is not a LoRA factor on a CogVideoX or Wan transformer block; a prior can "
+                    f"only carry LoRAs on transformer_blocks.<i> / blocks.<i> (no text encoder, embedding or output "
+                    f"layers, no DoRA)")
+            blocks, block, kohya, factor, alpha = match.groups()
+            known = _WAN_KOHYA_MODULES if blocks == "blocks" else _KOHYA_MODULES
+            if kohya not in known:
+                raise LoRAImportError(f"{where}: key {key!r} names {kohya!r}, not a linear layer of a "
+                                      f"{'Wan' if blocks == 'blocks' else 'CogVideoX'} block ({', '.join(known)})")
+            module = WAN_ORIGINAL_NAMES.get(known[kohya], known[kohya])
             styles.add("kohya")
-        name = f"transformer_blocks.{int(block)}.{module}"
+        name = f"{blocks}.{int(block)}.{module}"
         if alpha:
             alphas[name] = float(tensor.float().reshape(-1)[0])
         else:
@@ -136,7 +152,7 @@ def _config(factors: dict[str, dict[str, torch.Tensor]], alphas: dict[str, float
 
 
 def import_lora(project: Project, path: str | Path, kind: str, target: str, prior_id: str | None = None) -> Prior:
-    """Convert an outside CogVideoX LoRA (file or folder, layouts in the module docstring) into a prior file in
+    """Convert an outside CogVideoX or Wan LoRA (file or folder, layouts in the module docstring) into a prior file in
     `media/priors/` (`<id>.safetensors` + `<id>.json`) and return the `Prior` to register
     (`dreamrunner.edits.register_prior`). `target`: a character id (subject) or a motion text (motion);
     `prior_id` defaults to `<kind>-<target>-<file name>`. The project's story is not changed.

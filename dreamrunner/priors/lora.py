@@ -1,4 +1,4 @@
-"""LoRA adapters of the priors on a CogVideoX transformer, and the file format they are saved in.
+"""LoRA adapters of the priors on a CogVideoX or Wan transformer, and the file format they are saved in.
 
 The split is the released code's: motion (temporal) LoRAs on the 0-based even transformer blocks, subject
 (appearance) LoRAs on the odd ones (`dreamrunner.attention.lora.BLOCK_PARITY`). Files use the diffusers
@@ -24,25 +24,37 @@ from ..attention.lora import PARITY_METADATA_KEY, block_parity, prior_blocks
 from ..errors import DreamRunnerError
 
 TARGET_MODULES = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "ff.net.0.proj", "ff.net.2")
+# The same linears of a Wan block (self-attention and feed-forward; its cross-attention reads text only).
+WAN_TARGET_MODULES = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "ffn.net.0.proj", "ffn.net.2")
+# Per model family (`backends.model_family`): the name of the block list and the linears a prior trains.
+FAMILY_LAYOUT = {"cogvideox": ("transformer_blocks", TARGET_MODULES), "wan": ("blocks", WAN_TARGET_MODULES)}
 
 
 class PriorFileError(DreamRunnerError):
     pass
 
 
-def lora_config(blocks: list[int], rank: int):
+def target_modules(family: str) -> tuple[str, ...]:
+    """The linears of a block a prior trains, for a model family ("cogvideox" or "wan")."""
+    return FAMILY_LAYOUT[family][1]
+
+
+def lora_config(blocks: list[int], rank: int, family: str = "cogvideox"):
     """A PEFT LoRA config naming each targeted linear by its full path, so the saved metadata is exact.
 
     "gaussian": A ~ N(0, 1/r^2), B = 0, the released code's init (PEFT's default is Kaiming-uniform A)."""
     from peft import LoraConfig
 
-    targets = [f"transformer_blocks.{i}.{module}" for i in blocks for module in TARGET_MODULES]
+    prefix, modules = FAMILY_LAYOUT[family]
+    targets = [f"{prefix}.{i}.{module}" for i in blocks for module in modules]
     return LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=targets, lora_dropout=0.0)
 
 
 def add_prior_adapter(transformer, name: str, kind: str, rank: int) -> None:
     """Add a fresh LoRA adapter named `name` on the blocks of `kind`, through diffusers' PEFT integration."""
-    config = lora_config(prior_blocks(kind, transformer.config.num_layers), rank)
+    from ..backends import model_family
+
+    config = lora_config(prior_blocks(kind, transformer.config.num_layers), rank, model_family(transformer))
     with warnings.catch_warnings():  # several adapters on one model is what motion training means to do
         warnings.filterwarnings("ignore", message="Already found a `peft_config`")
         transformer.add_adapter(config, adapter_name=name)
@@ -121,16 +133,17 @@ def save_prior(transformer, adapter: str, kind: str, folder: Path, name: str, ca
 def write_prior_file(folder: Path, name: str, state: dict[str, torch.Tensor], config: dict, parity: str,
                      card: dict) -> Path:
     """Write `<name>.safetensors` and its card `<name>.json` into `folder`: `state` (keys
-    `transformer_blocks.{i}.{module}.lora_A/B.weight`) in the diffusers CogVideoX LoRA layout through
-    `CogVideoXPipeline.save_lora_weights`, with the PEFT `config` dict as its adapter metadata and `parity`
+    `transformer_blocks.{i}.{module}.lora_A/B.weight`, or Wan's `blocks.{i}...`) in the diffusers LoRA layout
+    of its family through `CogVideoXPipeline.save_lora_weights` or `WanPipeline.save_lora_weights`, with the PEFT `config` dict as its adapter metadata and `parity`
     ("even", "odd" or "any" for an imported LoRA) as `dreamrunner_block_parity`. Returns the weights' path."""
-    from diffusers import CogVideoXPipeline
+    from diffusers import CogVideoXPipeline, WanPipeline
     from safetensors import safe_open
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
     weights = folder / f"{name}.safetensors"
-    CogVideoXPipeline.save_lora_weights(folder, transformer_lora_layers=state, weight_name=weights.name,
+    wan = any(key.startswith("blocks.") for key in state)  # Wan's block list; CogVideoX's is transformer_blocks
+    (WanPipeline if wan else CogVideoXPipeline).save_lora_weights(folder, transformer_lora_layers=state, weight_name=weights.name,
                                         transformer_lora_adapter_metadata=config)
     # diffusers writes only its own metadata keys: add the parity record to what it wrote.
     with safe_open(str(weights), framework="pt") as handle:

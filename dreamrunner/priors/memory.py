@@ -18,6 +18,8 @@ import functools
 import torch
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
+from ..attention.controller import transformer_blocks
+
 _ATTENTION_OPS = tuple(
     getattr(torch.ops.aten, name).default
     for name in ("_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
@@ -37,7 +39,7 @@ def configure_checkpointing(transformer, mode: str, uncheckpointed_blocks: int =
         return
     if mode not in ("full", "selective"):
         raise ValueError(f"gradient checkpointing mode must be 'off', 'full' or 'selective', got {mode!r}")
-    blocks = list(transformer.transformer_blocks)
+    blocks = list(transformer_blocks(transformer))
     plain = {id(block) for block in blocks[max(0, len(blocks) - uncheckpointed_blocks):]}
     context_fn = functools.partial(create_selective_checkpoint_contexts, _keep_attention) if mode == "selective" else None
 

@@ -1,4 +1,5 @@
-"""Training objectives of the subject and motion priors, on v-prediction targets.
+"""Training objectives of the subject and motion priors: v-prediction targets (CogVideoX) or flow-matching
+targets (Wan), and the losses on them.
 
 Tensors are laid out as the CogVideoX transformer takes them: [batch, frames, channels, height, width],
 so the latent-frame axis is 1 (MotionDirector's UNet code uses axis 2; the formulas are the same).
@@ -19,6 +20,21 @@ def diffusion_targets(scheduler, latents: torch.Tensor, noise: torch.Tensor, tim
     noisy = scheduler.add_noise(latents, noise, timesteps)
     target = scheduler.get_velocity(latents, noise, timesteps)
     return noisy, target
+
+
+def flow_sigmas(scheduler, timesteps: torch.Tensor) -> torch.Tensor:
+    """Wan's noise levels for training draws t in [0, num_train_timesteps): s = t / num_train_timesteps, shifted
+    by the scheduler's `flow_shift` as Wan samples, s' = shift s / (1 + (shift - 1) s). float32 [batch]."""
+    shift = float(getattr(scheduler.config, "flow_shift", None) or 1.0)
+    sigma = timesteps.double() / scheduler.config.num_train_timesteps
+    return (shift * sigma / (1 + (shift - 1) * sigma)).float()
+
+
+def flow_targets(scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor):
+    """Noisy latents and the flow-matching target of Wan: x_s = (1 - s) x + s n and n - x, s = `flow_sigmas`.
+    The transformer is called with timestep s * num_train_timesteps."""
+    sigma = flow_sigmas(scheduler, timesteps).to(latents.dtype).view(-1, *[1] * (latents.ndim - 1))
+    return (1 - sigma) * latents + sigma * noise, noise - latents
 
 
 def frame_loss(pred: torch.Tensor, target: torch.Tensor, frame: int) -> torch.Tensor:

@@ -91,7 +91,7 @@ def train_prior(components: ModelComponents, request: PriorRequest, folder: Path
                 progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
                 device: str | torch.device | None = None) -> PriorOutcome:
     """Tune one prior into `folder` (or find it there already) and return its file and card."""
-    if (components.transformer.config.patch_size_t or 1) != 1:
+    if (getattr(components.transformer.config, "patch_size_t", None) or 1) != 1:  # Wan has none
         # The training loops feed whole latent clips, unpadded: a 1.5 transformer needs them in pairs.
         raise PriorError(f"training priors on {components.name} (CogVideoX 1.5, two latent frames per token frame) "
                          f"is not supported yet; region-gated priors render on it, and cogvideox-5b priors have "
@@ -125,7 +125,7 @@ def train_prior(components: ModelComponents, request: PriorRequest, folder: Path
             progress(Progress(stage="encoding", step=number, total=len(request.clips), message=clip.path.name))
 
     rotary = None
-    if components.transformer.config.use_rotary_positional_embeddings:
+    if getattr(components.transformer.config, "use_rotary_positional_embeddings", False):  # CogVideoX 5B
         latent_frames = examples[0].latent_mean.shape[0]
         rotary = cache.pipeline._prepare_rotary_positional_embeddings(geometry[1], geometry[2], latent_frames, device)
     trainer_class = SubjectTrainer if request.kind == "subject" else MotionTrainer
@@ -147,7 +147,7 @@ def train_prior(components: ModelComponents, request: PriorRequest, folder: Path
             "method_version": METHOD_VERSION,
             "blocks": lora.prior_blocks(request.kind, components.transformer.config.num_layers),
             "block_parity": lora.block_parity(request.kind),
-            "modules": list(lora.TARGET_MODULES), "rank": request.settings.rank, "alpha": request.settings.rank,
+            "modules": list(lora.target_modules(components.family)), "rank": request.settings.rank, "alpha": request.settings.rank,
             "model": components.name, "model_fingerprint": cache.fingerprint, "is_noise": components.is_noise,
             "steps": result.steps, "resumed_from": result.resumed_from,
             "loss_first": result.losses[0], "loss_last": result.losses[-1],

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..attention.controller import transformer_blocks
 from . import lora
 
 
@@ -58,12 +59,12 @@ def compile_blocks(transformer) -> None:
     # gradients, strides, the geometry) but a motion prior's two step kinds at two resolutions pass the
     # default limit of 8 per function, past which torch silently runs eagerly.
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
-    for block in transformer.transformer_blocks:
+    for block in transformer_blocks(transformer):
         block.compile(dynamic=False)
 
 
 def uncompile_blocks(transformer) -> None:
-    for block in transformer.transformer_blocks:
+    for block in transformer_blocks(transformer):
         block._compiled_call_impl = None  # what nn.Module.compile set
     for layer in lora.tuner_layers(transformer):
         layer.__dict__.pop("forward", None)

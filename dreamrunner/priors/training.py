@@ -1,4 +1,7 @@
-"""The two test-time tuning loops on a frozen CogVideoX transformer, with checkpoints to resume from.
+"""The two test-time tuning loops on a frozen CogVideoX or Wan transformer, with checkpoints to resume from.
+
+Wan trains on its own flow-matching objective (`objectives.flow_targets`) with the same losses, block
+placement and dual-path schedule.
 
 `SubjectTrainer`: one LoRA on the subject blocks (0-based odd), learned from static clips of reference images,
 loss on the first latent frame. `MotionTrainer`: MotionDirector's dual path as the authors' released code runs
@@ -30,7 +33,7 @@ from ..jobs import CancelToken, EtaClock, Progress, ProgressCallback
 from ..story import PriorSettings
 from . import lora, speed
 from .memory import attention_backend, configure_checkpointing
-from .objectives import debiased_temporal_loss, diffusion_targets, frame_loss
+from .objectives import debiased_temporal_loss, diffusion_targets, flow_sigmas, flow_targets, frame_loss
 
 CHECKPOINT_FILE = "checkpoint.pt"
 # MotionDirector and the released code: a temporal update every step, a spatial (appearance) update in 80% of
@@ -75,6 +78,10 @@ class PriorTrainer:
         self.rotary = rotary
         self.prefer_cudnn_attention = prefer_cudnn_attention
         self.generator = torch.Generator().manual_seed(settings.seed)
+        from ..backends import model_family
+
+        # Wan: flow-matching targets, latents [B, C, F, h, w] at the transformer (the trainer keeps [B, F, C, h, w]).
+        self.wan = model_family(transformer) == "wan"
         self._given = (transformer.device, transformer.dtype)  # restored by close()
         transformer.requires_grad_(False)
         if transformer.dtype != dtype or transformer.device != self.device:
@@ -132,12 +139,19 @@ class PriorTrainer:
         latents = mean + std * torch.randn(mean.shape, generator=self.generator)
         noise = torch.randn(latents.shape, generator=self.generator)
         timesteps = torch.randint(self.scheduler.config.num_train_timesteps, (len(indices),), generator=self.generator)
-        noisy, target = diffusion_targets(self.scheduler, latents, noise, timesteps)
+        if self.wan:
+            noisy, target = flow_targets(self.scheduler, latents, noise, timesteps)
+            timesteps = flow_sigmas(self.scheduler, timesteps) * self.scheduler.config.num_train_timesteps
+        else:
+            noisy, target = diffusion_targets(self.scheduler, latents, noise, timesteps)
         to = dict(device=self.device, dtype=self.dtype)
         return noisy.to(**to), target.to(self.device), timesteps.to(self.device), text.to(**to)
 
     def predict(self, noisy: torch.Tensor, text: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         with attention_backend(self.device, self.prefer_cudnn_attention):
+            if self.wan:
+                return self.transformer(hidden_states=noisy.transpose(1, 2), encoder_hidden_states=text,
+                                        timestep=timesteps, return_dict=False)[0].transpose(1, 2)
             return self.transformer(hidden_states=noisy, encoder_hidden_states=text, timestep=timesteps,
                                     image_rotary_emb=self.rotary, return_dict=False)[0]
 

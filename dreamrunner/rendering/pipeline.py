@@ -85,7 +85,7 @@ class StockRegionControl:
     def conditioning(self, pipeline, scene, negative_prompt, do_classifier_free_guidance) -> Iterator[Conditioning]:
         prompt_embeds, negative_embeds = pipeline.encode_prompt(
             scene.prompt, negative_prompt, do_classifier_free_guidance,
-            max_sequence_length=pipeline.transformer.config.max_text_seq_length, device=pipeline._execution_device,
+            max_sequence_length=pipeline.text_tokens, device=pipeline._execution_device,
         )
         with _ungated_loras(pipeline, scene.loras):
             yield Conditioning(prompt_embeds, negative_embeds)
@@ -123,16 +123,14 @@ class SR3AIRegionControl:
 
     @contextlib.contextmanager
     def conditioning(self, pipeline, scene, negative_prompt, do_classifier_free_guidance) -> Iterator[Conditioning]:
-        from ..attention import GatedLoRA, LoRAWeights, SR3AIController, encode_region_prompts
+        from ..attention import GatedLoRA, LoRAWeights
 
         plan = scene.region_plan
-        length = int(pipeline.transformer.config.max_text_seq_length)
         device = pipeline._execution_device
         dtype = pipeline.transformer.dtype
         loras = [GatedLoRA(LoRAWeights.load(lora.path, lora.kind), prompts=lora.prompts, scale=lora.scale)
                  for lora in scene.loras]
-        encode = lambda prompts: encode_region_prompts(  # noqa: E731
-            pipeline.tokenizer, pipeline.text_encoder, prompts, length, device=device, dtype=dtype)
+        encode = lambda prompts: pipeline.encode_region_prompts(prompts, device, dtype)  # noqa: E731
         prompt_embeds = encode(plan.prompts)
         negative_embeds = encode([negative_prompt] * plan.num_prompts) if do_classifier_free_guidance else None
         if pipeline.memory.cpu_offload == "sequential":
@@ -143,13 +141,23 @@ class SR3AIRegionControl:
             # (and the text encoder, done, off it), as its offload hook would at its first call.
             pipeline.text_encoder.to("cpu")
             pipeline.transformer.to(device)
-        controller = SR3AIController(pipeline.transformer, self.implementation).attach()
+        controller = pipeline.sr3ai_controller(self.implementation).attach()
         try:
             controller.set_regions(plan)
             controller.set_loras(loras)
             yield Conditioning(prompt_embeds, negative_embeds)
         finally:
             controller.detach()
+
+
+def pipeline_class(components: ModelComponents) -> type:
+    """The scene pipeline of the components' model family: `DreamRunnerPipeline` (CogVideoX) or
+    `WanDreamRunnerPipeline` (Wan, dreamrunner.rendering.wan_pipeline)."""
+    if components.family == "wan":
+        from .wan_pipeline import WanDreamRunnerPipeline
+
+        return WanDreamRunnerPipeline
+    return DreamRunnerPipeline
 
 
 REGION_CONTROLS = {"sr3ai": SR3AIRegionControl, "stock": StockRegionControl}
@@ -179,7 +187,7 @@ class LatentPreview:
         # Random-weight VAEs in low precision can give non-finite latents; such a preview shows grey.
         self.weight = torch.nan_to_num(solution[:-1], 0.0)  # [C, 3]
         self.bias = torch.nan_to_num(solution[-1], 0.0)  # [3]
-        self.scaling_factor = float(vae.config.scaling_factor)
+        self.scaling_factor = float(getattr(vae.config, "scaling_factor", None) or 1.0)  # Wan's VAE has none
         self.upscale = upscale
 
     def __call__(self, latents: torch.Tensor) -> np.ndarray:
@@ -238,12 +246,39 @@ class DreamRunnerPipeline(CogVideoXPipeline):
             self._preview = LatentPreview(self.vae, self._execution_device)
         return self._preview
 
+    # What the region controls need of a model family (Wan's pipeline, rendering.wan_pipeline, has its own).
+    @property
+    def text_tokens(self) -> int:
+        return int(self.transformer.config.max_text_seq_length)
+
+    def encode_region_prompts(self, prompts, device, dtype) -> torch.Tensor:
+        from ..attention import encode_region_prompts
+
+        return encode_region_prompts(self.tokenizer, self.text_encoder, prompts, self.text_tokens, device=device,
+                                     dtype=dtype)
+
+    def sr3ai_controller(self, implementation: str):
+        from ..attention import SR3AIController
+
+        return SR3AIController(self.transformer, implementation)
+
+    def use_scheduler(self, name: str | None) -> None:
+        """Switch to the CogVideoX scheduler `name` ("dpm" or "ddim"; kept for later calls); None keeps it."""
+        if name is not None:
+            self.scheduler = make_scheduler(name, self.scheduler)
+
+    def denoise(self, **kwargs):
+        """The stock pipeline's call (its denoising loop and decode) on prepared embeddings."""
+        return CogVideoXPipeline.__call__(self, **kwargs)
+
     def check_grid(self, plan: RegionPlan, num_frames: int, height: int, width: int) -> None:
         config = self.transformer.config
-        spatial = self.vae_scale_factor_spatial * config.patch_size
+        patch = config.patch_size
+        patch = patch[-1] if isinstance(patch, (tuple, list)) else patch  # Wan's is (t, h, w)
+        spatial = self.vae_scale_factor_spatial * patch
         latent_frames = (num_frames - 1) // self.vae_scale_factor_temporal + 1
         # CogVideoX 1.5: diffusers pads the latents to whole temporal patches (regions.token_frame_latents).
-        token_frames = -(-latent_frames // (config.patch_size_t or 1))
+        token_frames = -(-latent_frames // (getattr(config, "patch_size_t", None) or 1))
         grid = (token_frames, height // spatial, width // spatial)
         if tuple(plan.grid) != grid:
             raise DreamRunnerError(f"the region plan is on a {tuple(plan.grid)} token grid, but {num_frames} frames at "
@@ -270,8 +305,7 @@ class DreamRunnerPipeline(CogVideoXPipeline):
         later calls); None keeps it. Raises `dreamrunner.jobs.Cancelled` at the end of the step in which
         `cancel` was set."""
         self.check_grid(scene.region_plan, num_frames, height, width)
-        if scheduler is not None:
-            self.scheduler = make_scheduler(scheduler, self.scheduler)
+        self.use_scheduler(scheduler)
         cancel = cancel or CancelToken()
         cancel.check()
         started = time.monotonic()
@@ -295,8 +329,7 @@ class DreamRunnerPipeline(CogVideoXPipeline):
         generator = torch.Generator(device="cpu").manual_seed(seed)
         try:
             with self.region_control.conditioning(self, scene, negative_prompt, do_cfg) as conditioning:
-                output = CogVideoXPipeline.__call__(
-                    self,
+                output = self.denoise(
                     prompt_embeds=conditioning.prompt_embeds,
                     negative_prompt_embeds=conditioning.negative_prompt_embeds,
                     attention_kwargs=conditioning.attention_kwargs or None,

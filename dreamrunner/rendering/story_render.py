@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from .. import edits
-from ..backends import MemoryOptions, ModelComponents, load_backend, temporal_patch
+from ..backends import MemoryOptions, ModelComponents, backend_video_defaults, load_backend, temporal_patch
 from ..errors import DreamRunnerError
 from ..files import file_sha256
 from ..jobs import CancelToken, Progress, ProgressCallback
@@ -34,7 +34,7 @@ from ..validation import first_message
 # Receives a scene id and the renders (variants) finished for it; stores them in the live story.
 RenderCommit = Callable[[str, list[RenderResult]], None]
 from ..attention import bound_prompts
-from .pipeline import DreamRunnerPipeline, LoraBinding, RegionControl, SceneInput, default_region_control
+from .pipeline import DreamRunnerPipeline, LoraBinding, RegionControl, SceneInput, default_region_control, pipeline_class
 from ..video_io import write_video
 
 # Bump when a change to the rendering code changes what a given key renders.
@@ -172,17 +172,11 @@ class StoryRenderer:
                 components = components()
             if components is None:
                 components = load_backend(self.backend, self._model_path, memory=self._memory)
-            self._pipeline = DreamRunnerPipeline.from_components(components, self.region_control)
+            self._pipeline = pipeline_class(components).from_components(components, self.region_control)
         return self._pipeline
 
     def _video_defaults(self) -> dict:
-        if self.backend.startswith("tiny"):
-            from ..backends.tiny import TINY_VIDEO
-
-            return TINY_VIDEO
-        from ..backends.cogvideox import VIDEO_DEFAULTS
-
-        return VIDEO_DEFAULTS
+        return backend_video_defaults(self.backend)
 
     def geometry(self) -> VideoSettings:
         return render_geometry(self.project.story.settings.video, self.backend, self._video_defaults())

@@ -1,0 +1,218 @@
+"""SR3AI on Wan 2.1 (diffusers `WanTransformer3DModel`): region-masked cross-attention and region-gated LoRA.
+
+Wan's blocks run self-attention over the video tokens (3D RoPE), then cross-attention from the video tokens to
+the UMT5 text, then a feed-forward; text is never updated inside the blocks. So SR3AI on Wan is:
+- self-attention unchanged: every video token attends to every video token (stock `WanAttnProcessor`);
+- cross-attention: the text of all P region prompts is laid side by side, [1, P*L, D] (prompt 0 the
+  background, each padded to L tokens as WanPipeline pads one prompt), and a video token attends to the L
+  tokens of every prompt whose region covers it (`RegionLayout.dense_mask()[video, text]`);
+- gated LoRAs act on the video tokens of their prompts' regions and, on the cross-attention key / value
+  projections (which read text), on their prompts' text tokens.
+
+    controller = WanSR3AIController(transformer, text_tokens=512).attach()
+    controller.set_regions(plan)
+    controller.set_loras([GatedLoRA(weights, prompts=(1,), scale=1.0)])
+    text = encode_wan_region_prompts(pipeline, plan.prompts, 512)        # [1, P*L, D]
+    transformer(hidden_states=latents, encoder_hidden_states=text, timestep=t)
+    controller.detach()
+
+The cross-attention is exact and costs what stock costs: video tokens are grouped by the set of prompts
+covering them (`RegionLayout.cover_classes`) and each group runs one unmasked attention call over its prompts'
+text keys through diffusers' `dispatch_attention_fn` (the backend the model is set to), so each video token
+still meets L keys (2L in an overlap of two regions) and no [tokens x text] mask is built. As for CogVideoX, the
+controller runs the blocks with the video tokens in group order (patch embedding, RoPE tables and output
+projection are re-ordered once per call), so every group is a contiguous slice and nothing is gathered per
+layer. With one prompt there is one group and one call: the stock computation.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers.models.attention_dispatch import dispatch_attention_fn
+from diffusers.models.transformers.transformer_wan import _get_qkv_projections
+
+from .controller import SR3AIContext, SR3AIController
+from .layout import RegionLayout, RegionLayoutError
+
+IMPLEMENTATIONS = ("fast", "dense")
+# Linears of a Wan block whose input is the text (cross-attention key and value); every other one reads video.
+TEXT_INPUT_MODULES = ("attn2.to_k", "attn2.to_v")
+
+
+class WanSR3AIContext(SR3AIContext):
+    """The scene's regions and gated LoRAs as Wan's processors and hooks read them.
+
+    Wan's linears see one kind of token each: the cross-attention key / value projections read the P*L text
+    tokens, every other linear the video tokens. A LoRA's gate is the text or the video part of its prompts'
+    token mask (`RegionLayout.token_mask`), chosen by the hooked module's name.
+    """
+
+    def lora_gate(self, hook, sequence_length: int, device, dtype) -> torch.Tensor:
+        text = hook.module.endswith(TEXT_INPUT_MODULES)
+        key = (hook.lora_ids, hook.ranks, hook.scalings, device, dtype, text)
+        gate = self._gates.get(key)
+        if gate is None:
+            if self.layout is None:
+                raise RegionLayoutError("region-gated LoRAs need regions: call set_regions(plan) first")
+            self._on(device)
+            layout = self.layout
+            expected = layout.text_length if text else layout.num_video_tokens
+            if sequence_length != expected:
+                raise RegionLayoutError(f"{hook.module} got {sequence_length} tokens, but the regions were set for "
+                                        f"{expected} {'text' if text else 'video'} tokens")
+            part = slice(0, layout.text_length) if text else slice(layout.text_length, None)
+            columns = []
+            for lora_id, rank, scaling in zip(hook.lora_ids, hook.ranks, hook.scalings):
+                lora = self.loras[lora_id]
+                mask = layout.token_mask(lora.prompts)[part].to(dtype) * (lora.scale * scaling)
+                columns.append(mask.unsqueeze(1).expand(-1, rank))
+            gate = self._gates[key] = torch.cat(columns, 1).to(device)
+        return gate
+
+
+def wan_cross_attention_dense(query, key, value, layout: RegionLayout) -> torch.Tensor:
+    """Reference: [B, N, H, d] video queries over [B, P*L, H, d] text keys with the dense boolean mask
+    [N, P*L] of the SR3AI rule (video token n sees prompt p's text iff p's region covers n). O(N * P*L)."""
+    layout.check(key.shape[1], query.shape[1])
+    mask = layout.dense_mask()[layout.text_length:, :layout.text_length].to(query.device)
+    out = F.scaled_dot_product_attention(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2),
+                                         attn_mask=mask)
+    return out.transpose(1, 2)
+
+
+def wan_cross_attention_fast(query, key, value, layout: RegionLayout, backend=None) -> torch.Tensor:
+    """Exact region cross-attention, one unmasked `dispatch_attention_fn` call per group of video tokens with
+    the same covering prompts. [B, N, H, d] queries, [B, P*L, H, d] keys / values -> [B, N, H, d]."""
+    layout.check(key.shape[1], query.shape[1])
+    classes = layout.cover_classes()
+
+    def attend(q, members):
+        if len(members) == 1:
+            text = layout.text_slice(members[0])
+            k, v = key[:, text], value[:, text]
+        else:
+            index = classes.text_index[members]
+            k, v = key.index_select(1, index), value.index_select(1, index)
+        return dispatch_attention_fn(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, backend=backend)
+
+    if len(classes.spans) == 1:  # one group (e.g. one full-frame prompt): the stock call
+        return attend(query, classes.spans[0][0])
+    if classes.identity:  # tokens already in group order (the controller's reordering): slices
+        return torch.cat([attend(query[:, span], members) for members, span in classes.spans], 1)
+    grouped = query.index_select(1, classes.order)
+    out = torch.cat([attend(grouped[:, span], members) for members, span in classes.spans], 1)
+    return out.index_select(1, torch.argsort(classes.order))
+
+
+class WanSR3AICrossAttnProcessor:
+    """WanAttnProcessor for the cross-attention (`attn2`) of a text-to-video Wan block, with region-masked text.
+
+    `implementation`: "fast" (grouped, exact) or "dense" (reference mask). Image conditioning (I2V's added
+    key / value projections) is not supported and is refused."""
+
+    _attention_backend = None
+    _parallel_config = None
+
+    def __init__(self, context: WanSR3AIContext, implementation: str = "fast"):
+        if implementation not in IMPLEMENTATIONS:
+            raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
+        self.context = context
+        self.implementation = implementation
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
+        if attention_mask is not None:
+            raise ValueError("SR3AI cross-attention builds its own mask from the regions; attention_mask must be None")
+        if attn.add_k_proj is not None:
+            raise RegionLayoutError("SR3AI on Wan supports text-to-video models only (no image conditioning)")
+        layout = self.context.layout_for(hidden_states.device, encoder_hidden_states.size(1), hidden_states.size(1))
+        query, key, value = _get_qkv_projections(attn, hidden_states, encoder_hidden_states)
+        query = attn.norm_q(query).unflatten(2, (attn.heads, -1))
+        key = attn.norm_k(key).unflatten(2, (attn.heads, -1))
+        value = value.unflatten(2, (attn.heads, -1))
+        if self.implementation == "fast":
+            hidden_states = wan_cross_attention_fast(query, key, value, layout, self._attention_backend)
+        else:
+            hidden_states = wan_cross_attention_dense(query, key, value, layout)
+        hidden_states = hidden_states.flatten(2, 3).type_as(query)
+        hidden_states = attn.to_out[0](hidden_states)
+        return attn.to_out[1](hidden_states)
+
+
+class WanSR3AIController(SR3AIController):
+    """Installs SR3AI on a `WanTransformer3DModel`: region cross-attention in every block's `attn2` (self-
+    attention keeps the stock processor) and region-gated LoRAs (`set_loras`, shared with CogVideoX).
+
+    Args:
+        transformer: the diffusers model; its own modules are used, nothing is copied.
+        text_tokens: L, tokens per prompt (WanPipeline's `max_sequence_length`, 512 for the checkpoints).
+        implementation: "fast" or "dense" (see `WanSR3AICrossAttnProcessor`).
+        reorder_tokens: run the blocks with the video tokens grouped by covering prompts (same output).
+    """
+
+    def __init__(self, transformer, text_tokens: int, implementation: str = "fast", reorder_tokens: bool = True):
+        super().__init__(transformer, implementation, reorder_tokens=reorder_tokens)
+        self.context = WanSR3AIContext()
+        self._text_tokens = int(text_tokens)
+        self._order_hooks = []
+
+    @property
+    def text_tokens(self) -> int:
+        return self._text_tokens
+
+    def attach(self) -> WanSR3AIController:
+        if self.attached:
+            return self
+        stock = self.transformer.attn_processors
+        self._stock_processors = stock
+        self.transformer.set_attn_processor({
+            name: WanSR3AICrossAttnProcessor(self.context, self.implementation) if ".attn2." in name else processor
+            for name, processor in stock.items()})
+        if self.reorder_tokens:
+            # The blocks are per token except attention: order the tokens once on the way in (patch embedding
+            # and the RoPE tables) and back once on the way out (output projection).
+            self._order_hooks = [
+                self.transformer.patch_embedding.register_forward_hook(self._order_patches),
+                self.transformer.rope.register_forward_hook(self._order_rotary),
+                self.transformer.proj_out.register_forward_hook(self._restore_token_order),
+            ]
+            self.context.reorder_tokens = True
+            self.context.refresh()
+        return self
+
+    def _order_patches(self, module, args, output):
+        order = self.context.token_order_for(output.device)
+        return output if order is None else output.flatten(2).index_select(2, order).view_as(output)
+
+    def _order_rotary(self, module, args, output):
+        order = self.context.token_order_for(output[0].device)
+        return output if order is None else tuple(table.index_select(1, order) for table in output)
+
+    def detach(self) -> None:
+        """Back to the stock model: its processors, no hooks."""
+        self._remove_hooks()
+        if not self.attached:
+            return
+        self.transformer.set_attn_processor(self._stock_processors)
+        for hook in self._order_hooks:
+            hook.remove()
+        self._order_hooks = []
+        self.context.reorder_tokens = False
+        self.context.refresh()
+        self._stock_processors = None
+
+
+@torch.no_grad()
+def encode_wan_region_prompts(pipeline, prompts, max_sequence_length: int, device=None, dtype=None) -> torch.Tensor:
+    """Encode each prompt on its own as WanPipeline encodes one prompt (cleaned, UMT5, real tokens then zero
+    padding to `max_sequence_length`) and lay them side by side: [1, P * L, D], prompt 0 (background) first."""
+    prompts = list(prompts)
+    if not prompts:
+        raise RegionLayoutError("no prompts to encode")
+    embeds = pipeline._get_t5_prompt_embeds(prompts, max_sequence_length=max_sequence_length, device=device,
+                                            dtype=dtype)
+    return embeds.reshape(1, -1, embeds.shape[-1])
+
+
+__all__ = ["WanSR3AIContext", "WanSR3AIController", "WanSR3AICrossAttnProcessor",
+           "encode_wan_region_prompts", "wan_cross_attention_dense", "wan_cross_attention_fast"]
