@@ -8,29 +8,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from ..errors import DreamRunnerError
+from .memory import MemoryOptions
 
 BACKENDS = ("tiny", "tiny-5b", "cogvideox-2b", "cogvideox-5b")
-
-
-@dataclass(frozen=True)
-class MemoryOptions:
-    """Where the model runs and how it saves GPU memory; applied when a pipeline is built on the components.
-
-    cpu_offload: "model" moves each whole model to the GPU only while it runs (diffusers'
-    enable_model_cpu_offload); "sequential" streams layer by layer (least memory, slowest).
-    VAE slicing decodes one video of a batch at a time; tiling decodes in overlapping spatial tiles.
-    """
-
-    device: str | None = None  # None: cuda if available, else cpu
-    cpu_offload: Literal["none", "model", "sequential"] = "none"
-    vae_slicing: bool = False
-    vae_tiling: bool = False
-
-    def resolved_device(self) -> str:
-        return self.device or default_device()
 
 
 # Render schedulers by `RenderSettings.scheduler`: diffusers' CogVideoX DPM (the paper's sampler) and DDIM.
@@ -80,12 +63,6 @@ class ModelComponents:
         return {"tokenizer": self.tokenizer, "text_encoder": self.text_encoder, "vae": self.vae,
                 "transformer": self.transformer, "scheduler": self.scheduler}
 
-    def apply_vae_memory_options(self) -> None:
-        if self.memory.vae_slicing:
-            self.vae.enable_slicing()
-        if self.memory.vae_tiling:
-            self.vae.enable_tiling()
-
 
 def model_name(backend: str) -> str:
     """The `ModelComponents.name` a backend name loads (what prior cards and renders record)."""
@@ -117,7 +94,6 @@ def load_backend(
             for module in (components.transformer, components.vae, components.text_encoder):
                 module.to(dtype)
         components.memory = memory or MemoryOptions()
-        components.apply_vae_memory_options()
         return components
     if name in ("cogvideox-2b", "cogvideox-5b"):
         from .cogvideox import load_cogvideox
