@@ -12,8 +12,8 @@ Sections (each one's results are written to --out as soon as it ends, so a stopp
 - quant-<model>: the transformer alone, one SR3AI step (CFG batch 2, both gated LoRAs): bf16 vs torchao
   int8 / float8 weight-only (blocks' linears): weight GB, peak GB, median step s, and the step output's
   relative L2 / max abs difference against bf16 on the same inputs.
-- compile-<model>: the same step eager vs with the transformer blocks compiled (`priors.speed.compile_blocks`,
-  as the renderer does): compile (warm-up) s, median step s after warm-up, and the dynamo recompiles and graph
+- compile-<model>: the same step eager vs with the transformer blocks compiled (`memory.compile_transformer`,
+  as the renderer does: SR3AI attention and the LoRA-hooked feed-forward eager): compile (warm-up) s, median step s after warm-up, and the dynamo recompiles and graph
   counts over 2 scenes x 3 timesteps after the warm-up (a second scene = new regions and new LoRA hooks).
 
     python bench/bench_render_memory.py --out DIR                      # GPU, all sections
@@ -305,10 +305,11 @@ class Bench:
                 row["weights_vs_bf16"] = round(row["weights_gb"] / first["weights_gb"], 3)
         return {"runs": rows, "repeats": self.args.repeats, "prompts": scene_input.region_plan.num_prompts}
 
-    def compiled(self, components, video, scene_input, other_input) -> dict:
+    def compiled(self, components, video, scene_input, other_input, variant: str = "render") -> dict:
         from torch._dynamo.utils import counters
 
-        from dreamrunner.priors.speed import compile_blocks, uncompile_blocks
+        from dreamrunner.backends.memory import compile_transformer
+        from dreamrunner.priors.speed import uncompile_blocks
 
         transformer = components.transformer.to(self.device)
         inputs = self.step_inputs(components, video, scene_input)
@@ -317,8 +318,13 @@ class Bench:
         eager, reference = self.timed_steps(transformer, inputs, self.args.repeats)
         controller.detach()
         torch._dynamo.reset()
-        compile_blocks(transformer)
-        result = {"eager_step_s": round(eager, 4)}
+        if variant == "render":
+            compile_transformer(transformer)
+        else:  # every block traced whole, SR3AI included (the priors' regional compilation)
+            from dreamrunner.priors.speed import compile_blocks
+
+            compile_blocks(transformer)
+        result = {"variant": variant, "eager_step_s": round(eager, 4)}
         try:
             controller = self.attach(transformer, scene_input)
             warm = time.perf_counter()
@@ -345,6 +351,7 @@ class Bench:
             result["dynamo_stats"] = after
         finally:
             uncompile_blocks(transformer)
+            transformer.dreamrunner_compiled = False
             torch._dynamo.reset()
         return result
 
@@ -364,7 +371,9 @@ class Bench:
             if "quant" in wanted and model in self.args.quant_models:
                 self.section(f"quant-{model}", self.quant, components, video, scene_input)
             if "compile" in wanted and model in self.args.compile_models:
-                self.section(f"compile-{model}", self.compiled, components, video, scene_input, other_input)
+                for variant in self.args.compile_variants:
+                    self.section(f"compile-{variant}-{model}", self.compiled, components, video, scene_input,
+                                 other_input, variant)
             if "presets" in wanted:
                 self.section(f"presets-{model}", self.presets, components, video, scene_input)
             del components
@@ -382,6 +391,10 @@ def main() -> None:
     parser.add_argument("--quantize", nargs="+", default=["int8wo", "fp8wo"], choices=("int8wo", "fp8wo"))
     parser.add_argument("--quant-models", nargs="+", default=["2b", "5b"], choices=("2b", "5b"))
     parser.add_argument("--compile-models", nargs="+", default=["2b", "5b"], choices=("2b", "5b"))
+    parser.add_argument("--compile-variants", nargs="+", default=["render", "whole-blocks"],
+                        choices=("render", "whole-blocks"),
+                        help="render: SR3AI attention and the hooked feed-forward eager (what rendering uses); "
+                             "whole-blocks: everything in a block traced")
     parser.add_argument("--steps", type=int, default=4, help="denoising steps per preset run (default 4)")
     parser.add_argument("--repeats", type=int, default=3, help="timed transformer steps per quant/compile run")
     parser.add_argument("--rank", type=int, default=32, help="rank of the two gated LoRAs")

@@ -59,10 +59,18 @@ def read_machine_settings(path: Path | None = None) -> MachineSettings:
         raise MachineSettingsError(f"{path}: cannot be read ({error})") from None
     try:
         return MachineSettings.model_validate(json.loads(text))
-    except (ValueError, ValidationError) as error:
-        first = str(error).splitlines()
-        raise MachineSettingsError(f"{path}: not valid machine settings ({' '.join(first[:3])}); fix or delete "
+    except ValidationError as error:
+        raise MachineSettingsError(f"{path}: not valid machine settings ({_first_problem(error)}); fix or delete "
                                    f"the file (the defaults are then used)") from None
+    except ValueError as error:
+        raise MachineSettingsError(f"{path}: not valid machine settings (not JSON: {error}); fix or delete "
+                                   f"the file (the defaults are then used)") from None
+
+
+def _first_problem(error: ValidationError) -> str:
+    problem = error.errors()[0]
+    where = ".".join(str(part) for part in problem["loc"]) or "the settings"
+    return f"{where}: {problem['msg']}, got {problem.get('input')!r}"
 
 
 def write_machine_settings(settings: MachineSettings, path: Path | None = None) -> Path:
@@ -80,7 +88,6 @@ def update_machine_settings(path: Path | None = None, **values) -> MachineSettin
     try:
         settings = MachineSettings.model_validate({**current.model_dump(), **values})
     except ValidationError as error:
-        raise MachineSettingsError(str(error).splitlines()[-2].strip() if len(str(error).splitlines()) > 1
-                                   else str(error)) from None
+        raise MachineSettingsError(_first_problem(error)) from None
     write_machine_settings(settings, path)
     return settings

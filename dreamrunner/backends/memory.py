@@ -192,6 +192,24 @@ def should_compile(mode: str, device: str) -> bool:
     return speed.should_compile(mode, torch.device(device))
 
 
+# Kept eager inside the compiled blocks: SR3AI's attention (its cover-class slices differ per scene, so traced
+# they recompile for every region layout) and the feed-forward whose linears carry the gated-LoRA hooks (new
+# hook objects per scene). What is compiled: the blocks' AdaLN norms, modulation and gated residuals.
+RENDER_EAGER = ("attn1", "ff")
+
+
+def compile_transformer(transformer) -> None:
+    """Regional compilation for rendering (once per transformer): each block compiled, SR3AI's per-scene parts
+    eager (RENDER_EAGER); shapes dynamic after the first change, so a scene with another prompt count (text
+    length) does not compile again per count."""
+    from ..priors.speed import compile_blocks
+
+    if getattr(transformer, "dreamrunner_compiled", False):
+        return
+    compile_blocks(transformer, dynamic=None, eager=RENDER_EAGER)
+    transformer.dreamrunner_compiled = True
+
+
 def apply_placement(pipeline, preset: str, device: str) -> None:
     """Put the pipeline's models where `preset` says (see the module table) and set the VAE decode mode.
 

@@ -80,20 +80,23 @@ def model_arguments(parser) -> None:
     parser.add_argument("--quantize", choices=QUANTIZE_CHOICES,
                         help="torchao weight-only quantization of the transformer (needs the [quant] extra)")
     parser.add_argument("--compile", choices=COMPILE_CHOICES, help="torch.compile the transformer blocks")
-    # Replaced by --memory; still recognised so an old command line gets a clear answer.
+    # Replaced by --memory; still recognised so an old command line gets a clear answer before anything runs.
     for old in ("--cpu-offload", "--vae-tiling", "--vae-slicing"):
-        parser.add_argument(old, dest=old[2:].replace("-", "_"), nargs="?", const=True, help=argparse.SUPPRESS)
+        parser.add_argument(old, nargs="?", action=_Replaced, help=argparse.SUPPRESS)
+
+
+class _Replaced(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        raise argparse.ArgumentError(self, "was replaced by --memory PRESET (auto, none, vae-tiling, model, group): "
+                                     "--cpu-offload model -> --memory model (which also tiles the VAE), --vae-tiling "
+                                     "or --vae-slicing -> --memory vae-tiling, --cpu-offload sequential -> --memory "
+                                     "group")
 
 
 def memory_options(args: argparse.Namespace) -> MemoryOptions:
     """The command's memory options: its own, else this machine's stored settings."""
     from ..machine import read_machine_settings
 
-    for old in ("cpu_offload", "vae_tiling", "vae_slicing"):
-        if getattr(args, old, None) is not None:
-            raise UsageError(f"--{old.replace('_', '-')} was replaced by --memory PRESET (none, vae-tiling, model, "
-                             f"group, auto): e.g. --cpu-offload model -> --memory model (which also tiles the VAE), "
-                             f"--vae-tiling -> --memory vae-tiling; sequential offload is gone, use --memory group")
     machine = read_machine_settings()
     return MemoryOptions(device=args.device, preset=args.memory or machine.memory,
                          quantize=args.quantize or machine.quantize, compile=args.compile or machine.compile)

@@ -241,12 +241,8 @@ class DreamRunnerPipeline(CogVideoXPipeline):
             memory_settings.quantize_transformer(transformer, memory.quantize)
         memory_settings.apply_placement(pipeline, preset, device)
         pipeline.placement = preset
-        if memory_settings.should_compile(memory.compile, device) and not getattr(transformer, "dreamrunner_compiled",
-                                                                                    False):
-            from ..priors.speed import compile_blocks
-
-            compile_blocks(transformer)
-            transformer.dreamrunner_compiled = True
+        if memory_settings.should_compile(memory.compile, device):
+            memory_settings.compile_transformer(transformer)
         pipeline.set_progress_bar_config(disable=True)
         return pipeline
 
