@@ -39,6 +39,21 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+try:
+    import cv2  # noqa: F401
+    CV2_NOTE = None
+except ImportError:  # a bare GPU machine may lack OpenCV; only the live preview's upscale uses it (cheap either way)
+    import types
+
+    import numpy as np
+
+    cv2 = types.ModuleType("cv2")
+    cv2.INTER_NEAREST = 0
+    cv2.resize = lambda image, size, interpolation=0: np.repeat(
+        np.repeat(image, size[1] // image.shape[0], 0), size[0] // image.shape[1], 1)
+    sys.modules["cv2"] = cv2
+    CV2_NOTE = "OpenCV missing: the live preview was upscaled with numpy.repeat"
+
 from bench_render import bench_scene, run_once, write_lora  # noqa: E402
 
 from dreamrunner.attention import GatedLoRA, LoRAWeights, SR3AIController, bound_prompts  # noqa: E402
@@ -107,7 +122,8 @@ class Bench:
         self.out = Path(args.out) if args.out else None
         self.results = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                         "device": torch.cuda.get_device_name() if self.cuda else platform.processor() or "cpu",
-                        "torch": torch.__version__, "argv": sys.argv[1:], "sections": {}}
+                        "torch": torch.__version__, "argv": sys.argv[1:], "cv2": CV2_NOTE or "present",
+                        "sections": {}}
         try:
             import diffusers
             import torchao
