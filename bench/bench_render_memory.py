@@ -54,6 +54,14 @@ except ImportError:  # a bare GPU machine may lack OpenCV; only the live preview
     sys.modules["cv2"] = cv2
     CV2_NOTE = "OpenCV missing: the live preview was upscaled with numpy.repeat"
 
+try:
+    import av  # noqa: F401
+except ImportError:  # PyAV (video files) is imported by dreamrunner.priors, which the compile helper lives in;
+    import types  # nothing here reads or writes a video, so an empty module stands in on a bare GPU machine
+
+    sys.modules["av"] = types.ModuleType("av")
+    CV2_NOTE = (CV2_NOTE or "") + "; PyAV missing: an empty module stood in (no video is read or written)"
+
 from bench_render import bench_scene, run_once, write_lora  # noqa: E402
 
 from dreamrunner.attention import GatedLoRA, LoRAWeights, SR3AIController, bound_prompts  # noqa: E402
