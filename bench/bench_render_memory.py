@@ -52,6 +52,9 @@ except ImportError:  # a bare GPU machine may lack OpenCV; only the live preview
     cv2.resize = lambda image, size, interpolation=0: np.repeat(
         np.repeat(image, size[1] // image.shape[0], 0), size[0] // image.shape[1], 1)
     sys.modules["cv2"] = cv2
+    import importlib.machinery
+
+    cv2.__spec__ = importlib.machinery.ModuleSpec("cv2", None)
     CV2_NOTE = "OpenCV missing: the live preview was upscaled with numpy.repeat"
 
 try:
@@ -59,7 +62,10 @@ try:
 except ImportError:  # PyAV (video files) is imported by dreamrunner.priors, which the compile helper lives in;
     import types  # nothing here reads or writes a video, so an empty module stands in on a bare GPU machine
 
+    import importlib.machinery
+
     sys.modules["av"] = types.ModuleType("av")
+    sys.modules["av"].__spec__ = importlib.machinery.ModuleSpec("av", None)  # libraries probe find_spec("av")
     CV2_NOTE = (CV2_NOTE or "") + "; PyAV missing: an empty module stood in (no video is read or written)"
 
 from bench_render import bench_scene, run_once, write_lora  # noqa: E402
