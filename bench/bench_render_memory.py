@@ -136,7 +136,7 @@ class Bench:
         self.out = Path(args.out) if args.out else None
         self.results = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                         "device": torch.cuda.get_device_name() if self.cuda else platform.processor() or "cpu",
-                        "torch": torch.__version__, "argv": sys.argv[1:], "cv2": CV2_NOTE or "present",
+                        "torch": torch.__version__, "argv": sys.argv[1:], "stand_ins": (CV2_NOTE or "none").lstrip("; "),
                         "sections": {}}
         try:
             import diffusers

@@ -47,7 +47,8 @@ PRESETS = {
 MEMORY_CHOICES = ("auto", *PRESETS)
 QUANTIZE_CHOICES = ("none", "int8wo", "fp8wo")
 COMPILE_CHOICES = ("off", "gpu", "always")
-# From the H200 measurement (docs/benchmarks.md): compiled blocks did not beat eager with SR3AI per step.
+# Off: on the H200 (docs/benchmarks.md) compiled blocks saved 3% of a 2B SR3AI step (0.968x) against a 17 s
+# compile per process, more than a 6-scene story's 50-step renders win back.
 COMPILE_DEFAULT = "off"
 TABLE = Path(__file__).with_name("memory_table.json")
 
@@ -114,6 +115,7 @@ def estimated_peak_gb(backend: str, preset: str, num_frames: int, height: int, w
 def choose_preset(backend: str, num_frames: int, height: int, width: int, free_bytes: int | None,
                   quantize: str = "none") -> str:
     """The lightest preset whose estimated peak plus the table's margin fits `free_bytes` (None: no GPU -> "none").
+    Presets the table does not measure are not chosen by fit.
 
     Backends the table lacks (the tiny ones, newer checkpoints) are judged by the largest measured backend's
     numbers, so `auto` errs towards saving memory. Quantized weights are not in the table: their smaller
