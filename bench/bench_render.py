@@ -32,6 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dreamrunner.attention import bound_prompts  # noqa: E402
+from dreamrunner.attention.lora import prior_blocks  # noqa: E402
 from dreamrunner.backends import MemoryOptions, ModelComponents  # noqa: E402
 from dreamrunner.regions import build_region_plan  # noqa: E402
 from dreamrunner.rendering.pipeline import (  # noqa: E402
@@ -95,9 +96,7 @@ def write_lora(path: Path, transformer, kind: str, rank: int, seed: int) -> Path
 
     generator = torch.Generator().manual_seed(seed)
     layers = {}
-    for block in range(len(transformer.transformer_blocks)):
-        if block % 2 != (0 if kind == "subject" else 1):
-            continue
+    for block in prior_blocks(kind, len(transformer.transformer_blocks)):
         for module in LORA_MODULES:
             linear = transformer.get_submodule(f"transformer_blocks.{block}.{module}")
             prefix = f"transformer_blocks.{block}.{module}"
@@ -180,15 +179,16 @@ def main() -> None:
     stock_input = SceneInput(prompt=scene.narration + " " + scene.background, region_plan=plan)
     sr3ai_input = SceneInput(prompt=stock_input.prompt, region_plan=plan, loras=loras)
 
-    runs = [("stock CogVideoX, 1 prompt, no LoRA", StockRegionControl(), stock_input, MemoryOptions(device=device)),
-            ("SR3AI + 2 gated LoRAs", SR3AIRegionControl(), sr3ai_input, MemoryOptions(device=device))]
-    low = MemoryOptions(device=device, cpu_offload="model", vae_slicing=True, vae_tiling=True)
+    runs = [("stock CogVideoX, 1 prompt, no LoRA", StockRegionControl(), stock_input, MemoryOptions(device, "none")),
+            ("SR3AI + 2 gated LoRAs", SR3AIRegionControl(), sr3ai_input, MemoryOptions(device, "none"))]
+    low = MemoryOptions(device=device, preset="model")  # model CPU offload + VAE tiling and slicing
     if cuda and args.offload_runs == "both":
         runs.append(("stock, model CPU offload + VAE tiling", StockRegionControl(), stock_input, low))
     if cuda and args.offload_runs != "none":
         runs.append(("SR3AI + 2 gated LoRAs, model CPU offload + VAE tiling", SR3AIRegionControl(), sr3ai_input, low))
     # Kernel selection for these shapes (both attention paths, untiled and tiled VAE decode) happens here,
     # untimed, so every timed run below is warm. (It runs on CPU too, so --tiny checks this code.)
+    components.memory = MemoryOptions(device, "none")
     warm = DreamRunnerPipeline.from_components(components, StockRegionControl())
     run_once(warm, stock_input, video, 1, cuda)
     warm.region_control = SR3AIRegionControl()
@@ -202,9 +202,6 @@ def main() -> None:
     results = []
     for label, control, scene_input, memory in runs:
         components.memory = memory
-        components.vae.disable_slicing()
-        components.vae.disable_tiling()
-        components.apply_vae_memory_options()
         pipeline = DreamRunnerPipeline.from_components(components, control)
         result = {"run": label, "prompts": plan.num_prompts if isinstance(control, SR3AIRegionControl) else 1}
         try:

@@ -59,8 +59,9 @@ def test_cli_prints_the_message_without_a_traceback(tmp_path, capsys):
 def test_a_diffusers_folder_loads_through_the_real_loader(tmp_path):
     """The CogVideoX loader reads the layout `save_pretrained` writes (here tiny random weights)."""
     CogVideoXPipeline(**build_tiny("5b").pipeline_kwargs()).save_pretrained(tmp_path)
-    memory = MemoryOptions(device="cpu", vae_slicing=True, vae_tiling=True)
+    memory = MemoryOptions(device="cpu", preset="vae-tiling")
     components = load_backend("cogvideox-5b", tmp_path, dtype=torch.float32, memory=memory)
+    DreamRunnerPipeline.from_components(components)
     assert components.name == "cogvideox-5b" and components.video_defaults["num_frames"] == 49
     assert components.transformer.config.use_rotary_positional_embeddings
     assert components.transformer.dtype == torch.float32
@@ -69,7 +70,7 @@ def test_a_diffusers_folder_loads_through_the_real_loader(tmp_path):
 
 
 def test_memory_options(tmp_path):
-    components = load_backend("tiny", memory=MemoryOptions(device="cpu", cpu_offload="model"))
+    components = load_backend("tiny", memory=MemoryOptions(device="cpu", preset="model"))
     with pytest.raises(DreamRunnerError, match="needs a GPU"):
         DreamRunnerPipeline.from_components(components)
     with pytest.raises(DreamRunnerError, match="unknown backend 'cogvideox-9b'"):

@@ -148,7 +148,7 @@ class PriorsTab:
         yield {self.prior_progress: progress_html(None, f"loading the {backend} backend…")}
 
         def work(progress, cancel):
-            components = components_for(backend)
+            components = components_for(backend, self.machine_file, training=True)
             train = priors.train_subject if kind == "subject" else priors.train_motion
             return train(snapshot, target, components, progress=progress, cancel=cancel)
 

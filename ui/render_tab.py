@@ -18,7 +18,9 @@ from pathlib import Path
 import gradio as gr
 
 from dreamrunner import edits
-from dreamrunner.backends import NOISE_LABEL
+from dreamrunner.backends import BACKENDS, NOISE_LABEL
+from dreamrunner.backends.memory import COMPILE_CHOICES, MEMORY_CHOICES, QUANTIZE_CHOICES
+from dreamrunner.machine import MACHINE_FILE, MachineSettingsError, read_machine_settings, update_machine_settings
 from dreamrunner.story import plan_digest
 
 from .jobs import GPU, Cancels, cancel_handler, progress_html, run_streaming, stream_job
@@ -35,17 +37,31 @@ BACKEND_CHOICES = [("tiny (random weights: noise, for trying the flow)", "tiny")
                    ("tiny-wan (random weights: noise, Wan 2.1 family)", "tiny-wan"),
                    ("Wan 2.1 T2V 1.3B (weights needed)", "wan2.1-1.3b"),
                    ("Wan 2.1 T2V 14B (weights needed)", "wan2.1-14b")]
+MEMORY_LABELS = [("auto: the fastest that fits this GPU's free memory", "auto"),
+                 ("none: every model on the GPU (fastest, most memory)", "none"),
+                 ("vae-tiling: all on the GPU, tiled VAE decode", "vae-tiling"),
+                 ("model: each model on the GPU only while it runs", "model"),
+                 ("group: transformer block by block (least memory)", "group")]
+assert [value for _, value in MEMORY_LABELS] == list(MEMORY_CHOICES)
+WEIGHT_BACKENDS = [name for name in BACKENDS if not name.startswith("tiny")]  # backends that load weights
 EXPORTS_DIR = "exports"
-_components: dict[str, object] = {}
+_components: dict[tuple, object] = {}
 
 
-def components_for(backend: str):
-    """Model components per backend, loaded once per app: the second render does not reload weights."""
-    if backend not in _components:
-        from dreamrunner.backends import load_backend
+def components_for(backend: str, machine_file: Path, training: bool = False):
+    """Model components for the backend and this machine's settings, loaded once: the next render does not reload
+    weights. Another backend, machine setting or use frees the loaded models first (one model on the GPU).
+    Training gets its own (a render quantizes and compiles its transformer in place; training does neither)."""
+    machine = read_machine_settings(machine_file)
+    key = (backend, training, machine.model_dump_json())
+    if key not in _components:
+        from dreamrunner.backends import MemoryOptions, load_backend
 
-        _components[backend] = load_backend(backend)
-    return _components[backend]
+        _components.clear()
+        memory = MemoryOptions(preset=machine.memory, quantize="none" if training else machine.quantize,
+                               compile="off" if training else machine.compile)
+        _components[key] = load_backend(backend, machine.model_paths.get(backend), memory=memory)
+    return _components[key]
 
 
 def _with_cues(video: Path, webvtt: Path | None) -> gr.Video:
@@ -110,6 +126,16 @@ class RenderTab:
             self.render_seed = gr.Number(label="Seed", precision=0, elem_id="render-seed")
             self.render_variants = gr.Number(label="Variants per scene", precision=0, minimum=1, maximum=8,
                                              elem_id="render-variants")
+        with gr.Accordion("This machine (memory, speed, model folders: not saved in the project)", open=False):
+            with gr.Row():
+                self.machine_memory = gr.Dropdown(MEMORY_LABELS, label="GPU memory preset", elem_id="machine-memory")
+                self.machine_quantize = gr.Dropdown(list(QUANTIZE_CHOICES), label="Quantize the transformer "
+                                                    "(torchao, int8/fp8 weights)", elem_id="machine-quantize")
+                self.machine_compile = gr.Dropdown(list(COMPILE_CHOICES), label="Compile the transformer blocks",
+                                                   elem_id="machine-compile")
+            self.machine_paths = {name: gr.Textbox(label=f"{name} model folder (or hub id; empty: "
+                                                   f"$DREAMRUNNER_{name.split('-')[-1].upper()} or the hub)",
+                                                   elem_id=f"machine-path-{name}") for name in WEIGHT_BACKENDS}
         with gr.Row():
             self.render_scene_choice = ProjectDropdown(label="Scene", elem_id="render-scene")
             self.render_button = gr.Button("Render scene", variant="primary", elem_id="render-scene-button")
@@ -130,7 +156,35 @@ class RenderTab:
                                                     variant="stop")
         self.render_outputs = [self.render_backend, self.render_steps, self.render_guidance, self.render_seed,
                                self.render_variants, self.render_scene_choice, self.variant_choice,
-                               self.variant_video, self.noise_note]
+                               self.variant_video, self.noise_note, self.machine_memory, self.machine_quantize,
+                               self.machine_compile, *self.machine_paths.values()]
+
+    @property
+    def machine_file(self) -> Path:
+        return self.workspace.home / MACHINE_FILE
+
+    def machine_view(self) -> dict:
+        machine = read_machine_settings(self.machine_file)
+        return {self.machine_memory: machine.memory, self.machine_quantize: machine.quantize,
+                self.machine_compile: machine.compile,
+                **{box: machine.model_paths.get(name, "") for name, box in self.machine_paths.items()}}
+
+    def set_machine_setting(self, field, value, backend=None):
+        """One machine setting from its widget; a model folder for `backend` (empty: back to the default)."""
+        try:
+            if backend is not None:
+                paths = dict(read_machine_settings(self.machine_file).model_paths)
+                if (value or "").strip():
+                    paths[backend] = value.strip()
+                else:
+                    paths.pop(backend, None)
+                update_machine_settings(self.machine_file, model_paths=paths)
+            else:
+                update_machine_settings(self.machine_file, **{field: value})
+        except MachineSettingsError as error:
+            raise gr.Error(str(error)) from None
+        gr.Info(f"{field if backend is None else backend + ' model folder'} saved for this machine; the next render "
+                f"loads the model with it")
 
     def render_view(self, folder, scene_id=None) -> dict:
         story = self.project(folder).story
@@ -142,7 +196,7 @@ class RenderTab:
                 self.render_guidance: settings.guidance_scale, self.render_seed: settings.seed,
                 self.render_variants: settings.variants,
                 self.render_scene_choice: gr.update(choices=choices, value=scene_id),
-                **self.variants_view(folder, scene_id)}
+                **self.variants_view(folder, scene_id), **self.machine_view()}
 
     def variants_view(self, folder, scene_id, chosen_path=None) -> dict:
         """The scene's variants; each is named by its file (positions shift when another tab renders)."""
@@ -172,6 +226,12 @@ class RenderTab:
         for component, field in settings:
             component.input(guarded(lambda folder, value, field=field: self.set_render_setting(folder, field, value)),
                             [self.folder, component], [self.status])
+        for component, field in ((self.machine_memory, "memory"), (self.machine_quantize, "quantize"),
+                                 (self.machine_compile, "compile")):
+            component.input(guarded(lambda value, field=field: self.set_machine_setting(field, value)), [component],
+                            None)
+        for name, box in self.machine_paths.items():
+            box.blur(guarded(lambda value, name=name: self.set_machine_setting("model_paths", value, name)), [box], None)
         self.render_scene_choice.input(guarded(self.variants_view), [self.folder, self.render_scene_choice],
                                        [self.variant_choice, self.variant_video, self.noise_note])
         self.variant_choice.input(guarded(self.variants_view), [self.folder, self.render_scene_choice,
@@ -253,7 +313,7 @@ class RenderTab:
         load("rendering")
         from dreamrunner.rendering.story_render import StoryRenderer
 
-        renderer = StoryRenderer(snapshot, backend, components=lambda: components_for(backend))
+        renderer = StoryRenderer(snapshot, backend, components=lambda: components_for(backend, self.machine_file))
         yield {self.render_progress: progress_html(None, f"loading the {backend} backend…"),
                self.render_preview: None}
 

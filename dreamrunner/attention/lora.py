@@ -210,6 +210,8 @@ class GatedLinearHook:
 
     def __call__(self, module, args, output):
         x = args[0]
+        if self.down.device != x.device:  # set while group offloading kept the weights on the CPU
+            self.down, self.up = self.down.to(x.device), self.up.to(x.device)
         gate = self.context.lora_gate(self, x.shape[1], x.device, x.dtype)
         hidden = F.linear(x, self.down) * gate
         # One GEMM adds the delta into the base output in place (beta = 1): no delta tensor, no add, no

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from ..errors import DreamRunnerError
+from .memory import MemoryOptions
 
 # Wan 2.1 (dreamrunner.backends.wan): a second model family, with its own random-weight tiny model.
 WAN_BACKENDS = ("tiny-wan", "wan2.1-1.3b", "wan2.1-14b")
@@ -23,24 +24,6 @@ TEMPORAL_PATCH = {"tiny-1.5": 2, "cogvideox1.5-5b": 2}
 def temporal_patch(backend: str) -> int:
     """Latent frames per token frame of a backend's transformer: 2 for CogVideoX 1.5, else 1."""
     return TEMPORAL_PATCH.get(backend, 1)
-
-
-@dataclass(frozen=True)
-class MemoryOptions:
-    """Where the model runs and how it saves GPU memory; applied when a pipeline is built on the components.
-
-    cpu_offload: "model" moves each whole model to the GPU only while it runs (diffusers'
-    enable_model_cpu_offload); "sequential" streams layer by layer (least memory, slowest).
-    VAE slicing decodes one video of a batch at a time; tiling decodes in overlapping spatial tiles.
-    """
-
-    device: str | None = None  # None: cuda if available, else cpu
-    cpu_offload: Literal["none", "model", "sequential"] = "none"
-    vae_slicing: bool = False
-    vae_tiling: bool = False
-
-    def resolved_device(self) -> str:
-        return self.device or default_device()
 
 
 # Render schedulers by `RenderSettings.scheduler`: diffusers' CogVideoX DPM (the paper's sampler) and DDIM.
@@ -97,12 +80,6 @@ class ModelComponents:
     def pipeline_kwargs(self) -> dict:
         return {"tokenizer": self.tokenizer, "text_encoder": self.text_encoder, "vae": self.vae,
                 "transformer": self.transformer, "scheduler": self.scheduler}
-
-    def apply_vae_memory_options(self) -> None:
-        if self.memory.vae_slicing:
-            self.vae.enable_slicing()
-        if self.memory.vae_tiling:
-            self.vae.enable_tiling()
 
 
 def model_name(backend: str) -> str:
@@ -167,7 +144,6 @@ def load_backend(
             for module in (components.transformer, components.vae, components.text_encoder):
                 module.to(dtype)
         components.memory = memory or MemoryOptions()
-        components.apply_vae_memory_options()
         return components
     if name in ("cogvideox-2b", "cogvideox-5b", "cogvideox1.5-5b"):
         from .cogvideox import load_cogvideox

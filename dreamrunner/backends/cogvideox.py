@@ -86,11 +86,14 @@ def _how_to_get(name: str, source: str, reason: str) -> str:
 
 
 def resolve_source(name: str, source: str | os.PathLike | None, spec: CheckpointSpec | None = None) -> str:
-    """The folder or hub id to load `name` from: the argument, else the env var, else the hub id."""
+    """The folder or hub id to load `name` from: the argument, else the env var, else this machine's setting
+    (dreamrunner.machine, the editor's model path), else the hub id."""
     spec = spec or CHECKPOINTS[name]
     if source is not None:
         return str(source)
-    return os.environ.get(spec.env_var) or spec.hub_id
+    from ..machine import read_machine_settings
+
+    return os.environ.get(spec.env_var) or read_machine_settings().model_paths.get(name) or spec.hub_id
 
 
 def _is_hub_id(source: str) -> bool:
@@ -164,7 +167,6 @@ def load_cogvideox(
         name=name, transformer=transformer, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
         scheduler=scheduler, is_noise=False, video_defaults=dict(CHECKPOINTS[name].video), memory=memory or MemoryOptions(),
     )
-    components.apply_vae_memory_options()
     return components
 
 

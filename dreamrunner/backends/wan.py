@@ -90,7 +90,6 @@ def load_wan(
         scheduler=scheduler, is_noise=False, video_defaults=dict(VIDEO_DEFAULTS[name]),
         memory=memory or MemoryOptions(), text_tokens=TEXT_TOKENS,
     )
-    components.apply_vae_memory_options()
     return components
 
 

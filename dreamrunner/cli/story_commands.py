@@ -63,21 +63,44 @@ def planner_help() -> str:
 
 
 def model_arguments(parser) -> None:
-    """--backend, --model-path, --device and the memory options, the same for every command that runs a model."""
+    """--backend, --model-path, --device and the memory options, the same for every command that runs a model.
+
+    The memory options default to this machine's settings (dreamrunner.machine, set in the editor): they belong
+    to the GPU, not to the story, and a command-line value applies to this command only."""
+    from ..backends.memory import COMPILE_CHOICES, MEMORY_CHOICES, QUANTIZE_CHOICES
+
     parser.add_argument("--backend", choices=BACKENDS, help="model (default: the project's render backend); "
                         "tiny, tiny-wan = random weights for trying the workflow (their output is noise)")
-    parser.add_argument("--model-path", help="local diffusers folder or hub id (default: THUDM/CogVideoX-2b / -5b, "
+    parser.add_argument("--model-path", help="local diffusers folder or hub id (default: the backend's environment "
+                        "variable, else this machine's model path, else THUDM/CogVideoX-2b / -5b, "
                         "Wan-AI/Wan2.1-T2V-1.3B-Diffusers / -14B-Diffusers)")
     parser.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if available)")
-    parser.add_argument("--cpu-offload", choices=("none", "model", "sequential"), default="none",
-                        help="keep models on the CPU until they run (needs a GPU)")
-    parser.add_argument("--vae-tiling", action="store_true", help="decode in tiles (less GPU memory)")
-    parser.add_argument("--vae-slicing", action="store_true", help="decode one video at a time")
+    parser.add_argument("--memory", choices=MEMORY_CHOICES, metavar="PRESET",
+                        help="memory preset: " + ", ".join(MEMORY_CHOICES) + " (default: this machine's setting, "
+                        "else auto = the fastest that fits the free GPU memory; see docs/rendering.md)")
+    parser.add_argument("--quantize", choices=QUANTIZE_CHOICES,
+                        help="torchao weight-only quantization of the transformer (needs the [quant] extra)")
+    parser.add_argument("--compile", choices=COMPILE_CHOICES, help="torch.compile the transformer blocks")
+    # Replaced by --memory; still recognised so an old command line gets a clear answer before anything runs.
+    for old in ("--cpu-offload", "--vae-tiling", "--vae-slicing"):
+        parser.add_argument(old, nargs="?", action=_Replaced, help=argparse.SUPPRESS)
+
+
+class _Replaced(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        raise argparse.ArgumentError(self, "was replaced by --memory PRESET (auto, none, vae-tiling, model, group): "
+                                     "--cpu-offload model -> --memory model (which also tiles the VAE), --vae-tiling "
+                                     "or --vae-slicing -> --memory vae-tiling, --cpu-offload sequential -> --memory "
+                                     "group")
 
 
 def memory_options(args: argparse.Namespace) -> MemoryOptions:
-    return MemoryOptions(device=args.device, cpu_offload=args.cpu_offload, vae_slicing=args.vae_slicing,
-                         vae_tiling=args.vae_tiling)
+    """The command's memory options: its own, else this machine's stored settings."""
+    from ..machine import read_machine_settings
+
+    machine = read_machine_settings()
+    return MemoryOptions(device=args.device, preset=args.memory or machine.memory,
+                         quantize=args.quantize or machine.quantize, compile=args.compile or machine.compile)
 
 
 def cast_members(specs: list[str]) -> list[CastMember]:

@@ -51,20 +51,27 @@ def should_compile(mode: str, device: torch.device) -> bool:
     return mode == "always" or (mode == "gpu" and device.type == "cuda")
 
 
-def compile_blocks(transformer) -> None:
-    """Compile each transformer block in place (static shapes), keeping the PEFT layers eager."""
+def compile_blocks(transformer, dynamic: bool | None = False, eager: tuple[str, ...] = ()) -> None:
+    """Compile each transformer block in place (static shapes unless `dynamic`), keeping the PEFT layers eager,
+    and the blocks' submodules named in `eager` (e.g. "attn1"), their forward hooks included."""
     for layer in lora.tuner_layers(transformer):
         layer.forward = torch.compiler.disable(layer.forward, recursive=True)
+    for block in transformer_blocks(transformer):
+        for name in eager:
+            module = block.get_submodule(name)
+            # nn.Module.__call__ runs `_compiled_call_impl` when set: the whole call, hooks and all, stays eager.
+            module._compiled_call_impl = torch.compiler.disable(module._call_impl, recursive=True)
     # The blocks share their code, so the graphs are shared too; their variants are few (which inputs need
     # gradients, strides, the geometry) but a motion prior's two step kinds at two resolutions pass the
     # default limit of 8 per function, past which torch silently runs eagerly.
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     for block in transformer_blocks(transformer):
-        block.compile(dynamic=False)
+        block.compile(dynamic=dynamic)
 
 
 def uncompile_blocks(transformer) -> None:
     for block in transformer_blocks(transformer):
-        block._compiled_call_impl = None  # what nn.Module.compile set
+        for module in block.modules():
+            module._compiled_call_impl = None  # what nn.Module.compile (or `eager` above) set
     for layer in lora.tuner_layers(transformer):
         layer.__dict__.pop("forward", None)

@@ -13,7 +13,8 @@ adds goes in around it:
 - Progress per denoising step, a cheap live preview every few steps (`LatentPreview`: a fixed linear
   latent -> RGB map fitted once per VAE), and cancel, all from `callback_on_step_end`, so cancel takes
   effect at the end of the step in progress.
-- Memory options of the backend (CPU offload, VAE slicing/tiling), applied by `from_components`.
+- The backend's memory options (dreamrunner.backends.memory: a memory preset, `auto` resolved on the free GPU
+  memory; a torchao-quantized transformer; compiled transformer blocks), applied once by `from_components`.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ import numpy as np
 import torch
 from diffusers import CogVideoXPipeline
 
-from ..backends import NOISE_LABEL, MemoryOptions, ModelComponents, make_scheduler
+from ..backends import NOISE_LABEL, ModelComponents, make_scheduler
+from ..backends import memory as memory_settings
 from ..errors import DreamRunnerError
 from ..jobs import CancelToken, Progress, ProgressCallback
 from ..regions import RegionPlan
@@ -133,10 +135,7 @@ class SR3AIRegionControl:
         encode = lambda prompts: pipeline.encode_region_prompts(prompts, device, dtype)  # noqa: E731
         prompt_embeds = encode(plan.prompts)
         negative_embeds = encode([negative_prompt] * plan.num_prompts) if do_classifier_free_guidance else None
-        if pipeline.memory.cpu_offload == "sequential":
-            raise DreamRunnerError("SR3AI needs whole models on the GPU while they run: use cpu_offload 'model' "
-                                   "(or 'none'), not 'sequential'")
-        if pipeline.memory.cpu_offload == "model":
+        if memory_settings.PRESETS[pipeline.placement].offload == "model":
             # The gated-LoRA factors are placed on the transformer's device when set: bring it to the GPU now
             # (and the text encoder, done, off it), as its offload hook would at its first call.
             pipeline.text_encoder.to("cpu")
@@ -212,7 +211,7 @@ class DreamRunnerPipeline(CogVideoXPipeline):
 
     is_noise = False
     backend_name = "unknown"
-    memory = MemoryOptions()
+    placement = "none"  # the memory preset the models were placed by (`auto` resolved)
 
     def __init__(self, tokenizer, text_encoder, vae, transformer, scheduler):
         super().__init__(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
@@ -221,23 +220,37 @@ class DreamRunnerPipeline(CogVideoXPipeline):
         self._preview: LatentPreview | None = None
 
     @classmethod
-    def from_components(cls, components: ModelComponents, region_control: RegionControl | None = None):
+    def from_components(cls, components: ModelComponents, region_control: RegionControl | None = None,
+                        video: dict | None = None, free_bytes: int | None = None):
+        """A pipeline on the components, placed and prepared by `components.memory`: the transformer quantized
+        (once per components), the models placed by the memory preset (`auto`: chosen for `video`, a dict with
+        num_frames/height/width, default the backend's geometry, on the device's free memory or `free_bytes`),
+        the transformer blocks compiled where the compile setting says. Raises MemorySettingError or
+        QuantizationUnavailable (dreamrunner.backends.memory)."""
         pipeline = cls(**components.pipeline_kwargs())
         pipeline.is_noise = components.is_noise
         pipeline.backend_name = components.name
-        pipeline.memory = components.memory
         if region_control is not None:
             pipeline.region_control = region_control
         memory = components.memory
         device = memory.resolved_device()
-        if memory.cpu_offload != "none" and device == "cpu":
-            raise DreamRunnerError("CPU offload moves models to a GPU only while they run; it needs a GPU device")
-        if memory.cpu_offload == "model":
-            pipeline.enable_model_cpu_offload(device=device)
-        elif memory.cpu_offload == "sequential":
-            pipeline.enable_sequential_cpu_offload(device=device)
-        else:
-            pipeline.to(device)
+        geometry = {**components.video_defaults, **(video or {})}
+        preset = memory_settings.resolve_preset(memory, components.name, geometry.get("num_frames", 49),
+                                                geometry.get("height", 480), geometry.get("width", 720), free_bytes)
+        transformer = components.transformer
+        done = getattr(transformer, "dreamrunner_quantized", "none")
+        if memory.quantize != done:
+            if done != "none":
+                raise memory_settings.MemorySettingError(
+                    f"the transformer is already quantized ({done}); load the backend again for {memory.quantize!r}")
+            # Quantize where the weights will run (GPU: seconds for 5B; the CPU takes minutes).
+            if device.startswith("cuda") and memory_settings.PRESETS[preset].offload == "none":
+                transformer.to(device)
+            memory_settings.quantize_transformer(transformer, memory.quantize)
+        memory_settings.apply_placement(pipeline, preset, device)
+        pipeline.placement = preset
+        if memory_settings.should_compile(memory.compile, device):
+            memory_settings.compile_transformer(transformer)
         pipeline.set_progress_bar_config(disable=True)
         return pipeline
 

@@ -172,7 +172,10 @@ class StoryRenderer:
                 components = components()
             if components is None:
                 components = load_backend(self.backend, self._model_path, memory=self._memory)
-            self._pipeline = pipeline_class(components).from_components(components, self.region_control)
+            video = self.geometry()
+            self._pipeline = pipeline_class(components).from_components(
+                components, self.region_control,
+                video={"num_frames": video.num_frames, "height": video.height, "width": video.width})
         return self._pipeline
 
     def _video_defaults(self) -> dict:

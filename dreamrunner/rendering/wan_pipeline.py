@@ -51,8 +51,9 @@ class WanDreamRunnerPipeline(WanPipeline):
         self._preview: WanLatentPreview | None = None
 
     @classmethod
-    def from_components(cls, components: ModelComponents, region_control: RegionControl | None = None):
-        pipeline = DreamRunnerPipeline.from_components.__func__(cls, components, region_control)
+    def from_components(cls, components: ModelComponents, region_control: RegionControl | None = None,
+                        video: dict | None = None, free_bytes: int | None = None):
+        pipeline = DreamRunnerPipeline.from_components.__func__(cls, components, region_control, video, free_bytes)
         pipeline.text_tokens = components.max_text_tokens
         return pipeline
 
