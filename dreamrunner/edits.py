@@ -77,6 +77,13 @@ def set_setting(story: Story, path: str, value: Any) -> bool:
     return changed
 
 
+def _named(error: ValueError) -> str:
+    """pydantic's first message led by the field it is about (a check of several fields names them itself)."""
+    errors = getattr(error, "errors", None)
+    place = ".".join(str(part) for part in errors()[0]["loc"]) if callable(errors) else ""
+    return f"{place}: {first_message(error)}" if place else first_message(error)
+
+
 def seed_fields(seeds: list[int]) -> dict:
     """The render-settings fields a list of seeds given by a user means: one seed is `seed` (its variants count
     on from it), several are the explicit `seeds`."""
@@ -101,7 +108,7 @@ def set_render_settings(story: Story, scene_id: str | None = None, **fields: Any
         try:
             after = RenderSettings.model_validate({**before.model_dump(), **fields})
         except ValueError as error:
-            raise EditError(f"render settings: {first_message(error)}") from None
+            raise EditError(f"render settings, {_named(error)}") from None
         story.settings.render = after
         return [f for f in fields if getattr(after, f) != getattr(before, f)]
     scene = find_scene(story, scene_id)
@@ -116,7 +123,7 @@ def set_render_settings(story: Story, scene_id: str | None = None, **fields: Any
         merged = scene.model_copy(update={"render": after})
         scene_render_settings(story, merged)
     except ValueError as error:
-        raise EditError(f"scene {scene.id!r}, render settings: {first_message(error)}") from None
+        raise EditError(f"scene {scene.id!r}, render settings, {_named(error)}") from None
     scene.render = after if after.given() else None
     return [f for f in fields if getattr(after, f) != getattr(before, f)]
 
@@ -140,7 +147,7 @@ def set_video(story: Story, size: str | None = None, num_frames: int | None = No
         after = VideoSettings.model_validate({**before.model_dump(), "num_frames": frames, "height": height,
                                               "width": width})
     except ValueError as error:
-        raise EditError(f"video settings: {first_message(error)}") from None
+        raise EditError(f"video settings, {_named(error)}") from None
     check_video(story.settings.render.backend, after.num_frames, after.height, after.width)
     story.settings.video = after
     return [f for f in ("num_frames", "height", "width") if getattr(after, f) != getattr(before, f)]

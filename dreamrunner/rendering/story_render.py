@@ -56,6 +56,13 @@ def render_geometry(video: VideoSettings, components_name: str, video_defaults: 
     return video
 
 
+def torch_dtype(name: str | None):
+    """A `RenderSettings.dtype` name as a torch dtype; None (the backend's own) for None."""
+    import torch
+
+    return None if name is None else {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
+
+
 def scene_prompt(scene: Scene, prompts: tuple[str, ...]) -> str:
     """The whole-scene prompt of the stock path: narration, the region descriptions, then the background."""
     parts = [scene.narration.strip()] if scene.narration.strip() else []
@@ -181,7 +188,8 @@ class StoryRenderer:
             if callable(components):
                 components = components()
             if components is None:
-                components = load_backend(self.backend, self._model_path, dtype=self.torch_dtype(),
+                components = load_backend(self.backend, self._model_path,
+                                          dtype=torch_dtype(self.project.story.settings.render.dtype),
                                           memory=self._memory)
             self._pipeline = DreamRunnerPipeline.from_components(components, self.region_control)
         return self._pipeline
@@ -194,13 +202,6 @@ class StoryRenderer:
         from ..backends.cogvideox import VIDEO_DEFAULTS
 
         return VIDEO_DEFAULTS
-
-    def torch_dtype(self):
-        """The story's `render.dtype` as a torch dtype; None (the backend's own) when it names none."""
-        import torch
-
-        name = self.project.story.settings.render.dtype
-        return None if name is None else {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
 
     def geometry(self) -> VideoSettings:
         """The frame geometry scenes render at; raises VideoPresetError when the model does not make the story's."""
