@@ -147,13 +147,13 @@ def test_a_scene_renders_through_the_pipeline_with_seed_negative_prompt_and_chec
     scene = three_scene_story().scenes[0]
 
     def run(**settings):
-        return pipeline(scene, **{"num_inference_steps": 2, "guidance_scale": 6.0, "seed": 1, **settings}).frames
+        return pipeline(scene, **{"num_inference_steps": 1, "guidance_scale": 6.0, "seed": 1, **settings}).frames
 
     frames = run()
     assert frames.shape == (9, 64, 96, 3)  # the transformer's own geometry, as stock diffusers defaults to
     plan = build_region_plan(scene, TINY_VIDEO.token_grid, 9)
     assert np.array_equal(frames, pipeline(SceneInput(scene_prompt(scene, plan.prompts), plan), seed=1,
-                                           num_inference_steps=2, guidance_scale=6.0).frames)
+                                           num_inference_steps=1, guidance_scale=6.0).frames)
     assert np.array_equal(frames, run())
     assert not np.array_equal(frames, run(seed=2))
     assert not np.array_equal(frames, run(negative_prompt="blurry"))
