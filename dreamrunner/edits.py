@@ -201,6 +201,8 @@ def plan_replaces(story: Story) -> list[str]:
                     f"new scenes with their motion)")
     if renders:
         lost.append(f"{renders} render(s) from the render lists (the files stay in media/renders)")
+    if own := sum(1 for s in story.scenes if s.render is not None):
+        lost.append(f"the own render settings of {own} scene(s) (the story default stays)")
     return lost
 
 

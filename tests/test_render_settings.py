@@ -217,3 +217,13 @@ def test_render_options_that_cannot_be_are_usage_errors(tmp_path, options, capsy
     assert main(["render", str(project.folder), "--save-settings", *options]) == 2
     assert (project.folder / "project.json").read_bytes() == text
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_re_planning_a_scene_keeps_its_own_render_settings_and_plan_story_says_it_drops_them():
+    from dreamrunner.planning import OfflinePlanner, replan_scene
+
+    story = three_scene_story()
+    edits.set_render_settings(story, "s2", steps=9, negative_prompt="blurry")
+    replanned = replan_scene(story, "s2", OfflinePlanner(seed=1), {"*"})
+    assert replanned.scene("s2").render == RenderOverrides(steps=9, negative_prompt="blurry")
+    assert "the own render settings of 1 scene(s) (the story default stays)" in edits.plan_replaces(story)

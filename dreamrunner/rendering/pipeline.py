@@ -249,8 +249,8 @@ class DreamRunnerPipeline(CogVideoXPipeline):
             raise DreamRunnerError(f"the region plan is on a {tuple(plan.grid)} token grid, but {num_frames} frames at "
                                    f"{height}x{width} make a {grid} grid; build the plan for this geometry")
 
-    def scene_input(self, prompt: str | Scene | SceneInput, video: VideoSettings | None = None,
-                    grid: tuple[int, int, int] | None = None) -> SceneInput:
+    def as_scene_input(self, prompt: str | Scene | SceneInput, video: VideoSettings | None = None,
+                       grid: tuple[int, int, int] | None = None) -> SceneInput:
         """What `__call__` conditions on: a SceneInput as given; a Scene's region plan on `grid` (default: the
         token grid of `video`); a plain prompt with no plan (the stock path)."""
         if isinstance(prompt, SceneInput):
@@ -258,17 +258,9 @@ class DreamRunnerPipeline(CogVideoXPipeline):
         if isinstance(prompt, str):
             return SceneInput(prompt=prompt, region_plan=None)
         if isinstance(prompt, Scene):
-            if prompt.prior_bindings:
-                raise DreamRunnerError(
-                    f"scene {prompt.id!r} binds priors, whose files only its project knows: pass "
-                    "dreamrunner.rendering.story_render.scene_input(project, scene, video) instead of the Scene")
-            from ..regions import build_region_plan
-            from .story_render import scene_prompt
+            from .story_render import scene_input
 
-            video = video or VideoSettings()
-            plan = build_region_plan(prompt, tuple(grid) if grid is not None else video.token_grid, video.num_frames,
-                                     video.keyframe_boxes)
-            return SceneInput(prompt=scene_prompt(prompt, plan.prompts), region_plan=plan)
+            return scene_input(None, prompt, video or VideoSettings(), grid)
         raise DreamRunnerError(f"prompt must be a str, a dreamrunner Scene or a SceneInput, not "
                                f"{type(prompt).__name__}")
 
@@ -334,20 +326,17 @@ class DreamRunnerPipeline(CogVideoXPipeline):
             `SceneFrames`: `frames` uint8 [F, H, W, 3] (one video, not a batch; random-weight backends
             labelled as noise), `is_noise`, `seconds`, `nonfinite`.
         """
-        shape = {key: value for key, value in (("num_frames", num_frames), ("height", height), ("width", width))
-                 if value is not None}
-        if video is not None:
-            shape = {"num_frames": video.num_frames, "height": video.height, "width": video.width, **shape}
-        num_frames = shape.get("num_frames") or self.transformer.config.sample_frames
-        height = shape.get("height") or self.transformer.config.sample_height * self.vae_scale_factor_spatial
-        width = shape.get("width") or self.transformer.config.sample_width * self.vae_scale_factor_spatial
+        config, spatial = self.transformer.config, self.vae_scale_factor_spatial
+        num_frames = num_frames or (video.num_frames if video else config.sample_frames)
+        height = height or (video.height if video else config.sample_height * spatial)
+        width = width or (video.width if video else config.sample_width * spatial)
         if isinstance(prompt, Scene):
             try:
                 video = VideoSettings.model_validate({**(video or VideoSettings()).model_dump(),
                                                       "num_frames": num_frames, "height": height, "width": width})
             except ValueError as error:
                 raise DreamRunnerError(f"scene {prompt.id!r}: {first_message(error)}") from None
-        scene = self.scene_input(prompt, video, grid)
+        scene = self.as_scene_input(prompt, video, grid)
         if scene.region_plan is not None:
             self.check_grid(scene.region_plan, num_frames, height, width)
         if scheduler is not None:

@@ -71,10 +71,16 @@ def scene_prompt(scene: Scene, prompts: tuple[str, ...]) -> str:
     return ". ".join(part.rstrip(".") for part in parts) + "."
 
 
-def scene_input(project: Project, scene: Scene, video: VideoSettings) -> SceneInput:
-    story = project.story
-    plan = build_region_plan(scene, video.token_grid, video.num_frames, video.keyframe_boxes)
-    priors = {prior.id: prior for prior in story.priors}
+def scene_input(project: Project | None, scene: Scene, video: VideoSettings,
+                grid: tuple[int, int, int] | None = None) -> SceneInput:
+    """A scene's region plan on `grid` (default: the token grid of `video`), its stock prompt and its bound
+    priors, whose files `project` holds (None: a scene without priors; one with priors raises RenderError)."""
+    if project is None and scene.prior_bindings:
+        raise RenderError(f"scene {scene.id!r} binds priors, whose files only its project knows: pass "
+                          "dreamrunner.rendering.story_render.scene_input(project, scene, video)")
+    plan = build_region_plan(scene, tuple(grid) if grid is not None else video.token_grid, video.num_frames,
+                             video.keyframe_boxes)
+    priors = {prior.id: prior for prior in project.story.priors} if project is not None else {}
     loras = []
     for binding in scene.prior_bindings:
         prior = priors[binding.prior_id]
