@@ -70,6 +70,8 @@ def set_setting(story: Story, path: str, value: Any) -> bool:
         raise EditError(f"there is no setting {path!r}; settings are " + ", ".join(
             f"{group}.{name}" for group in ("video", "render", "prior")
             for name in type(getattr(story.settings, group)).model_fields))
+    if node is story.settings.render:
+        return bool(set_render_settings(story, **{field: value}))  # its rules (seed after seeds, ...) in one place
     changed = _set(node, field, value, f"setting {path}")
     if node is story.settings.video:
         video = story.settings.video
@@ -151,14 +153,6 @@ def set_video(story: Story, size: str | None = None, num_frames: int | None = No
     check_video(story.settings.render.backend, after.num_frames, after.height, after.width)
     story.settings.video = after
     return [f for f in ("num_frames", "height", "width") if getattr(after, f) != getattr(before, f)]
-
-
-def use_sampler_preset(story: Story, preset: str) -> None:
-    """Render with a named sampler preset (scheduler, guidance, steps; `story.SAMPLER_PRESETS`)."""
-    try:
-        story.settings.render = story.settings.render.with_preset(preset)
-    except (KeyError, ValueError) as error:
-        raise EditError(f"there is no sampler preset {preset!r}: {error}") from None
 
 
 def adopt_plan(story: Story, planned: Story) -> Story:

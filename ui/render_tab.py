@@ -274,10 +274,12 @@ class RenderTab:
     def wire_render_tab(self) -> None:
         settings_outputs = [self.status, *self.render_settings_outputs]
         for field, component in self.render_fields.items():
-            component.input(guarded(lambda folder, value, scope, scene_id, shown, field=field:
-                                    self.set_render_setting(folder, field, value, scope, scene_id, shown)),
-                            [self.folder, component, self.render_scope, self.render_scene_choice, self.render_shown],
-                            settings_outputs)
+            # Text is saved when the box loses focus (as the storyboard's fields), other widgets as they change.
+            event = component.blur if isinstance(component, gr.Textbox) else component.input
+            event(guarded(lambda folder, value, scope, scene_id, shown, field=field:
+                          self.set_render_setting(folder, field, value, scope, scene_id, shown)),
+                  [self.folder, component, self.render_scope, self.render_scene_choice, self.render_shown],
+                  settings_outputs)
         self.render_use_default.input(guarded(self.use_default_render),
                                       [self.folder, self.render_scene_choice, self.render_use_default],
                                       settings_outputs)
