@@ -333,7 +333,7 @@ class RenderSettings(Model):
     variants: int = Field(default=1, ge=1, le=MAX_VARIANTS)
     # Explicit seeds, one variant each; when given they replace seed + variants.
     seeds: list[Seed] = Field(default_factory=list, max_length=MAX_VARIANTS)
-    # Weights and activations: None is the backend's own (dreamrunner.geometry: fp16 for 2B, bf16 for 5B).
+    # Weights and activations: None is the backend's own (fp16 for CogVideoX-2B, bf16 for 5B, fp32 for tiny).
     dtype: Literal["bf16", "fp16", "fp32"] | None = None
 
     @model_validator(mode="after")

@@ -1,12 +1,11 @@
-"""What each model makes: frame sizes, frame counts and its dtype, as data (one row per backend).
+"""What each model makes: frame sizes and frame counts, as data (one row per backend).
 
 `VideoSettings` checks what holds for every model (8N+1 frames, sides a multiple of 16); this table says what
 one model was trained for, and `check_video` holds a story's geometry to it when it is set (`edits.set_video`,
 with the story's backend) and before a render (with the backend that renders). A backend without a row is
 left to the model itself. Rows for new models (CogVideoX 1.5, Wan) are added here.
 
-Sources: CogVideoX 2B/5B model cards and CogVideo's `cli_demo.py` ("8N + 1 where N <= 6", 480x720 only,
-2B in fp16, 5B in bf16).
+Sources: CogVideoX 2B/5B model cards and CogVideo's `cli_demo.py` ("8N + 1 where N <= 6", 720x480 only).
 """
 
 from __future__ import annotations
@@ -20,15 +19,10 @@ from .errors import DreamRunnerError
 @dataclass(frozen=True)
 class ModelVideo:
     model: str  # the name errors use
-    # preset name -> (height, width); the first is the model's own. Names are not WxH, which the CLI also takes.
+    # preset name -> (height, width). Names are not WxH, which the CLI also takes.
     sizes: dict[str, tuple[int, int]]
-    frame_counts: tuple[int, ...]  # every num_frames the model makes; the last is its own
-    dtype: str  # the default of `RenderSettings.dtype`
+    frame_counts: tuple[int, ...]  # every num_frames the model makes
     any_size: bool = False  # random-weight models take any size VideoSettings allows
-
-    @property
-    def default_size(self) -> tuple[int, int]:
-        return next(iter(self.sizes.values()))
 
 
 # 8N + 1 with N <= 6 (1 is a single frame).
@@ -36,17 +30,16 @@ COGVIDEOX_FRAMES = tuple(range(1, 50, 8))
 COGVIDEOX_SIZES = {"480p": (480, 720)}
 
 MODEL_VIDEO: dict[str, ModelVideo] = {
-    "cogvideox-2b": ModelVideo("CogVideoX-2B", COGVIDEOX_SIZES, COGVIDEOX_FRAMES, "fp16"),
-    "cogvideox-5b": ModelVideo("CogVideoX-5B", COGVIDEOX_SIZES, COGVIDEOX_FRAMES, "bf16"),
+    "cogvideox-2b": ModelVideo("CogVideoX-2B", COGVIDEOX_SIZES, COGVIDEOX_FRAMES),
+    "cogvideox-5b": ModelVideo("CogVideoX-5B", COGVIDEOX_SIZES, COGVIDEOX_FRAMES),
     # Random weights at a small size (backends.tiny.TINY_VIDEO); a larger story renders there (story_render).
-    "tiny": ModelVideo("tiny", {"tiny": (64, 96), **COGVIDEOX_SIZES}, COGVIDEOX_FRAMES, "fp32", any_size=True),
-    "tiny-5b": ModelVideo("tiny-5b", {"tiny": (64, 96), **COGVIDEOX_SIZES}, COGVIDEOX_FRAMES, "fp32",
-                          any_size=True),
+    "tiny": ModelVideo("tiny", {"tiny": (64, 96), **COGVIDEOX_SIZES}, COGVIDEOX_FRAMES, any_size=True),
+    "tiny-5b": ModelVideo("tiny-5b", {"tiny": (64, 96), **COGVIDEOX_SIZES}, COGVIDEOX_FRAMES, any_size=True),
 }
 
 
 class VideoPresetError(DreamRunnerError):
-    """A frame size or count the model does not make, or a size that is not HEIGHTxWIDTH."""
+    """A frame size or count the model does not make, or a size that is not WIDTHxHEIGHT."""
 
 
 def parse_size(text: str, backend: str | None = None) -> tuple[int, int]:
