@@ -19,9 +19,11 @@ from typing import Any
 
 from .errors import DreamRunnerError
 from .project import Project
-from .story import (Box, Character, ClipRef, Entity, KeyFrame, Prior, PriorBinding, RenderResult, Scene, Story,
-                    entity_key, slug, unique_id)
+from .story import (SCENE_RENDER_FIELDS, Box, Character, ClipRef, Entity, KeyFrame, Prior, PriorBinding,
+                    RenderOverrides, RenderResult, RenderSettings, Scene, Story, VideoSettings, entity_key,
+                    scene_render_settings, slug, unique_id)
 from .validation import first_message
+from .video_presets import check_video, parse_size
 
 SCENE_FIELDS = ("description", "narration", "motions", "background")
 ENTITY_FIELDS = ("name", "character_id", "motion", "description", "box")
@@ -68,15 +70,89 @@ def set_setting(story: Story, path: str, value: Any) -> bool:
         raise EditError(f"there is no setting {path!r}; settings are " + ", ".join(
             f"{group}.{name}" for group in ("video", "render", "prior")
             for name in type(getattr(story.settings, group)).model_fields))
-    return _set(node, field, value, f"setting {path}")
+    if node is story.settings.render:
+        return bool(set_render_settings(story, **{field: value}))  # its rules (seed after seeds, ...) in one place
+    changed = _set(node, field, value, f"setting {path}")
+    if node is story.settings.video:
+        video = story.settings.video
+        check_video(story.settings.render.backend, video.num_frames, video.height, video.width)
+    return changed
 
 
-def use_sampler_preset(story: Story, preset: str) -> None:
-    """Render with a named sampler preset (scheduler, guidance, steps; `story.SAMPLER_PRESETS`)."""
+def _named(error: ValueError) -> str:
+    """pydantic's first message led by the field it is about (a check of several fields names them itself)."""
+    errors = getattr(error, "errors", None)
+    place = ".".join(str(part) for part in errors()[0]["loc"]) if callable(errors) else ""
+    return f"{place}: {first_message(error)}" if place else first_message(error)
+
+
+def seed_fields(seeds: list[int]) -> dict:
+    """The render-settings fields a list of seeds given by a user means: one seed is `seed` (its variants count
+    on from it), several are the explicit `seeds`."""
+    if not seeds:
+        raise EditError("give at least one seed")
+    return {"seed": seeds[0]} if len(seeds) == 1 else {"seeds": list(seeds)}
+
+
+def set_render_settings(story: Story, scene_id: str | None = None, **fields: Any) -> list[str]:
+    """Render settings (`RenderSettings` fields): the story default, or with `scene_id` that scene's override
+    (`SCENE_RENDER_FIELDS`), where a field set to None takes the story default again and an override left
+    with no field is dropped. Naming `seed` or `variants` without `seeds` drops an explicit seeds list. All
+    fields are checked together (e.g. use_dynamic_cfg needs scheduler 'dpm'). Returns the fields that changed."""
+    if fields.keys() & {"seed", "variants"} and "seeds" not in fields:
+        fields = {**fields, "seeds": None if scene_id is not None else []}
+    if scene_id is None:
+        unknown = sorted(set(fields) - set(RenderSettings.model_fields))
+        if unknown:
+            raise EditError(f"there is no render setting {', '.join(unknown)}; render settings are "
+                            f"{', '.join(RenderSettings.model_fields)}")
+        before = story.settings.render
+        try:
+            after = RenderSettings.model_validate({**before.model_dump(), **fields})
+        except ValueError as error:
+            raise EditError(f"render settings, {_named(error)}") from None
+        story.settings.render = after
+        return [f for f in fields if getattr(after, f) != getattr(before, f)]
+    scene = find_scene(story, scene_id)
+    unknown = sorted(set(fields) - set(SCENE_RENDER_FIELDS))
+    if unknown:
+        raise EditError(f"scene {scene.id!r}: {', '.join(unknown)} cannot differ per scene; a scene's own render "
+                        f"settings are {', '.join(SCENE_RENDER_FIELDS)} (the model, dtype and frame geometry are "
+                        f"the story's)")
+    before = scene.render or RenderOverrides()
     try:
-        story.settings.render = story.settings.render.with_preset(preset)
-    except (KeyError, ValueError) as error:
-        raise EditError(f"there is no sampler preset {preset!r}: {error}") from None
+        after = RenderOverrides.model_validate({**before.given(), **fields})
+        merged = scene.model_copy(update={"render": after})
+        scene_render_settings(story, merged)
+    except ValueError as error:
+        raise EditError(f"scene {scene.id!r}, render settings, {_named(error)}") from None
+    scene.render = after if after.given() else None
+    return [f for f in fields if getattr(after, f) != getattr(before, f)]
+
+
+def use_story_render_settings(story: Story, scene_id: str) -> bool:
+    """Drop a scene's own render settings: it renders with the story default. True when it had some."""
+    scene = find_scene(story, scene_id)
+    had = scene.render is not None
+    scene.render = None
+    return had
+
+
+def set_video(story: Story, size: str | None = None, num_frames: int | None = None) -> list[str]:
+    """Frame size (WIDTHxHEIGHT or a preset name of the story's backend, `video_presets.MODEL_VIDEO`) and frame
+    count, held to what the story's backend makes (`video_presets.VideoPresetError` names what it does).
+    Returns the fields that changed."""
+    before = story.settings.video
+    height, width = parse_size(size, story.settings.render.backend) if size else (before.height, before.width)
+    frames = before.num_frames if num_frames is None else num_frames
+    try:
+        after = VideoSettings.model_validate({**before.model_dump(), "num_frames": frames, "height": height,
+                                              "width": width})
+    except ValueError as error:
+        raise EditError(f"video settings, {_named(error)}") from None
+    check_video(story.settings.render.backend, after.num_frames, after.height, after.width)
+    story.settings.video = after
+    return [f for f in ("num_frames", "height", "width") if getattr(after, f) != getattr(before, f)]
 
 
 def adopt_plan(story: Story, planned: Story) -> Story:
@@ -119,6 +195,8 @@ def plan_replaces(story: Story) -> list[str]:
                     f"new scenes with their motion)")
     if renders:
         lost.append(f"{renders} render(s) from the render lists (the files stay in media/renders)")
+    if own := sum(1 for s in story.scenes if s.render is not None):
+        lost.append(f"the own render settings of {own} scene(s) (the story default stays)")
     return lost
 
 

@@ -217,6 +217,8 @@ class Scene(Editable):
     prior_bindings: list[PriorBinding] = Field(default_factory=list)
     renders: list[RenderResult] = Field(default_factory=list)
     chosen_render: int | None = None
+    # This scene's own sampling settings; None: the story default (`scene_render_settings`).
+    render: RenderOverrides | None = None
 
     @model_validator(mode="after")
     def _check_keyframes(self) -> Scene:
@@ -326,21 +328,44 @@ SAMPLER_PRESETS = {
 }
 
 
+DTYPES = ("bf16", "fp16", "fp32")
+
+
 class RenderSettings(Model):
+    """How scenes are sampled: the story default (`settings.render`); a scene may override the sampling
+    fields (`Scene.render`), and `scene_render_settings` merges the two for every renderer."""
+
     backend: str = "tiny"
     scheduler: Literal["dpm", "ddim"] = SAMPLER_PRESETS["paper"]["scheduler"]
     steps: int = Field(default=SAMPLER_PRESETS["paper"]["steps"], ge=1, le=1000)
     guidance_scale: float = Field(default=SAMPLER_PRESETS["paper"]["guidance_scale"], ge=0.0, le=100.0)
+    # Guidance rising from 1 to 1 + guidance_scale over the steps (diffusers' CogVideoXPipeline `use_dynamic_cfg`).
+    use_dynamic_cfg: bool = False
     negative_prompt: str = ""
     seed: Seed = 42
     # Variant v renders with seed + v, so the last one must still be a seed.
     variants: int = Field(default=1, ge=1, le=MAX_VARIANTS)
+    # Explicit seeds, one variant each; when given they replace seed + variants.
+    seeds: list[Seed] = Field(default_factory=list, max_length=MAX_VARIANTS)
+    # Weights and activations: None is the backend's own (fp16 for CogVideoX-2B, bf16 for 5B, fp32 for tiny).
+    dtype: Literal["bf16", "fp16", "fp32"] | None = None
 
     @model_validator(mode="after")
     def _check_last_seed(self) -> RenderSettings:
         if self.seed + self.variants - 1 > MAX_SEED:
             raise ValueError(f"seed {self.seed} with {self.variants} variants passes the largest seed, {MAX_SEED}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds {self.seeds} name a seed twice; each variant needs its own seed")
+        # CogVideo's own demo: "use_dynamic_cfg=True  # This is used for DPM scheduler, for DDIM scheduler, it
+        # should be False". diffusers would run it with DDIM all the same; we refuse.
+        if self.use_dynamic_cfg and self.scheduler != "dpm":
+            raise ValueError(f"use_dynamic_cfg works with scheduler 'dpm' only, not {self.scheduler!r}: choose "
+                             "scheduler 'dpm' or turn use_dynamic_cfg off")
         return self
+
+    def seed_list(self) -> list[int]:
+        """The seeds of a scene's variants: `seeds` where given, else `seed`, `seed + 1`, ... (`variants` of them)."""
+        return list(self.seeds) or [self.seed + v for v in range(self.variants)]
 
     @model_validator(mode="before")
     @classmethod
@@ -359,6 +384,49 @@ class RenderSettings(Model):
         if name not in SAMPLER_PRESETS:
             raise ValueError(f"unknown sampler preset {name!r}; choose one of {sorted(SAMPLER_PRESETS)}")
         return self.model_copy(update=SAMPLER_PRESETS[name])
+
+
+class RenderOverrides(Checked):
+    """A scene's own sampling settings (`Scene.render`); a field left None takes the story default. The model
+    (backend, dtype) and the frame geometry are the story's: every scene of a story video shares them."""
+
+    model_config = ConfigDict(validate_assignment=True)
+
+    scheduler: Literal["dpm", "ddim"] | None = None
+    steps: int | None = None
+    guidance_scale: float | None = None
+    use_dynamic_cfg: bool | None = None
+    negative_prompt: str | None = None
+    seed: int | None = None
+    variants: int | None = None
+    seeds: list[int] | None = None
+
+    @model_validator(mode="after")
+    def _check_values(self) -> RenderOverrides:
+        # The bounds of the story default, one rule for both (how fields combine is checked when merged).
+        fields = self.given()
+        for name, value in fields.items():
+            RenderSettings.__pydantic_validator__.validate_assignment(RenderSettings.model_construct(), name, value)
+        return self
+
+    def given(self) -> dict:
+        return self.model_dump(exclude_none=True)
+
+
+SCENE_RENDER_FIELDS = tuple(RenderOverrides.model_fields)
+
+
+def scene_render_settings(story: Story, scene: Scene) -> RenderSettings:
+    """The settings `scene` renders with: the story default with the scene's override on top. An override that
+    names `seed` or `variants` but not `seeds` renders those, not the default's explicit seeds. The one merge
+    every renderer uses; raises ValueError (pydantic's) when the two do not go together."""
+    settings = story.settings.render
+    if scene.render is None:
+        return settings
+    given = scene.render.given()
+    if given.keys() & {"seed", "variants"} and "seeds" not in given:
+        given["seeds"] = []
+    return RenderSettings.model_validate({**settings.model_dump(), **given})
 
 
 # Steps per prior kind in the authors' released story run: motion checkpoints at 120, 300 and 360 steps, subject
@@ -474,6 +542,12 @@ class Story(Model):
                             f"scene {s + 1} ({scene.id!r}), keyframe {keyframe.index + 1}, entity {e + 1} "
                             f"({entity.name!r}): character_id {entity.character_id!r} is not a character of the story"
                         )
+            try:
+                scene_render_settings(self, scene)
+            except ValueError as error:
+                detail = error.errors()[0]["msg"] if hasattr(error, "errors") else str(error)
+                raise ValueError(f"scene {s + 1} ({scene.id!r}): its render settings with the story default: "
+                                 f"{detail.removeprefix('Value error, ')}") from None
             for binding in scene.prior_bindings:
                 if binding.prior_id not in priors:
                     raise ValueError(f"scene {s + 1} ({scene.id!r}): prior {binding.prior_id!r} is not a prior of the story")

@@ -96,7 +96,7 @@ def test_cli_render_one_scene_then_export(tmp_path, capsys):
     assert main(["render", str(tmp_path / "story"), "--scene", "s9"]) == 1
     assert "the story has no scene 's9'; give an id (s1, s2, s3) or a number 1-3" in capsys.readouterr().err
     assert main(["render", str(tmp_path / "story"), "--scene", "2", "--variants", "65"]) == 2
-    assert "65 variants: Input should be less than or equal to 64" in capsys.readouterr().err
+    assert "render settings, variants: Input should be less than or equal to 64" in capsys.readouterr().err
 
 
 def test_written_videos_get_the_usual_permissions(tmp_path):

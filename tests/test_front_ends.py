@@ -17,7 +17,7 @@ from PIL import Image
 
 from dreamrunner import edits
 from dreamrunner.project import Project
-from dreamrunner.story import Prior, RenderResult
+from dreamrunner.story import Prior, RenderOverrides, RenderResult, RenderSettings
 from dreamrunner.validation import validate_story
 from media_files import moving_square_clip
 from ui import board
@@ -218,6 +218,59 @@ def test_title_and_settings(editor, pair):
     editor.set_prior_setting(pair[0], "max_steps", 80)
     cli("set", pair[1], "title=The owl's night", "render.steps=12", "prior.max_steps=80")
     same_result(*pair)
+
+
+def test_render_settings_of_the_story(editor, pair):
+    for field, value in (("negative_prompt", "blurry, watermark"), ("dtype", "bf16"), ("size", "192x128"),
+                         ("scheduler", "dpm"), ("use_dynamic_cfg", True), ("seeds", "3, 5"), ("num_frames", 25)):
+        editor.set_render_setting(pair[0], field, value)
+    cli("set", pair[1], "render.negative_prompt=blurry, watermark", "render.dtype=bf16", "video.width=192",
+        "video.height=128", "render.scheduler=dpm", "render.use_dynamic_cfg=true", "render.seeds=[3, 5]",
+        "video.num_frames=25")
+    same_result(*pair)
+    render = Project.load(pair[0]).story.settings.render
+    assert (render.negative_prompt, render.dtype, render.use_dynamic_cfg, render.seed_list()) == \
+        ("blurry, watermark", "bf16", True, [3, 5])
+
+
+def test_a_scenes_own_render_settings_and_back_to_the_story_default(editor, pair):
+    from ui.render_tab import SCENE_SCOPE
+
+    shown = editor.render_settings_view(pair[0], "s1", SCENE_SCOPE)[editor.render_shown]
+    assert shown["use_default"] and shown["steps"] == 50
+    for field, value in (("negative_prompt", "blurry"), ("steps", 20), ("seeds", "7")):
+        shown = editor.set_render_setting(pair[0], field, value, SCENE_SCOPE, "s1", shown)[editor.render_shown]
+    assert not shown["use_default"] and (shown["steps"], shown["seeds"]) == (20, "7")
+    cli("set", pair[1], "--scene", "s1", "render.negative_prompt=blurry", "render.steps=20", "render.seed=7")
+    same_result(*pair)
+    assert Project.load(pair[0]).story.scenes[0].render == RenderOverrides(negative_prompt="blurry", steps=20, seed=7)
+    assert Project.load(pair[0]).story.settings.render == RenderSettings()  # the story default stays
+
+    view = editor.use_default_render(pair[0], "s1", True)
+    cli("set", pair[1], "--scene", "1", "render=default")
+    same_result(*pair)
+    assert Project.load(pair[0]).story.scenes[0].render is None and view[editor.render_shown]["steps"] == 50
+
+
+def test_a_stale_render_tab_does_not_write_over_a_newer_setting(editor, pair):
+    from ui.render_tab import SCENE_SCOPE
+
+    folder = pair[0]
+    shown = editor.render_settings_view(folder, "s1", SCENE_SCOPE)[editor.render_shown]
+    other_writer(folder, lambda story: edits.set_render_settings(story, "s1", negative_prompt="from the CLI"))
+    with pytest.warns(UserWarning, match="negative prompt setting was changed elsewhere"):
+        answer = editor.set_render_setting(folder, "negative_prompt", "mine", SCENE_SCOPE, "s1", shown)
+    assert answer[editor.render_negative] == "from the CLI"
+    # A field the other writer did not touch takes the page's change, on the scene the tab showed.
+    answer = editor.set_render_setting(folder, "guidance_scale", 4.5, SCENE_SCOPE, "s2-not-shown", shown)
+    story = Project.load(folder).story
+    assert story.scenes[0].render == RenderOverrides(negative_prompt="from the CLI", guidance_scale=4.5)
+    # A value the settings refuse is said, and the field shows the stored one.
+    with pytest.warns(UserWarning, match="use_dynamic_cfg works with scheduler .*dpm.* only"):
+        answer = editor.set_render_setting(folder, "scheduler", "ddim", "Story default", None, None)
+        answer = editor.set_render_setting(folder, "use_dynamic_cfg", True, "Story default", None,
+                                           answer[editor.render_shown])
+    assert answer[editor.render_dynamic_cfg] is False
 
 
 def test_an_edit_made_while_a_render_job_runs_survives_it(tmp_path, simple_story_data):

@@ -47,8 +47,9 @@ def test_cli_prints_the_message_without_a_traceback(tmp_path, capsys):
     from render_helpers import three_scene_story
 
     from dreamrunner.project import Project
+    from dreamrunner.story import VideoSettings
 
-    Project.create(tmp_path / "story", three_scene_story())
+    Project.create(tmp_path / "story", three_scene_story(VideoSettings()))  # at the size CogVideoX-2B makes
     code = main(["render", str(tmp_path / "story"), "--backend", "cogvideox-2b", "--model-path", str(tmp_path / "none")])
     err = capsys.readouterr().err
     assert code == 1 and "Traceback" not in err
@@ -86,8 +87,9 @@ def test_offline_without_cached_weights_fails_at_once_with_the_download_command(
     from render_helpers import three_scene_story
 
     from dreamrunner.project import Project
+    from dreamrunner.story import VideoSettings
 
-    Project.create(tmp_path / "story", three_scene_story())
+    Project.create(tmp_path / "story", three_scene_story(VideoSettings()))  # at the size CogVideoX-2B makes
     env = {key: value for key, value in os.environ.items() if not key.startswith(("HF_", "DREAMRUNNER_COGVIDEOX"))}
     env.update(HF_HUB_CACHE=str(tmp_path / "empty-cache"), PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     started = time.monotonic()

@@ -251,6 +251,22 @@ def test_render_history_and_job_status(chromium, app_home, artifacts):
         folder = app_home / "projects" / "demo"
         open_tab(page, "Render")
         labels = lambda: page.locator("#variant-choice label").all_inner_texts()  # noqa: E731
+        # Issue 17: the negative prompt is shown and saved; a scene gets its own settings and drops them again.
+        seeds = page.locator("#render-seed textarea, #render-seed input").first
+        wait_until(lambda: seeds.input_value() == "42", what="the settings shown")  # the tab's values have come
+        fill_and_leave(page, "#render-negative", "blurry, watermark")
+        wait_until(lambda: read_project(folder)["settings"]["render"]["negative_prompt"] == "blurry, watermark",
+                   what="the negative prompt")
+        page.locator("#render-scope").get_by_text("This scene").click()
+        use_default = page.locator("#render-use-default input")
+        wait_until(lambda: use_default.is_visible() and use_default.is_checked(), what="the story-default box")
+        set_number(page, "#render-guidance", 4.5)
+        wait_until(lambda: (read_project(folder)["scenes"][0].get("render") or {}).get("guidance_scale") == 4.5,
+                   what="the scene's own guidance")
+        wait_until(lambda: not use_default.is_checked(), what="the box unticked")
+        use_default.check()
+        wait_until(lambda: read_project(folder)["scenes"][0].get("render") is None, what="the story default again")
+        page.locator("#render-scope").get_by_text("Story default").click()
         for steps in (2, 3):
             set_number(page, "#render-steps", steps)
             wait_until(lambda: read_project(folder)["settings"]["render"]["steps"] == steps, what="the steps")

@@ -260,8 +260,8 @@ class Editor(HistoryBar, ClipsTab, PriorsTab, RenderTab):
             self.clips_tab.select(guarded(self.clips_view), [self.folder, self.clips_scene, self.clips_motion],
                                   self.clips_outputs)
             self.priors_tab.select(guarded(self.priors_view), [self.folder], self.priors_outputs)
-            self.render_tab.select(guarded(self.render_view), [self.folder, self.render_scene_choice],
-                                   self.render_outputs)
+            self.render_tab.select(guarded(self.render_view), [self.folder, self.render_scene_choice,
+                                                               self.render_scope], self.render_outputs)
             self.wire_problem_notice()
             blocks.load(guarded(self.on_load), outputs=[*self.all_outputs, self.problem_box])
         return blocks

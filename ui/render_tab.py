@@ -21,10 +21,12 @@ from dreamrunner import edits
 from dreamrunner.backends import BACKENDS, NOISE_LABEL
 from dreamrunner.backends.memory import COMPILE_CHOICES, MEMORY_CHOICES, QUANTIZE_CHOICES
 from dreamrunner.machine import MACHINE_FILE, MachineSettingsError, read_machine_settings, update_machine_settings
-from dreamrunner.story import plan_digest
+from dreamrunner.story import DTYPES, plan_digest, scene_render_settings
+from dreamrunner.video_presets import MODEL_VIDEO
 
+from . import board
 from .jobs import GPU, Cancels, cancel_handler, progress_html, run_streaming, stream_job
-from .messages import guarded
+from .messages import guarded, warn
 from .stages import load
 from .widgets import ProjectDropdown, ProjectRadio
 
@@ -48,20 +50,58 @@ EXPORTS_DIR = "exports"
 _components: dict[tuple, object] = {}
 
 
-def components_for(backend: str, machine_file: Path, training: bool = False):
-    """Model components for the backend and this machine's settings, loaded once: the next render does not reload
-    weights. Another backend, machine setting or use frees the loaded models first (one model on the GPU).
-    Training gets its own (a render quantizes and compiles its transformer in place; training does neither)."""
+# Whose render settings the Render tab edits: the story default, or the chosen scene's own.
+STORY_SCOPE, SCENE_SCOPE = "Story default", "This scene"
+DEFAULT_DTYPE = "the model's own"
+# Render-tab fields that are the story's whatever the scope (the model and the frame geometry).
+STORY_FIELDS = ("backend", "dtype", "size", "num_frames")
+
+
+def components_for(backend: str, machine_file: Path, training: bool = False, dtype: str | None = None):
+    """Model components for the backend, its dtype (`RenderSettings.dtype`, None: the model's own) and this
+    machine's settings, loaded once: the next render does not reload weights. Another backend, dtype, machine
+    setting or use frees the loaded models first (one model on the GPU). Training gets its own (a render
+    quantizes and compiles its transformer in place; training does neither)."""
     machine = read_machine_settings(machine_file)
-    key = (backend, training, machine.model_dump_json())
+    key = (backend, training, dtype, machine.model_dump_json())
     if key not in _components:
         from dreamrunner.backends import MemoryOptions, load_backend
+        from dreamrunner.rendering.story_render import torch_dtype
 
         _components.clear()
         memory = MemoryOptions(preset=machine.memory, quantize="none" if training else machine.quantize,
                                compile="off" if training else machine.compile)
-        _components[key] = load_backend(backend, machine.model_paths.get(backend), memory=memory)
+        _components[key] = load_backend(backend, machine.model_paths.get(backend), dtype=torch_dtype(dtype),
+                                        memory=memory)
     return _components[key]
+
+
+def render_values(story, scope: str, scene_id: str | None) -> dict:
+    """The Render tab's settings as its widgets hold them: the story default, or (scene scope) what the scene
+    renders with (`scene_render_settings`); `use_default` says whether the scene has settings of its own."""
+    scene = next((s for s in story.scenes if s.id == scene_id), None) if scope == SCENE_SCOPE else None
+    settings = story.settings.render if scene is None else scene_render_settings(story, scene)
+    video = story.settings.video
+    return {"scope": scope, "scene": scene.id if scene else None, "use_default": scene is None or scene.render is None,
+            "backend": settings.backend, "dtype": settings.dtype or DEFAULT_DTYPE,
+            "size": f"{video.width}x{video.height}", "num_frames": video.num_frames, "scheduler": settings.scheduler,
+            "steps": settings.steps, "guidance_scale": settings.guidance_scale,
+            "use_dynamic_cfg": settings.use_dynamic_cfg, "negative_prompt": settings.negative_prompt,
+            "seeds": ", ".join(map(str, settings.seeds or [settings.seed])), "variants": settings.variants}
+
+
+def render_change(field: str, value) -> dict:
+    """The `edits.set_render_settings` fields a Render-tab widget's value means."""
+    if field == "dtype":
+        return {"dtype": None if value in (None, "", DEFAULT_DTYPE) else value}
+    if field == "seeds":
+        try:
+            seeds = [int(part) for part in re.split(r"[,\s]+", str(value).strip()) if part]
+        except ValueError:
+            raise edits.EditError(f"seeds {value!r}: give whole numbers separated by commas, e.g. 42 or 1, 2, 3") \
+                from None
+        return edits.seed_fields(seeds)
+    return {field: value}
 
 
 def _with_cues(video: Path, webvtt: Path | None) -> gr.Video:
@@ -121,11 +161,10 @@ class RenderTab:
                     "its weights (see the README).")
         with gr.Row():
             self.render_backend = gr.Dropdown(BACKEND_CHOICES, label="Backend", elem_id="render-backend")
-            self.render_steps = gr.Number(label="Steps", precision=0, minimum=1, elem_id="render-steps")
-            self.render_guidance = gr.Number(label="Guidance scale", minimum=0, elem_id="render-guidance")
-            self.render_seed = gr.Number(label="Seed", precision=0, elem_id="render-seed")
-            self.render_variants = gr.Number(label="Variants per scene", precision=0, minimum=1, maximum=8,
-                                             elem_id="render-variants")
+            self.render_dtype = gr.Dropdown([DEFAULT_DTYPE, *DTYPES], label="Precision (dtype)",
+                                            elem_id="render-dtype")
+            self.render_size = ProjectDropdown(label="Frame size (width x height)", elem_id="render-size")
+            self.render_frames = ProjectDropdown(label="Frames per scene", elem_id="render-frames")
         with gr.Accordion("This machine (memory, speed, model folders: not saved in the project)", open=False):
             with gr.Row():
                 self.machine_memory = gr.Dropdown(MEMORY_LABELS, label="GPU memory preset", elem_id="machine-memory")
@@ -138,6 +177,21 @@ class RenderTab:
                                                    elem_id=f"machine-path-{name}") for name in WEIGHT_BACKENDS}
         with gr.Row():
             self.render_scene_choice = ProjectDropdown(label="Scene", elem_id="render-scene")
+            self.render_scope = gr.Radio([STORY_SCOPE, SCENE_SCOPE], value=STORY_SCOPE,
+                                         label="Sampling settings of", elem_id="render-scope")
+            self.render_use_default = gr.Checkbox(label="This scene uses the story default", value=True,
+                                                  visible=False, elem_id="render-use-default")
+        with gr.Row():
+            self.render_scheduler = gr.Dropdown(["dpm", "ddim"], label="Scheduler", elem_id="render-scheduler")
+            self.render_steps = gr.Number(label="Steps", precision=0, minimum=1, elem_id="render-steps")
+            self.render_guidance = gr.Number(label="Guidance scale", minimum=0, elem_id="render-guidance")
+            self.render_dynamic_cfg = gr.Checkbox(label="Dynamic guidance (DPM only)", elem_id="render-dynamic-cfg")
+            self.render_seed = gr.Textbox(label="Seed(s)", placeholder="42, or 1, 2, 3", elem_id="render-seed")
+            self.render_variants = gr.Number(label="Variants (from one seed)", precision=0, minimum=1, maximum=8,
+                                             elem_id="render-variants")
+        self.render_negative = gr.Textbox(label="Negative prompt", lines=1, elem_id="render-negative")
+        self.render_shown = gr.State(None)  # the settings the tab shows (board.page_change's `was`)
+        with gr.Row():
             self.render_button = gr.Button("Render scene", variant="primary", elem_id="render-scene-button")
             self.render_all_button = gr.Button("Render all scenes", elem_id="render-all")
             self.render_cancel = gr.Button("Cancel", variant="stop", elem_id="render-cancel")
@@ -154,10 +208,16 @@ class RenderTab:
                     self.use_variant = gr.Button("Use this variant in the export", elem_id="use-variant")
                     self.delete_variant = gr.Button("Delete this variant", elem_id="delete-variant",
                                                     variant="stop")
-        self.render_outputs = [self.render_backend, self.render_steps, self.render_guidance, self.render_seed,
-                               self.render_variants, self.render_scene_choice, self.variant_choice,
-                               self.variant_video, self.noise_note, self.machine_memory, self.machine_quantize,
-                               self.machine_compile, *self.machine_paths.values()]
+        self.render_fields = {"backend": self.render_backend, "dtype": self.render_dtype, "size": self.render_size,
+                              "num_frames": self.render_frames, "scheduler": self.render_scheduler,
+                              "steps": self.render_steps, "guidance_scale": self.render_guidance,
+                              "use_dynamic_cfg": self.render_dynamic_cfg, "negative_prompt": self.render_negative,
+                              "seeds": self.render_seed, "variants": self.render_variants}
+        self.render_settings_outputs = [*self.render_fields.values(), self.render_use_default, self.render_shown]
+        self.render_outputs = [*self.render_settings_outputs, self.render_scene_choice, self.variant_choice,
+                               self.variant_video, self.noise_note]
+        self.render_outputs += [self.machine_memory, self.machine_quantize, self.machine_compile,
+                                *self.machine_paths.values()]
 
     @property
     def machine_file(self) -> Path:
@@ -186,17 +246,72 @@ class RenderTab:
         gr.Info(f"{field if backend is None else backend + ' model folder'} saved for this machine; the next render "
                 f"loads the model with it")
 
-    def render_view(self, folder, scene_id=None) -> dict:
+    def render_view(self, folder, scene_id=None, scope=STORY_SCOPE) -> dict:
         story = self.project(folder).story
-        settings = story.settings.render
         choices = [(f"{n}. {s.description or s.id}", s.id) for n, s in enumerate(story.scenes, start=1)]
         ids = [s.id for s in story.scenes]
         scene_id = scene_id if scene_id in ids else (ids[0] if ids else None)
-        return {self.render_backend: settings.backend, self.render_steps: settings.steps,
-                self.render_guidance: settings.guidance_scale, self.render_seed: settings.seed,
-                self.render_variants: settings.variants,
+        return {**self.render_settings_view(folder, scene_id, scope),
                 self.render_scene_choice: gr.update(choices=choices, value=scene_id),
                 **self.variants_view(folder, scene_id), **self.machine_view()}
+
+    def render_settings_view(self, folder, scene_id, scope=STORY_SCOPE) -> dict:
+        """The settings widgets for `scope` (story default, or the scene's) and the record of what they show."""
+        story = self.project(folder).story
+        values = render_values(story, scope, scene_id)
+        model = MODEL_VIDEO.get(values["backend"])
+        sizes = [(f"{w}x{h} ({name})", f"{w}x{h}") for name, (h, w) in model.sizes.items()] if model else []
+        if values["size"] not in [value for _, value in sizes]:
+            sizes.append((values["size"], values["size"]))
+        frames = list(model.frame_counts) if model else []
+        frames += [] if values["num_frames"] in frames else [values["num_frames"]]
+        view = {component: values[field] for field, component in self.render_fields.items()}
+        view[self.render_size] = gr.update(choices=sizes, value=values["size"])
+        view[self.render_frames] = gr.update(choices=frames, value=values["num_frames"])
+        view[self.render_use_default] = gr.update(value=values["use_default"], visible=scope == SCENE_SCOPE)
+        view[self.render_shown] = values
+        return view
+
+    def set_render_setting(self, folder, field, value, scope=STORY_SCOPE, scene_id=None, shown=None) -> dict:
+        """One Render-tab setting: a story field (model, dtype, geometry), or a sampling field of the story default
+        or (scene scope) of the scene's own settings. A value changed elsewhere since the tab showed it is not
+        written back (`board.page_change`)."""
+        from .editor import STALE
+
+        if value is None or value == "":
+            if field != "negative_prompt":
+                raise gr.Error(f"{field} needs a value")
+            value = ""
+        shown = shown or {}
+        # The value belongs to the scope and scene the tab showed, whatever they are by the time it arrives.
+        if shown.get("scope") is not None:
+            scope, scene_id = shown["scope"], shown.get("scene") or scene_id
+        stored = render_values(self.project(folder).story, scope, scene_id)
+        try:
+            change = board.page_change(value, shown.get(field), stored[field])
+            if change == "stale":
+                raise board.BoardEditError(f"the {field.replace('_', ' ')} setting was " + STALE.format(what=field))
+            if change == "apply":
+                with self.workspace.edit(folder) as project:
+                    story = project.story
+                    if field in ("size", "num_frames"):
+                        edits.set_video(story, **{field: value})
+                    elif field in STORY_FIELDS or scope != SCENE_SCOPE:
+                        edits.set_render_settings(story, **render_change(field, value))
+                    else:
+                        edits.set_render_settings(story, scene_id, **render_change(field, value))
+        except Exception as error:  # noqa: BLE001 - shown; the widgets go back to the stored settings
+            warn(error)
+        return {self.status: self.status_text(folder), **self.render_settings_view(folder, scene_id, scope)}
+
+    def use_default_render(self, folder, scene_id, use_default) -> dict:
+        """The scene's "uses the story default" box: ticking it drops the scene's own settings."""
+        if use_default:
+            with self.workspace.edit(folder) as project:
+                edits.use_story_render_settings(project.story, scene_id)
+        else:
+            gr.Info("change a setting below to give this scene its own value; the others follow the story default")
+        return {self.status: self.status_text(folder), **self.render_settings_view(folder, scene_id, SCENE_SCOPE)}
 
     def variants_view(self, folder, scene_id, chosen_path=None) -> dict:
         """The scene's variants; each is named by its file (positions shift when another tab renders)."""
@@ -220,20 +335,30 @@ class RenderTab:
                 self.variant_video: str(path) if path.is_file() else None, self.noise_note: note}
 
     def wire_render_tab(self) -> None:
-        settings = [(self.render_backend, "backend"), (self.render_steps, "steps"),
-                    (self.render_guidance, "guidance_scale"), (self.render_seed, "seed"),
-                    (self.render_variants, "variants")]
-        for component, field in settings:
-            component.input(guarded(lambda folder, value, field=field: self.set_render_setting(folder, field, value)),
-                            [self.folder, component], [self.status])
         for component, field in ((self.machine_memory, "memory"), (self.machine_quantize, "quantize"),
                                  (self.machine_compile, "compile")):
             component.input(guarded(lambda value, field=field: self.set_machine_setting(field, value)), [component],
                             None)
         for name, box in self.machine_paths.items():
             box.blur(guarded(lambda value, name=name: self.set_machine_setting("model_paths", value, name)), [box], None)
-        self.render_scene_choice.input(guarded(self.variants_view), [self.folder, self.render_scene_choice],
-                                       [self.variant_choice, self.variant_video, self.noise_note])
+        settings_outputs = [self.status, *self.render_settings_outputs]
+        for field, component in self.render_fields.items():
+            # Text is saved when the box loses focus (as the storyboard's fields), other widgets as they change.
+            event = component.blur if isinstance(component, gr.Textbox) else component.input
+            event(guarded(lambda folder, value, scope, scene_id, shown, field=field:
+                          self.set_render_setting(folder, field, value, scope, scene_id, shown)),
+                  [self.folder, component, self.render_scope, self.render_scene_choice, self.render_shown],
+                  settings_outputs)
+        self.render_use_default.input(guarded(self.use_default_render),
+                                      [self.folder, self.render_scene_choice, self.render_use_default],
+                                      settings_outputs)
+        self.render_scope.input(guarded(self.render_settings_view),
+                                [self.folder, self.render_scene_choice, self.render_scope],
+                                self.render_settings_outputs)
+        self.render_scene_choice.input(guarded(lambda folder, scene_id, scope: {
+            **self.variants_view(folder, scene_id), **self.render_settings_view(folder, scene_id, scope)}),
+            [self.folder, self.render_scene_choice, self.render_scope],
+            [self.variant_choice, self.variant_video, self.noise_note, *self.render_settings_outputs])
         self.variant_choice.input(guarded(self.variants_view), [self.folder, self.render_scene_choice,
                                                                 self.variant_choice],
                                   [self.variant_choice, self.variant_video, self.noise_note])
@@ -254,13 +379,6 @@ class RenderTab:
                 guarded(job), [self.folder, self.render_scene_choice], job_outputs, concurrency_id=GPU,
                 concurrency_limit=1, show_progress="full", show_progress_on=[self.render_progress])
         self.render_cancel.click(guarded(cancel_handler(self.cancels)), None, None, queue=False)
-
-    def set_render_setting(self, folder, field, value):
-        if value is None or value == "":
-            raise gr.Error(f"{field} needs a value")
-        with self.workspace.edit(folder) as project:
-            edits.set_setting(project.story, f"render.{field}", value)
-        return self.status_text(folder)
 
     def choose_variant(self, folder, scene_id, path):
         if not path:
@@ -313,7 +431,9 @@ class RenderTab:
         load("rendering")
         from dreamrunner.rendering.story_render import StoryRenderer
 
-        renderer = StoryRenderer(snapshot, backend, components=lambda: components_for(backend, self.machine_file))
+        dtype = story.settings.render.dtype
+        renderer = StoryRenderer(snapshot, backend,
+                                 components=lambda: components_for(backend, self.machine_file, dtype=dtype))
         yield {self.render_progress: progress_html(None, f"loading the {backend} backend…"),
                self.render_preview: None}
 

@@ -93,9 +93,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     settings = subparsers.add_parser("set", help="set the title, topic or settings (KEY=VALUE)", description=(
         "Set story fields and settings: title=..., topic=..., or a setting by its path, e.g. render.steps=30, "
         "render.guidance_scale=6, prior.max_steps=200, video.num_frames=49. Values are read as JSON where they "
-        "parse (numbers, true/false, null), else as text."))
+        "parse (numbers, true/false, null), else as text. With --scene, a scene's own render settings: "
+        "render.steps=20 (null: the story default again) or render=default (all of them)."))
     settings.add_argument("project", help="project folder")
     settings.add_argument("values", nargs="+", metavar="KEY=VALUE")
+    settings.add_argument("--scene", metavar="SCENE", help="set this scene's own render settings (id or number)")
     settings.set_defaults(run=_set)
 
 
@@ -262,6 +264,9 @@ def _set(args: argparse.Namespace) -> int:
             if not sep or not key.strip():
                 raise UsageError(f"expected KEY=VALUE, got {item!r}")
             key = key.strip()
+            if args.scene is not None:
+                done.append(_set_scene_render(project, args.scene, key, text))
+                continue
             if key in ("title", "topic"):
                 edits.set_story_fields(project.story, **{key: text})
                 done.append(f"{key} = {text!r}")
@@ -274,3 +279,19 @@ def _set(args: argparse.Namespace) -> int:
             done.append(f"{key} = {value!r}")
     args.reporter.result("set " + ", ".join(done), project=str(project.folder))
     return 0
+
+
+def _set_scene_render(project: Project, scene_ref: str, key: str, text: str) -> str:
+    scene = edits.find_scene(project.story, scene_ref)
+    if key == "render" and text.strip() == "default":
+        edits.use_story_render_settings(project.story, scene.id)
+        return f"scene {scene.id}: render settings = the story default"
+    group, _, field = key.partition(".")
+    if group != "render" or not field:
+        raise UsageError(f"with --scene, set render.FIELD=VALUE or render=default, not {key!r}")
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = text
+    edits.set_render_settings(project.story, scene.id, **{field: value})
+    return f"scene {scene.id}: {key} = {value!r}"

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 
 from .. import edits
-from ..errors import DreamRunnerError, UsageError
+from ..errors import UsageError
 from ..project import Project
-from ..story import SAMPLER_PRESETS
+from ..story import DTYPES, SAMPLER_PRESETS
+from ..validation import StoryValidationError
+from ..video_presets import VideoPresetError
 from .story_commands import SigintCancels, memory_options, model_arguments, positive
 
 
@@ -22,11 +24,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     model_arguments(render)
     render.add_argument("--region-control", choices=("sr3ai", "stock"), default="sr3ai",
                         help="sr3ai: one prompt per region with region-gated priors (default); stock: one prompt")
-    render.add_argument("--variants", type=int, help="seeds per scene (default: the project's setting)")
-    render.add_argument("--sampler", choices=sorted(SAMPLER_PRESETS), help="sampler preset (scheduler, guidance, steps; "
-                        "saved to the project): paper = the authors' story run (DPM, guidance 9.0, 50 steps, the "
-                        "default), cogvideox = diffusers' defaults (DDIM, guidance 6.0)")
-    render.add_argument("--steps", type=int, help="denoising steps for this run (saved to the project)")
+    sampling = render.add_argument_group("settings", "For this run only; the project keeps its settings unless "
+                                         "--save-settings is given.")
+    sampling.add_argument("--sampler", choices=sorted(SAMPLER_PRESETS), help="sampler preset (scheduler, guidance, "
+                          "steps): paper = the authors' story run (DPM, guidance 9.0, 50 steps, the default), "
+                          "cogvideox = diffusers' defaults (DDIM, guidance 6.0); the options below override it")
+    sampling.add_argument("--scheduler", choices=("dpm", "ddim"), help="denoising scheduler")
+    sampling.add_argument("--steps", type=int, help="denoising steps")
+    sampling.add_argument("--guidance", type=float, metavar="SCALE", help="classifier-free guidance scale")
+    sampling.add_argument("--dynamic-cfg", action=argparse.BooleanOptionalAction, default=None,
+                          help="guidance rising over the steps (DPM scheduler only)")
+    sampling.add_argument("--negative-prompt", metavar="TEXT", help="negative prompt ('' for none)")
+    sampling.add_argument("--seed", type=int, nargs="+", metavar="SEED",
+                          help="one seed (variants count on from it) or several (one variant each)")
+    sampling.add_argument("--variants", type=int, help="seeds per scene, from the seed on")
+    sampling.add_argument("--size", metavar="WxH", help="frame size, WIDTHxHEIGHT (e.g. 720x480) or a preset of the "
+                          "model (480p; tiny)")
+    sampling.add_argument("--frames", type=int, metavar="N", help="frames per scene (CogVideoX 2B/5B: 8N+1, at most 49)")
+    sampling.add_argument("--dtype", choices=DTYPES, help="weights' dtype (default: the model's own)")
+    sampling.add_argument("--save-settings", action="store_true", help="also save these settings: as the story "
+                          "default, or with --scene as those scenes' own settings (size, frames and dtype are "
+                          "always the story's)")
     render.add_argument("--force", action="store_true", help="render again even where the cache has the scene")
     render.set_defaults(run=run_render)
 
@@ -54,34 +72,65 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.set_defaults(run=run_export)
 
 
+def render_fields(args: argparse.Namespace) -> dict:
+    """The sampling settings the command line names (`RenderOverrides` fields), the preset's first."""
+    fields = dict(SAMPLER_PRESETS[args.sampler]) if args.sampler else {}
+    named = {"scheduler": args.scheduler, "steps": args.steps, "guidance_scale": args.guidance,
+             "use_dynamic_cfg": args.dynamic_cfg, "negative_prompt": args.negative_prompt, "variants": args.variants}
+    fields.update({name: value for name, value in named.items() if value is not None})
+    if args.seed:
+        if len(args.seed) > 1 and args.variants is not None:
+            raise UsageError("--variants counts variants on from one --seed; with several seeds each is a variant")
+        fields.update(edits.seed_fields(args.seed))
+    return fields
+
+
+def apply_settings(project: Project, args: argparse.Namespace, scene_ids: list[str] | None, save: bool) -> None:
+    """The command line's settings, through `edits` inside `project.edit(save)`: sampling fields go to the story
+    default when saved without --scene, else to each scene's own settings (a one-off wins over them); size,
+    frames and dtype are the story's. A value the settings refuse is a usage error."""
+    fields = render_fields(args)
+    try:
+        with project.edit(save=save):
+            story = project.story
+            if args.backend is not None and not save:
+                edits.set_render_settings(story, backend=args.backend)
+            if args.dtype is not None:
+                edits.set_render_settings(story, dtype=args.dtype)
+            if args.size is not None or args.frames is not None:
+                edits.set_video(story, args.size, args.frames)
+            if fields and save and scene_ids is None:
+                edits.set_render_settings(story, **fields)
+            elif fields:
+                for scene_id in scene_ids or [scene.id for scene in story.scenes]:
+                    edits.set_render_settings(story, scene_id, **fields)
+    except (edits.EditError, VideoPresetError, StoryValidationError) as error:
+        raise UsageError(str(error)) from None
+
+
 def run_render(args: argparse.Namespace) -> int:
     from ..rendering.pipeline import REGION_CONTROLS
-    from ..rendering.story_render import StoryRenderer, commit_to, variant_seeds
+    from ..rendering.story_render import StoryRenderer, commit_to
 
-    positive(args, "steps", "variants")
+    positive(args, "steps", "variants", "frames")
     reporter = args.reporter
     project = Project.load(args.project)
-    story = project.story
-    if args.variants is not None:
-        try:
-            variant_seeds(story, args.variants)  # a count the seeds cannot have is a wrong command line
-        except DreamRunnerError as error:
-            raise UsageError(str(error)) from None
-    scenes = None
+    scenes = scene_ids = None
     if args.scene:
-        chosen = [edits.find_scene(story, ref).id for ref in args.scene]
-        scenes = [i for i, scene in enumerate(story.scenes) if scene.id in chosen]
-    if args.sampler is not None:
-        with project.edit():
-            edits.use_sampler_preset(project.story, args.sampler)
-    if args.steps is not None:
-        with project.edit():
-            edits.set_setting(project.story, "render.steps", args.steps)
-    renderer = StoryRenderer(project, args.backend, model_path=args.model_path, memory=memory_options(args),
+        chosen = [edits.find_scene(project.story, ref).id for ref in args.scene]
+        scenes = [i for i, scene in enumerate(project.story.scenes) if scene.id in chosen]
+        scene_ids = [project.story.scenes[i].id for i in scenes]
+    # The renderer reads a copy holding this run's settings (checked with the run's backend before anything is
+    # saved); renders are committed to the project itself.
+    snapshot = project.snapshot()
+    apply_settings(snapshot, args, scene_ids, save=False)
+    if args.save_settings:
+        apply_settings(project, args, scene_ids, save=True)
+    renderer = StoryRenderer(snapshot, args.backend, model_path=args.model_path, memory=memory_options(args),
                              region_control=REGION_CONTROLS[args.region_control]())
     with SigintCancels() as cancel:
-        report = renderer.render(commit_to(project), scenes, variants=args.variants, force=args.force,
-                                 progress=reporter.progress, cancel=cancel)
+        report = renderer.render(commit_to(project), scenes, force=args.force, progress=reporter.progress,
+                                 cancel=cancel)
     for outcome in report.outcomes:
         state = "cached" if outcome.cached else "rendered"
         reporter.result(f"{outcome.scene_id} seed {outcome.seed}: {state} {outcome.path}", scene=outcome.scene_id,

@@ -20,8 +20,8 @@ passes smoothly through every edited box (no zigzag between edited and planned k
 plan lacks the entity at an anchor, the boxes between two anchors are interpolated linearly.
 
 `replace` names fields (at any level) whose edits the user wants replaced by the new plan; "*"
-replaces them all. Fields that are not plan fields (approved clips, prior bindings, renders) are
-always carried over.
+replaces them all. Fields that are not plan fields (approved clips, prior bindings, renders, the scene's
+own render settings) are always carried over.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def merge_scene(old: Scene, new: Scene, replace: Iterable[str] = frozenset()) ->
     if "keyframes" not in locks:
         data["keyframes"] = [merge_keyframe(o, n, replace) for o, n in zip(old.keyframes, new.keyframes)]
         smooth_tracks(data["keyframes"], new.keyframes)
-    carried = {f: getattr(old, f) for f in ("approved_clips", "prior_bindings", "renders", "chosen_render")}
+    carried = {f: getattr(old, f) for f in ("approved_clips", "prior_bindings", "renders", "chosen_render", "render")}
     scene = Scene(id=old.id, **data, **carried, user_edited=locks)
     return Scene.model_validate(scene.model_dump())
 

@@ -28,13 +28,15 @@ from typing import Iterator, Literal, Protocol
 import cv2
 import numpy as np
 import torch
-from diffusers import CogVideoXPipeline
+from diffusers import CogVideoXDPMScheduler, CogVideoXPipeline
 
 from ..backends import NOISE_LABEL, ModelComponents, make_scheduler
 from ..backends import memory as memory_settings
 from ..errors import DreamRunnerError
 from ..jobs import CancelToken, Progress, ProgressCallback
 from ..regions import RegionPlan
+from ..story import Scene, VideoSettings
+from ..validation import first_message
 from .overlay import label_frames
 
 
@@ -54,7 +56,8 @@ class SceneInput:
     """Everything about a scene that conditions its generation (sampling settings are call arguments)."""
 
     prompt: str  # the whole-scene prompt, used by the stock single-prompt path
-    region_plan: RegionPlan  # prompts (0 = background) and their token masks on the latent token grid
+    # Prompts (0 = background) and their token masks on the latent token grid; None: a plain prompt (stock path).
+    region_plan: RegionPlan | None
     loras: tuple[LoraBinding, ...] = ()
 
 
@@ -297,28 +300,101 @@ class DreamRunnerPipeline(CogVideoXPipeline):
             raise DreamRunnerError(f"the region plan is on a {tuple(plan.grid)} token grid, but {num_frames} frames at "
                                    f"{height}x{width} make a {grid} grid; build the plan for this geometry")
 
+    def as_scene_input(self, prompt: str | Scene | SceneInput, video: VideoSettings | None = None,
+                       grid: tuple[int, int, int] | None = None) -> SceneInput:
+        """What `__call__` conditions on: a SceneInput as given; a Scene's region plan on `grid` (default: the
+        token grid of `video`); a plain prompt with no plan (the stock path)."""
+        if isinstance(prompt, SceneInput):
+            return prompt
+        if isinstance(prompt, str):
+            return SceneInput(prompt=prompt, region_plan=None)
+        if isinstance(prompt, Scene):
+            from .story_render import scene_input
+
+            return scene_input(None, prompt, video or VideoSettings(), grid)
+        raise DreamRunnerError(f"prompt must be a str, a dreamrunner Scene or a SceneInput, not "
+                               f"{type(prompt).__name__}")
+
     @torch.no_grad()
     def __call__(
         self,
-        scene: SceneInput,
+        prompt: str | Scene | SceneInput,
         *,
+        negative_prompt: str = "",
         seed: int = 42,
+        generator: torch.Generator | None = None,
         scheduler: str | None = None,
         num_inference_steps: int = 50,
         guidance_scale: float = 6.0,
-        negative_prompt: str = "",
-        num_frames: int = 49,
-        height: int = 480,
-        width: int = 720,
+        use_dynamic_cfg: bool = False,
+        num_frames: int | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        video: VideoSettings | None = None,
+        grid: tuple[int, int, int] | None = None,
         progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
         preview_every: int = 5,
     ) -> SceneFrames:
-        """Generate the scene's frames. `scheduler` "dpm" or "ddim" switches the pipeline's scheduler (kept for
-        later calls); None keeps it. Raises `dreamrunner.jobs.Cancelled` at the end of the step in which
-        `cancel` was set."""
-        self.check_grid(scene.region_plan, num_frames, height, width)
+        """Generate one video: a plain prompt as stock `diffusers.CogVideoXPipeline` does, or a scene with region
+        control (SR3AI by default, `self.region_control`).
+
+        Args:
+            prompt (`str`, `dreamrunner.story.Scene` or `SceneInput`):
+                A `str` runs the stock single-prompt path and, for the same seed and settings, gives the frames
+                stock `CogVideoXPipeline(prompt, generator=torch.Generator("cpu").manual_seed(seed),
+                output_type="np")` gives (as uint8). A `Scene` is planned into regions on `grid` (its priors
+                need their project: pass `story_render.scene_input(project, scene, video)`, a `SceneInput`).
+                A `SceneInput` carries the region plan and bound LoRAs as built; its plan must be on the token
+                grid of the geometry below.
+            negative_prompt (`str`, defaults to `""`): the negative prompt of classifier-free guidance (in every
+                region on the SR3AI path); unused when guidance is off (`guidance_scale <= 1`).
+            seed (`int`, defaults to 42): 0..2**63 - 1; seeds a CPU `torch.Generator` for the initial noise.
+            generator (`torch.Generator`, *optional*): used instead of `seed` when given.
+            scheduler (`"dpm"`, `"ddim"` or None): switches the pipeline's scheduler (kept for later calls);
+                None keeps it. Anything else raises `DreamRunnerError`.
+            num_inference_steps (`int`, defaults to 50): denoising steps, at least 1.
+            guidance_scale (`float`, defaults to 6.0): classifier-free guidance; above 1 it runs the negative
+                prompt too.
+            use_dynamic_cfg (`bool`, defaults to False): guidance rising from 1 to 1 + `guidance_scale` over the
+                steps (diffusers' cosine schedule). DPM scheduler only: with DDIM it raises `DreamRunnerError`
+                (CogVideo's demo: "for DDIM scheduler, it should be False").
+            num_frames, height, width (`int`, *optional*): frame count (CogVideoX 2B/5B: 8N+1, at most 49) and
+                size in pixels (multiples of 16); each defaults to `video`'s, else to the transformer's
+                sample size as stock diffusers does (49 frames at 480x720 for CogVideoX 2B/5B).
+            video (`dreamrunner.story.VideoSettings`, *optional*): the story's video settings (geometry and
+                `keyframe_boxes`) a `Scene` is planned with; a geometry it does not allow raises
+                `DreamRunnerError`.
+            grid (`(frames, rows, cols)`, *optional*): the token grid a `Scene` is planned on (default: the
+                grid of the geometry). A region plan on a grid other than the geometry's raises
+                `DreamRunnerError`.
+            progress (`callable`, *optional*): receives a `dreamrunner.jobs.Progress` after every step, with a
+                live preview image every `preview_every` steps (0: none).
+            cancel (`dreamrunner.jobs.CancelToken`, *optional*): when set, raises `dreamrunner.jobs.Cancelled`
+                at the end of the step in progress.
+
+        Returns:
+            `SceneFrames`: `frames` uint8 [F, H, W, 3] (one video, not a batch; random-weight backends
+            labelled as noise), `is_noise`, `seconds`, `nonfinite`.
+        """
+        config, spatial = self.transformer.config, self.vae_scale_factor_spatial
+        num_frames = num_frames or (video.num_frames if video else config.sample_frames)
+        height = height or (video.height if video else config.sample_height * spatial)
+        width = width or (video.width if video else config.sample_width * spatial)
+        if isinstance(prompt, Scene):
+            try:
+                video = VideoSettings.model_validate({**(video or VideoSettings()).model_dump(),
+                                                      "num_frames": num_frames, "height": height, "width": width})
+            except ValueError as error:
+                raise DreamRunnerError(f"scene {prompt.id!r}: {first_message(error)}") from None
+        scene = self.as_scene_input(prompt, video, grid)
+        if scene.region_plan is not None:
+            self.check_grid(scene.region_plan, num_frames, height, width)
         self.use_scheduler(scheduler)
+        if use_dynamic_cfg and not isinstance(self.scheduler, CogVideoXDPMScheduler):
+            raise DreamRunnerError(f"use_dynamic_cfg works with the DPM scheduler only, not "
+                                   f"{type(self.scheduler).__name__}: pass scheduler='dpm' or turn it off")
+        control = self.region_control if scene.region_plan is not None else StockRegionControl()
         cancel = cancel or CancelToken()
         cancel.check()
         started = time.monotonic()
@@ -339,15 +415,16 @@ class DreamRunnerPipeline(CogVideoXPipeline):
             cancel.check()
             return {}
 
-        generator = torch.Generator(device="cpu").manual_seed(seed)
+        if generator is None:
+            generator = torch.Generator(device="cpu").manual_seed(seed)
         try:
-            with self.region_control.conditioning(self, scene, negative_prompt, do_cfg) as conditioning:
+            with control.conditioning(self, scene, negative_prompt, do_cfg) as conditioning:
                 output = self.denoise(
                     prompt_embeds=conditioning.prompt_embeds,
                     negative_prompt_embeds=conditioning.negative_prompt_embeds,
                     attention_kwargs=conditioning.attention_kwargs or None,
                     num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                    num_frames=num_frames, height=height, width=width, generator=generator,
+                    use_dynamic_cfg=use_dynamic_cfg, num_frames=num_frames, height=height, width=width, generator=generator,
                     callback_on_step_end=on_step_end, callback_on_step_end_tensor_inputs=["latents"],
                     output_type="np", return_dict=False,
                 )[0]

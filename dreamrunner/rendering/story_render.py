@@ -28,8 +28,10 @@ from ..files import file_sha256
 from ..jobs import CancelToken, Progress, ProgressCallback
 from ..project import Project
 from ..regions import build_region_plan
-from ..story import RenderResult, RenderSettings, Scene, Story, VideoSettings, plan_digest, scene_plan
+from ..story import (RenderResult, RenderSettings, Scene, Story, VideoSettings, plan_digest, scene_plan,
+                     scene_render_settings)
 from ..validation import first_message
+from ..video_presets import check_video
 
 # Receives a scene id and the renders (variants) finished for it; stores them in the live story.
 RenderCommit = Callable[[str, list[RenderResult]], None]
@@ -60,6 +62,13 @@ def render_geometry(video: VideoSettings, components_name: str, video_defaults: 
     return video
 
 
+def torch_dtype(name: str | None):
+    """A `RenderSettings.dtype` name as a torch dtype; None (the backend's own) for None."""
+    import torch
+
+    return None if name is None else {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
+
+
 def scene_prompt(scene: Scene, prompts: tuple[str, ...]) -> str:
     """The whole-scene prompt of the stock path: narration, the region descriptions, then the background."""
     parts = [scene.narration.strip()] if scene.narration.strip() else []
@@ -68,10 +77,16 @@ def scene_prompt(scene: Scene, prompts: tuple[str, ...]) -> str:
     return ". ".join(part.rstrip(".") for part in parts) + "."
 
 
-def scene_input(project: Project, scene: Scene, video: VideoSettings) -> SceneInput:
-    story = project.story
-    plan = build_region_plan(scene, video.token_grid, video.num_frames, video.keyframe_boxes, video.patch_size_t)
-    priors = {prior.id: prior for prior in story.priors}
+def scene_input(project: Project | None, scene: Scene, video: VideoSettings,
+                grid: tuple[int, int, int] | None = None) -> SceneInput:
+    """A scene's region plan on `grid` (default: the token grid of `video`), its stock prompt and its bound
+    priors, whose files `project` holds (None: a scene without priors; one with priors raises RenderError)."""
+    if project is None and scene.prior_bindings:
+        raise RenderError(f"scene {scene.id!r} binds priors, whose files only its project knows: pass "
+                          "dreamrunner.rendering.story_render.scene_input(project, scene, video)")
+    plan = build_region_plan(scene, tuple(grid) if grid is not None else video.token_grid, video.num_frames,
+                             video.keyframe_boxes, video.patch_size_t)
+    priors = {prior.id: prior for prior in project.story.priors} if project is not None else {}
     loras = []
     for binding in scene.prior_bindings:
         prior = priors[binding.prior_id]
@@ -93,7 +108,14 @@ def scene_cache_key(project: Project, scene: Scene, backend: str, region_control
         bound.append({"id": prior.id, "kind": prior.kind, "target": prior.target, "scale": binding.scale,
                       "sha256": file_sha256(path)})
     plan = scene_plan(scene)
-    render = story.settings.render
+    render = _settings(story, scene)
+    sampling = {"scheduler": render.scheduler, "steps": render.steps, "guidance_scale": render.guidance_scale,
+                "negative_prompt": render.negative_prompt}
+    # Named only when set, so the keys of renders made before these settings existed still match.
+    if render.use_dynamic_cfg:
+        sampling["use_dynamic_cfg"] = True
+    if render.dtype is not None:
+        sampling["dtype"] = render.dtype
     payload = {
         "version": RENDER_FORMAT_VERSION,
         "backend": backend,
@@ -101,23 +123,30 @@ def scene_cache_key(project: Project, scene: Scene, backend: str, region_control
         "plan": plan,
         "priors": bound,
         "video": video.model_dump(mode="json"),
-        "sampling": {"scheduler": render.scheduler, "steps": render.steps, "guidance_scale": render.guidance_scale,
-                     "negative_prompt": render.negative_prompt},
+        "sampling": sampling,
     }
     text = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def variant_seeds(story: Story, variants: int | None = None) -> list[int]:
-    """The seeds of a scene's variants: `variants` (default: the setting) from the render seed on, checked
-    by the same rule as the setting (`RenderSettings`: at most `MAX_VARIANTS`, the last one a seed)."""
-    render = story.settings.render
+def _settings(story: Story, scene: Scene) -> RenderSettings:
+    try:
+        return scene_render_settings(story, scene)
+    except ValueError as error:
+        raise RenderError(f"scene {scene.id!r}: {first_message(error)}") from None
+
+
+def variant_seeds(story: Story, variants: int | None = None, scene: Scene | None = None) -> list[int]:
+    """The seeds of a scene's variants (`RenderSettings.seed_list` of its settings; the story default without
+    `scene`); `variants` counts them from the seed instead of an explicit seeds list, checked by the same rule
+    as the setting (at most `MAX_VARIANTS`, the last one a seed)."""
+    render = story.settings.render if scene is None else _settings(story, scene)
     if variants is not None:
         try:
-            render = RenderSettings.model_validate({**render.model_dump(), "variants": variants})
+            render = RenderSettings.model_validate({**render.model_dump(), "variants": variants, "seeds": []})
         except ValueError as error:
             raise DreamRunnerError(f"{variants} variants: {first_message(error)}") from None
-    return [render.seed + v for v in range(render.variants)]
+    return render.seed_list()
 
 
 @dataclass
@@ -171,7 +200,9 @@ class StoryRenderer:
             if callable(components):
                 components = components()
             if components is None:
-                components = load_backend(self.backend, self._model_path, memory=self._memory)
+                components = load_backend(self.backend, self._model_path,
+                                          dtype=torch_dtype(self.project.story.settings.render.dtype),
+                                          memory=self._memory)
             video = self.geometry()
             self._pipeline = pipeline_class(components).from_components(
                 components, self.region_control,
@@ -182,7 +213,10 @@ class StoryRenderer:
         return backend_video_defaults(self.backend)
 
     def geometry(self) -> VideoSettings:
-        return render_geometry(self.project.story.settings.video, self.backend, self._video_defaults())
+        """The frame geometry scenes render at; raises VideoPresetError when the model does not make the story's."""
+        video = self.project.story.settings.video
+        check_video(self.backend, video.num_frames, video.height, video.width)
+        return render_geometry(video, self.backend, self._video_defaults())
 
     def scene_key(self, scene: Scene) -> str:
         return scene_cache_key(self.project, scene, self.backend, self.region_control.name, self.geometry())
@@ -216,8 +250,8 @@ class StoryRenderer:
         scene = story.scenes[index]
         key = self.scene_key(scene)
         video = self.geometry()
-        render_settings = story.settings.render
-        seeds = variant_seeds(story, variants)
+        render_settings = _settings(story, scene)
+        seeds = variant_seeds(story, variants, scene)
         results: list[RenderResult] = []
         outcomes = []
         for number, seed in enumerate(seeds):
@@ -240,8 +274,8 @@ class StoryRenderer:
 
             output = self.pipeline(
                 scene_input(self.project, scene, video), seed=seed, scheduler=render_settings.scheduler,
-                num_inference_steps=render_settings.steps,
-                guidance_scale=render_settings.guidance_scale, negative_prompt=render_settings.negative_prompt,
+                num_inference_steps=render_settings.steps, guidance_scale=render_settings.guidance_scale,
+                use_dynamic_cfg=render_settings.use_dynamic_cfg, negative_prompt=render_settings.negative_prompt,
                 num_frames=video.num_frames, height=video.height, width=video.width,
                 progress=forward, cancel=cancel, preview_every=self.preview_every,
             )

@@ -58,6 +58,7 @@ class WanDreamRunnerPipeline(WanPipeline):
         return pipeline
 
     check_grid = DreamRunnerPipeline.check_grid
+    as_scene_input = DreamRunnerPipeline.as_scene_input
 
     def live_preview(self) -> WanLatentPreview:
         if self._preview is None:
@@ -81,5 +82,6 @@ class WanDreamRunnerPipeline(WanPipeline):
     def use_scheduler(self, name: str | None) -> None:
         """Wan keeps its checkpoint's flow-matching scheduler: the story's "dpm" / "ddim" name CogVideoX's."""
 
-    def denoise(self, **kwargs):
+    def denoise(self, use_dynamic_cfg: bool = False, **kwargs):
+        # Dynamic CFG is CogVideoX's (DPM only); __call__ refuses it for Wan's flow-matching scheduler.
         return WanPipeline.__call__(self, max_sequence_length=self.text_tokens, **kwargs)
