@@ -174,9 +174,11 @@ class OfflinePlanner(Planner):
             elif beat.role in ("arrive", "travel"):
                 pool = [m for m in (*kind.travel, *vocab.roles[beat.role]) if m in allowed]
             else:
-                # What one does in this setting comes first where the role allows it (building, in the snow).
                 role = vocab.roles[beat.role]
-                pool = [m for m in (*(a for a in reading.setting.activities if a in role), *role) if m in allowed]
+                if beat.role in ("work", "look", "challenge"):
+                    # What one does in this setting comes first where the role allows it (building, in the snow).
+                    role = (*(a for a in reading.setting.activities if a in role), *role)
+                pool = [m for m in role if m in allowed]
             pool = list(dict.fromkeys(pool)) or list(kind.travel)
             chosen.append(pool[rng.randrange(min(len(pool), 3))])
         together = [m for m in chosen if MOTIONS[m].kind == "together"]

@@ -43,6 +43,7 @@ KIND_SIMILARITY = 0.45
 MOTION_SIMILARITY = 0.6
 CONDITION_SIMILARITY = 0.6
 ARC_SIMILARITY = 0.45
+MAX_PHRASE_WORDS = 40  # a topic is a line; a pasted page is read by its first words
 
 
 class _Entry(BaseModel):
@@ -189,7 +190,7 @@ def literal_position(text_stems: Sequence[str], words: Sequence[str]) -> int | N
 def phrases_of(text: str) -> list[str]:
     """What is compared by meaning: the text, its content words and adjacent pairs of content words
     (a cheap stand-in for noun chunks: "lighthouse keeper", "coral reef", "fishing boat")."""
-    words = [w if w not in _stopwords() else None for w in words_of(text)]
+    words = [w if w not in _stopwords() else None for w in words_of(text)[:MAX_PHRASE_WORDS]]
     singles = [w for w in words if w]
     pairs = [f"{a} {b}" for a, b in zip(words, words[1:]) if a and b]
     return list(dict.fromkeys([" ".join(text.split()), *singles, *pairs]))
@@ -256,9 +257,11 @@ class Matcher:
         stems = stems_of(topic)
         described = stems_of(" ".join(descriptions))
         phrases = phrases_of(topic)
+        described_phrases = phrases_of(" ".join(descriptions)) if descriptions else []
+        if self.encoder is not None:  # one batch for everything below (each encode call has a fixed cost)
+            self._embed([*phrases, *described_phrases])
         meaning = self.similarity(phrases, [s.prototype for s in vocab.settings])
-        described_meaning = self.similarity(phrases_of(" ".join(descriptions)), [s.prototype for s in vocab.settings]) \
-            if descriptions else np.zeros(len(vocab.settings))
+        described_meaning = self.similarity(described_phrases, [s.prototype for s in vocab.settings])
         scores = []
         for setting, sim, dsim in zip(vocab.settings, meaning, described_meaning):
             words = (setting.id, *setting.words)
@@ -275,21 +278,22 @@ class Matcher:
             w for s in vocab.settings if s is not setting for w in s.words
             if " " in w and literal_position(stems, [w]) is not None))
         return Reading(setting=setting, setting_word=setting_word, objects=objects,
-                       weather=self.condition(topic, vocab.weather, exclude=("calm", "gathering", "clearing")),
-                       time=self.condition(topic, vocab.times), arc=self._arc(topic, stems, phrases),
+                       weather=self.condition(topic, vocab.weather, ("calm", "gathering", "clearing"), by_meaning=True),
+                       time=self.condition(topic, vocab.times, by_meaning=True), arc=self._arc(topic, stems, phrases),
                        motions=self.motions(topic))
 
-    def condition(self, text: str, table: dict[str, Condition], exclude: Sequence[str] = ()) -> str | None:
-        """The weather or time of day a text names: the entry whose word comes last in it, else the best
-        by meaning above CONDITION_SIMILARITY (content words only: "a storm" -> storm), else None."""
+    def condition(self, text: str, table: dict[str, Condition], exclude: Sequence[str] = (),
+                  by_meaning: bool = False) -> str | None:
+        """The weather or time of day a text names: the entry whose word comes last in it, else (with
+        `by_meaning`) the best by meaning above CONDITION_SIMILARITY (content words: "monsoon"), else None."""
         stems = stems_of(text)
         entries = [(key, c) for key, c in table.items() if key not in exclude]
         hits = [(pos, key) for key, c in entries if (pos := literal_position(stems, c.words)) is not None]
         if hits:
             return max(hits)[1]
-        if self.encoder is None:
+        if self.encoder is None or not by_meaning:
             return None
-        singles = [w for w in words_of(text) if w not in _stopwords()]
+        singles = [w for w in words_of(text)[:MAX_PHRASE_WORDS] if w not in _stopwords()]
         scores = self.similarity(singles, [c.prototype for _, c in entries])
         best = int(np.argmax(scores)) if len(scores) else 0
         return entries[best][0] if len(scores) and scores[best] >= CONDITION_SIMILARITY else None
@@ -316,7 +320,7 @@ class Matcher:
                 found.append((position, motion))
         named = [m for _, m in sorted(found)]
         if self.encoder is not None:
-            singles = [w for w in words_of(text) if w not in _stopwords()]
+            singles = [w for w in words_of(text)[:MAX_PHRASE_WORDS] if w not in _stopwords()]
             motions = list(self.vocabulary.motions)
             if singles:
                 sims = self._embed(singles) @ self._embed(motions).T
