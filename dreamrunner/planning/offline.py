@@ -172,7 +172,9 @@ class OfflinePlanner(Planner):
                 named = [m for m in reading.motions if m in allowed]
                 pool = named or [m for m in reading.setting.activities if m in allowed]
             elif beat.role in ("arrive", "travel"):
-                pool = [m for m in (*kind.travel, *vocab.roles[beat.role]) if m in allowed]
+                # The topic's way of moving first ("a cat explores"), then the kind's own.
+                moving = [m for m in reading.motions if MOTIONS[m].kind in ("travel", "fly")]
+                pool = [m for m in (*moving, *kind.travel, *vocab.roles[beat.role]) if m in allowed]
             else:
                 role = vocab.roles[beat.role]
                 if beat.role in ("work", "look", "challenge"):
@@ -198,7 +200,9 @@ class OfflinePlanner(Planner):
         position = [s.id for s in story.scenes].index(scene_id)
         text = f"{scene.description} {scene.narration}"
         reading = self._read(story.topic or text, story.characters)
-        setting = self.matcher.scene_setting(text, reading.setting)
+        setting, word = self.matcher.scene_setting(text, reading.setting)
+        if setting is reading.setting and reading.setting_word:
+            word = reading.setting_word  # the topic's word for the place ("summit") over a scene's ("mountain")
         cast = self._cast(scene, story.characters)
         # The seed varies the staging: who stands where, how near the camera, which way travellers go.
         rng = random.Random(_digest(scene.id, scene.description, self.seed))
@@ -222,18 +226,20 @@ class OfflinePlanner(Planner):
                                         description=caption, box=box))
         keyframes = [KeyFrame(index=k, entities=_unify_overlaps(entities, setting.located))
                      for k, entities in enumerate(frames)]
-        planned = scene.model_copy(update={"background": self._background(scene, setting, reading, rng),
+        planned = scene.model_copy(update={"background": self._background(scene, setting, word, reading, rng),
                                            "keyframes": keyframes, "user_edited": []})
         return bind_characters(Scene.model_validate(planned.model_dump()), story.characters)
 
-    def _background(self, scene: Scene, setting: Setting, reading: Reading, rng: random.Random) -> str:
+    def _background(self, scene: Scene, setting: Setting, word: str | None, reading: Reading,
+                    rng: random.Random) -> str:
         """The setting's background with objects (the topic's first), weather and time of day; the scene's
-        own words for weather and time win over the topic's, which win over the setting's usual ones."""
+        own words for weather and time win over the topic's, which win over the setting's usual ones.
+        `word`: how the scene or topic names the setting ("lighthouse"); the background says it too."""
         vocab, matcher = self.matcher.vocabulary, self.matcher
         base = rng.choice(setting.backgrounds)
         named = list(reading.objects)
-        if setting is reading.setting and reading.setting_word and reading.setting_word not in base:
-            named.insert(0, reading.setting_word)  # the topic's own word for the place is seen
+        if word and word not in base:
+            named.insert(0, word)
         extra = [o for o in rng.sample(setting.objects, 2) if not any(w in o for w in named)]
         named = [f"a {w}" for w in named]
         objects = _join(list(dict.fromkeys(named + extra))[:3])

@@ -271,9 +271,7 @@ class Matcher:
             scores.append(2.0 * literal + 1.0 * literal_described + (strength if strength >= SETTING_SIMILARITY else 0))
         best = int(np.argmax(scores))
         setting = vocab.settings[best] if scores[best] > 0 else vocab.setting(vocab.default_setting)
-        topic_words = set(words_of(topic))
-        setting_word = next((w for w in (setting.id, *setting.words) if set(words_of(w)) <= topic_words
-                             and literal_position(stems, [w]) is not None), None)
+        setting_word = naming_word(topic, setting)
         objects = tuple(dict.fromkeys(
             w for s in vocab.settings if s is not setting for w in s.words
             if " " in w and literal_position(stems, [w]) is not None))
@@ -348,16 +346,21 @@ class Matcher:
                 return keys[best]
         return "person"
 
-    def scene_setting(self, text: str, topic_setting: Setting) -> Setting:
+    def scene_setting(self, text: str, topic_setting: Setting) -> tuple[Setting, str | None]:
         """The setting a scene's own text names literally when it is not the topic's (a scene the user moved
-        to the lake), else the topic's."""
-        stems = stems_of(text)
-        if literal_position(stems, (topic_setting.id, *topic_setting.words)) is not None:
-            return topic_setting
-        for setting in self.vocabulary.settings:
-            if literal_position(stems, (setting.id, *setting.words)) is not None:
-                return setting
-        return topic_setting
+        to the lake), else the topic's; with the text's word for it (None when the text names none)."""
+        for setting in (topic_setting, *self.vocabulary.settings):
+            word = naming_word(text, setting)
+            if word:
+                return setting, word
+        return topic_setting, None
+
+
+def naming_word(text: str, setting: Setting) -> str | None:
+    """The setting's word as the text writes it ("lighthouse", "mountains"), when the text names it."""
+    stems, words = stems_of(text), set(words_of(text))
+    return next((w for w in (setting.id, *setting.words)
+                 if set(words_of(w)) <= words and literal_position(stems, [w]) is not None), None)
 
 
 @functools.cache
