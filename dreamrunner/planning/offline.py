@@ -173,8 +173,8 @@ class OfflinePlanner(Planner):
                 pool = named or [m for m in reading.setting.activities if m in allowed]
             elif beat.role in ("arrive", "travel"):
                 # The topic's way of moving first ("a cat explores"), then the kind's own.
-                moving = [m for m in reading.motions if MOTIONS[m].kind in ("travel", "fly")]
-                pool = [m for m in (*moving, *kind.travel, *vocab.roles[beat.role]) if m in allowed]
+                moving = [m for m in reading.motions if MOTIONS[m].kind in ("travel", "fly") and m in allowed]
+                pool = moving or [m for m in (*kind.travel, *vocab.roles[beat.role]) if m in allowed]
             else:
                 role = vocab.roles[beat.role]
                 if beat.role in ("work", "look", "challenge"):
