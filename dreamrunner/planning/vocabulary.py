@@ -218,10 +218,6 @@ class Matcher:
         self.vocabulary = vocabulary()
         self._embeddings: dict[str, np.ndarray] = {}
 
-    @property
-    def kind(self) -> str:
-        return "MiniLM embeddings" if self.encoder is not None else "word stems"
-
     # ------------------------------------------------------------ similarity
 
     def _embed(self, texts: Sequence[str]) -> np.ndarray:
