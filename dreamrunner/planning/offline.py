@@ -240,14 +240,15 @@ class OfflinePlanner(Planner):
         named = list(reading.objects)
         if word and word not in base:
             named.insert(0, word)
-        extra = [o for o in rng.sample(setting.objects, 2) if not any(w in o for w in named)]
+        extra = [o for o in rng.sample(setting.objects, 2)
+                 if not any(w in o for w in named) and o.split(" ", 1)[-1] not in base]
         named = [f"a {w}" for w in named]
-        objects = _join(list(dict.fromkeys(named + extra))[:3])
+        objects = list(dict.fromkeys(named + extra))[:3]
         weather = (matcher.condition(scene.description, vocab.weather) or matcher.condition(scene.narration, vocab.weather)
                    or reading.weather or setting.weather)
         time = (matcher.condition(scene.description, vocab.times) or matcher.condition(scene.narration, vocab.times)
                 or reading.time or setting.times[0])
-        parts = [base, f"with {objects}"]
+        parts = [base, f"with {_join(objects)}"] if objects else [base]
         if _shown(weather, time):
             condition = vocab.weather[weather]
             parts.append(condition.phrase if setting.weather else f"with {condition.word} outside the window")
