@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dreamrunner.planning import MOTION_VOCABULARY, OfflinePlanner, PlanningError, get_planner, motion_spec
-from dreamrunner.planning.offline import motions_in, setting_for
+from dreamrunner.planning.offline import motions_in
+from dreamrunner.planning.vocabulary import default_matcher
 from dreamrunner.regions import build_region_plan
 from dreamrunner.story import NUM_KEYFRAMES, Character, Story
 from dreamrunner.validation import validate_story
@@ -85,7 +86,7 @@ def test_travel_moves_sideways_flying_rises_and_hugging_unifies_captions():
             tracks.setdefault(entity.motion, []).append((entity, last))
     for first, last in tracks["flying"]:
         assert abs(last.box[0] - first.box[0]) > 0.1 and last.box[1] < first.box[1] - 0.2
-    hugging = [s for s in story.scenes if "hugging" in s.motions or "shaking hands" in s.motions]
+    hugging = [s for s in story.scenes if any(motion_spec(m).kind == "together" for m in s.motions)]
     assert hugging
     final = hugging[0].keyframes[-1].entities
     assert final[0].description == final[1].description
@@ -96,7 +97,8 @@ def test_deterministic_and_seeds_give_variants():
     first = OfflinePlanner().plan_story("a picnic in the park", PEOPLE[:2])
     assert OfflinePlanner().plan_story("a picnic in the park", PEOPLE[:2]) == first
     other = OfflinePlanner(seed=1).plan_story("a picnic in the park", PEOPLE[:2])
-    assert len(other.scenes) == len(first.scenes) and other != first
+    assert other != first
+    assert [s.description for s in other.scenes] != [s.description for s in first.scenes]
 
 
 @pytest.mark.parametrize("count", [1, 3, 5, 8, 12])
@@ -144,10 +146,12 @@ def test_single_prompt_mode():
 
 def test_vocabulary_helpers():
     assert motions_in("She runs, then dances and flies away") == ["running", "dancing", "flying"]
-    assert motion_spec("soaring through the air").kind == "gesture" and motion_spec("flying").moves
+    assert motions_in("Mira plays the guitar high in the park") == ["playing guitar"]  # not high-fiving, not waiting
+    assert motion_spec("soaring through the air").kind == "fly" and motion_spec("flying").moves
     assert motion_spec("walks slowly").kind == "travel" and not motion_spec("sleeping").moves
-    assert setting_for("pirates on the ocean").place == "a sandy beach"
-    assert len(MOTION_VOCABULARY) == len(set(MOTION_VOCABULARY)) >= 40
+    assert motion_spec("ponders quietly").kind == "gesture"
+    assert default_matcher().read("pirates on the ocean").setting.id == "sea"
+    assert 60 <= len(MOTION_VOCABULARY) == len(set(MOTION_VOCABULARY)) <= 72  # the paper's ~64 motions
 
 
 def test_default_planner_is_offline(monkeypatch):
@@ -159,7 +163,7 @@ def test_default_planner_is_offline(monkeypatch):
 _NAME = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), min_size=1, max_size=12).filter(str.strip)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)  # each example reads a new topic with the MiniLM model
 @given(topic=st.text(max_size=60), names=st.lists(_NAME, min_size=1, max_size=3, unique_by=str.casefold),
        description=st.sampled_from(["", "a tall knight", "the [weird] (one)", "A"]), seed=st.integers(0, 5))
 def test_any_topic_and_names_give_a_valid_story_or_a_clear_error(topic, names, description, seed):

@@ -1,13 +1,17 @@
-"""The offline planner: deterministic story and scene plans from templates, with no network and no weights.
+"""The built-in (offline) planner: topic-aware story and scene plans with no LLM and no network.
 
-It is the default when no LLM is configured, so the whole app works out of the box. Story level: the
-topic picks a setting (keywords -> place, background, typical motions) and a story arc of 5-8 beats
-(arrival, discovery, journey, challenge, ...), each beat giving every character a motion from
-`MOTION_VOCABULARY`. Scene level: characters stand in lanes across the frame, sized by pose, and their
-boxes follow their motion's movement pattern over the 6 keyframes (travel sideways, rise when flying,
-bounce when jumping, sway in place, converge when hugging). Overlapping characters get one unified
-caption, as the paper asks of its LLM. The same inputs and seed always give the same plan; another seed
-gives another variant (what a "re-plan" button wants).
+It is the default when no LLM is configured. Story level: the topic is read against a curated vocabulary
+(`vocabulary.py`, data in `dreamrunner/assets/planning/vocabulary.json`) with the all-MiniLM-L6-v2 sentence
+embeddings the project installs, plus literal words: its setting (places, backgrounds, objects), the weather
+and time of day it names, the story arc its verbs call for ("weather a storm": calm, clouds gather, the storm
+arrives, struggle, shelter, aftermath), and the motions its verbs name. Each character's description says
+what kind of entity it is (a dog, a bird, a robot, a person, a fish, a car ...), and each beat's motions are
+drawn from what that kind can do. Scene level: the setting's background with objects, weather and time of
+day; characters stand in lanes across the frame, sized by pose and kind, and their boxes follow their
+motion's movement pattern over the 6 keyframes (travel sideways, rise when flying, bounce when jumping, sway
+in place, converge when hugging). Overlapping characters get one unified caption, as the paper asks of its
+LLM. The same inputs and seed always give the same plan; another seed gives another variant (scene count,
+motions, places, objects, time of day, staging).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from ..story import NUM_KEYFRAMES, Character, Entity, KeyFrame, Scene, Story
 from .base import MAX_SCENES, MIN_SCENES, Planner, PlanningError, check_num_scenes, scene_to_plan, short_title
 from .parsing import bind_characters
 from .schema import SceneOutline, StoryOutline
+from .vocabulary import Beat, Matcher, Reading, Setting, default_matcher, stems_of, vocabulary
 
 
 @dataclass(frozen=True)
@@ -37,107 +42,10 @@ class MotionSpec:
         return self.kind not in ("still", "lie")
 
 
-_KINDS = {
-    "travel": ["walking", "running", "riding a bicycle", "skateboarding", "swimming", "driving a car", "skiing",
-               "crawling", "chasing", "rowing a boat", "riding a horse", "marching"],
-    "fly": ["flying", "floating", "gliding"],
-    "jump": ["jumping", "hopping"],
-    "climb": ["climbing"],
-    "gesture": ["waving", "dancing", "clapping", "pointing", "juggling", "playing guitar", "cooking", "painting",
-                "stirring a pot", "throwing a ball", "kicking a ball", "stretching", "bowing", "turning around",
-                "looking around", "talking", "laughing", "singing", "writing", "eating", "digging", "fishing"],
-    "together": ["hugging", "shaking hands", "high-fiving"],
-    "still": ["standing", "sitting", "reading a book", "meditating"],
-    "lie": ["sleeping", "lying down"],
-}
-MOTIONS: dict[str, MotionSpec] = {p: MotionSpec(p, kind) for kind, phrases in _KINDS.items() for p in phrases}
+MOTIONS: dict[str, MotionSpec] = {p: MotionSpec(p, kind) for p, kind in vocabulary().motions.items()}
 #: Every motion the offline planner uses; retrieval uses them as catalog queries too.
 MOTION_VOCABULARY: tuple[str, ...] = tuple(MOTIONS)
 
-
-@dataclass(frozen=True)
-class Setting:
-    keywords: tuple[str, ...]
-    place: str  # "a quiet forest clearing"
-    background: str  # the background prompt
-    travel: str  # the typical way of getting around here
-    activity: str  # the typical thing to do here
-    preposition: str = "in"  # "in a forest", "on a beach"
-
-    @property
-    def located(self) -> str:
-        return f"{self.preposition} {self.place}"
-
-
-SETTINGS: tuple[Setting, ...] = (
-    Setting(("forest", "wood", "woods", "jungle", "tree", "trees", "elf", "fairy"), "a quiet forest clearing",
-            "a sunlit forest clearing with tall pine trees and ferns", "walking", "climbing"),
-    Setting(("beach", "sea", "ocean", "island", "surf", "pirate", "shell", "sand"), "a sandy beach",
-            "a sandy beach with gentle waves under a bright blue sky", "running", "swimming", "on"),
-    Setting(("city", "street", "town", "downtown", "traffic", "taxi", "bus"), "a busy city street",
-            "a busy city street with shop fronts and a wide sidewalk", "walking", "skateboarding"),
-    Setting(("kitchen", "cook", "cooking", "bake", "baking", "cake", "bakery", "chef", "soup", "pie"),
-            "a cozy kitchen", "a cozy kitchen with wooden counters and copper pots", "walking", "cooking"),
-    Setting(("space", "star", "stars", "moon", "planet", "rocket", "astronaut", "alien", "galaxy", "mars"),
-            "the surface of the moon", "a grey lunar landscape under a black sky full of stars", "floating", "jumping", "on"),
-    Setting(("castle", "king", "queen", "princess", "prince", "knight", "dragon", "kingdom", "royal"),
-            "a castle courtyard", "a stone castle courtyard with banners and towers", "marching", "bowing"),
-    Setting(("school", "class", "classroom", "teacher", "student", "lesson", "exam", "homework"), "a bright classroom",
-            "a bright classroom with desks, a chalkboard and large windows", "walking", "writing"),
-    Setting(("mountain", "mountains", "hike", "hiking", "peak", "snow", "ski", "winter", "ice"), "a snowy mountain slope",
-            "a snowy mountain slope with pine trees under a pale sky", "skiing", "climbing", "on"),
-    Setting(("farm", "barn", "cow", "horse", "tractor", "harvest", "chicken", "sheep"), "a farmyard",
-            "a farmyard with a red barn, a wooden fence and hay bales", "riding a horse", "digging"),
-    Setting(("garden", "flower", "flowers", "bee", "butterfly", "plant", "seed"), "a flower garden",
-            "a blooming flower garden with a stone path", "walking", "digging"),
-    Setting(("park", "playground", "picnic", "ball", "soccer", "football", "game"), "a green park",
-            "a green park with trees, a pond and a winding path", "running", "kicking a ball"),
-    Setting(("desert", "camel", "pyramid", "dune", "dunes", "oasis"), "golden desert dunes",
-            "golden sand dunes under a hot cloudless sky", "walking", "climbing", "on"),
-    Setting(("library", "book", "books", "reading", "story", "poem", "writer"), "an old library",
-            "an old library with tall wooden bookshelves and warm lamps", "walking", "reading a book"),
-    Setting(("river", "lake", "boat", "fish", "fishing", "pond", "canoe"), "a calm lakeshore",
-            "a calm lake with a wooden dock and hills behind it", "rowing a boat", "fishing", "on"),
-    Setting(("music", "concert", "band", "song", "sing", "dance", "stage", "guitar", "festival"), "a festival stage",
-            "an outdoor festival stage with colorful lights", "dancing", "playing guitar", "on"),
-    Setting(("robot", "lab", "science", "invention", "inventor", "machine", "experiment", "workshop"), "a cluttered workshop",
-            "a cluttered workshop with workbenches, tools and glowing screens", "walking", "painting"),
-    Setting(("sky", "bird", "birds", "witch", "broom", "cloud", "clouds", "kite", "balloon", "fly"), "the open sky",
-            "a wide blue sky with soft white clouds above rolling hills", "flying", "gliding"),
-    Setting(("home", "house", "room", "bedroom", "family", "birthday", "party", "sofa"),
-            "a cozy living room", "a cozy living room with a sofa, a rug and a window", "walking", "playing guitar"),
-)
-DEFAULT_SETTING = Setting((), "a sunny meadow", "a sunny meadow with rolling green hills and wildflowers",
-                          "walking", "jumping")
-
-
-@dataclass(frozen=True)
-class Beat:
-    """One step of the story arc: what happens, the narration, and the motions characters draw from."""
-
-    scene: str
-    narration: str
-    motions: tuple[str, ...]  # vocabulary phrases, or "{travel}" / "{activity}" from the setting
-
-
-ARC: tuple[Beat, ...] = (
-    Beat("{names} arrive{s} at {place}.", "{topic}. It begins as {names} arrive{s} at {place}.",
-         ("{travel}",)),
-    Beat("{names} look{s} around {place}.", "{names} look{s} around, taking in {place}.",
-         ("looking around", "waving", "pointing")),
-    Beat("{first} discovers something unexpected.", "Then {first} notices something that changes everything.",
-         ("pointing", "jumping", "turning around")),
-    Beat("{names} set{s} off across {place}.", "Determined, {names} set{s} off across {place}.",
-         ("{travel}", "running", "{travel}")),
-    Beat("{names} face{s} a challenge.", "The way grows hard, and {names} must push on.",
-         ("{activity}", "climbing", "{activity}")),
-    Beat("{names} find{s} new courage.", "{names} gather{s} all the courage there is and keep{s} going.",
-         ("hugging", "shaking hands", "clapping")),
-    Beat("{names} celebrate{s} the success.", "At last {names} succeed{s}, and joy fills {place}.",
-         ("dancing", "jumping", "clapping")),
-    Beat("{names} rest{s} as the day ends.", "As the day ends, {names} rest{s}, already dreaming of the next adventure.",
-         ("sitting", "waving", "sleeping")),
-)
 
 GROUND = 0.92  # where feet stand (normalized y of a standing entity's bottom edge)
 ROW = 6  # characters side by side; more stand in rows farther back (higher in the frame, smaller)
@@ -149,63 +57,27 @@ def _digest(*parts: object) -> int:
     return int(hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:12], 16)
 
 
-def _words(text: str) -> set[str]:
-    return set(re.findall(r"[a-z]+", text.casefold()))
-
-
-def setting_for(text: str) -> Setting:
-    """The setting whose keywords the text mentions most (ties: the first listed)."""
-    words = _words(text)
-    best, hits = DEFAULT_SETTING, 0
-    for setting in SETTINGS:
-        count = len(words & set(setting.keywords))
-        if count > hits:
-            best, hits = setting, count
-    return best
+def motions_in(text: str) -> list[str]:
+    """Vocabulary motions a free text mentions, in order of appearance, by word stems: a motion's verb and
+    its other content words ("a dog runs" -> ["running"]; "plays the guitar" -> ["playing guitar"])."""
+    stems = stems_of(text)
+    found: list[tuple[int, str]] = []
+    for phrase in MOTIONS:
+        verb, *rest = [s for w, s in zip(phrase.replace("-", " ").split(), stems_of(phrase))
+                       if w not in ("a", "its", "around", "down")]
+        if verb in stems and all(s in stems for s in rest):
+            found.append((stems.index(verb), phrase))
+    return list(dict.fromkeys(phrase for _, phrase in sorted(found)))
 
 
 def motion_spec(motion: str) -> MotionSpec:
     """A motion text (maybe a user's own words) -> how it moves: exact vocabulary phrase, else the first
-    vocabulary phrase whose verb it contains, else an in-place gesture."""
+    vocabulary motion it names ("soaring through the air" moves like soaring), else an in-place gesture."""
     text = motion.strip().casefold()
     if text in MOTIONS:
         return MOTIONS[text]
-    words = _words(text)
-    for spec in MOTIONS.values():
-        verb = spec.phrase.split()[0]
-        if verb in words or verb.removesuffix("ing") in words:
-            return MotionSpec(motion, spec.kind)
-    for stem, kind in (("fly", "fly"), ("walk", "travel"), ("run", "travel"), ("jump", "jump"), ("sleep", "lie"),
-                       ("sit", "still"), ("swim", "travel"), ("climb", "climb"), ("hug", "together")):
-        if stem in text:
-            return MotionSpec(motion, kind)
-    return MotionSpec(motion, "gesture")
-
-
-def _stems(phrase: str) -> set[str]:
-    """Word forms of a phrase's verb: "running" -> running, run, runs; "dancing" -> dance, dances."""
-    verb = phrase.split()[0]
-    if not verb.endswith("ing"):
-        return {verb, verb + "s"}
-    base = verb[:-3]
-    forms = {verb, base, base + "s", base + "e", base + "es"}
-    if base.endswith("y"):
-        forms.add(base[:-1] + "ies")
-    if len(base) > 2 and base[-1] == base[-2]:
-        forms |= {base[:-1], base[:-1] + "s"}
-    return forms
-
-
-def motions_in(text: str) -> list[str]:
-    """Vocabulary motions a free text mentions, in order of appearance ("a dog runs" -> ["running"])."""
-    words = re.findall(r"[a-z]+", text.casefold())
-    found: list[tuple[int, str]] = []
-    for phrase in MOTIONS:
-        forms = _stems(phrase)
-        position = next((i for i, w in enumerate(words) if w in forms), None)
-        if position is not None:
-            found.append((position, phrase))
-    return list(dict.fromkeys(phrase for _, phrase in sorted(found)))
+    named = motions_in(text)
+    return MotionSpec(motion, MOTIONS[named[0]].kind if named else "gesture")
 
 
 def _join(names: Sequence[str]) -> str:
@@ -224,10 +96,28 @@ def subject_phrase(character: Character) -> str:
 
 
 class OfflinePlanner(Planner):
+    """The built-in planner. `seed` picks the variant; `matcher` reads topics against the vocabulary (default:
+    the shared MiniLM matcher, loaded on first use)."""
+
     name = "offline"
 
-    def __init__(self, seed: int = 0):
+    def __init__(self, seed: int = 0, matcher: Matcher | None = None):
         self.seed = seed
+        self._matcher = matcher
+
+    @property
+    def matcher(self) -> Matcher:
+        if self._matcher is None:
+            self._matcher = default_matcher()
+        return self._matcher
+
+    def _read(self, topic: str, characters: Sequence[Character]) -> Reading:
+        return self.matcher.read(topic, tuple(c.description for c in characters if c.description.strip()))
+
+    def kind_of(self, character: Character) -> str:
+        """The entity kind ("dog", "bird", "robot", "person", ...) of a character, from its description, else
+        its name."""
+        return self.matcher.entity_kind(character.description.strip() or character.name)
 
     # ------------------------------------------------------------ story level
 
@@ -238,35 +128,70 @@ class OfflinePlanner(Planner):
             raise PlanningError("the topic is empty")
         if not characters:
             raise PlanningError("the offline planner needs at least one character")
-        count = num_scenes or MIN_SCENES + _digest(topic) % (MAX_SCENES - MIN_SCENES + 1)
-        setting = setting_for(topic)
+        vocab = self.matcher.vocabulary
+        reading = self._read(topic, characters)
+        setting, arc = reading.setting, reading.arc
+        rng = random.Random(_digest(topic, self.seed))
+        count = num_scenes or MIN_SCENES + rng.randrange(MAX_SCENES - MIN_SCENES + 1)
+        story_time = reading.time or rng.choice(setting.times)
+        story_weather = reading.weather or setting.weather
+        # The weather an arc is about ("weather a storm"): the topic's, else a storm for the storm arc.
+        arc_weather = reading.weather or ("storm" if arc.id == "weather" else story_weather)
         names = [c.name for c in characters]
-        fill = {"names": _join(names), "s": "s" if len(names) == 1 else "", "first": names[0],
-                "place": setting.place, "topic": topic[0].upper() + topic[1:].rstrip(".")}
-        if count == 1:
-            picks = [0]
-        else:
-            picks = [round(i * (len(ARC) - 1) / (count - 1)) for i in range(count)]
+        one = len(names) == 1
+        kinds = [self.kind_of(c) for c in characters]
+        picks = [0] if count == 1 else [round(i * (len(arc.beats) - 1) / (count - 1)) for i in range(count)]
         scenes = []
-        for position, beat_index in enumerate(picks):
-            beat = ARC[beat_index]
-            chosen = []
-            for j, character in enumerate(characters):
-                motion = beat.motions[(j + self.seed + position) % len(beat.motions)]
-                motion = motion.format(travel=setting.travel, activity=setting.activity)
-                chosen.append((character.name, motion))
-            together = [m for _, m in chosen if MOTIONS[m].kind == "together"]
-            if together:
-                # Hugging takes two: everyone in the scene shares it; alone, a character waves instead.
-                shared = together[0] if len(characters) > 1 else "waving"
-                chosen = [(name, shared) for name, _ in chosen]
-            actions = " ".join(f"{name} is {motion}." for name, motion in chosen)
+        for beat_index in picks:
+            beat = arc.beats[beat_index]
+            weather = {None: story_weather, "topic": arc_weather}.get(beat.weather, beat.weather)
+            time = reading.time or beat.time or story_time
+            fill = {"names": _join(names), "first": names[0], "place": rng.choice(setting.places),
+                    "weather": vocab.weather[arc_weather].word if arc_weather else "storm",
+                    "Topic": topic[0].upper() + topic[1:].rstrip("."),
+                    "s": "s" if one else "", "es": "es" if one else "", "ies": "ies" if one else "y"}
+            conditions = [vocab.times[time].scene] + ([vocab.weather[weather].scene] if _shown(weather, time) else [])
+            conditions_text = ", ".join(conditions)
+            chosen = self._motions(beat, kinds, reading, rng)
+            actions = " ".join(f"{name} is {motion}." for name, motion in zip(names, chosen))
             scenes.append(SceneOutline(
-                scene=f"{beat.scene.format(**fill)} {actions}",
-                motions=list(dict.fromkeys(m for _, m in chosen)),
+                scene=f"{beat.scene.format(**fill)} {conditions_text[0].upper()}{conditions_text[1:]}. {actions}",
+                motions=list(dict.fromkeys(chosen)),
                 narration=beat.narration.format(**fill),
             ))
-        return StoryOutline(title=short_title(fill["topic"]), scenes=scenes)
+        return StoryOutline(title=short_title(topic[0].upper() + topic[1:].rstrip(".")), scenes=scenes)
+
+    def _motions(self, beat: Beat, kinds: Sequence[str], reading: Reading, rng: random.Random) -> list[str]:
+        """Each character's motion in a beat: what its role asks for that the character's kind can do."""
+        vocab = self.matcher.vocabulary
+        chosen = []
+        for kind_id in kinds:
+            kind = vocab.entity_kinds[kind_id]
+            allowed = set(kind.motions)
+            if beat.role == "topic":
+                named = [m for m in reading.motions if m in allowed]
+                pool = named or [m for m in reading.setting.activities if m in allowed]
+            elif beat.role in ("arrive", "travel"):
+                # The topic's way of moving first ("a cat explores"), then the kind's own.
+                moving = [m for m in reading.motions if MOTIONS[m].kind in ("travel", "fly") and m in allowed]
+                pool = moving or [m for m in (*kind.travel, *vocab.roles[beat.role]) if m in allowed]
+            else:
+                role = vocab.roles[beat.role]
+                if beat.role in ("work", "look", "challenge"):
+                    # What one does in this setting comes first where the role allows it (building, in the snow).
+                    role = (*(a for a in reading.setting.activities if a in role), *role)
+                pool = [m for m in role if m in allowed]
+            pool = list(dict.fromkeys(pool)) or list(kind.travel)
+            chosen.append(pool[rng.randrange(min(len(pool), 3))])
+        together = [m for m in chosen if MOTIONS[m].kind == "together"]
+        if together:
+            # A hug takes two: everyone who can shares the first one; alone, a character waves instead.
+            shared = together[0] if len(together) > 1 else None
+            for j, kind_id in enumerate(kinds):
+                if MOTIONS[chosen[j]].kind == "together" or (shared and shared in vocab.entity_kinds[kind_id].motions):
+                    fallback = "waving" if "waving" in vocab.entity_kinds[kind_id].motions else "looking around"
+                    chosen[j] = shared or fallback
+        return chosen
 
     # ------------------------------------------------------------ scene level
 
@@ -274,7 +199,10 @@ class OfflinePlanner(Planner):
         scene = scene_to_plan(story, scene_id)
         position = [s.id for s in story.scenes].index(scene_id)
         text = f"{scene.description} {scene.narration}"
-        setting = setting_for(f"{story.topic} {text}")
+        reading = self._read(story.topic or text, story.characters)
+        setting, word = self.matcher.scene_setting(text, reading.setting)
+        if setting is reading.setting and reading.setting_word:
+            word = reading.setting_word  # the topic's word for the place ("summit") over a scene's ("mountain")
         cast = self._cast(scene, story.characters)
         # The seed varies the staging: who stands where, how near the camera, which way travellers go.
         rng = random.Random(_digest(scene.id, scene.description, self.seed))
@@ -283,21 +211,49 @@ class OfflinePlanner(Planner):
         direction = 1 if (position + self.seed) % 2 == 0 else -1
         scale, ground = rng.choice(_STAGING) if self.seed else _STAGING[0]
         frames: list[list[Entity]] = [[] for _ in range(NUM_KEYFRAMES)]
+        kinds = self.matcher.vocabulary.entity_kinds
         for lane, (who, spec) in enumerate(cast):
-            boxes = self._track(spec, lane, len(cast), direction, scale, ground)
             if isinstance(who, Character):
                 name, character_id, caption = who.name, who.id, f"{subject_phrase(who)} {spec.phrase}"
+                kind = kinds[self.kind_of(who)]
             else:
                 name, character_id, caption = who[0], None, f"{who[1]} {spec.phrase}"
+                kind = kinds[self.matcher.entity_kind(who[1])]
+            boxes = self._track(spec, lane, len(cast), direction, scale, ground, kind.size)
             caption = f"{caption[0].upper()}{caption[1:]} {setting.located}"
             for k, box in enumerate(boxes):
                 frames[k].append(Entity(name=name, character_id=character_id, motion=spec.phrase,
                                         description=caption, box=box))
         keyframes = [KeyFrame(index=k, entities=_unify_overlaps(entities, setting.located))
                      for k, entities in enumerate(frames)]
-        planned = scene.model_copy(update={"background": setting.background, "keyframes": keyframes,
-                                           "user_edited": []})
+        planned = scene.model_copy(update={"background": self._background(scene, setting, word, reading, rng),
+                                           "keyframes": keyframes, "user_edited": []})
         return bind_characters(Scene.model_validate(planned.model_dump()), story.characters)
+
+    def _background(self, scene: Scene, setting: Setting, word: str | None, reading: Reading,
+                    rng: random.Random) -> str:
+        """The setting's background with objects (the topic's first), weather and time of day; the scene's
+        own words for weather and time win over the topic's, which win over the setting's usual ones.
+        `word`: how the scene or topic names the setting ("lighthouse"); the background says it too."""
+        vocab, matcher = self.matcher.vocabulary, self.matcher
+        base = rng.choice(setting.backgrounds)
+        named = list(reading.objects)
+        if word and word not in base:
+            named.insert(0, word)
+        extra = [o for o in rng.sample(setting.objects, 2)
+                 if not any(w in o for w in named) and o.split(" ", 1)[-1] not in base]
+        named = [f"a {w}" for w in named]
+        objects = list(dict.fromkeys(named + extra))[:3]
+        weather = (matcher.condition(scene.description, vocab.weather) or matcher.condition(scene.narration, vocab.weather)
+                   or reading.weather or setting.weather)
+        time = (matcher.condition(scene.description, vocab.times) or matcher.condition(scene.narration, vocab.times)
+                or reading.time or setting.times[0])
+        parts = [base, f"with {_join(objects)}"] if objects else [base]
+        if _shown(weather, time):
+            condition = vocab.weather[weather]
+            parts.append(condition.phrase if setting.weather else f"with {condition.word} outside the window")
+        parts.append(vocab.times[time].phrase)
+        return ", ".join(parts)
 
     def _cast(self, scene: Scene, characters: Sequence[Character]) -> list[tuple[Character | tuple[str, str], MotionSpec]]:
         """Who is in the scene (characters named in it, else all) and the motion each performs."""
@@ -314,8 +270,9 @@ class OfflinePlanner(Planner):
         return cast
 
     def _track(self, spec: MotionSpec, lane: int, lanes: int, direction: int, scale: float = 1.0,
-               ground: float = GROUND) -> list[tuple[float, float, float, float]]:
-        """The box of one entity on each keyframe, inside the frame for any number of lanes."""
+               ground: float = GROUND, size: tuple[float, float] = (1.0, 1.0)) -> list[tuple[float, float, float, float]]:
+        """The box of one entity on each keyframe, inside the frame for any number of lanes; `size` scales
+        its width and height for its kind (a dog is lower than a person, a car wider)."""
         rows = -(-lanes // ROW)
         row, lane = divmod(lane, ROW)
         lanes = min(ROW, lanes - row * ROW)
@@ -325,6 +282,7 @@ class OfflinePlanner(Planner):
             scale *= max(0.8 ** row, 0.35)
         width = min({1: 0.26, 2: 0.22}.get(lanes, 0.18), 0.95 / lanes) * scale
         height = {1: 0.62, 2: 0.58}.get(lanes, 0.52) * scale
+        width, height = min(width * size[0], 0.9 / lanes), min(height * size[1], 0.8)
         center = (lane + 0.5) / lanes
         # How far travellers go: all the same distance, so a group moves together and stays in its lane.
         reach = max(0.5 / lanes - width / 2 - 0.01, 0.0)
@@ -360,12 +318,17 @@ class OfflinePlanner(Planner):
         return boxes
 
 
+def _shown(weather: str | None, time: str) -> bool:
+    """Whether a scene's weather is said: not indoors (None), and fair weather goes unsaid at night."""
+    return weather is not None and not (weather == "clear" and time == "night")
+
+
 def _subject_from(text: str, motion: str) -> tuple[str, str]:
     """(name, phrase) of what performs `motion` in a prompt: "A dog runs on the beach" -> ("dog", "a dog")."""
-    forms = _stems(motion)
+    verb = stems_of(motion)[:1]
     words = text.split()
     for i, word in enumerate(words):
-        if re.sub(r"[^a-z]", "", word.casefold()) in forms and i:
+        if verb and stems_of(word) == verb and i:
             phrase = [w.strip(".,!?") for w in words[max(i - 4, 0):i] if w.casefold() not in ("is", "are")]
             name = [w for w in phrase if w.casefold() not in ("a", "an", "the")]
             if name:
