@@ -187,7 +187,8 @@ class StoryRenderer:
     def clip_path(self, scene: Scene, key: str, seed: int) -> str:
         return f"{RENDERS_DIR}/{scene.id}/{key[:16]}-seed{seed}.mp4"
 
-    def _cached(self, scene: Scene, key: str, seed: int) -> RenderResult | None:
+    def cached(self, scene: Scene, key: str, seed: int) -> RenderResult | None:
+        """The render of (key, seed): listed in the scene with its file, or its file and sidecar on disk; else None."""
         for render in scene.renders:
             if render.cache_key == key and render.seed == seed and self.project.resolve(render.path).is_file():
                 return render
@@ -219,7 +220,7 @@ class StoryRenderer:
         outcomes = []
         for number, seed in enumerate(seeds):
             cancel.check()
-            found = None if force else self._cached(scene, key, seed)
+            found = None if force else self.cached(scene, key, seed)
             if found is not None:
                 results.append(found)
                 outcomes.append(SceneRenderOutcome(scene.id, seed, found.path, cached=True))
