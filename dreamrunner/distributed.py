@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import socket
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -170,9 +170,15 @@ class RayCluster:
         self._worker_class: Any = None
         self._gpus: int | None = None
 
+    @classmethod
+    def at(cls, address: str | None = None) -> RayCluster:
+        """This process's cluster for `address`, made at the first call: later runs reuse its workers."""
+        return _CLUSTERS.setdefault(address or None, cls(address))
+
     def connect(self) -> Any:
         ray = require_ray()
         if not ray.is_initialized():
+            self.workers, self.board, self._gpus = [], None, None  # those of an earlier Ray session are gone
             try:
                 # Workers' own output stays in Ray's logs: the driver shows progress and errors in one view.
                 ray.init(address=self.address, log_to_driver=False)
@@ -202,6 +208,9 @@ class RayCluster:
         fresh = self._worker_class.remote(self.board)
         self.workers[self.workers.index(worker)] = fresh
         return fresh
+
+
+_CLUSTERS: dict[str | None, RayCluster] = {}
 
 
 @dataclass(frozen=True)
@@ -266,16 +275,16 @@ class GraphRun:
     tasks: step = tasks finished, total = tasks in the graph, message = each running task's step."""
 
     def __init__(self, cluster: RayCluster, project: Project, backend: str, *,
-                 commit_prior: Callable[[PriorTask, Prior, PriorOutcome], None], commit_scene: RenderCommit,
+                 commit_prior: Callable[[PriorTask, Prior, PriorOutcome], None] | None,
+                 commit_scene: RenderCommit | None,
                  on_render: Callable[[int, SceneRenderOutcome], None] | None = None, model_path: str | None = None,
                  memory: MemoryOptions | None = None, region_control: str = "sr3ai", variants: int | None = None,
                  force: bool = False, progress: ProgressCallback | None = None,
                  cancel: CancelToken | None = None) -> None:
-        if memory is not None and memory.device is not None:
-            raise DistributedError(f"--device {memory.device} does not go with --ray: Ray gives each task its GPU")
         self.cluster, self.project, self.backend = cluster, project, backend
         self.commit_prior, self.commit_scene, self.on_render = commit_prior, commit_scene, on_render
-        self.model_path, self.memory = model_path, memory or MemoryOptions()
+        # No device: Ray gives each worker its GPU (CUDA_VISIBLE_DEVICES), which is "cuda" there.
+        self.model_path, self.memory = model_path, replace(memory or MemoryOptions(), device=None)
         self.region_control, self.variants, self.force = region_control, variants, force
         self.progress, self.cancel = progress, cancel or CancelToken()
 
@@ -456,7 +465,7 @@ class RayStoryRun(StoryRun):
     def __init__(self, folder: str | Path, options, progress: ProgressCallback | None = None,
                  cancel: CancelToken | None = None, listener=None, cluster: RayCluster | None = None) -> None:
         super().__init__(folder, options, progress, cancel, listener)
-        self.cluster = cluster or RayCluster()
+        self.cluster = cluster or RayCluster.at()
         self._render_outcome: StageOutcome | None = None
 
     def stage_function(self, name: str) -> Callable[[StoryRun], StageOutcome]:

@@ -8,11 +8,15 @@ run submits nothing; models load once per worker; without Ray, --ray is a named 
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import shutil
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from dreamrunner import edits
@@ -36,7 +40,7 @@ def cluster():
     """One local Ray instance for the module: 2 CPUs, 2 declared GPUs (the workers' tasks run on the CPU)."""
     ray.init(num_cpus=2, num_gpus=2, log_to_driver=False, include_dashboard=False)
     try:
-        yield distributed.RayCluster()
+        yield distributed.RayCluster.at()  # the one `--ray` without an address uses in this process
     finally:
         ray.shutdown()
 
@@ -85,11 +89,27 @@ def options(members: list[CastMember], until: str = "export") -> StoryOptions:
 
 
 def comparable(folder: Path) -> dict:
-    """The project's story without what differs between two runs of the same work: timings and revision."""
+    """The project's story without what differs between two runs of the same work: the training time, and
+    the renders' cache keys and file names, which hash the prior files' bytes (safetensors writes their
+    metadata in an order of its own per process); `prior_weights` compares what the files hold."""
     story = Project.load(folder).story.model_dump(mode="json")
     for prior in story["priors"]:
         prior["card"].pop("train_seconds")
+    for scene in story["scenes"]:
+        for render in scene["renders"]:
+            assert render.pop("path") == f"media/renders/{scene['id']}/{render.pop('cache_key')[:16]}-seed{render['seed']}.mp4"
     return story
+
+
+def prior_weights(folder: Path) -> dict:
+    """Each prior file's tensors and metadata (as data, not bytes)."""
+    from safetensors import safe_open
+
+    held = {}
+    for prior in Project.load(folder).story.priors:
+        with safe_open(str(folder / prior.path), framework="pt") as handle:
+            held[prior.id] = ({key: handle.get_tensor(key).tolist() for key in handle.keys()}, handle.metadata())
+    return held
 
 
 class Recorder:
@@ -114,13 +134,21 @@ def story_folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("story")
     members = cast(root)
     make_project(root / "serial", members)
-    shutil.copytree(root / "serial", root / "ray")
+    for copy in ("ray", "failing", "cancelled"):
+        shutil.copytree(root / "serial", root / copy)
     return root, members
 
 
 def test_the_task_graph_makes_the_serial_project_and_a_rerun_submits_nothing(cluster, story_folders):
     root, members = story_folders
-    serial = StoryRun(root / "serial", options(members), listener=Recorder()).run()
+    # One thread, as Ray gives a worker that asks for no CPU (OMP_NUM_THREADS=1): CPU float sums depend on the
+    # thread count, and the tiny model's random weights make any difference visible in the priors and clips.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        serial = StoryRun(root / "serial", options(members), listener=Recorder()).run()
+    finally:
+        torch.set_num_threads(threads)
     assert serial.stages == {"plan": "skipped", "clips": "skipped", "train": "done", "render": "done",
                              "export": "done"}
 
@@ -130,14 +158,15 @@ def test_the_task_graph_makes_the_serial_project_and_a_rerun_submits_nothing(clu
                                      cluster=cluster).run()
     assert result.stages == serial.stages
     assert comparable(root / "ray") == comparable(root / "serial")
+    assert prior_weights(root / "ray") == prior_weights(root / "serial")
     story = Project.load(root / "ray").story
     assert {p.id for p in story.priors} == {"subject-mia", "subject-owl", "motion-walking", "motion-flying"}
     assert [len(s.renders) for s in story.scenes] == [2, 2, 2]
     assert (root / "ray" / "story.mp4").is_file()
     # One view of every task: step = tasks finished of the graph's 4 priors + 6 variants.
-    assert {u.stage for u in updates} == {"tasks"} and {u.total for u in updates} == {10}
-    assert updates[-1].step == 10 and any("subject-" in u.message for u in updates)
-    assert any("s3 seed" in u.message for u in updates)
+    tasks = [u for u in updates if u.stage == "tasks"]  # the rest: the export's, written by the driver
+    assert {u.total for u in tasks} == {10} and tasks[-1].step == 10
+    assert any("subject-mia" in u.message for u in tasks) and any("s3 seed 43" in u.message for u in tasks)
     # Models load once per worker (2 workers), not once per task (10).
     loads = ray.get([worker.model_loads.remote() for worker in cluster.workers])
     assert len(cluster.workers) == 2 and sum(loads) == 2
@@ -148,3 +177,86 @@ def test_the_task_graph_makes_the_serial_project_and_a_rerun_submits_nothing(clu
                                      cluster=cluster).run()
     assert set(result.stages.values()) == {"skipped"} and not updates
     assert comparable(root / "ray") == comparable(root / "serial")
+
+
+def pids(cluster) -> list[int]:
+    return ray.get([worker.__ray_call__.remote(lambda worker: os.getpid()) for worker in cluster.workers])
+
+
+def test_a_worker_killed_mid_task_is_restarted_and_its_task_run_again(cluster, story_folders):
+    root, _ = story_folders
+    folder = root / "ray"
+    assert main(["set", str(folder), "render.steps=12"]) == 0  # long enough to be killed in the middle
+    before = pids(cluster)
+    killed = []
+
+    def progress(update):
+        step = re.search(r"seed 42 (\d+)/12", update.message)
+        if not killed and step and int(step.group(1)) < 12:  # the variant is in the middle: kill every worker
+            killed.extend(before)
+            for worker in cluster.workers:
+                ray.kill(worker, no_restart=False)
+
+    project = Project.load(folder)
+    report = distributed.GraphRun(cluster, project, "tiny", commit_prior=None,
+                                  commit_scene=lambda scene_id, results: None, progress=progress,
+                                  variants=1).run(distributed.story_graph(project.story, [], [2]))
+    assert killed and not report.failed
+    assert [(o.scene_id, o.cached) for _, o in report.renders] == [("s3", False)]
+    assert (folder / report.renders[0][1].path).is_file()
+    assert set(pids(cluster)).isdisjoint(before)  # Ray restarted the workers; the task ran again on one
+
+
+def test_a_failed_task_is_named_and_everything_else_is_committed(cluster, story_folders):
+    root, members = story_folders
+    folder = root / "failing"
+    clip = next((folder / "media" / "clips" / "s1" / "flying").iterdir())
+    clip.write_bytes(b"not a video")  # the flying prior cannot read its clip: an error of its own, not retried
+    with pytest.raises(distributed.DistributedError) as error:
+        distributed.RayStoryRun(folder, options(members), listener=Recorder(), cluster=cluster).run()
+    message = str(error.value)
+    assert "1 task(s) failed: motion-flying:" in message and "not rendered: s1, s3" in message
+    story = Project.load(folder).story
+    assert {p.id for p in story.priors} == {"subject-mia", "subject-owl", "motion-walking"}
+    assert [len(s.renders) for s in story.scenes] == [0, 2, 0]
+
+
+def test_cancel_stops_every_task(cluster, story_folders):
+    root, members = story_folders
+    folder = root / "cancelled"
+    cancel = CancelToken()
+    running = set()
+
+    def progress(update):
+        running.update(name for name, step in re.findall(r"(\S+) (\d+)/500", update.message) if int(step) < 500)
+        if len(running) == 2:  # both workers are in the middle of a prior
+            cancel.cancel()
+
+    slow = options(members)
+    slow.train_steps = 500
+    with pytest.raises(Cancelled):
+        distributed.RayStoryRun(folder, slow, progress=progress, cancel=cancel, listener=Recorder(),
+                                cluster=cluster).run()
+    # Both tasks stopped at their next step: they left a checkpoint and no prior; the workers are free again.
+    assert ray.get([worker.model_loads.remote() for worker in cluster.workers], timeout=30)
+    assert len(list((folder / "media" / "priors" / ".work").iterdir())) == 2
+    assert not list((folder / "media" / "priors").glob("*.safetensors"))
+    assert not Project.load(folder).story.priors
+
+
+def test_cli_render_and_train_with_ray_and_without_ray_installed(cluster, story_folders, monkeypatch, capsys):
+    root, _ = story_folders
+    folder = root / "serial"
+    assert main(["--json", "render", str(folder), "--scene", "3", "--force", "--ray"]) == 0
+    results = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["scene"], r["seed"], r["cached"]) for r in results if r["event"] == "result"] == [
+        ("s3", 42, False), ("s3", 43, False)]
+    assert main(["--json", "train-subject", str(folder), "--character", "Mia", "--ray"]) == 0
+    results = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert results[-2]["prior"] == "subject-mia" and results[-2]["cached"] is True  # the same file, found
+    assert results[-1]["bound"] == ["s1", "s2"]
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails, as where Ray is not installed
+    assert main(["render", str(folder), "--ray"]) == 1
+    err = capsys.readouterr().err
+    assert "--ray needs Ray" in err and "pip install 'dreamrunner-studio[ray]'" in err

@@ -8,7 +8,7 @@ from .. import edits
 from ..errors import DreamRunnerError, UsageError
 from ..project import Project
 from ..story import SAMPLER_PRESETS
-from .story_commands import SigintCancels, memory_options, model_arguments, positive
+from .story_commands import SigintCancels, memory_options, model_arguments, positive, ray_argument, ray_cluster
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,6 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "default), cogvideox = diffusers' defaults (DDIM, guidance 6.0)")
     render.add_argument("--steps", type=int, help="denoising steps for this run (saved to the project)")
     render.add_argument("--force", action="store_true", help="render again even where the cache has the scene")
+    ray_argument(render)
     render.set_defaults(run=run_render)
 
     choose = subparsers.add_parser("choose", help="pick the variant export uses for a scene")
@@ -79,15 +80,28 @@ def run_render(args: argparse.Namespace) -> int:
             edits.set_setting(project.story, "render.steps", args.steps)
     renderer = StoryRenderer(project, args.backend, model_path=args.model_path, memory=memory_options(args),
                              region_control=REGION_CONTROLS[args.region_control]())
+    cluster = ray_cluster(args)
     with SigintCancels() as cancel:
-        report = renderer.render(commit_to(project), scenes, variants=args.variants, force=args.force,
-                                 progress=reporter.progress, cancel=cancel)
-    for outcome in report.outcomes:
+        if cluster is None:
+            outcomes, failures = renderer.render(commit_to(project), scenes, variants=args.variants, force=args.force,
+                                                 progress=reporter.progress, cancel=cancel).outcomes, None
+        else:  # each variant a task on Ray (dreamrunner.distributed)
+            from ..distributed import GraphRun, story_graph
+
+            graph = story_graph(story, [], list(range(len(story.scenes))) if scenes is None else scenes)
+            failures = GraphRun(cluster, project, renderer.backend, commit_prior=None, commit_scene=commit_to(project),
+                                model_path=args.model_path, memory=memory_options(args),
+                                region_control=args.region_control, variants=args.variants, force=args.force,
+                                progress=reporter.progress, cancel=cancel).run(graph)
+            outcomes = [outcome for _, outcome in failures.renders]
+    for outcome in outcomes:
         state = "cached" if outcome.cached else "rendered"
         reporter.result(f"{outcome.scene_id} seed {outcome.seed}: {state} {outcome.path}", scene=outcome.scene_id,
                         seed=outcome.seed, cached=outcome.cached, path=outcome.path)
     if renderer.backend.startswith("tiny"):
         reporter.note("the tiny backend has random weights; these clips are noise, labelled as such")
+    if failures is not None:
+        failures.raise_failures()
     return 0
 
 

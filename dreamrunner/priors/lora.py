@@ -130,6 +130,9 @@ def write_prior_file(folder: Path, name: str, state: dict[str, torch.Tensor], co
 
     folder.mkdir(parents=True, exist_ok=True)
     weights = folder / f"{name}.safetensors"
+    # PEFT keeps target_modules as a set, which JSON would list in hash order, different in every process:
+    # sorted, the same weights make the same file (and so the same render cache keys) wherever they train.
+    config = {key: sorted(value) if isinstance(value, (set, frozenset)) else value for key, value in config.items()}
     CogVideoXPipeline.save_lora_weights(folder, transformer_lora_layers=state, weight_name=weights.name,
                                         transformer_lora_adapter_metadata=config)
     # diffusers writes only its own metadata keys: add the parity record to what it wrote.
