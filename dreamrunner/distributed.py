@@ -306,6 +306,19 @@ class GraphRun:
         open_scenes: dict[int, _Scene] = {}
         ready: deque[tuple] = deque(("prior", task) for task in graph.priors)
         inflight: dict[Any, tuple[tuple, Any]] = {}
+        try:
+            self._loop(graph, seeds, resolved, committed, waiting, open_scenes, ready, inflight)
+        except BaseException:
+            if inflight:  # a failed commit, a second Ctrl-C: no task goes on without its driver
+                ray = self.cluster.connect()
+                for ref in inflight:
+                    ray.cancel(ref)
+            raise
+        self.report.renders.sort(key=lambda item: (graph.scenes.index(item[0]), seeds.index(item[1].seed)))
+        return self.report
+
+    def _loop(self, graph: StoryGraph, seeds: list[int], resolved: dict, committed: set[str], waiting: list[_Scene],
+              open_scenes: dict[int, _Scene], ready: deque, inflight: dict) -> None:
         idle: list[Any] = []
         next_prior = 0
         while True:
@@ -330,7 +343,12 @@ class GraphRun:
                     waiting.remove(scene)
                 elif needs <= committed:
                     waiting.remove(scene)
-                    ready.extend(self._expand(scene))
+                    try:
+                        ready.extend(self._expand(scene))
+                    except DreamRunnerError as error:  # e.g. a bound prior's file is missing
+                        self.report.failed[scene_id] = str(error)
+                        self.finished += len(scene.seeds) - len(scene.found)
+                        continue
                     if len(scene.found) == len(scene.seeds):
                         self._finish(scene)
                     else:
@@ -354,8 +372,6 @@ class GraphRun:
                 idle.append(worker)
                 self._take(job, value, resolved, open_scenes)
             self._show()
-        self.report.renders.sort(key=lambda item: (graph.scenes.index(item[0]), seeds.index(item[1].seed)))
-        return self.report
 
     def _expand(self, scene: _Scene) -> list[tuple]:
         """The scene's variants still to render, as tasks; cached ones are found here, on the driver."""
