@@ -21,6 +21,7 @@ has nothing to submit: Ray is reached only when there is a task.
 from __future__ import annotations
 
 import socket
+import uuid
 from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -106,7 +107,9 @@ class ModelWorker:
     keeps loaded. It holds one model at a time, keyed by (backend, weights, memory options): a task of
     another backend replaces it (a GPU holds one CogVideoX)."""
 
-    def __init__(self, board: Any) -> None:
+    def __init__(self, board: str) -> None:
+        # The ProgressBoard's actor name, not a handle: a handle argument would sit in the object store, where
+        # Ray may lose it before a restart.
         self.board = board
         self.models: dict[tuple, Any] = {}
         self.loads = 0  # models this process loaded (a restarted worker starts again from 0)
@@ -122,8 +125,12 @@ class ModelWorker:
         return self.models[key]
 
     def _progress(self, task: str) -> ProgressCallback:
+        import ray
+
+        board = ray.get_actor(self.board)
+
         def post(update: Progress) -> None:
-            self.board.post.remote(task, update.stage, update.step, update.total, update.message)
+            board.post.remote(task, update.stage, update.step, update.total, update.message)
         return post
 
     def train(self, task: str, folder: str, story_json: str, kind: str, target: str, backend: str,
@@ -185,7 +192,8 @@ class RayCluster:
             except ConnectionError as error:
                 raise DistributedError(f"cannot reach the Ray cluster at {self.address}: {error}") from None
         if self.board is None:
-            self.board = ray.remote(num_cpus=0)(ProgressBoard).remote()
+            self.board_name = f"dreamrunner-progress-{uuid.uuid4().hex[:12]}"
+            self.board = ray.remote(num_cpus=0)(ProgressBoard).options(name=self.board_name).remote()
             self._worker_class = ray.remote(num_gpus=1, max_restarts=self.retries,
                                             max_task_retries=self.retries)(ModelWorker)
         return ray
@@ -200,12 +208,12 @@ class RayCluster:
                                    "every task takes one (num_gpus=1); start Ray on machines with GPUs, or run "
                                    "without --ray")
         while len(self.workers) < min(gpus, max(wanted, 1)):
-            self.workers.append(self._worker_class.remote(self.board))
+            self.workers.append(self._worker_class.remote(self.board_name))
         return self.workers
 
     def replace(self, worker: Any) -> Any:
         """A fresh worker in place of one Ray gave up restarting."""
-        fresh = self._worker_class.remote(self.board)
+        fresh = self._worker_class.remote(self.board_name)
         self.workers[self.workers.index(worker)] = fresh
         return fresh
 

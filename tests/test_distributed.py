@@ -186,13 +186,13 @@ def pids(cluster) -> list[int]:
 def test_a_worker_killed_mid_task_is_restarted_and_its_task_run_again(cluster, story_folders):
     root, _ = story_folders
     folder = root / "ray"
-    assert main(["set", str(folder), "render.steps=12"]) == 0  # long enough to be killed in the middle
+    assert main(["set", str(folder), "render.steps=100"]) == 0  # long enough to be killed in the middle
     before = pids(cluster)
     killed = []
 
     def progress(update):
-        step = re.search(r"seed 42 (\d+)/12", update.message)
-        if not killed and step and int(step.group(1)) < 12:  # the variant is in the middle: kill every worker
+        step = re.search(r"seed 42 (\d+)/100", update.message)
+        if not killed and step and int(step.group(1)) < 100:  # the variant is in the middle: kill every worker
             killed.extend(before)
             for worker in cluster.workers:
                 ray.kill(worker, no_restart=False)
