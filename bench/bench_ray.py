@@ -18,11 +18,13 @@ import json
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
+import torch
 from PIL import Image
 
 from dreamrunner import edits
@@ -105,13 +107,18 @@ def main() -> None:
     parser.add_argument("--size", default="9x64x96", help="frames x height x width (default 9x64x96)")
     parser.add_argument("--fake-gpus", type=int, help="start a local Ray that declares this many GPUs (CPU runs)")
     parser.add_argument("--address", help="an existing Ray cluster instead of a local one")
+    parser.add_argument("--serial-threads", type=int,
+                        help="torch threads of the serial run (a Ray worker asking no CPU gets OMP_NUM_THREADS=1)")
     parser.add_argument("--out", help="write the results here as JSON")
     args = parser.parse_args()
     size = tuple(int(v) for v in args.size.split("x"))
-    results = {"command": " ".join(["python bench/bench_ray.py", *__import__("sys").argv[1:]]),
+    if args.serial_threads:
+        torch.set_num_threads(args.serial_threads)
+    results = {"command": " ".join(["python bench/bench_ray.py", *sys.argv[1:]]),
                "machine": f"{platform.machine()} {platform.node()}", "date": time.strftime("%Y-%m-%d"),
                "backend": args.backend, "scenes": args.scenes, "variants": args.variants, "size": args.size,
-               "train_steps": args.train_steps, "render_steps": args.render_steps}
+               "train_steps": args.train_steps, "render_steps": args.render_steps,
+               "serial_threads": torch.get_num_threads()}
     with tempfile.TemporaryDirectory(prefix="bench-ray-") as root:
         root = Path(root)
         cast = make_project(root / "serial", args.scenes, args.variants, size)
