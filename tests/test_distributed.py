@@ -251,16 +251,16 @@ def test_cli_render_and_train_with_ray_and_without_ray_installed(cluster, story_
     results = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(r["scene"], r["seed"], r["cached"]) for r in results if r["event"] == "result"] == [
         ("s3", 42, False), ("s3", 43, False)]
-    assert main(["--json", "train-subject", str(folder), "--character", "Mia", "--ray"]) == 0
-    results = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert results[-2]["prior"] == "subject-mia" and results[-2]["cached"] is True  # the same file, found
-    assert results[-1]["bound"] == ["s1", "s2"]
     story = ["--json", "story", "--topic", TOPIC, "--character", f"Mia:a small black cat={root / 'mia.png'}",
              "--character", f"Owl:an old owl={root / 'owl.png'}", "--out", str(folder), "--backend", "tiny",
              "--train-steps", "2", "--render-steps", "2", "--until", "render", "--ray"]
     assert main(story) == 0
     result = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert result["stages"] == {"plan": "skipped", "clips": "skipped", "train": "skipped", "render": "skipped"}
+    assert main(["--json", "train-subject", str(folder), "--character", "Mia", "--ray"]) == 0
+    results = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert results[-2]["prior"] == "subject-mia" and results[-2]["cached"] is True  # the same file, found
+    assert results[-1]["bound"] == ["s1", "s2"]
     assert main([*story, "--device", "cpu"]) == 2
     assert "--device cpu does not go with --ray" in capsys.readouterr().err
 
