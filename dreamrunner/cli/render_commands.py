@@ -80,28 +80,29 @@ def run_render(args: argparse.Namespace) -> int:
             edits.set_setting(project.story, "render.steps", args.steps)
     renderer = StoryRenderer(project, args.backend, model_path=args.model_path, memory=memory_options(args),
                              region_control=REGION_CONTROLS[args.region_control]())
-    cluster = ray_cluster(args)
+    cluster, graph_report = ray_cluster(args), None
     with SigintCancels() as cancel:
         if cluster is None:
-            outcomes, failures = renderer.render(commit_to(project), scenes, variants=args.variants, force=args.force,
-                                                 progress=reporter.progress, cancel=cancel).outcomes, None
+            outcomes = renderer.render(commit_to(project), scenes, variants=args.variants, force=args.force,
+                                       progress=reporter.progress, cancel=cancel).outcomes
         else:  # each variant a task on Ray (dreamrunner.distributed)
             from ..distributed import GraphRun, story_graph
 
             graph = story_graph(story, [], list(range(len(story.scenes))) if scenes is None else scenes)
-            failures = GraphRun(cluster, project, renderer.backend, commit_prior=None, commit_scene=commit_to(project),
-                                model_path=args.model_path, memory=memory_options(args),
-                                region_control=args.region_control, variants=args.variants, force=args.force,
-                                progress=reporter.progress, cancel=cancel).run(graph)
-            outcomes = [outcome for _, outcome in failures.renders]
+            graph_report = GraphRun(cluster, project, renderer.backend, commit_prior=None,
+                                    commit_scene=commit_to(project), model_path=args.model_path,
+                                    memory=memory_options(args), region_control=args.region_control,
+                                    variants=args.variants, force=args.force, progress=reporter.progress,
+                                    cancel=cancel).run(graph)
+            outcomes = [outcome for _, outcome in graph_report.renders]
     for outcome in outcomes:
         state = "cached" if outcome.cached else "rendered"
         reporter.result(f"{outcome.scene_id} seed {outcome.seed}: {state} {outcome.path}", scene=outcome.scene_id,
                         seed=outcome.seed, cached=outcome.cached, path=outcome.path)
     if renderer.backend.startswith("tiny"):
         reporter.note("the tiny backend has random weights; these clips are noise, labelled as such")
-    if failures is not None:
-        failures.raise_failures()
+    if graph_report is not None:  # after the results: what finished is listed, then the failed tasks named
+        graph_report.raise_failures()
     return 0
 
 
