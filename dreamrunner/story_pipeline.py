@@ -22,7 +22,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -31,7 +31,11 @@ from .backends import MemoryOptions, ModelComponents, load_backend, model_name
 from .errors import DreamRunnerError
 from .jobs import CancelToken, ProgressCallback
 from .project import PROJECT_FILE, Project
-from .story import Character, Story
+from .story import Character, Prior, Story
+
+if TYPE_CHECKING:
+    from .priors import PriorOutcome
+    from .rendering.story_render import SceneRenderOutcome
 
 STAGES = ("plan", "clips", "train", "render", "export")
 DEFAULT_VIDEO = "story.mp4"
@@ -122,13 +126,17 @@ class StoryRun:
             self._components = load_backend(self.backend, self.options.model_path, memory=self.options.memory)
         return self._components
 
+    def stage_function(self, name: str) -> Callable[[StoryRun], StageOutcome]:
+        """The function of stage `name` (dreamrunner.distributed's run puts its task graph in for train and render)."""
+        return STAGE_FUNCTIONS[name]
+
     def run(self) -> StoryResult:
         stages: dict[str, str] = {}
         video = None
         for name in STAGES[: STAGES.index(self.options.until) + 1]:
             self.cancel.check()
             self.listener.stage(name, "started")
-            did_work, message, data = STAGE_FUNCTIONS[name](self)
+            did_work, message, data = self.stage_function(name)(self)
             stages[name] = "done" if did_work else "skipped"
             self.listener.stage(name, stages[name], message, **data)
             if name == "export":
@@ -278,8 +286,10 @@ def clips_stage(run: StoryRun) -> StageOutcome:
     return bool(approved), message, {"approved": approved, "without_clips": missing}
 
 
-def train_stage(run: StoryRun) -> StageOutcome:
-    from .priors import current_prior, motion_request, subject_request, train_motion, train_subject
+def prior_targets(run: StoryRun) -> tuple[list[tuple[str, str]], list[str]]:
+    """The priors the story needs, as (kind, target) still to train and the ids of those up to date: a subject
+    prior per character with an image, a motion prior per motion with approved clips (`priors.current_prior`)."""
+    from .priors import current_prior, motion_request, subject_request
 
     project = run.project
     story = project.story
@@ -288,24 +298,58 @@ def train_stage(run: StoryRun) -> StageOutcome:
         if not character.reference_images:
             run.listener.warn(f"{character.name} has no reference image: no subject prior")
     targets += [("motion", m) for m in _motions(story) if any(c.motion == m for s in story.scenes for c in s.approved_clips)]
-    trained, current = [], []
+    todo, current = [], []
     for kind, target in targets:
-        run.cancel.check()
         request = (subject_request if kind == "subject" else motion_request)(project, target)
         prior = current_prior(project, request, model_name(run.backend))
-        if prior is not None:
+        if prior is None:
+            todo.append((kind, target))
+        else:
             current.append(prior.id)
-            continue
-        train = train_subject if kind == "subject" else train_motion
-        prior, outcome = train(project, target, run.components(), progress=run.progress, cancel=run.cancel,
-                               device=run.options.memory.device)
-        with project.edit():
-            bound = edits.register_prior(project.story, prior)
-        trained.append(prior.id)
-        how = "reused its cached file" if outcome.cached else f"trained {outcome.card.get('steps')} steps"
-        run.listener.note(f"{prior.id}: {how}, bound to {', '.join(bound) or 'no scene'}")
+    return todo, current
+
+
+def commit_prior(run: StoryRun, prior: Prior, outcome: PriorOutcome) -> None:
+    """Register a finished prior in the story, bound to its scenes, and say so."""
+    with run.project.edit():
+        bound = edits.register_prior(run.project.story, prior)
+    how = "reused its cached file" if outcome.cached else f"trained {outcome.card.get('steps')} steps"
+    run.listener.note(f"{prior.id}: {how}, bound to {', '.join(bound) or 'no scene'}")
+
+
+def train_outcome(trained: list[str], current: list[str]) -> StageOutcome:
     message = f"trained {', '.join(trained)}" if trained else f"{len(current)} prior(s) up to date"
     return bool(trained), message, {"trained": trained, "up_to_date": current}
+
+
+def train_stage(run: StoryRun) -> StageOutcome:
+    from .priors import train_motion, train_subject
+
+    todo, current = prior_targets(run)
+    trained = []
+    for kind, target in todo:
+        run.cancel.check()
+        train = train_subject if kind == "subject" else train_motion
+        prior, outcome = train(run.project, target, run.components(), progress=run.progress, cancel=run.cancel,
+                               device=run.options.memory.device)
+        commit_prior(run, prior, outcome)
+        trained.append(prior.id)
+    return train_outcome(trained, current)
+
+
+def note_render(run: StoryRun, index: int, outcome: SceneRenderOutcome) -> None:
+    run.listener.note(f"scene {index + 1} ({outcome.scene_id}) seed {outcome.seed}: "
+                      f"{'cached' if outcome.cached else 'rendered'} {outcome.path}",
+                      scene=outcome.scene_id, seed=outcome.seed, cached=outcome.cached, path=outcome.path)
+
+
+def render_outcome(run: StoryRun, outcomes: list[SceneRenderOutcome]) -> StageOutcome:
+    rendered = [o.scene_id for o in outcomes if not o.cached]
+    cached = [o.scene_id for o in outcomes if o.cached]
+    if run.backend.startswith("tiny") and rendered:
+        run.listener.note("the tiny backend has random weights: these clips are noise, labelled as such")
+    message = f"rendered {len(rendered)}, cached {len(cached)}"
+    return bool(rendered), message, {"rendered": rendered, "cached": cached}
 
 
 def render_stage(run: StoryRun) -> StageOutcome:
@@ -315,18 +359,13 @@ def render_stage(run: StoryRun) -> StageOutcome:
     renderer = StoryRenderer(project, run.backend, model_path=run.options.model_path, memory=run.options.memory,
                              components=run.components)
     commit = commit_to(project)
-    rendered, cached = [], []
-    for index, scene in enumerate(list(project.story.scenes)):
+    outcomes = []
+    for index in range(len(project.story.scenes)):
         for outcome in renderer.render_scene(index, commit, variants=run.options.variants, progress=run.progress,
                                              cancel=run.cancel):
-            (cached if outcome.cached else rendered).append(outcome.scene_id)
-            run.listener.note(f"scene {index + 1} ({scene.id}) seed {outcome.seed}: "
-                              f"{'cached' if outcome.cached else 'rendered'} {outcome.path}",
-                              scene=scene.id, seed=outcome.seed, cached=outcome.cached, path=outcome.path)
-    if renderer.backend.startswith("tiny") and rendered:
-        run.listener.note("the tiny backend has random weights: these clips are noise, labelled as such")
-    message = f"rendered {len(rendered)}, cached {len(cached)}"
-    return bool(rendered), message, {"rendered": rendered, "cached": cached}
+            outcomes.append(outcome)
+            note_render(run, index, outcome)
+    return render_outcome(run, outcomes)
 
 
 def export_stage(run: StoryRun) -> StageOutcome:

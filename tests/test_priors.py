@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import math
 
 import numpy as np
@@ -212,3 +213,38 @@ def test_motion_resolution_must_fit_the_patch_grid():
     assert PriorSettings(motion_resolution=(240, 352)).motion_resolution == (240, 352)
     with pytest.raises(ValueError, match="multiples of 16"):
         PriorSettings(motion_resolution=(240, 360))
+
+
+FINGERPRINT_AND_PRIOR_FILE = """
+import json, sys
+from pathlib import Path
+from safetensors import safe_open
+from dreamrunner.backends.tiny import build_tiny
+from dreamrunner.priors import lora, model_fingerprint
+
+components = build_tiny("2b")
+lora.add_prior_adapter(components.transformer, "p", "subject", 4)
+path = lora.save_prior(components.transformer, "p", "subject", Path(sys.argv[1]), "prior", {"kind": "subject"})
+with safe_open(str(path), framework="pt") as handle:
+    print(json.dumps([model_fingerprint(build_tiny("2b")), json.loads(handle.metadata()["lora_adapter_metadata"])]))
+"""
+
+
+def test_the_fingerprint_and_a_prior_file_are_the_same_in_every_process(tmp_path):
+    """Sets (diffusers' `_use_default_values`, PEFT's `target_modules`) are listed in hash order, which differs
+    between processes: the same model and the same adapter must still give one fingerprint and one file
+    content, or a Ray worker (or the next command) would not find what another process trained."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    seen = []
+    for seed in ("1", "2"):
+        result = subprocess.run([sys.executable, "-c", FINGERPRINT_AND_PRIOR_FILE, str(tmp_path / seed)],
+                                capture_output=True, text=True, timeout=300,
+                                env={**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(root)})
+        assert result.returncode == 0, result.stderr[-2000:]
+        seen.append(json.loads(result.stdout.splitlines()[-1]))
+    assert seen[0] == seen[1]

@@ -9,7 +9,7 @@ from .. import edits
 from ..backends import load_backend
 from ..errors import UsageError
 from ..project import Project
-from .story_commands import SigintCancels, memory_options, model_arguments, positive
+from .story_commands import SigintCancels, memory_options, model_arguments, positive, ray_argument, ray_cluster
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -57,6 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     model_arguments(parser)
+    ray_argument(parser)
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: the project's prior settings)")
     parser.add_argument("--no-bind", dest="bind", action="store_false",
                         help="register the prior without binding it to its scenes")
@@ -72,17 +73,34 @@ def _run(args: argparse.Namespace, kind: str, target: str) -> int:
         target = edits.find_character(project.story, target).id
     train = train_subject if kind == "subject" else train_motion
     backend = args.backend or project.story.settings.render.backend
-    reporter.note(f"loading the {backend} backend")
-    components = load_backend(backend, args.model_path, memory=memory_options(args))
+    cluster = ray_cluster(args)
     with SigintCancels() as cancel:  # Ctrl-C: stop at the next step, keep a checkpoint; the same command resumes
-        prior, outcome = train(project, target, components, max_steps=args.steps, progress=reporter.progress,
-                               cancel=cancel, device=args.device)
-    with project.edit():
-        bound = edits.register_prior(project.story, prior, bind=args.bind)
+        if cluster is None:
+            reporter.note(f"loading the {backend} backend")
+            components = load_backend(backend, args.model_path, memory=memory_options(args))
+            prior, outcome = train(project, target, components, max_steps=args.steps, progress=reporter.progress,
+                                   cancel=cancel, device=args.device)
+            with project.edit():
+                bound = edits.register_prior(project.story, prior, bind=args.bind)
+        else:  # the prior as a task on a Ray worker's GPU (dreamrunner.distributed)
+            from ..distributed import GraphRun, PriorTask, story_graph
+
+            finished = []
+
+            def commit(task: PriorTask, prior, outcome) -> None:
+                with project.edit():
+                    finished.append((prior, outcome, edits.register_prior(project.story, prior, bind=task.bind)))
+
+            task = PriorTask(kind, target, args.steps, args.bind)
+            GraphRun(cluster, project, backend, commit_prior=commit, commit_scene=None, model_path=args.model_path,
+                     memory=memory_options(args), progress=reporter.progress,
+                     cancel=cancel).run(story_graph(project.story, [task], [])).raise_failures()
+            [(prior, outcome, bound)] = finished
     status = "reused (already trained with these inputs and settings)" if outcome.cached else "trained"
-    noise = "  [random weights: this prior is noise, not a result]" if components.is_noise else ""
+    is_noise = bool(outcome.card.get("is_noise"))
+    noise = "  [random weights: this prior is noise, not a result]" if is_noise else ""
     reporter.result(f"{prior.id}: {status} -> {prior.path}{noise}", prior=prior.id, path=prior.path,
-                    cached=outcome.cached, bound=bound, is_noise=components.is_noise)
+                    cached=outcome.cached, bound=bound, is_noise=is_noise)
     reporter.result(f"{prior.id}: bound to {', '.join(bound)}" if bound else f"{prior.id}: bound to no scene",
                     prior=prior.id, bound=bound)
     return 0

@@ -10,7 +10,7 @@ from ..project import Project
 from ..story import DTYPES, SAMPLER_PRESETS
 from ..validation import StoryValidationError
 from ..video_presets import VideoPresetError
-from .story_commands import SigintCancels, memory_options, model_arguments, positive
+from .story_commands import SigintCancels, memory_options, model_arguments, positive, ray_argument, ray_cluster
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,6 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           "default, or with --scene as those scenes' own settings (size, frames and dtype are "
                           "always the story's)")
     render.add_argument("--force", action="store_true", help="render again even where the cache has the scene")
+    ray_argument(render)
     render.set_defaults(run=run_render)
 
     choose = subparsers.add_parser("choose", help="pick the variant export uses for a scene")
@@ -128,15 +129,29 @@ def run_render(args: argparse.Namespace) -> int:
         apply_settings(project, args, scene_ids, save=True)
     renderer = StoryRenderer(snapshot, args.backend, model_path=args.model_path, memory=memory_options(args),
                              region_control=REGION_CONTROLS[args.region_control]())
+    cluster, graph_report = ray_cluster(args), None
     with SigintCancels() as cancel:
-        report = renderer.render(commit_to(project), scenes, force=args.force, progress=reporter.progress,
-                                 cancel=cancel)
-    for outcome in report.outcomes:
+        if cluster is None:
+            outcomes = renderer.render(commit_to(project), scenes, force=args.force, progress=reporter.progress,
+                                       cancel=cancel).outcomes
+        else:  # each variant a task on Ray (dreamrunner.distributed)
+            from ..distributed import GraphRun, story_graph
+
+            graph = story_graph(snapshot.story, [], list(range(len(snapshot.story.scenes))) if scenes is None
+                                else scenes)
+            graph_report = GraphRun(cluster, snapshot, renderer.backend, commit_prior=None,
+                                    commit_scene=commit_to(project), model_path=args.model_path,
+                                    memory=memory_options(args), region_control=args.region_control,
+                                    force=args.force, progress=reporter.progress, cancel=cancel).run(graph)
+            outcomes = [outcome for _, outcome in graph_report.renders]
+    for outcome in outcomes:
         state = "cached" if outcome.cached else "rendered"
         reporter.result(f"{outcome.scene_id} seed {outcome.seed}: {state} {outcome.path}", scene=outcome.scene_id,
                         seed=outcome.seed, cached=outcome.cached, path=outcome.path)
     if renderer.backend.startswith("tiny"):
         reporter.note("the tiny backend has random weights; these clips are noise, labelled as such")
+    if graph_report is not None:  # after the results: what finished is listed, then the failed tasks named
+        graph_report.raise_failures()
     return 0
 
 

@@ -44,6 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     model.add_argument("--train-steps", type=int, metavar="N", help="training steps per prior (saved to the project)")
     model.add_argument("--render-steps", type=int, metavar="N", help="denoising steps (saved to the project)")
     model.add_argument("--variants", type=int, help="seeds per scene (default: the project's setting)")
+    ray_argument(model)
     export = story.add_argument_group("export")
     export.add_argument("--video", help="output .mp4 (default: OUT/story.mp4)")
     export.add_argument("--crossfade", type=int, default=0, metavar="FRAMES", help="frames of crossfade between scenes")
@@ -92,6 +93,27 @@ class _Replaced(argparse.Action):
                                      "--cpu-offload model -> --memory model (which also tiles the VAE), --vae-tiling "
                                      "or --vae-slicing -> --memory vae-tiling, --cpu-offload sequential -> --memory "
                                      "group")
+
+
+def ray_argument(parser) -> None:
+    """--ray [ADDRESS]: the command's training and rendering as tasks on Ray (dreamrunner.distributed)."""
+    parser.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                        help="run priors and renders as tasks on Ray, one GPU each: no ADDRESS = a local Ray over "
+                             "this machine's GPUs, else an existing cluster (host:port or ray://host:10001); the "
+                             "project folder must be on storage every node sees (docs/scaling.md). Needs "
+                             "pip install 'dreamrunner-studio[ray]'. Give it after the project folder")
+
+
+def ray_cluster(args: argparse.Namespace):
+    """The Ray cluster --ray names (None without --ray); a usage error with --device, which Ray sets per task."""
+    if args.ray is None:
+        return None
+    from ..distributed import RayCluster, require_ray
+
+    if args.device is not None:
+        raise UsageError(f"--device {args.device} does not go with --ray: Ray gives each task its own GPU")
+    require_ray()
+    return RayCluster.at(args.ray or None)
 
 
 def memory_options(args: argparse.Namespace) -> MemoryOptions:
@@ -155,8 +177,16 @@ def run_story(args: argparse.Namespace) -> int:
         model_path=args.model_path, memory=memory_options(args), train_steps=args.train_steps,
         render_steps=args.render_steps, variants=args.variants, video=Path(args.video) if args.video else None,
         crossfade_frames=args.crossfade, burn_subtitles=args.burn_subtitles, until=args.until)
+    cluster = ray_cluster(args)
     with SigintCancels() as cancel:
-        result = StoryRun(args.out, options, progress=reporter.progress, cancel=cancel, listener=reporter).run()
+        if cluster is None:
+            run = StoryRun(args.out, options, progress=reporter.progress, cancel=cancel, listener=reporter)
+        else:
+            from ..distributed import RayStoryRun
+
+            run = RayStoryRun(args.out, options, progress=reporter.progress, cancel=cancel, listener=reporter,
+                              cluster=cluster)
+        result = run.run()
     summary = ", ".join(f"{stage} {status}" for stage, status in result.stages.items())
     where = f"{result.video}" if result.video else f"{result.folder} (stopped after {args.until})"
     reporter.result(f"{where}: {summary}", project=str(result.folder), video=str(result.video) if result.video else None,

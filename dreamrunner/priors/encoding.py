@@ -29,6 +29,10 @@ def model_fingerprint(components: ModelComponents) -> str:
     for model in (components.transformer, components.vae, components.text_encoder):
         config = getattr(model, "config", {})
         config = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+        # diffusers lists this set in hash order, which differs between processes (PYTHONHASHSEED): sorted, the
+        # same weights have the same fingerprint in every process (a Ray worker, the next CLI run).
+        if "_use_default_values" in config:
+            config["_use_default_values"] = sorted(config["_use_default_values"])
         digest.update(json.dumps(config, sort_keys=True, default=str).encode())
         tensors = list(model.state_dict().values())
         for tensor in (tensors[0], tensors[-1]):

@@ -142,6 +142,9 @@ def write_prior_file(folder: Path, name: str, state: dict[str, torch.Tensor], co
 
     folder.mkdir(parents=True, exist_ok=True)
     weights = folder / f"{name}.safetensors"
+    # PEFT keeps target_modules as a set, which JSON would list in hash order, different in every process:
+    # sorted, the same weights make the same file (and so the same render cache keys) wherever they train.
+    config = {key: sorted(value) if isinstance(value, (set, frozenset)) else value for key, value in config.items()}
     wan = any(key.startswith("blocks.") for key in state)  # Wan's block list; CogVideoX's is transformer_blocks
     (WanPipeline if wan else CogVideoXPipeline).save_lora_weights(folder, transformer_lora_layers=state, weight_name=weights.name,
                                         transformer_lora_adapter_metadata=config)

@@ -224,7 +224,8 @@ class StoryRenderer:
     def clip_path(self, scene: Scene, key: str, seed: int) -> str:
         return f"{RENDERS_DIR}/{scene.id}/{key[:16]}-seed{seed}.mp4"
 
-    def _cached(self, scene: Scene, key: str, seed: int) -> RenderResult | None:
+    def cached(self, scene: Scene, key: str, seed: int) -> RenderResult | None:
+        """The render of (key, seed): listed in the scene with its file, or its file and sidecar on disk; else None."""
         for render in scene.renders:
             if render.cache_key == key and render.seed == seed and self.project.resolve(render.path).is_file():
                 return render
@@ -239,10 +240,11 @@ class StoryRenderer:
 
     def render_scene(self, index: int, commit: RenderCommit, *, variants: int | None = None, force: bool = False,
                      progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
-                     place: tuple[int, int] = (1, 1)) -> list[SceneRenderOutcome]:
+                     place: tuple[int, int] = (1, 1), seeds: list[int] | None = None) -> list[SceneRenderOutcome]:
         """Render (or find cached) every variant of scene `index` (0-based) and hand them to `commit`.
 
-        `place` is (n, count): this is the n-th of the `count` scenes the job renders, for the progress text."""
+        `place` is (n, count): this is the n-th of the `count` scenes the job renders, for the progress text.
+        `seeds` renders just those variants (one task of a distributed run) instead of the scene's seeds."""
         story = self.project.story
         if not 0 <= index < len(story.scenes):
             raise RenderError(f"there is no scene {index + 1}; the story has {len(story.scenes)} scenes")
@@ -251,12 +253,12 @@ class StoryRenderer:
         key = self.scene_key(scene)
         video = self.geometry()
         render_settings = _settings(story, scene)
-        seeds = variant_seeds(story, variants, scene)
+        seeds = seeds if seeds is not None else variant_seeds(story, variants, scene)
         results: list[RenderResult] = []
         outcomes = []
         for number, seed in enumerate(seeds):
             cancel.check()
-            found = None if force else self._cached(scene, key, seed)
+            found = None if force else self.cached(scene, key, seed)
             if found is not None:
                 results.append(found)
                 outcomes.append(SceneRenderOutcome(scene.id, seed, found.path, cached=True))
