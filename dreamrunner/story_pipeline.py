@@ -225,7 +225,7 @@ def plan_differences(project: Project, topic: str, cast: list[CastMember], scene
     want = [(m.name.strip(), m.description.strip()) for m in cast]
     if have != want:
         differences.append(f"its characters are {', '.join(n for n, _ in have) or 'none'}")
-    elif any(m.image is not None for m in options.cast):
+    elif any(m.image is not None for m in cast):
         for character, member in zip(story.characters, cast):
             if member.image is None:
                 continue

@@ -236,12 +236,15 @@ class LLMPlanner(Planner):
                 _contexts.setdefault(self.server, known)
         return known
 
+    def _with_schema(self, messages: list[dict], answer_model: type) -> list[dict]:
+        if self.format in ENFORCED:
+            return messages
+        # The server may not enforce the schema: it goes in the system prompt too.
+        schema = json.dumps(json_schema(answer_model), separators=(",", ":"))
+        return [dict(messages[0], content=f"{messages[0]['content']}\nThe answer's JSON schema: {schema}"),
+                *messages[1:]]
+
     def _request(self, messages: list[dict], answer_model: type, max_tokens: int) -> dict:
-        if self.format not in ENFORCED:
-            # The server cannot enforce the schema: it goes in the system prompt instead.
-            schema = json.dumps(json_schema(answer_model), separators=(",", ":"))
-            messages = [dict(messages[0], content=f"{messages[0]['content']}\nThe answer's JSON schema: {schema}"),
-                        *messages[1:]]
         request: dict[str, Any] = {"model": self.settings.model, "messages": messages, "max_tokens": max_tokens}
         if self.send_temperature:
             request["temperature"] = self.settings.temperature
@@ -255,7 +258,7 @@ class LLMPlanner(Planner):
         """One streamed chat completion -> (content, cut off by the token limit)."""
         retries, shrunk = 0, False
         while True:
-            sent, bound = self._fit(messages, extra, max_tokens, what)
+            sent, bound = self._fit(self._with_schema(messages, answer_model), extra, max_tokens, what)
             request = self._request(sent, answer_model, bound)
             try:
                 return self._stream(request, what)
