@@ -251,3 +251,20 @@ def test_llm_gguf_without_the_extra_is_a_named_error(tmp_path, monkeypatch, caps
                  "--llm-gguf", str(model)])
     assert code != 0
     assert "--llm-gguf needs llama-cpp-python, which is not installed: pip install '.[local-llm]'" in capsys.readouterr().err
+
+
+def test_dreamrunner_story_resumes_a_plan_stopped_part_way(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "story"
+    argv = ["story", "--topic", TOPIC, "--character", "Mira:a young witch with a pointed hat",
+            "--character", "Pip:a small black cat", "--out", str(out), "--until", "plan"]
+    with LLMServer() as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        server.llm.queue(STORY_ANSWER, GOOD_SCENE, Reply(status=400, body={"error": {"message": "model not loaded"}}))
+        assert main(argv) != 0
+        assert [is_planned(s) for s in Project.load(out).story.scenes] == [True] + [False] * 5
+        capsys.readouterr()
+        server.llm.queue(*[GOOD_SCENE] * 5)
+        assert main(argv) == 0
+        assert "1 of 6 scene plans are there; planning the other 5" in capsys.readouterr().err
+        assert len(server.llm.requests) == 8
+        assert all(is_planned(s) for s in Project.load(out).story.scenes)

@@ -262,7 +262,8 @@ def _is_story(value: Any) -> bool:
 
 
 def parse_story_answer(raw: str, num_scenes: int | None = None) -> tuple[StoryOutline, list[Repair]]:
-    """A story-level answer -> `StoryOutline` (scene count checked: `num_scenes`, else 5-8)."""
+    """A story-level answer -> `StoryOutline` (scene count: `num_scenes`, else 5-8; up to `NEAR_MISS` scenes off
+    is repaired by splitting or merging scenes, each repair reported; farther off is a problem)."""
     repairs: list[Repair] = []
     data = _unwrap(extract_json(raw, repairs, _is_story), ("scenes",))
     if isinstance(data, list):
@@ -295,13 +296,14 @@ def parse_story_answer(raw: str, num_scenes: int | None = None) -> tuple[StoryOu
             repairs.append(Repair(where, "narration was missing; used the scene text"))
         scenes.append(SceneOutline(scene=scene, motions=list(dict.fromkeys(motions)), narration=narration))
     low, high = (num_scenes, num_scenes) if num_scenes is not None else (MIN_SCENES, MAX_SCENES)
-    if not problems and low - NEAR_MISS <= len(scenes) < low:
+    count = len(data["scenes"]) if problems else len(scenes)
+    if not problems and low - NEAR_MISS <= count < low:
         scenes = _split_scenes(scenes, low, repairs)
-    elif not problems and high < len(scenes) <= high + NEAR_MISS:
+    elif not problems and high < count <= high + NEAR_MISS:
         scenes = _merge_scenes(scenes, high, repairs)
-    elif not low <= len(scenes) <= high:
+    elif not low - NEAR_MISS * bool(problems) <= count <= high + NEAR_MISS * bool(problems):
         wanted = f"exactly {num_scenes}" if num_scenes is not None else f"{MIN_SCENES} to {MAX_SCENES}"
-        problems.append(f"expected {wanted} scenes, got {len(data['scenes'])}")
+        problems.append(f"expected {wanted} scenes, got {count}")
     if problems:
         raise PlanningError("the story plan is not usable:\n" + "\n".join(f"  - {p}" for p in problems),
                             raw=raw, problems=problems)
