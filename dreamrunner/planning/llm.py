@@ -338,7 +338,10 @@ class LLMPlanner(Planner):
                         raise PlanningError(self._timeout_message(what, first, limit, received, started)) from None
                     continue
                 if kind == "error":
-                    raise self.backend.error(value)
+                    error = self.backend.error(value)
+                    if isinstance(error, (_ServerError, PlanningError, Cancelled)):
+                        raise error
+                    raise PlanningError(f"the LLM request for the {what} failed: {error}") from error
                 if kind == "end":
                     break
                 first, last = False, time.monotonic()
