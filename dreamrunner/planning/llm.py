@@ -60,13 +60,6 @@ _formats: dict[tuple[str, str], str] = {}
 _contexts: dict[tuple[str, str], int] = {}
 
 
-def forget_servers() -> None:
-    """Forget the formats and context windows learned so far (a server that was changed or restarted)."""
-    with _server_lock:
-        _formats.clear()
-        _contexts.clear()
-
-
 def approx_tokens(messages: Sequence[dict]) -> int:
     """A conservative token count of chat messages: characters / CHARS_PER_TOKEN plus a few per message."""
     return sum(math.ceil(len(str(m.get("content") or "")) / CHARS_PER_TOKEN) + 8 for m in messages)
@@ -139,15 +132,12 @@ class LLMPlanner(Planner):
         """Scene plans, `settings.parallel` at a time; each goes to `on_scene` (in this thread) when done."""
         self._done, self._total = 0, len(scene_ids)
         if self.settings.parallel <= 1 or len(scene_ids) <= 1:
-            scenes = []
-            for scene_id in scene_ids:
-                self._check_cancel()
-                scene = self.plan_scene(story, scene_id)
+            def counted(scene: Scene) -> None:
+                self._done += 1
                 if on_scene is not None:
                     on_scene(scene)
-                scenes.append(scene)
-                self._done += 1
-            return scenes
+
+            return super().plan_scenes(story, scene_ids, counted)
         finished: dict[str, Scene] = {}
         with ThreadPoolExecutor(self.settings.parallel, thread_name_prefix="scene-plan") as pool:
             pending = {pool.submit(self.plan_scene, story, scene_id): scene_id for scene_id in scene_ids}
