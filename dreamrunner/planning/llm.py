@@ -287,7 +287,7 @@ class LLMPlanner(Planner):
         with _server_lock:
             _formats[self.server] = self.format
         self._record([Repair("server", f"it does not take response_format {refused} (HTTP {error.status}: "
-                                       f"{error.text[:120]}); using {self.format}")])
+                                       f"{' '.join(error.text.split())[:160]}); using {self.format}")])
         return True
 
     # ------------------------------------------------------------ streaming with per-piece timeouts
