@@ -200,6 +200,16 @@ def plan_replaces(story: Story) -> list[str]:
     return lost
 
 
+def store_scene_plan(story: Story, planned: Scene) -> None:
+    """A scene plan that arrived while the story is being planned (`dreamrunner plan|story`, Plan story), saved
+    as it arrives so a failure or a cancel resumes after it: the scene of the same id takes its background,
+    motions and keyframes; its other fields stay."""
+    scene = find_scene(story, planned.id)
+    scene.background = planned.background
+    scene.motions = list(planned.motions)
+    scene.keyframes = [keyframe.model_copy(deep=True) for keyframe in planned.keyframes]
+
+
 # -- characters ----------------------------------------------------------------------------------------
 
 def add_character(story: Story, name: str, description: str = "", token: str | None = None) -> Character:

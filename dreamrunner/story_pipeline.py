@@ -175,27 +175,73 @@ def new_project(folder: Path, story: Story, cast: list[CastMember], overwrite: b
     return project
 
 
+def resumable(project: Project, topic: str, cast: list[CastMember], scenes: int | None) -> bool:
+    """Whether the folder holds a plan of these inputs saved part way (some scene plans missing)."""
+    from .planning.base import is_planned
+
+    story = project.story
+    return (bool(story.scenes) and not all(is_planned(s) for s in story.scenes)
+            and not plan_differences(project, topic, cast, scenes))
+
+
+def plan_and_save(folder: Path, planner: Any, topic: str, cast: list[CastMember], scenes: int | None, *,
+                  overwrite: bool = False, resume: Project | None = None,
+                  note: Callable[[str], None] = lambda message: None) -> Project:
+    """Plan a story into the project at `folder`, committing the story plan (a new project) and each scene plan
+    (`edits.store_scene_plan`) as the planner hands them over, so a failure or a cancel keeps what was
+    finished. `resume`: the project at `folder` holding such a plan saved part way (`resumable`); the scene
+    plans it has are kept and not asked for again."""
+    from .planning.base import is_planned
+
+    holder: dict[str, Project] = {}
+    if resume is not None:
+        holder["project"] = resume
+        story = resume.story
+        done = sum(1 for scene in story.scenes if is_planned(scene))
+        note(f"resuming the plan saved in {folder}: {done} of {len(story.scenes)} scene plans are there; "
+             f"planning the other {len(story.scenes) - done}")
+
+    def on_outline(story: Story) -> None:
+        holder["project"] = new_project(folder, story, cast, overwrite=overwrite)
+        note(f"saved the story plan ({len(story.scenes)} scenes, {story.title!r}) in {folder}")
+
+    def on_scene(scene) -> None:
+        project = holder["project"]
+        with project.edit():
+            edits.store_scene_plan(project.story, scene)
+        note(f"saved the plan of scene {scene.id!r}")
+
+    planner.plan_story(topic, _characters(cast), scenes, on_outline=on_outline, on_scene=on_scene,
+                       resume=None if resume is None else resume.story)
+    return holder["project"]
+
+
 def _differences(project: Project, options: StoryOptions) -> list[str]:
-    """How the folder's story differs from what is asked (empty: the plan is there and unchanged)."""
+    return plan_differences(project, options.topic, options.cast, options.scenes)
+
+
+def plan_differences(project: Project, topic: str, cast: list[CastMember], scenes: int | None) -> list[str]:
+    """How the folder's story differs from a plan asked for with these inputs (empty: it is that plan,
+    finished or saved part way, see `plan_and_save`)."""
     from .media import load_image, load_reference_image
 
     story = project.story
     differences = []
-    if story.topic.strip() != options.topic.strip():
+    if story.topic.strip() != topic.strip():
         differences.append(f"its topic is {story.topic!r}")
     have = [(c.name, c.description) for c in story.characters]
-    want = [(m.name.strip(), m.description.strip()) for m in options.cast]
+    want = [(m.name.strip(), m.description.strip()) for m in cast]
     if have != want:
         differences.append(f"its characters are {', '.join(n for n, _ in have) or 'none'}")
-    elif any(m.image is not None for m in options.cast):
-        for character, member in zip(story.characters, options.cast):
+    elif any(m.image is not None for m in cast):
+        for character, member in zip(story.characters, cast):
             if member.image is None:
                 continue
             wanted = np.asarray(load_reference_image(member.image, story.settings.reference_background))
             stored = [np.asarray(load_image(project.resolve(p))) for p in character.reference_images[:1]]
             if not stored or stored[0].shape != wanted.shape or not np.array_equal(stored[0], wanted):
                 differences.append(f"{character.name}'s reference image is another picture")
-    if options.scenes is not None and options.scenes != len(story.scenes):
+    if scenes is not None and scenes != len(story.scenes):
         differences.append(f"it has {len(story.scenes)} scenes")
     return differences
 
@@ -208,6 +254,7 @@ def plan_stage(run: StoryRun) -> StageOutcome:
         raise StoryPipelineError("give at least one character")
     check_images(options.cast)
     done = False
+    resume = None
     if (run.folder / PROJECT_FILE).is_file() and not options.force:
         run.project = Project.load(run.folder)
         differences = _differences(run.project, options)
@@ -215,16 +262,23 @@ def plan_stage(run: StoryRun) -> StageOutcome:
             raise StoryPipelineError(
                 f"{run.folder} holds a story planned from other inputs ({'; '.join(differences)}); choose "
                 f"another folder, or pass force (--force) to plan it anew")
+        if resumable(run.project, options.topic, options.cast, options.scenes):
+            resume = run.project
         message = f"{len(run.project.story.scenes)} scenes already planned"
-    else:
+    if resume is not None or run.project is None or options.force:
         from .planning import OfflinePlanner
 
         planner = options.planner or OfflinePlanner()
+        planner.progress, planner.cancel = run.progress, run.cancel
+        if hasattr(planner, "note"):  # the LLM planner names each retry and repair as it happens
+            planner.note = run.listener.note
         run.cancel.check()
-        story = planner.plan_story(options.topic, _characters(options.cast), options.scenes)
-        for repair in getattr(planner, "last_repairs", []):
-            run.listener.note(f"repaired {repair}")
-        run.project = new_project(run.folder, story, options.cast, overwrite=options.force)
+        run.project = plan_and_save(run.folder, planner, options.topic, options.cast, options.scenes,
+                                    overwrite=options.force, resume=resume, note=run.listener.note)
+        if not hasattr(planner, "note"):
+            for repair in getattr(planner, "last_repairs", []):
+                run.listener.note(f"repaired {repair}")
+        story = run.project.story
         message = f"planned {len(story.scenes)} scenes of {story.title!r}"
         done = True
     _apply_settings(run)

@@ -153,13 +153,19 @@ def test_plan_and_replan_read_the_reported_llm_answers(tmp_path, monkeypatch, ca
         pixels = json.loads(GOOD_SCENE)
         pixels["keyframes"] = [{"entities": [
             {"name": "sun", "motion": None, "description": "a bright sun", "box": [576, 24, 684, 120]},
-            {"name": "Mira", "motion": "walking", "description": "A young witch walking", "box": [72, 192, 216, 456]},
-        ]}] * 6
-        server.llm.queue(json.dumps(pixels))
+            {"name": "Mira", "motion": "walking", "description": "A young witch walking",
+             "box": [72 + 72 * k, 192, 216 + 72 * k, 456]},
+        ]} for k in range(6)]
+        # Scene 2 names Pip, whom the answer leaves out: sent back once, then Pip is placed here.
+        server.llm.queue(json.dumps(pixels), json.dumps(pixels))
         assert main(["replan", str(out), "--scene", "s2"]) == 0
-    assert "the boxes were in pixels of the 720x480 frame" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "the boxes were in pixels of the 720x480 frame" in err
+    assert "asked again (attempt 2 of 3): Pip is in this scene but in no keyframe" in err
+    assert "'Pip': is named in the scene but was in no keyframe; placed in every keyframe" in err
     scene = Project.load(out).story.scene("s2")
-    for keyframe in scene.keyframes:
-        sun, mira = keyframe.entities
+    for k, keyframe in enumerate(scene.keyframes):
+        sun, mira, pip = keyframe.entities
         assert sun.box == pytest.approx((0.8, 0.05, 0.95, 0.25))
-        assert mira.box == pytest.approx((0.1, 0.4, 0.3, 0.95)) and mira.character_id == "mira"
+        assert mira.box == pytest.approx((0.1 + 0.1 * k, 0.4, 0.3 + 0.1 * k, 0.95)) and mira.character_id == "mira"
+        assert pip.character_id == "pip" and "[v2]" in pip.description

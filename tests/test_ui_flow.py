@@ -37,6 +37,8 @@ def test_plan_edit_approve_render_export(chromium, app_home, artifacts, tmp_path
         page.get_by_role("button", name="Plan story").click()
         page.locator("#confirm-plan-yes").click()  # the demo is planned: Plan story asks first
         story = wait_until(lambda: (s := read_project(folder))["topic"] == topic and len(s["scenes"]) != 4
+                           # the story plan is saved first, each scene plan as it arrives: wait for the last
+                           and all(any(k["entities"] for k in scene["keyframes"]) for scene in s["scenes"])
                            and s, timeout=30, what="the planned story in project.json")
         assert 5 <= len(story["scenes"]) <= 8
         assert story["title"] == "Pip and Rusty", "a new plan keeps the story's title"

@@ -414,12 +414,39 @@ class Editor(HistoryBar, ClipsTab, PriorsTab, RenderTab):
                 + "\n\nIt keeps the title, the characters and their reference images, the trained priors (bound "
                   "again to the new scenes) and the approved clips of motions the new plan has. Until the next "
                   "save, `project.json.bak` holds the story as it is now.")
-        progress(0.1, desc=f"planning with the {planner.name} planner")
+        from dreamrunner.planning.base import is_planned
+
+        progress(0.05, desc=f"planning with the {planner.name} planner")
+        before = self.project(folder).story
+        # A plan that stopped part way (a failure, a timeout) for this topic goes on from the saved scene plans.
+        resume = before if (before.scenes and (topic or "").strip() == before.topic.strip()
+                            and not all(is_planned(s) for s in before.scenes)) else None
         with self.workspace.edit(folder) as project:
             edits.set_story_fields(project.story, topic=topic)
-            planned = planner.plan_story(project.story.topic, list(project.story.characters), int(num_scenes) or None)
-            project.story = edits.adopt_plan(project.story, planned)
-        gr.Info(f"planned {len(project.story.scenes)} scenes with the {planner.name} planner")
+        story = self.project(folder).story
+        notes: list[str] = []
+        planner.progress = lambda update: progress(update.fraction, desc=update.message[:120])
+        if hasattr(planner, "note"):  # the LLM planner's retries and repairs, shown when it ends
+            planner.note = notes.append
+
+        def on_outline(planned):  # each result is saved as it arrives: a failure keeps what was finished
+            with self.workspace.edit(folder) as project:
+                project.story = edits.adopt_plan(project.story, planned)
+
+        def on_scene(scene):
+            with self.workspace.edit(folder) as project:
+                edits.store_scene_plan(project.story, scene)
+
+        try:
+            planner.plan_story(story.topic, list(story.characters), int(num_scenes) or None,
+                               on_outline=on_outline, on_scene=on_scene, resume=resume)
+        finally:
+            if notes:
+                shown = "\n".join(f"- {html.escape(n)}" for n in notes[:12])
+                more = f"\n- ... and {len(notes) - 12} more" if len(notes) > 12 else ""
+                gr.Warning(f"{len(notes)} retries and repairs while planning:\n{shown}{more}")
+        done = "went on with the saved plan and planned" if resume is not None else "planned"
+        gr.Info(f"{done} {len(self.project(folder).story.scenes)} scenes with the {planner.name} planner")
         return {**self.everything(folder), **self.plan_confirm.hide()}
 
     def set_story_field(self, folder, field, value, shown=None):

@@ -11,8 +11,8 @@ from ..planning import REPLACEABLE, OfflinePlanner, Planner, PlannerSettings, ge
 from ..planning.llm import LLMPlanner
 from ..project import PROJECT_FILE, Project
 from ..story import Story
-from ..story_pipeline import check_images, new_project
-from .story_commands import cast_members, planner_help
+from ..story_pipeline import check_images, new_project, plan_and_save, resumable
+from .story_commands import SigintCancels, cast_members, llm_gguf_argument, planner_help
 
 _ENVIRONMENT = planner_help()
 
@@ -47,38 +47,60 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _planner_arguments(parser: argparse.ArgumentParser) -> None:
     # --offline (a global option) also means the offline planner.
     parser.add_argument("--seed", type=int, default=0, help="offline planner variant (default 0)")
+    llm_gguf_argument(parser)
 
 
-def planner_for(offline: bool, seed: int = 0) -> Planner:
-    """The offline planner with --offline or when no LLM is configured, else the LLM planner."""
+def planner_for(offline: bool, seed: int = 0, gguf: str | None = None, reporter=None) -> Planner:
+    """The offline planner with --offline or when no LLM is configured, else the LLM planner (a GGUF file
+    in this process with --llm-gguf). With `reporter`, the LLM planner shows its progress, retries and
+    repairs there as they happen."""
     if offline:
         return OfflinePlanner(seed=seed)
-    planner = get_planner(PlannerSettings.from_env())
-    return OfflinePlanner(seed=seed) if isinstance(planner, OfflinePlanner) else planner
+    settings = PlannerSettings.from_env()
+    if gguf:
+        settings = settings.model_copy(update={"gguf": gguf})
+    planner = get_planner(settings)
+    if isinstance(planner, OfflinePlanner):
+        return OfflinePlanner(seed=seed)
+    if reporter is not None:
+        planner.progress, planner.note = reporter.progress, reporter.warn
+    return planner
 
 
 def run_plan(args: argparse.Namespace) -> int:
     reporter = args.reporter
     out = Path(args.out)
-    if (out / PROJECT_FILE).exists() and not args.force:
-        raise DreamRunnerError(f"{out} already holds a project; pass --force to overwrite it")
     cast = cast_members(args.character)
+    resume = None
+    if (out / PROJECT_FILE).exists() and not args.force:
+        existing = Project.load(out)
+        if args.topic is None or not resumable(existing, args.topic, cast, args.scenes):
+            raise DreamRunnerError(f"{out} already holds a project; pass --force to overwrite it")
+        resume = existing  # a plan of the same topic and characters saved part way: go on with it
     check_images(cast)  # before any planning: the editor's rules, a named error for a bad file
     cast_story = Story()
     characters = [edits.add_character(cast_story, m.name, m.description) for m in cast]  # the editor's id rules
-    planner = planner_for(args.offline, args.seed)
+    planner = planner_for(args.offline, args.seed, args.llm_gguf, reporter)
     reporter.note(f"planning with the {_describe(planner)}")
-    if args.prompt is not None:
-        if args.scenes is not None:
-            raise UsageError("--scenes does not apply to --prompt (single-prompt mode plans one scene)")
-        story = planner.plan_prompt(args.prompt, characters)
-    else:
-        if not args.topic.strip():
-            raise UsageError("--topic is empty")
-        if not characters and isinstance(planner, OfflinePlanner):
-            raise UsageError("give at least one --character NAME")
-        story = planner.plan_story(args.topic, characters, args.scenes)
-    project = new_project(out, story, cast, overwrite=args.force)
+    with SigintCancels() as cancel:
+        planner.cancel = cancel
+        if args.prompt is not None:
+            if args.scenes is not None:
+                raise UsageError("--scenes does not apply to --prompt (single-prompt mode plans one scene)")
+            project = new_project(out, planner.plan_prompt(args.prompt, characters), cast, overwrite=args.force)
+        else:
+            if not args.topic.strip():
+                raise UsageError("--topic is empty")
+            if not characters and isinstance(planner, OfflinePlanner):
+                raise UsageError("give at least one --character NAME")
+            try:
+                project = plan_and_save(out, planner, args.topic, cast, args.scenes, overwrite=args.force,
+                                        resume=resume, note=reporter.note)
+            except DreamRunnerError:
+                if (out / PROJECT_FILE).exists():
+                    reporter.note(f"the plans finished so far are saved in {out}: run the same command again "
+                                  "(without --force) to go on from there")
+                raise
     _report(planner, reporter)
     story = project.story
     reporter.result(f"planned {len(story.scenes)} scene{'s' * (len(story.scenes) != 1)} of {story.title!r} into {out}",
@@ -89,7 +111,7 @@ def run_plan(args: argparse.Namespace) -> int:
 def run_replan(args: argparse.Namespace) -> int:
     project = Project.load(args.project)
     replace = {"*" if field == "all" else field for field in args.replace}
-    planner = planner_for(args.offline, args.seed)
+    planner = planner_for(args.offline, args.seed, args.llm_gguf, args.reporter)
     args.reporter.note(f"re-planning with the {_describe(planner)}")
     with project.edit():
         if args.scene is not None:
@@ -112,5 +134,7 @@ def _describe(planner: Planner) -> str:
 
 
 def _report(planner: Planner, reporter) -> None:
+    if isinstance(planner, LLMPlanner):
+        return  # it showed every retry and repair as it happened
     for repair in getattr(planner, "last_repairs", []):
         reporter.warn(f"repaired {repair}")

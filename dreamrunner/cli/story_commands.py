@@ -27,6 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     story.add_argument("--out", required=True, help="project folder (created, or resumed)")
     story.add_argument("--scenes", type=int, help="number of scenes, 5-8 (default: the planner's choice)")
     story.add_argument("--seed", type=int, default=0, help="offline planner variant (default 0)")
+    llm_gguf_argument(story)
     story.add_argument("--force", action="store_true",
                        help="plan anew even where --out holds a story planned from other inputs")
     story.add_argument("--until", choices=STAGES, default="export", help="stop after this stage (default export)")
@@ -57,10 +58,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     app.set_defaults(run=run_app)
 
 
+def llm_gguf_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--llm-gguf", metavar="PATH", help=(
+        "plan with this GGUF model file run in this process (needs the local-llm extra: pip install "
+        "'.[local-llm]'); the JSON schema is enforced while it writes"))
+
+
 def planner_help() -> str:
     return ("The LLM comes from the environment: OPENAI_API_KEY and/or OPENAI_BASE_URL (any OpenAI-compatible "
             "server: OpenAI, Ollama, vLLM, llama.cpp) and DREAMRUNNER_LLM_MODEL. Without them, or with --offline, "
-            "the built-in offline planner is used.")
+            "the built-in offline planner is used. Answers are streamed: progress shows, Ctrl-C stops mid-answer, "
+            "and the story plan and each scene plan are saved as they arrive (a rerun goes on from there). "
+            "See docs/planning.md for local servers.")
 
 
 def model_arguments(parser) -> None:
@@ -171,7 +180,7 @@ def run_story(args: argparse.Namespace) -> int:
     reporter = args.reporter
     options = StoryOptions(
         topic=args.topic, cast=cast_members(args.character), scenes=args.scenes, force=args.force,
-        planner=planner_for(args.offline, args.seed), catalog=args.catalog, clips_per_motion=args.clips_per_motion,
+        planner=planner_for(args.offline, args.seed, args.llm_gguf), catalog=args.catalog, clips_per_motion=args.clips_per_motion,
         min_score=args.min_score, detector=None if args.detector == "none" else args.detector,
         clip_model=None if args.clip_model == "none" else args.clip_model, backend=args.backend,
         model_path=args.model_path, memory=memory_options(args), train_steps=args.train_steps,

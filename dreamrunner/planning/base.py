@@ -10,9 +10,10 @@ A planner works at the paper's two levels:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ..errors import DreamRunnerError
+from ..jobs import CancelToken, ProgressCallback
 from ..story import NUM_KEYFRAMES, Character, KeyFrame, Scene, Story
 from ..validation import StoryValidationError, validate_story
 from .schema import SceneOutline, StoryOutline
@@ -101,12 +102,41 @@ class Planner(ABC):
         story-level fields (description, narration, motions). The scene keeps its id and story-level fields;
         character entities carry their character id and rare token."""
 
-    def plan_story(self, topic: str, characters: list[Character], num_scenes: int | None = None) -> Story:
-        """The story plan and every scene plan, validated."""
-        check_num_scenes(num_scenes)
-        outline = self.plan_outline(topic, characters, num_scenes)
-        story = story_from_outline(outline, topic, characters)
-        return with_scenes(story, [self.plan_scene(story, scene.id) for scene in story.scenes])
+    #: Set by the caller: progress of a long plan, and the token that cancels it (between scenes; the LLM
+    #: planner also mid-answer).
+    progress: ProgressCallback | None = None
+    cancel: CancelToken | None = None
+
+    def plan_story(self, topic: str, characters: list[Character], num_scenes: int | None = None, *,
+                   on_outline: Callable[[Story], None] | None = None,
+                   on_scene: Callable[[Scene], None] | None = None, resume: Story | None = None) -> Story:
+        """The story plan and every scene plan, validated. Each result goes to its callback as it arrives
+        (`on_outline`: the story with unplanned scenes; `on_scene`: one planned scene) so the caller can
+        commit it; `resume` (such a story, saved earlier) skips the story plan and the scenes planned already."""
+        if resume is None:
+            check_num_scenes(num_scenes)
+            outline = self.plan_outline(topic, characters, num_scenes)
+            story = story_from_outline(outline, topic, characters)
+            if on_outline is not None:
+                on_outline(story)
+        else:
+            story = resume
+        todo = [scene.id for scene in story.scenes if not is_planned(scene)]
+        planned = {scene.id: scene for scene in self.plan_scenes(story, todo, on_scene)}
+        return with_scenes(story, [planned.get(scene.id, scene) for scene in story.scenes])
+
+    def plan_scenes(self, story: Story, scene_ids: Sequence[str],
+                    on_scene: Callable[[Scene], None] | None = None) -> list[Scene]:
+        """The scene plans of `scene_ids`, one after another, each handed to `on_scene` when done."""
+        scenes = []
+        for scene_id in scene_ids:
+            if self.cancel is not None:
+                self.cancel.check()
+            scene = self.plan_scene(story, scene_id)
+            if on_scene is not None:
+                on_scene(scene)
+            scenes.append(scene)
+        return scenes
 
     def plan_prompt(self, prompt: str, characters: Sequence[Character] = ()) -> Story:
         """Single-prompt mode: one prompt -> a one-scene story whose scene plan lays the prompt out."""
@@ -120,6 +150,11 @@ class Planner(ABC):
             motions = list(dict.fromkeys(e.motion for k in scene.keyframes for e in k.entities if e.motion))
             scene = scene.model_copy(update={"motions": motions})
         return with_scenes(story, [scene])
+
+
+def is_planned(scene: Scene) -> bool:
+    """Whether a scene has its scene-level plan (an entity in a keyframe), e.g. one saved before a failure."""
+    return any(keyframe.entities for keyframe in scene.keyframes)
 
 
 def with_scenes(story: Story, scenes: list[Scene]) -> Story:

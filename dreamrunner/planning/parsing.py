@@ -262,7 +262,8 @@ def _is_story(value: Any) -> bool:
 
 
 def parse_story_answer(raw: str, num_scenes: int | None = None) -> tuple[StoryOutline, list[Repair]]:
-    """A story-level answer -> `StoryOutline` (scene count checked: `num_scenes`, else 5-8)."""
+    """A story-level answer -> `StoryOutline` (scene count: `num_scenes`, else 5-8; up to `NEAR_MISS` scenes off
+    is repaired by splitting or merging scenes, each repair reported; farther off is a problem)."""
     repairs: list[Repair] = []
     data = _unwrap(extract_json(raw, repairs, _is_story), ("scenes",))
     if isinstance(data, list):
@@ -294,15 +295,62 @@ def parse_story_answer(raw: str, num_scenes: int | None = None) -> tuple[StoryOu
             narration = scene
             repairs.append(Repair(where, "narration was missing; used the scene text"))
         scenes.append(SceneOutline(scene=scene, motions=list(dict.fromkeys(motions)), narration=narration))
-    if num_scenes is not None and len(data["scenes"]) != num_scenes:
-        problems.append(f"expected exactly {num_scenes} scenes, got {len(data['scenes'])}")
-    elif num_scenes is None and not MIN_SCENES <= len(data["scenes"]) <= MAX_SCENES:
-        problems.append(f"expected {MIN_SCENES} to {MAX_SCENES} scenes, got {len(data['scenes'])}")
+    low, high = (num_scenes, num_scenes) if num_scenes is not None else (MIN_SCENES, MAX_SCENES)
+    count = len(data["scenes"]) if problems else len(scenes)
+    if not problems and low - NEAR_MISS <= count < low:
+        scenes = _split_scenes(scenes, low, repairs)
+    elif not problems and high < count <= high + NEAR_MISS:
+        scenes = _merge_scenes(scenes, high, repairs)
+    elif not low - NEAR_MISS * bool(problems) <= count <= high + NEAR_MISS * bool(problems):
+        wanted = f"exactly {num_scenes}" if num_scenes is not None else f"{MIN_SCENES} to {MAX_SCENES}"
+        problems.append(f"expected {wanted} scenes, got {count}")
     if problems:
         raise PlanningError("the story plan is not usable:\n" + "\n".join(f"  - {p}" for p in problems),
                             raw=raw, problems=problems)
     title = _text(data.get("title")) or ""
     return StoryOutline(title=title, scenes=scenes), repairs
+
+
+NEAR_MISS = 2  # scene counts this far outside the wanted range are repaired here, not asked again
+
+
+def _sentences(text: str) -> list[str]:
+    return [part for part in re.split(r"(?<=[.!?])\s+", text.strip()) if part]
+
+
+def _split_scenes(scenes: list[SceneOutline], wanted: int, repairs: list[Repair]) -> list[SceneOutline]:
+    """Too few scenes: the scene with the longest narration becomes two (its sentences and motions shared
+    out; one sentence: the same action, begun then finished), until there are `wanted`."""
+    scenes = list(scenes)
+    while len(scenes) < wanted:
+        i = max(range(len(scenes)), key=lambda j: (len(_sentences(scenes[j].narration)), len(scenes[j].narration)))
+        scene = scenes[i]
+        said = _sentences(scene.narration)
+        half = max(1, len(said) // 2)
+        first, second = (" ".join(said[:half]), " ".join(said[half:])) if len(said) > 1 else (scene.narration,
+                                                                                            scene.narration)
+        cut = max(1, len(scene.motions) // 2)
+        motions = (scene.motions[:cut], scene.motions[cut:] or scene.motions) if len(scene.motions) > 1 else (
+            scene.motions, scene.motions)
+        scenes[i:i + 1] = [SceneOutline(scene=scene.scene, motions=list(motions[0]), narration=first),
+                           SceneOutline(scene=scene.scene, motions=list(motions[1]), narration=second)]
+        repairs.append(Repair("story plan", f"it had {len(scenes) - 1} scenes, {wanted} wanted: split scene {i + 1} "
+                                            "into two"))
+    return scenes
+
+
+def _merge_scenes(scenes: list[SceneOutline], wanted: int, repairs: list[Repair]) -> list[SceneOutline]:
+    """Too many scenes: the two neighbours with the shortest text together become one, until `wanted`."""
+    scenes = list(scenes)
+    while len(scenes) > wanted:
+        i = min(range(len(scenes) - 1), key=lambda j: len(scenes[j].scene + scenes[j].narration
+                                                          + scenes[j + 1].scene + scenes[j + 1].narration))
+        a, b = scenes[i], scenes[i + 1]
+        scenes[i:i + 2] = [SceneOutline(scene=f"{a.scene} {b.scene}", motions=list(dict.fromkeys(a.motions + b.motions))[:3],
+                                        narration=f"{a.narration} {b.narration}")]
+        repairs.append(Repair("story plan", f"it had {len(scenes) + 1} scenes, at most {wanted} wanted: merged "
+                                            f"scenes {i + 1} and {i + 2}"))
+    return scenes
 
 
 # ---------------------------------------------------------------- scene level

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from ..story import NUM_KEYFRAMES, Character, Scene
+from ..story import NUM_KEYFRAMES, Character, Scene, Story
 
 STORY_SYSTEM = """You are the story planner of DreamRunner Studio, a tool that turns a story into a multi-scene video.
 Write a story plan for a short video. Each scene is about 6 seconds of video, so keep every scene to one
@@ -123,9 +123,23 @@ def story_messages(topic: str, characters: Sequence[Character], num_scenes: int 
     ]
 
 
-def scene_messages(scene: Scene, characters: Sequence[Character], topic: str = "") -> list[dict]:
+def story_summary(story: Story, scene: Scene, limit: int = 90) -> list[str]:
+    """The story plan in one short line per scene, the planned scene marked: what a scene plan needs of the
+    rest of the story (never the other scenes' keyframes, which would grow the prompt scene by scene)."""
+    lines = []
+    for number, other in enumerate(story.scenes, 1):
+        text = " ".join((other.description or other.narration).split())
+        text = text if len(text) <= limit else text[:limit - 1] + "…"
+        lines.append(f"{number}. {'(THIS SCENE) ' if other.id == scene.id else ''}{text}")
+    return lines
+
+
+def scene_messages(scene: Scene, characters: Sequence[Character], topic: str = "",
+                   story: Story | None = None) -> list[dict]:
     request = {"scene": scene.description or scene.narration, "motions": scene.motions, "narration": scene.narration,
                "characters": _characters(characters, with_tokens=True)}
+    if story is not None and len(story.scenes) > 1:
+        request = {"story": story_summary(story, scene), **request}
     if topic:
         request = {"story topic": topic, **request}
     return [

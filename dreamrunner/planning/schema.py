@@ -72,10 +72,13 @@ def json_schema(model: type[BaseModel]) -> dict:
 
 
 def response_format(model: type[BaseModel], kind: str) -> dict | None:
-    """The chat-completions `response_format` for `kind` ("json_schema", "json_object" or "text")."""
+    """The chat-completions `response_format` for `kind`: "json_schema", "json_object_schema" (JSON mode with
+    the schema beside it: llama-cpp-python's server enforces it with a grammar), "json_object" or "text"."""
     if kind == "json_schema":
         return {"type": "json_schema",
                 "json_schema": {"name": model.__name__, "schema": json_schema(model), "strict": True}}
+    if kind == "json_object_schema":
+        return {"type": "json_object", "schema": json_schema(model)}
     if kind == "json_object":
         return {"type": "json_object"}
     return None

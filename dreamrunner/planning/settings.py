@@ -27,27 +27,42 @@ class PlannerSettings(Checked):
     base_url: str | None = None
     api_key: str | None = Field(default=None, repr=False)  # never shown in logs or reprs
     model: str = DEFAULT_MODEL
-    timeout: float = Field(default=120.0, gt=0, description="seconds to wait for one answer")
+    # Timeouts are per piece of a streamed answer, not per answer: a CPU model writes a scene plan for minutes.
+    timeout: float = Field(default=120.0, gt=0, description="seconds to wait for the next piece of a streamed answer")
+    first_token_timeout: float = Field(default=600.0, gt=0, description=(
+        "seconds to wait for the first piece of an answer (a CPU server reads the prompt first)"))
     max_attempts: int = Field(default=3, ge=1, le=10, description="answers asked for per plan, the first included")
-    # "auto" asks for a JSON schema (structured output) and falls back to JSON mode, then to a plain
-    # prompt, when the server refuses it; the fallback is remembered for the planner's lifetime.
+    # "auto" asks for a JSON schema (structured output) and steps down (JSON mode with the schema, JSON mode,
+    # a plain prompt) when the server refuses it; what a server takes is remembered per base URL and model.
     response_format: Literal["auto", "json_schema", "json_object", "text"] = "auto"
     temperature: float = Field(default=0.7, ge=0.0, le=2.0)
-    http_retries: int = Field(default=1, ge=0, le=5, description="retries of timeouts, 5xx and 429 by the openai client")
+    http_retries: int = Field(default=1, ge=0, le=5, description=(
+        "our own retries (each one reported) after a connection error or HTTP 5xx/429; the client makes none"))
+    story_max_tokens: int = Field(default=1536, ge=64, le=1_000_000, description="tokens one story-plan answer may use")
+    scene_max_tokens: int = Field(default=2048, ge=64, le=1_000_000, description="tokens one scene-plan answer may use")
+    context_tokens: int | None = Field(default=None, ge=512, le=10_000_000, description=(
+        "the server's context window in tokens; None: asked from the server, else 4096"))
+    parallel: int = Field(default=1, ge=1, le=16, description="scene plans asked for at once (1 suits local servers)")
+    gguf: str | None = Field(default=None, description=(
+        "a GGUF model file run in this process (llama-cpp-python, the local-llm extra) instead of a server"))
 
     @property
     def llm_configured(self) -> bool:
-        return bool(self.api_key or self.base_url)
+        return bool(self.api_key or self.base_url or self.gguf)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> PlannerSettings:
         """OPENAI_API_KEY, OPENAI_BASE_URL, DREAMRUNNER_LLM_MODEL (and DREAMRUNNER_LLM_TIMEOUT,
-        DREAMRUNNER_LLM_RESPONSE_FORMAT). Unset or empty variables keep the defaults."""
+        DREAMRUNNER_LLM_FIRST_TOKEN_TIMEOUT, DREAMRUNNER_LLM_RESPONSE_FORMAT, DREAMRUNNER_LLM_CONTEXT,
+        DREAMRUNNER_LLM_PARALLEL, DREAMRUNNER_LLM_GGUF). Unset or empty variables keep the defaults."""
         env = os.environ if environ is None else environ
         values: dict = {}
         for key, name in (("api_key", "OPENAI_API_KEY"), ("base_url", "OPENAI_BASE_URL"),
                           ("model", "DREAMRUNNER_LLM_MODEL"), ("timeout", "DREAMRUNNER_LLM_TIMEOUT"),
-                          ("response_format", "DREAMRUNNER_LLM_RESPONSE_FORMAT")):
+                          ("response_format", "DREAMRUNNER_LLM_RESPONSE_FORMAT"),
+                          ("first_token_timeout", "DREAMRUNNER_LLM_FIRST_TOKEN_TIMEOUT"),
+                          ("context_tokens", "DREAMRUNNER_LLM_CONTEXT"), ("parallel", "DREAMRUNNER_LLM_PARALLEL"),
+                          ("gguf", "DREAMRUNNER_LLM_GGUF")):
             if env.get(name, "").strip():
                 values[key] = env[name].strip()
         try:
@@ -57,6 +72,8 @@ class PlannerSettings(Checked):
             raise PlanningError("the LLM settings from the environment are not valid: " + "; ".join(problems)) from None
 
     def describe(self) -> str:
+        if self.gguf:
+            return f"GGUF model {self.gguf} in this process"
         where = self.base_url or "the OpenAI API"
         return f"model {self.model!r} at {where}"
 
