@@ -306,7 +306,7 @@ class RenderTab:
         except Exception as error:  # noqa: BLE001 - shown; the widgets go back to the stored settings
             warn(error)
         if note is not None:
-            gr.Info(note)
+            gr.Info(html.escape(note))
         return {self.status: self.status_text(folder), **self.render_settings_view(folder, scene_id, scope)}
 
     def use_default_render(self, folder, scene_id, use_default) -> dict:
