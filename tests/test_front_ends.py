@@ -274,6 +274,31 @@ def test_switching_backend_switches_the_video_settings_of_another_kind(editor, p
     assert result.returncode == 2 and "add --save-settings to switch the story to tiny-1.5" in result.stderr
 
 
+def test_plan_story_plans_another_story_each_press_and_its_seed_plans_it_again(editor, pair, monkeypatch):
+    """Plan story takes the seed field's variant and leaves the next one there: pressing again re-plans
+    differently; typing back the seed the toast named gives that plan again."""
+    import gradio as gr
+
+    from dreamrunner.story import plan_digest
+
+    notes = []
+    monkeypatch.setattr(gr, "Info", lambda message, *args, **kwargs: notes.append(message))
+    folder, topic, offline = pair[0], "a witch delivers potions in the village", ("offline", "", "", "")
+    plans = []
+    seed = 7
+    for _ in range(3):
+        answer = editor.plan_story(folder, topic, 4, seed, *offline, confirmed=True)
+        assert answer[editor.plan_seed] == seed + 1 and f"variant {seed}: set Plan variant to {seed}" in notes[-1]
+        plans.append([plan_digest(scene) for scene in Project.load(folder).story.scenes])
+        seed = answer[editor.plan_seed]
+    assert len(plans[0]) == 4 and plans[0] != plans[1] != plans[2] != plans[0]
+    editor.plan_story(folder, topic, 4, 8, *offline, confirmed=True)  # the second plan's seed, typed back
+    assert [plan_digest(scene) for scene in Project.load(folder).story.scenes] == plans[1]
+    # An emptied field plans with a fresh variant and names it.
+    answer = editor.plan_story(folder, topic, 4, None, *offline, confirmed=True)
+    assert f"variant {answer[editor.plan_seed] - 1}:" in notes[-1]
+
+
 def test_a_scenes_own_render_settings_and_back_to_the_story_default(editor, pair):
     from ui.render_tab import SCENE_SCOPE
 
