@@ -288,8 +288,9 @@ class VideoSettings(Model):
                              f"{MAX_NUM_FRAMES} (CogVideoX 1.5; each backend's frame counts: docs/rendering.md)")
         if (self.num_frames - 1) % self.vae_temporal:
             lower = self.num_frames - (self.num_frames - 1) % self.vae_temporal
+            higher = min(lower + self.vae_temporal, MAX_NUM_FRAMES)
             raise ValueError(f"num_frames = {self.num_frames} is not 4N+1 (the VAE makes one latent of the first "
-                             f"frame and one of every 4 after it), e.g. {lower} or {min(lower + self.vae_temporal, MAX_NUM_FRAMES)}")
+                             f"frame and one of every 4 after it), e.g. {lower} or {higher}")
         step = self.vae_spatial * self.patch_size
         if self.height % step or self.width % step:
             raise ValueError(f"height and width must be multiples of {step}, got {self.height}x{self.width}")

@@ -83,7 +83,8 @@ def test_frame_size_and_count_are_held_to_the_model():
     assert edits.set_video(story, size="480p", num_frames=49) == ["num_frames", "height", "width"]
     assert (story.settings.video.height, story.settings.video.width) == (480, 720)
     assert edits.set_video(story, num_frames=25) == ["num_frames"]
-    with pytest.raises(VideoPresetError, match=r"video size 1024x576 .*CogVideoX-2B \(cogvideox-2b\) makes 720x480 \(480p\)"):
+    with pytest.raises(VideoPresetError,
+                       match=r"video size 1024x576 .*CogVideoX-2B \(cogvideox-2b\) makes 720x480 \(480p\)"):
         edits.set_video(story, size="1024x576")
     with pytest.raises(DreamRunnerError, match=r"num_frames = 50"):
         edits.set_video(story, num_frames=50)

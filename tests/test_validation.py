@@ -141,7 +141,8 @@ def test_frame_counts_fit_the_vae_and_each_model_its_own():
             check_video(backend, 45, 480, 720)
     check_video("wan2.1-1.3b", 45, 480, 832)
     check_video("tiny-wan", 81, 64, 96)
-    with pytest.raises(VideoPresetError, match=r"num_frames = 85: Wan2.1-T2V-1.3B \(wan2.1-1.3b\) makes 4N\+1 up to 81"):
+    with pytest.raises(VideoPresetError,
+                       match=r"num_frames = 85: Wan2.1-T2V-1.3B \(wan2.1-1.3b\) makes 4N\+1 up to 81"):
         check_video("wan2.1-1.3b", 85, 480, 832)
     for bad in (48, 50, 165, 400_001, 10**30):
         with pytest.raises(ValueError, match=f"num_frames = {bad} "):

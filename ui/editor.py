@@ -434,7 +434,8 @@ class Editor(HistoryBar, ClipsTab, PriorsTab, RenderTab):
             edits.set_story_fields(project.story, topic=topic)
             planned = planner.plan_story(project.story.topic, list(project.story.characters), int(num_scenes) or None)
             project.story = edits.adopt_plan(project.story, planned)
-        again = f" (variant {seed}: set Plan variant to {seed} to plan it again)" if planner_settings[0] != "llm" else ""
+        offline = planner_settings[0] != "llm"  # an LLM samples anew: no seed brings its plan back
+        again = f" (variant {seed}: set Plan variant to {seed} to plan it again)" if offline else ""
         gr.Info(f"planned {len(project.story.scenes)} scenes with the {planner.name} planner{again}")
         return {**self.everything(folder), self.plan_seed: seed + 1, **self.plan_confirm.hide()}
 
