@@ -23,7 +23,8 @@ from .story import (SCENE_RENDER_FIELDS, Box, Character, ClipRef, Entity, KeyFra
                     RenderOverrides, RenderResult, RenderSettings, Scene, Story, VideoSettings, entity_key,
                     scene_render_settings, slug, unique_id)
 from .validation import first_message
-from .video_presets import check_video, parse_size
+from .backends import backend_video_defaults, temporal_patch
+from .video_presets import VideoPresetError, check_video, parse_size
 
 SCENE_FIELDS = ("description", "narration", "motions", "background")
 ENTITY_FIELDS = ("name", "character_id", "motion", "description", "box")
@@ -58,8 +59,9 @@ def set_story_fields(story: Story, **fields: str) -> list[str]:
     return [f for f, v in fields.items() if _set(story, f, (v or "").strip(), "story")]
 
 
-def set_setting(story: Story, path: str, value: Any) -> bool:
-    """One setting by its dotted path under `story.settings`, e.g. ``render.steps`` or ``prior.max_steps``."""
+def set_setting(story: Story, path: str, value: Any) -> str | None:
+    """One setting by its dotted path under `story.settings`, e.g. ``render.steps`` or ``prior.max_steps``.
+    Returns a note for the user where the change also changed other settings (`set_backend`), else None."""
     *parents, field = path.split(".")
     node: Any = story.settings
     for part in parents:
@@ -70,13 +72,50 @@ def set_setting(story: Story, path: str, value: Any) -> bool:
         raise EditError(f"there is no setting {path!r}; settings are " + ", ".join(
             f"{group}.{name}" for group in ("video", "render", "prior")
             for name in type(getattr(story.settings, group)).model_fields))
+    if node is story.settings.render and field == "backend":
+        return set_backend(story, value)
     if node is story.settings.render:
-        return bool(set_render_settings(story, **{field: value}))  # its rules (seed after seeds, ...) in one place
-    changed = _set(node, field, value, f"setting {path}")
+        set_render_settings(story, **{field: value})  # its rules (seed after seeds, ...) in one place
+        return None
+    _set(node, field, value, f"setting {path}")
     if node is story.settings.video:
         video = story.settings.video
         check_video(story.settings.render.backend, video.num_frames, video.height, video.width)
-    return changed
+    return None
+
+
+def backend_geometry(backend: str) -> dict:
+    """The `VideoSettings` fields a backend's model was made for: its defaults and its temporal patch."""
+    return {**backend_video_defaults(backend), "patch_size_t": temporal_patch(backend)}
+
+
+def set_backend(story: Story, backend: str) -> str | None:
+    """The story's render backend. Where the video settings are not the new model's kind (`patch_size_t`) or
+    their size or frame count is not one it makes (`video_presets.check_video`), they switch to the model's own
+    (`backend_geometry`) in the same change. Returns a note saying what the video settings became, else None."""
+    set_render_settings(story, backend=backend)
+    video = story.settings.video
+    if (mismatch := geometry_mismatch(video, backend)) is None:
+        return None
+    story.settings.video = after = VideoSettings.model_validate({**video.model_dump(), **backend_geometry(backend)})
+    return (f"video settings switched to {backend}'s own: {_geometry_words(after)} (were "
+            f"{_geometry_words(video)}; {mismatch})")
+
+
+def geometry_mismatch(video: VideoSettings, backend: str) -> str | None:
+    """Why `backend`'s model does not make `video` (its kind, `patch_size_t`, or its size or frame count,
+    `video_presets.check_video`), else None."""
+    if video.patch_size_t != temporal_patch(backend):
+        return f"video.patch_size_t = {video.patch_size_t}: {backend} takes {temporal_patch(backend)}"
+    try:
+        check_video(backend, video.num_frames, video.height, video.width)
+    except VideoPresetError as error:
+        return str(error)
+    return None
+
+
+def _geometry_words(video: VideoSettings) -> str:
+    return f"{video.num_frames} frames at {video.fps} fps, {video.width}x{video.height}"
 
 
 def _named(error: ValueError) -> str:

@@ -20,19 +20,12 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInf
 
 from .backends import temporal_patch
 from .media import DEFAULT_BACKGROUND, background_rgb
+from .video_presets import MODEL_VIDEO, frames_message
 
 NUM_KEYFRAMES = 6
-# CogVideoX 2B/5B make 8N+1 frames with N <= 6: 49 is what both were trained on (6 s at 8 fps), and the
-# CogVideo authors' own demo documents "8N + 1 where N <= 6". More frames leave the training distribution
-# (and grow attention quadratically); validation refuses them rather than render something unseen.
-MAX_NUM_FRAMES = 49
-# Frame rule per temporal patch (VideoSettings.patch_size_t): N-step, most frames, the models it is for.
-# CogVideoX 1.5 (two latent frames per token frame) makes 16N+1 frames with N <= 10, its model card's rule:
-# 81 frames (5 s at 16 fps, its default) or 161 (10 s).
-FRAME_RULES = {1: (8, MAX_NUM_FRAMES, "CogVideoX 2B/5B"), 2: (16, 161, "CogVideoX 1.5")}
-# The geometry each kind was trained at, for messages (VideoSettings fields).
-GEOMETRY_10 = {"patch_size_t": 1, "num_frames": 49, "fps": 8, "height": 480, "width": 720}
-GEOMETRY_15 = {"patch_size_t": 2, "num_frames": 81, "fps": 16, "height": 768, "width": 1360}
+# The most frames any model here makes (CogVideoX 1.5: 161); what each model makes is video_presets.MODEL_VIDEO.
+# More would leave every training distribution (and grow attention quadratically).
+MAX_NUM_FRAMES = max(max(row.frame_counts) for row in MODEL_VIDEO.values())
 
 
 def _check_media_path(path: str) -> str:
@@ -288,18 +281,16 @@ class VideoSettings(Model):
 
     @model_validator(mode="after")
     def _check_geometry(self) -> VideoSettings:
-        # The VAE makes one latent of the first frame and one of every 4 after it, and decodes the latents in
-        # batches of two after an odd first batch: an even latent count (45 frames -> 12) comes back as 48 frames.
-        step, most, model = FRAME_RULES[self.patch_size_t]
-        if self.num_frames > most:
-            longer = (" (CogVideoX 1.5 makes up to 161: the cogvideox1.5-5b backend with video.patch_size_t 2)"
-                      if self.patch_size_t == 1 else "")
-            raise ValueError(f"num_frames = {self.num_frames} is more than {model} make: at most "
-                             f"{most} ({step}N+1 with N <= {(most - 1) // step}){longer}")
-        if (self.num_frames - 1) % step:
-            lower = self.num_frames - (self.num_frames - 1) % step
-            raise ValueError(f"num_frames = {self.num_frames} does not fit {model}: it must be {step}N+1 "
-                             f"up to {most} (e.g. {lower} or {min(lower + step, most)})")
+        # What every model's VAE needs: one latent of the first frame and one of every 4 after it. A model's own
+        # rule (CogVideoX 8N+1, 1.5 16N+1, Wan 4N+1) is its MODEL_VIDEO row, which `Story` holds it to.
+        if self.num_frames > MAX_NUM_FRAMES:
+            raise ValueError(f"num_frames = {self.num_frames} is more than any model makes: at most "
+                             f"{MAX_NUM_FRAMES} (CogVideoX 1.5; each backend's frame counts: docs/rendering.md)")
+        if (self.num_frames - 1) % self.vae_temporal:
+            lower = self.num_frames - (self.num_frames - 1) % self.vae_temporal
+            higher = min(lower + self.vae_temporal, MAX_NUM_FRAMES)
+            raise ValueError(f"num_frames = {self.num_frames} is not 4N+1 (the VAE makes one latent of the first "
+                             f"frame and one of every 4 after it), e.g. {lower} or {higher}")
         step = self.vae_spatial * self.patch_size
         if self.height % step or self.width % step:
             raise ValueError(f"height and width must be multiples of {step}, got {self.height}x{self.width}")
@@ -513,17 +504,20 @@ class Story(Model):
     @model_validator(mode="after")
     def _check_backend_geometry(self) -> Story:
         # Checked on the whole story (not on assignment to its settings), so a backend and the geometry it
-        # needs can be set in either order within one change.
+        # needs can be set in either order within one change. The frame size is held to the model when it is
+        # set and before a render (video_presets.check_video), so projects saved at another size still load.
         render, video = self.settings.render, self.settings.video
         wanted = temporal_patch(render.backend)
+        fix = (f"`dreamrunner set PROJECT render.backend={render.backend}` (or the editor's model choice) switches "
+               f"the video settings to the model's own with it")
         if video.patch_size_t != wanted:
-            kinds = {1: "CogVideoX 2B/5B", 2: "CogVideoX 1.5"}
+            kinds = {1: "one latent frame per token frame (CogVideoX 2B/5B, Wan 2.1)",
+                     2: "two latent frames per token frame (CogVideoX 1.5)"}
             raise ValueError(
-                f"settings: render.backend {render.backend!r} is a {kinds[wanted]} model, but the video settings "
-                f"are {kinds[video.patch_size_t]} geometry (video.patch_size_t = {video.patch_size_t}, the "
-                f"model's is {wanted}); set the backend and its geometry in one change, e.g. `dreamrunner set "
-                f"PROJECT render.backend=cogvideox1.5-5b 'video={json.dumps(GEOMETRY_15)}'` (or back: "
-                f"render.backend=cogvideox-5b 'video={json.dumps(GEOMETRY_10)}')")
+                f"settings: render.backend {render.backend!r} takes video.patch_size_t = {wanted}, "
+                f"{kinds[wanted]}, but the video settings have patch_size_t = {video.patch_size_t}: {fix}")
+        if (message := frames_message(render.backend, video.num_frames)) is not None:
+            raise ValueError(f"settings: {message}; set video.num_frames to one of them, or {fix}")
         return self
 
     @model_validator(mode="after")

@@ -294,7 +294,8 @@ def _apply_settings(run: StoryRun) -> None:
     with run.project.edit():
         for path, value in wanted.items():
             if value is not None:
-                edits.set_setting(run.project.story, path, value)
+                if (note := edits.set_setting(run.project.story, path, value)) is not None:
+                    run.listener.note(note)
 
 
 def _motions(story: Story) -> list[str]:

@@ -109,7 +109,7 @@ def test_the_server_api_key_goes_only_to_the_server_endpoint(site):
     unauthorized = Reply(status=401, body={"error": {"message": "invalid key", "type": "invalid_request_error"}})
 
     # A typed base URL without a typed key: refused before any request leaves the server.
-    answer = page.call("plan_story", "a cat", 3, "llm", caller_llm.base_url, "gpt-4o", "")
+    answer = page.call("plan_story", "a cat", 3, 0, "llm", caller_llm.base_url, "gpt-4o", "")
     site["answers"].append(answer)
     assert "type an API key for it" in answer.toast_text(), answer.toasts
     assert caller_llm.llm.requests == []
@@ -117,7 +117,7 @@ def test_the_server_api_key_goes_only_to_the_server_endpoint(site):
     # With a typed key, that key (and only it) goes to the typed URL.
     caller_llm.llm.queue(*[unauthorized] * 6)
     # (The demo is planned: the call that plans over it is the confirming one.)
-    answer = page.call("plan_story_confirmed", "a cat", 3, "llm", caller_llm.base_url, "gpt-4o", TYPED_KEY)
+    answer = page.call("plan_story_confirmed", "a cat", 3, 0, "llm", caller_llm.base_url, "gpt-4o", TYPED_KEY)
     site["answers"].append(answer)
     assert caller_llm.llm.requests
     assert {r["auth"] for r in caller_llm.llm.requests} == {f"Bearer {TYPED_KEY}"}
@@ -126,7 +126,7 @@ def test_the_server_api_key_goes_only_to_the_server_endpoint(site):
     for typed in ("", server_llm.base_url + "/"):
         server_llm.llm.requests.clear()
         server_llm.llm.queue(*[unauthorized] * 6)
-        site["answers"].append(page.call("plan_story_confirmed", "a cat", 3, "llm", typed, "gpt-4o", ""))
+        site["answers"].append(page.call("plan_story_confirmed", "a cat", 3, 0, "llm", typed, "gpt-4o", ""))
         assert server_llm.llm.requests and {r["auth"] for r in server_llm.llm.requests} == {f"Bearer {API_KEY}"}
 
 

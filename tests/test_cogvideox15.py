@@ -19,11 +19,13 @@ from dreamrunner.project import Project
 from dreamrunner.regions import RegionPlan, build_region_plan, frame_keyframes, token_frame_latents
 from dreamrunner.rendering.pipeline import DreamRunnerPipeline, SceneInput
 from dreamrunner.rendering.story_render import StoryRenderer, commit_to
-from dreamrunner.story import GEOMETRY_15, Prior, PriorBinding, RenderSettings, StorySettings, VideoSettings
+from dreamrunner.edits import backend_geometry
+from dreamrunner.story import Prior, PriorBinding, RenderSettings, StorySettings, VideoSettings
 from dreamrunner.validation import StoryValidationError, validate_story
 from dreamrunner.video_io import read_video
 
 TINY_15 = VideoSettings(num_frames=17, fps=16, height=64, width=96, patch_size_t=2)
+GEOMETRY_15 = backend_geometry("cogvideox1.5-5b")  # 81 frames at 16 fps, 768x1360, patch_size_t 2
 
 
 @pytest.fixture(scope="module")
@@ -79,29 +81,40 @@ def test_settings_accept_the_15_geometry_with_a_15_backend_only(tmp_path):
     validate_story(story_15().model_dump(mode="json"))
     data = story_15().model_dump(mode="json")
     data["settings"]["render"]["backend"] = "cogvideox-5b"
-    with pytest.raises(StoryValidationError, match=r"render.backend 'cogvideox-5b' is a CogVideoX 2B/5B model, but "
-                                                   r"the video settings are CogVideoX 1.5 geometry"):
+    with pytest.raises(StoryValidationError, match=r"render.backend 'cogvideox-5b' takes video.patch_size_t = 1, one "
+                                                   r"latent frame per token frame .* but the video settings have "
+                                                   r"patch_size_t = 2: `dreamrunner set PROJECT "
+                                                   r"render.backend=cogvideox-5b` .* switches the video settings"):
         validate_story(data)
     data = three_scene_story().model_dump(mode="json")
     data["settings"]["render"]["backend"] = "cogvideox1.5-5b"
-    with pytest.raises(StoryValidationError, match="'cogvideox1.5-5b' is a CogVideoX 1.5 model"):
+    with pytest.raises(StoryValidationError, match="'cogvideox1.5-5b' takes video.patch_size_t = 2, two latent"):
         validate_story(data)
-    with pytest.raises(ValueError, match=r"81 is more than CogVideoX 2B/5B make: at most 49 .*CogVideoX 1.5 makes up to 161"):
-        VideoSettings(num_frames=81)
-    with pytest.raises(ValueError, match=r"num_frames = 89 does not fit CogVideoX 1.5: it must be 16N\+1"):
-        VideoSettings(**{**GEOMETRY_15, "num_frames": 89})
-    with pytest.raises(ValueError, match="at most 161"):
-        VideoSettings(**{**GEOMETRY_15, "num_frames": 177})
+    # Frame counts are the model's (video_presets.MODEL_VIDEO), held whenever the story is checked; the video
+    # settings alone hold only the VAE's 4N+1 and the most any model makes.
+    data = story_15().model_dump(mode="json")
+    data["settings"]["video"]["num_frames"] = 89
+    with pytest.raises(StoryValidationError, match=r"video.num_frames = 89: tiny-1.5 makes 16N\+1 up to "
+                                                   r"161 frames \(e.g. 81 or 97\)"):
+        validate_story(data)
+    assert VideoSettings(**{**GEOMETRY_15, "num_frames": 89}).num_frames == 89  # 4N+1: Wan makes such counts
+    with pytest.raises(ValueError, match=r"num_frames = 90 is not 4N\+1"):
+        VideoSettings(**{**GEOMETRY_15, "num_frames": 90})
+    with pytest.raises(ValueError, match="more than any model makes: at most 161"):
+        VideoSettings(**{**GEOMETRY_15, "num_frames": 165})
     with pytest.raises(ValueError, match="multiples of 16"):
         VideoSettings(**{**GEOMETRY_15, "height": 760})
 
-    # The CLI switches a project to 1.5 in one change (either order); the backend alone is refused, named.
+    # The CLI switches a project to 1.5 with the backend alone: the video settings follow, and it says so.
     Project.create(tmp_path / "story", three_scene_story())
-    assert main(["set", str(tmp_path / "story"), "render.backend=tiny-1.5"]) == 1
-    assert Project.load(tmp_path / "story").story.settings.render.backend == "tiny"
-    video = json.dumps(TINY_15.model_dump())
-    assert main(["set", str(tmp_path / "story"), f"video={video}", "render.backend=tiny-1.5"]) == 0
+    assert main(["set", str(tmp_path / "story"), "render.backend=tiny-1.5"]) == 0
     settings = Project.load(tmp_path / "story").story.settings
+    assert settings.render.backend == "tiny-1.5" and settings.video == TINY_15
+    # Or with its geometry given in the same change.
+    Project.create(tmp_path / "other", three_scene_story())
+    video = json.dumps(TINY_15.model_dump())
+    assert main(["set", str(tmp_path / "other"), f"video={video}", "render.backend=tiny-1.5"]) == 0
+    settings = Project.load(tmp_path / "other").story.settings
     assert settings.render.backend == "tiny-1.5" and settings.video == TINY_15
 
 
@@ -226,10 +239,11 @@ def test_the_cli_renders_with_tiny_15(tmp_path, capsys):
     scene = Project.load(tmp_path / "story").story.scenes[1]
     assert len(scene.renders) == 1 and scene.renders[0].is_noise
     capsys.readouterr()
-    # A one-off backend of another CogVideoX kind is checked with the story's settings: a usage error naming both.
+    # A one-off backend of another kind is checked with the story's settings: a usage error naming both and the fix.
     assert main(["render", str(tmp_path / "story"), "--scene", "2", "--backend", "cogvideox-5b"]) == 2
-    assert "'cogvideox-5b' is a CogVideoX 2B/5B model, but the video settings are CogVideoX 1.5 geometry" in \
-        capsys.readouterr().err
+    assert ("--backend cogvideox-5b for this run only, but the story's video settings are not made by it "
+            "(video.patch_size_t = 2: cogvideox-5b takes 1): add --save-settings to switch the story to cogvideox-5b "
+            "with its own video settings") in capsys.readouterr().err
 
 
 

@@ -233,6 +233,72 @@ def test_render_settings_of_the_story(editor, pair):
         ("blurry, watermark", "bf16", True, [3, 5])
 
 
+def test_switching_backend_switches_the_video_settings_of_another_kind(editor, pair, monkeypatch):
+    """The editor's model choice, `dreamrunner set render.backend=` and `render --backend --save-settings` move the
+    story to the new model's own geometry where the old one is not of its kind, in the same change, and say so."""
+    import gradio as gr
+
+    from dreamrunner.edits import backend_geometry
+    from dreamrunner.story import VideoSettings
+
+    notes = []
+    monkeypatch.setattr(gr, "Info", lambda message, *args, **kwargs: notes.append(message))
+    editor.set_render_setting(pair[0], "backend", "tiny-1.5")  # CogVideoX 1.0 geometry -> two latents per token
+    cli("set", pair[1], "render.backend=tiny-1.5")
+    same_result(*pair)
+    video = Project.load(pair[0]).story.settings.video
+    assert video == VideoSettings(**backend_geometry("tiny-1.5")) and video.patch_size_t == 2
+    assert notes == ["video settings switched to tiny-1.5&#x27;s own: 17 frames at 16 fps, 96x64 (were 49 frames at "
+                     "8 fps, 720x480; video.patch_size_t = 1: tiny-1.5 takes 2)"]
+    view = editor.render_settings_view(pair[0], None)
+    assert view[editor.render_shown]["backend"] == "tiny-1.5"
+    assert [value for _, value in view[editor.render_size]["choices"]] == ["96x64", "1360x768"]
+    assert view[editor.render_frames]["choices"] == list(range(1, 162, 16))
+
+    # Back to a one-latent kind through the render command (saved), rendering one scene with it.
+    editor.set_render_setting(pair[0], "backend", "tiny-wan")
+    editor.set_render_setting(pair[0], "steps", 1, "This scene", "s1")  # --steps with --scene: the scene's own
+    result = subprocess.run([sys.executable, "-m", "dreamrunner", "render", str(pair[1]), "--scene", "1",
+                             "--backend", "tiny-wan", "--steps", "1", "--save-settings", "--device", "cpu"],
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "video settings switched to tiny-wan's own: 9 frames at 16 fps, 96x64" in result.stderr
+    page, command = Project.load(pair[0]).story, Project.load(pair[1]).story
+    assert page.settings == command.settings and command.settings.video == VideoSettings(**backend_geometry("tiny-wan"))
+    assert page.scenes[0].render == command.scenes[0].render == RenderOverrides(steps=1)
+    assert command.scenes[0].renders[-1].backend == "tiny-wan"
+
+    # For one run only, a backend that does not make the story's geometry is a usage error naming the fix.
+    result = subprocess.run([sys.executable, "-m", "dreamrunner", "render", str(pair[1]), "--backend", "tiny-1.5"],
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "add --save-settings to switch the story to tiny-1.5" in result.stderr
+
+
+def test_plan_story_plans_another_story_each_press_and_its_seed_plans_it_again(editor, pair, monkeypatch):
+    """Plan story takes the seed field's variant and leaves the next one there: pressing again re-plans
+    differently; typing back the seed the toast named gives that plan again."""
+    import gradio as gr
+
+    from dreamrunner.story import plan_digest
+
+    notes = []
+    monkeypatch.setattr(gr, "Info", lambda message, *args, **kwargs: notes.append(message))
+    folder, topic, offline = pair[0], "a witch delivers potions in the village", ("offline", "", "", "")
+    plans = []
+    seed = 7
+    for _ in range(3):
+        answer = editor.plan_story(folder, topic, 4, seed, *offline, confirmed=True)
+        assert answer[editor.plan_seed] == seed + 1 and f"variant {seed}: set Plan variant to {seed}" in notes[-1]
+        plans.append([plan_digest(scene) for scene in Project.load(folder).story.scenes])
+        seed = answer[editor.plan_seed]
+    assert len(plans[0]) == 4 and plans[0] != plans[1] != plans[2] != plans[0]
+    editor.plan_story(folder, topic, 4, 8, *offline, confirmed=True)  # the second plan's seed, typed back
+    assert [plan_digest(scene) for scene in Project.load(folder).story.scenes] == plans[1]
+    # An emptied field plans with a fresh variant and names it.
+    answer = editor.plan_story(folder, topic, 4, None, *offline, confirmed=True)
+    assert f"variant {answer[editor.plan_seed] - 1}:" in notes[-1]
+
+
 def test_a_scenes_own_render_settings_and_back_to_the_story_default(editor, pair):
     from ui.render_tab import SCENE_SCOPE
 

@@ -282,11 +282,11 @@ def test_the_editors_plan_story_saves_as_plans_arrive_and_goes_on_after_a_failur
     with LLMServer() as server:
         server.llm.queue(STORY_ANSWER, GOOD_SCENE, GOOD_SCENE, Reply(status=401, body={"error": {"message": "bad key"}}))
         with pytest.raises(PlanningError, match="HTTP 401"):
-            editor.plan_story(str(folder), TOPIC, 6, "llm", server.base_url, "qwen", "typed-key", confirmed=True)
+            editor.plan_story(str(folder), TOPIC, 6, None, "llm", server.base_url, "qwen", "typed-key", confirmed=True)
         saved = Project.load(folder).story
         assert [is_planned(s) for s in saved.scenes] == [True, True] + [False] * 4
         server.llm.queue(*[GOOD_SCENE] * 4)
-        editor.plan_story(str(folder), TOPIC, 6, "llm", server.base_url, "qwen", "typed-key", confirmed=True)
+        editor.plan_story(str(folder), TOPIC, 6, None, "llm", server.base_url, "qwen", "typed-key", confirmed=True)
         assert len(server.llm.requests) == 8  # the story plan and the 2 scene plans were not asked again
         story = Project.load(folder).story
         assert all(is_planned(s) for s in story.scenes) and story.title == "Mira's First Delivery"

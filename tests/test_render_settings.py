@@ -19,7 +19,7 @@ from dreamrunner.project import Project
 from dreamrunner.regions import build_region_plan
 from dreamrunner.rendering.pipeline import DreamRunnerPipeline, SceneInput
 from dreamrunner.rendering.story_render import StoryRenderer, commit_to, scene_cache_key, scene_prompt
-from dreamrunner.story import PriorBinding, RenderOverrides, scene_render_settings
+from dreamrunner.story import PriorBinding, RenderOverrides, VideoSettings, scene_render_settings
 from dreamrunner.validation import StoryValidationError, validate_story
 from dreamrunner.video_presets import VideoPresetError
 
@@ -83,18 +83,42 @@ def test_frame_size_and_count_are_held_to_the_model():
     assert edits.set_video(story, size="480p", num_frames=49) == ["num_frames", "height", "width"]
     assert (story.settings.video.height, story.settings.video.width) == (480, 720)
     assert edits.set_video(story, num_frames=25) == ["num_frames"]
-    with pytest.raises(VideoPresetError, match=r"video size 1024x576 .*CogVideoX-2B makes 720x480 \(480p\)"):
+    with pytest.raises(VideoPresetError,
+                       match=r"video size 1024x576 .*CogVideoX-2B \(cogvideox-2b\) makes 720x480 \(480p\)"):
         edits.set_video(story, size="1024x576")
     with pytest.raises(DreamRunnerError, match=r"num_frames = 50"):
         edits.set_video(story, num_frames=50)
     with pytest.raises(VideoPresetError, match=r"size 'big' is not WIDTHxHEIGHT.*presets of CogVideoX-2B: 480p"):
         edits.set_video(story, size="big")
-    with pytest.raises(VideoPresetError, match="CogVideoX-2B makes"):
+    with pytest.raises(VideoPresetError, match=r"CogVideoX-2B \(cogvideox-2b\) makes"):
         edits.set_setting(story, "video.width", 736)
     # Random weights take any size VideoSettings allows.
     edits.set_render_settings(story, backend="tiny")
     assert edits.set_video(story, size="192x128") == ["height", "width"]
     assert (story.settings.video.height, story.settings.video.width) == (128, 192)
+
+
+
+def test_every_backend_has_a_row_and_its_defaults_fit_it():
+    from dreamrunner.backends import BACKENDS
+    from dreamrunner.edits import backend_geometry, geometry_mismatch
+    from dreamrunner.video_presets import MODEL_VIDEO, check_video, parse_size
+
+    assert set(MODEL_VIDEO) == set(BACKENDS)
+    for backend in BACKENDS:
+        video = VideoSettings(**backend_geometry(backend))  # the model's own geometry is valid settings
+        assert geometry_mismatch(video, backend) is None, backend
+    assert parse_size("768p", "cogvideox1.5-5b") == (768, 1360) and parse_size("720p", "wan2.1-14b") == (720, 1280)
+    assert MODEL_VIDEO["cogvideox1.5-5b"].frame_counts[-1] == 161 and MODEL_VIDEO["wan2.1-1.3b"].frame_counts[-1] == 81
+    check_video("wan2.1-14b", 81, 832, 480)  # 480x832 portrait
+    with pytest.raises(VideoPresetError, match=r"video size 1280x720 .*Wan2.1-T2V-1.3B \(wan2.1-1.3b\) makes "
+                                               r"832x480 \(480p\), 480x832 \(480p-portrait\)"):
+        check_video("wan2.1-1.3b", 81, 720, 1280)
+    with pytest.raises(VideoPresetError, match=r"num_frames = 85: CogVideoX1.5-5B .* makes 16N\+1 up to 161 "
+                                               r"frames \(e.g. 81 or 97\)"):
+        check_video("cogvideox1.5-5b", 85, 768, 1360)
+    with pytest.raises(VideoPresetError, match=r"video size 1280x720 .* makes 1360x768 \(768p\)"):
+        check_video("cogvideox1.5-5b", 97, 720, 1280)
 
 
 def test_each_setting_reaches_the_pipeline_and_a_scenes_own_settings_win(tmp_path, components, monkeypatch):

@@ -50,7 +50,7 @@ def test_a_wan_diffusers_folder_loads_through_the_real_loader(tmp_path):
 def test_keyframes_map_to_wan_latent_frames_by_seconds():
     """81 frames at 16 fps (5 s) -> 21 latent frames (the first alone, then 4 pixel frames each): latent frame j
     shows the keyframe owning the middle of its pixel frames, keyframe k owning (k/6, (k+1)/6] of the 5 s."""
-    video = VideoSettings(num_frames=49, fps=8, height=480, width=832).model_copy(update={"num_frames": 81, "fps": 16})
+    video = VideoSettings(num_frames=81, fps=16, height=480, width=832)  # Wan 2.1's own (4N+1, past CogVideoX's 49)
     assert video.token_grid == (21, 30, 52)
     scene = three_scene_story().scenes[0]  # the cat moves right keyframe by keyframe
     plan = build_region_plan(scene, video.token_grid, video.num_frames)
@@ -64,6 +64,53 @@ def test_keyframes_map_to_wan_latent_frames_by_seconds():
         box = scene.keyframes[keyframe].entities[0].box
         cols = np.flatnonzero(plan.masks[cat, j].any(0))
         assert cols[0] == round(box[0] * 52), (j, keyframe)
+
+
+def expected_keyframes(latent_frames: int, num_frames: int, fps: int) -> list[int]:
+    """The keyframe each latent frame shows, by seconds: the middle of its 4 pixel frames (the first alone) in a
+    clip of (num_frames - 1) / fps seconds, keyframe k owning (k/6, (k+1)/6] of it."""
+    seconds = (num_frames - 1) / fps
+    middles = [0.0] + [(4 * j - 1.5) / fps for j in range(1, latent_frames)]
+    return [min(5, max(0, int(np.ceil(t / (seconds / 6) - 1e-9)) - 1)) for t in middles]
+
+
+def test_a_story_set_to_wan_renders_more_than_49_frames_at_16_fps(tmp_path, monkeypatch):
+    """Switching the story to a Wan backend takes its geometry (16 fps, 4N+1 frames); 53 frames (more than
+    CogVideoX's 49) at the tiny size render through StoryRenderer, with keyframes on the latent frames by seconds."""
+    from dreamrunner import edits
+    from dreamrunner.rendering import story_render
+    from dreamrunner.rendering.story_render import StoryRenderer, commit_to
+
+    story = three_scene_story(VideoSettings(), steps=1)
+    for k, keyframe in enumerate(story.scenes[0].keyframes):  # the cat in token column k at keyframe k
+        keyframe.entities[0].box = (k / 6 + 0.01, 0.35, (k + 1) / 6 - 0.01, 0.85)
+    project = Project.create(tmp_path / "story", story)
+    with project.edit():  # a CogVideoX story (49 frames at 8 fps, 720x480) switched to Wan 2.1 1.3B
+        edits.set_backend(project.story, "cogvideox-5b")
+        assert edits.set_backend(project.story, "wan2.1-1.3b").startswith(
+            "video settings switched to wan2.1-1.3b's own: 81 frames at 16 fps, 832x480 (were 49 frames at 8 fps, "
+            "720x480; video size 720x480")
+        assert edits.set_backend(project.story, "tiny-wan") is None  # it makes that too: kept
+        assert edits.set_video(project.story, size="tiny", num_frames=53) == ["num_frames", "height", "width"]
+    video = project.story.settings.video
+    assert (video.num_frames, video.fps, video.height, video.width, video.latent_frames) == (53, 16, 64, 96, 14)
+    inputs = []
+    real_input = story_render.scene_input
+    monkeypatch.setattr(story_render, "scene_input", lambda *a, **k: inputs.append(real_input(*a, **k)) or inputs[-1])
+    StoryRenderer(project, "tiny-wan", components=build_tiny_wan).render(commit_to(project), [0])
+    render = Project.load(project.folder).story.scenes[0].renders[0]
+    with av.open(str(project.resolve(render.path))) as container:
+        stream = container.streams.video[0]
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+        assert stream.average_rate == 16
+    assert len(frames) == 53 and frames[0].shape == (64, 96, 3)
+    plan = inputs[-1].region_plan
+    grid = plan.masks.shape[1:]
+    assert grid == video.token_grid == (14, 4, 6)
+    cat = plan.prompts.index("[v1] cat walking")
+    expected = expected_keyframes(14, 53, 16)
+    assert expected[0] == 0 and expected[-1] == 5 and sorted(expected) == expected and len(set(expected)) == 6
+    assert [np.flatnonzero(plan.masks[cat, j].any(0)).tolist() for j in range(14)] == [[k] for k in expected]
 
 
 def test_cli_renders_and_exports_a_scene_on_tiny_wan(tmp_path, capsys):

@@ -50,12 +50,14 @@ BAD_INPUTS = [
     ("unknown field", lambda d: d["scenes"][0].update(naration="typo"),
      "scene 1 ('s1'), naration", "is not a known field"),
     ("bad frame count", lambda d: d.update(settings={"video": {"num_frames": 48}}),
-     "settings, video", "num_frames = 48 does not fit CogVideoX 2B/5B: it must be 8N+1 up to 49 (e.g. 41 or 49)"),
-    # 45 = 4k+1 but an even latent count: CogVideoX would render 48 frames.
+     "settings, video", "num_frames = 48 is not 4N+1 (the VAE makes one latent of the first frame and one of every 4 "
+                        "after it), e.g. 45 or 49"),
+    # 45 = 4N+1 (Wan makes it) but an even latent count for CogVideoX, which would render 48 frames: the story's
+    # backend (tiny, CogVideoX-shaped) refuses it by its MODEL_VIDEO row.
     ("4k+1 frame count", lambda d: d.update(settings={"video": {"num_frames": 45}}),
-     "settings, video", "num_frames = 45 does not fit CogVideoX 2B/5B: it must be 8N+1"),
+     "", "settings: video.num_frames = 45: tiny makes 8N+1 up to 49 frames (e.g. 41 or 49)"),
     ("huge frame count", lambda d: d.update(settings={"video": {"num_frames": 400_001}}),
-     "settings, video", "num_frames = 400001 is more than CogVideoX 2B/5B make: at most 49 (8N+1 with N <= 6)"),
+     "settings, video", "num_frames = 400001 is more than any model makes: at most 161 (CogVideoX 1.5"),
     ("huge frame", lambda d: d.update(settings={"video": {"height": 480_000}}),
      "settings, video, height", "less than or equal to 2048"),
     ("NUL in a media path", lambda d: d["characters"][0].update(reference_images=["media/a\x00.png"]),
@@ -129,11 +131,20 @@ def test_user_edited_accepts_only_field_names(simple_story_data):
         entity.mark_edited("colour")
 
 
-def test_frame_counts_fit_cogvideox():
+def test_frame_counts_fit_the_vae_and_each_model_its_own():
     from dreamrunner.story import VideoSettings
+    from dreamrunner.video_presets import VideoPresetError, check_video
 
-    assert [VideoSettings(num_frames=n).latent_frames for n in (1, 9, 41, 49)] == [1, 3, 11, 13]
-    for bad in (45, 48, 57, 400_001, 10**30):
+    assert [VideoSettings(num_frames=n).latent_frames for n in (1, 9, 41, 45, 49, 81)] == [1, 3, 11, 12, 13, 21]
+    for backend in ("cogvideox-2b", "cogvideox-5b", "tiny", "tiny-5b"):
+        with pytest.raises(VideoPresetError, match=r"num_frames = 45: .*makes 8N\+1 up to 49 frames \(e.g. 41 or 49\)"):
+            check_video(backend, 45, 480, 720)
+    check_video("wan2.1-1.3b", 45, 480, 832)
+    check_video("tiny-wan", 81, 64, 96)
+    with pytest.raises(VideoPresetError,
+                       match=r"num_frames = 85: Wan2.1-T2V-1.3B \(wan2.1-1.3b\) makes 4N\+1 up to 81"):
+        check_video("wan2.1-1.3b", 85, 480, 832)
+    for bad in (48, 50, 165, 400_001, 10**30):
         with pytest.raises(ValueError, match=f"num_frames = {bad} "):
             VideoSettings(num_frames=bad)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import html
+import secrets
 import shutil
 from pathlib import Path
 
@@ -92,6 +93,11 @@ def _keyframe_index(value) -> int:
 
 def _selected_index(event: gr.SelectData) -> int:
     return event.index
+
+
+def fresh_plan_seed() -> int:
+    """A new offline-planner variant for a page (short enough to note down and type back)."""
+    return secrets.randbelow(1_000_000)
 
 
 class Editor(HistoryBar, ClipsTab, PriorsTab, RenderTab):
@@ -355,7 +361,12 @@ class Editor(HistoryBar, ClipsTab, PriorsTab, RenderTab):
                 self.llm_url = gr.Textbox(label="Base URL (…/v1)", value=env["base_url"], elem_id="llm-url")
                 self.llm_model = gr.Textbox(label="Model", value=env["model"], elem_id="llm-model")
                 self.llm_key = gr.Textbox(label="API key", type="password", elem_id="llm-key")
-        self.plan_button = gr.Button("Plan story", variant="primary", elem_id="plan-story")
+        with gr.Row():
+            self.plan_button = gr.Button("Plan story", variant="primary", elem_id="plan-story", scale=3)
+            # A fresh variant per page, the next one after each plan: pressing again plans another story, and
+            # typing a seed the toast named plans that story again (offline planner; an LLM samples anew).
+            self.plan_seed = gr.Number(value=fresh_plan_seed, precision=0, minimum=0, label="Plan variant (seed)",
+                                       elem_id="plan-seed", min_width=120, scale=1)
         self.plan_confirm = Confirm("plan", "Replace the plan")
         gr.Markdown("*Plan story* writes a new story plan and scene plans from the topic and characters. Over "
                     "a planned story it first says what the new plan replaces and asks.")
@@ -370,8 +381,8 @@ class Editor(HistoryBar, ClipsTab, PriorsTab, RenderTab):
         for box, field in ((self.title, "title"), (self.topic, "topic")):
             box.blur(guarded(lambda folder, value, shown, field=field: self.set_story_field(folder, field, value, shown)),
                      [self.folder, box, self.story_shown], [self.status, box, self.story_shown])
-        plan_inputs = [self.folder, self.topic, self.num_scenes, *self.planner_inputs]
-        plan_outputs = [*self.all_outputs, *self.plan_confirm.outputs]
+        plan_inputs = [self.folder, self.topic, self.num_scenes, self.plan_seed, *self.planner_inputs]
+        plan_outputs = [*self.all_outputs, self.plan_seed, *self.plan_confirm.outputs]
         self.plan_button.click(guarded(self.plan_story), plan_inputs, plan_outputs)
         self.plan_confirm.yes.click(guarded(functools.partial(self.plan_story, confirmed=True)), plan_inputs,
                                     plan_outputs, api_name="plan_story_confirmed")
@@ -404,8 +415,12 @@ class Editor(HistoryBar, ClipsTab, PriorsTab, RenderTab):
                                            [self.status, self.reference_gallery, self.reference_upload,
                                             self.reference_selected])
 
-    def plan_story(self, folder, topic, num_scenes, *planner_settings, confirmed=False, progress=gr.Progress()):
-        planner = make_planner(*planner_settings)  # settings that cannot work are said before any question
+    def plan_story(self, folder, topic, num_scenes, seed, *planner_settings, confirmed=False,
+                   progress=gr.Progress()):
+        """Plan the story with the offline planner's variant `seed` (an empty field: a fresh one); the seed field
+        then shows the next variant, so the next press plans another story."""
+        seed = fresh_plan_seed() if seed is None or seed == "" else max(int(seed), 0)
+        planner = make_planner(*planner_settings, seed=seed)  # settings that cannot work are said before any question
         lost = edits.plan_replaces(self.project(folder).story)
         if lost and not confirmed:
             return self.plan_confirm.ask(
@@ -446,8 +461,10 @@ class Editor(HistoryBar, ClipsTab, PriorsTab, RenderTab):
                 more = f"\n- ... and {len(notes) - 12} more" if len(notes) > 12 else ""
                 gr.Warning(f"{len(notes)} retries and repairs while planning:\n{shown}{more}")
         done = "went on with the saved plan and planned" if resume is not None else "planned"
-        gr.Info(f"{done} {len(self.project(folder).story.scenes)} scenes with the {planner.name} planner")
-        return {**self.everything(folder), **self.plan_confirm.hide()}
+        offline = planner_settings[0] != "llm"  # an LLM samples anew: no seed brings its plan back
+        again = f" (variant {seed}: set Plan variant to {seed} to plan it again)" if offline else ""
+        gr.Info(f"{done} {len(self.project(folder).story.scenes)} scenes with the {planner.name} planner{again}")
+        return {**self.everything(folder), self.plan_seed: seed + 1, **self.plan_confirm.hide()}
 
     def set_story_field(self, folder, field, value, shown=None):
         value, was = value or "", (shown or {}).get(field)

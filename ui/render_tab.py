@@ -287,6 +287,7 @@ class RenderTab:
         if shown.get("scope") is not None:
             scope, scene_id = shown["scope"], shown.get("scene") or scene_id
         stored = render_values(self.project(folder).story, scope, scene_id)
+        note = None
         try:
             change = board.page_change(value, shown.get(field), stored[field])
             if change == "stale":
@@ -296,12 +297,16 @@ class RenderTab:
                     story = project.story
                     if field in ("size", "num_frames"):
                         edits.set_video(story, **{field: value})
+                    elif field == "backend":
+                        note = edits.set_backend(story, value)
                     elif field in STORY_FIELDS or scope != SCENE_SCOPE:
                         edits.set_render_settings(story, **render_change(field, value))
                     else:
                         edits.set_render_settings(story, scene_id, **render_change(field, value))
         except Exception as error:  # noqa: BLE001 - shown; the widgets go back to the stored settings
             warn(error)
+        if note is not None:
+            gr.Info(html.escape(note))
         return {self.status: self.status_text(folder), **self.render_settings_view(folder, scene_id, scope)}
 
     def use_default_render(self, folder, scene_id, use_default) -> dict:

@@ -275,7 +275,8 @@ def _set(args: argparse.Namespace) -> int:
                 value = json.loads(text)
             except ValueError:
                 value = text
-            edits.set_setting(project.story, key, value)
+            if (note := edits.set_setting(project.story, key, value)) is not None:
+                args.reporter.note(note)
             done.append(f"{key} = {value!r}")
     args.reporter.result("set " + ", ".join(done), project=str(project.folder))
     return 0

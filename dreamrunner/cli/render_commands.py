@@ -40,7 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sampling.add_argument("--variants", type=int, help="seeds per scene, from the seed on")
     sampling.add_argument("--size", metavar="WxH", help="frame size, WIDTHxHEIGHT (e.g. 720x480) or a preset of the "
                           "model (480p; tiny)")
-    sampling.add_argument("--frames", type=int, metavar="N", help="frames per scene (CogVideoX 2B/5B: 8N+1, at most 49)")
+    sampling.add_argument("--frames", type=int, metavar="N", help="frames per scene, as the model makes "
+                          "them (CogVideoX 2B/5B: 8N+1 up to 49; 1.5: 16N+1 up to 161; Wan 2.1: 4N+1 up to 81)")
     sampling.add_argument("--dtype", choices=DTYPES, help="weights' dtype (default: the model's own)")
     sampling.add_argument("--save-settings", action="store_true", help="also save these settings: as the story "
                           "default, or with --scene as those scenes' own settings (size, frames and dtype are "
@@ -88,18 +89,31 @@ def render_fields(args: argparse.Namespace) -> dict:
 
 def apply_settings(project: Project, args: argparse.Namespace, scene_ids: list[str] | None, save: bool) -> None:
     """The command line's settings, through `edits` inside `project.edit(save)`: sampling fields go to the story
-    default when saved without --scene, else to each scene's own settings (a one-off wins over them); size,
-    frames and dtype are the story's. A value the settings refuse is a usage error."""
+    default when saved without --scene, else to each scene's own settings (a one-off wins over them); backend,
+    size, frames and dtype are the story's. With --save-settings a backend switches the story's video settings
+    to its own where they are not of its kind (`edits.set_backend`, noted once, when saving); for one run it
+    renders the story's geometry, and one it does not make is a usage error. A value the settings refuse is a
+    usage error."""
     fields = render_fields(args)
     try:
         with project.edit(save=save):
             story = project.story
-            if args.backend is not None and not save:
+            if args.backend is not None and args.save_settings:
+                if (note := edits.set_backend(story, args.backend)) is not None and save:
+                    args.reporter.note(note)
+            elif args.backend is not None:
                 edits.set_render_settings(story, backend=args.backend)
             if args.dtype is not None:
                 edits.set_render_settings(story, dtype=args.dtype)
             if args.size is not None or args.frames is not None:
                 edits.set_video(story, args.size, args.frames)
+            if args.backend is not None and not args.save_settings and (
+                    mismatch := edits.geometry_mismatch(story.settings.video, args.backend)):
+                other = ("" if "patch_size_t" in mismatch else
+                         f", or give a --size and --frames it makes for this run")
+                raise UsageError(f"--backend {args.backend} for this run only, but the story's video settings are "
+                                 f"not made by it ({mismatch}): add --save-settings to switch the story to "
+                                 f"{args.backend} with its own video settings{other}")
             if fields and save and scene_ids is None:
                 edits.set_render_settings(story, **fields)
             elif fields:

@@ -359,9 +359,9 @@ class DreamRunnerPipeline(CogVideoXPipeline):
             use_dynamic_cfg (`bool`, defaults to False): guidance rising from 1 to 1 + `guidance_scale` over the
                 steps (diffusers' cosine schedule). DPM scheduler only: with DDIM it raises `DreamRunnerError`
                 (CogVideo's demo: "for DDIM scheduler, it should be False").
-            num_frames, height, width (`int`, *optional*): frame count (CogVideoX 2B/5B: 8N+1, at most 49) and
-                size in pixels (multiples of 16); each defaults to `video`'s, else to the transformer's
-                sample size as stock diffusers does (49 frames at 480x720 for CogVideoX 2B/5B).
+            num_frames, height, width (`int`, *optional*): frame count (as the model makes it:
+                `video_presets.MODEL_VIDEO`) and size in pixels (multiples of 16); each defaults to `video`'s, else
+                to the transformer's sample size as stock diffusers does (49 frames at 480x720 for CogVideoX 2B/5B).
             video (`dreamrunner.story.VideoSettings`, *optional*): the story's video settings (geometry and
                 `keyframe_boxes`) a `Scene` is planned with; a geometry it does not allow raises
                 `DreamRunnerError`.

@@ -55,8 +55,8 @@ def render_geometry(video: VideoSettings, components_name: str, video_defaults: 
     if temporal_patch(components_name) != video.patch_size_t:
         raise RenderError(f"the {components_name} backend needs patch_size_t {temporal_patch(components_name)} "
                           f"video settings, but the story's are for patch_size_t {video.patch_size_t} (another "
-                          f"CogVideoX kind): render with the story's backend, or set the story's backend and "
-                          f"video settings together (`dreamrunner set`)")
+                          f"kind): render with the story's backend, or switch the story to it (`dreamrunner set "
+                          f"PROJECT render.backend={components_name}` switches the video settings with it)")
     if components_name.startswith("tiny") and video.height * video.width > video_defaults["height"] * video_defaults["width"]:
         return video.model_copy(update={"height": video_defaults["height"], "width": video_defaults["width"]})
     return video
