@@ -333,3 +333,29 @@ def test_the_same_seed_renders_the_same_clip_every_time_and_in_every_process(tmp
                              "--force"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert Project.load(project.folder).resolve(chosen_path(Project.load(project.folder), 0)).read_bytes() == in_process
+
+
+def test_registering_a_prior_again_keeps_its_place_and_the_cache_key(tmp_path, rendered):
+    """Reported: re-registering an unchanged prior (a `dreamrunner story` rerun, retraining identical weights)
+    moved its binding to the end of the scene's list, which changed the cache key and re-rendered the scene."""
+    project = copy_of(rendered, tmp_path)
+    for name, seed in (("mia-a", 1), ("mia-b", 2)):
+        write_subject_lora(project.media / "priors" / f"{name}.safetensors", seed=seed)
+    priors = [Prior(id=name, kind="subject", target="mia", path=f"media/priors/{name}.safetensors")
+              for name in ("mia-a", "mia-b")]
+    for prior in priors:
+        edits.register_prior(project.story, prior)
+    scene = project.story.scenes[0]
+    assert [b.prior_id for b in scene.prior_bindings] == ["mia-a", "mia-b"]
+    renderer = StoryRenderer(project, "tiny")
+    key = renderer.scene_key(scene)
+
+    edits.register_prior(project.story, priors[0].model_copy())  # the same prior again
+    assert [b.prior_id for b in scene.prior_bindings] == ["mia-a", "mia-b"]
+    assert [p.id for p in project.story.priors] == ["mia-a", "mia-b"]
+    assert renderer.scene_key(scene) == key
+    scene.prior_bindings = scene.prior_bindings[::-1]  # the order bindings were made in means nothing
+    assert renderer.scene_key(scene) == key
+    edits.bind_prior(project.story, "mia-a", [scene.id], scale=0.5)  # a new scale changes the key, in place
+    assert [(b.prior_id, b.scale) for b in scene.prior_bindings] == [("mia-b", 1.0), ("mia-a", 0.5)]
+    assert renderer.scene_key(scene) != key
