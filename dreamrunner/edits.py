@@ -583,7 +583,11 @@ def scenes_for(story: Story, kind: str, target: str) -> list[str]:
 def register_prior(story: Story, prior: Prior, bind: bool = True, scale: float = 1.0) -> list[str]:
     """Add a trained or imported prior (replacing one with its id); with `bind`, bind it to the scenes it belongs
     to with strength `scale`. Returns the scenes bound."""
-    story.priors = [p for p in story.priors if p.id != prior.id] + [prior]
+    # A prior registered again keeps its place, as its bindings do (bind_prior).
+    if any(p.id == prior.id for p in story.priors):
+        story.priors = [prior if p.id == prior.id else p for p in story.priors]
+    else:
+        story.priors = [*story.priors, prior]
     return bind_prior(story, prior.id, scale=scale) if bind else []
 
 
@@ -595,9 +599,12 @@ def bind_prior(story: Story, prior_id: str, scene_ids: Iterable[str] | None = No
               else [find_scene(story, s) for s in scenes_for(story, prior.kind, prior.target)])
     for scene in scenes:
         binding = PriorBinding(prior_id=prior.id, scale=scale)
-        others = [b for b in scene.prior_bindings if b.prior_id != prior.id]
-        if [*others, binding] != scene.prior_bindings:
-            scene.prior_bindings = [*others, binding]
+        # An existing binding keeps its place (re-registering an unchanged prior changes nothing).
+        bindings = [binding if b.prior_id == prior.id else b for b in scene.prior_bindings]
+        if binding not in bindings:
+            bindings.append(binding)
+        if bindings != scene.prior_bindings:
+            scene.prior_bindings = bindings
     return [s.id for s in scenes]
 
 

@@ -6,8 +6,8 @@ scoring and training all see the upright picture, as the ffmpeg command line (wh
 Frames are converted (and resized, by swscale) only when they are kept, so memory follows the output, not
 the source: sampling 9 small frames of a 400-frame 1080p clip holds 9 small frames.
 
-Writing: a scene clip or story video (libx264, yuv420p) is written to a temporary file beside its target
-and renamed over it, so a cancelled or crashed job never leaves a half-written file where the project
+Writing: a scene clip or story video (libx264, yuv420p, repeatable: the same frames give the same bytes) is
+written to a temporary file beside its target and renamed over it, so a cancelled or crashed job never leaves a half-written file where the project
 expects a finished one.
 """
 
@@ -48,7 +48,9 @@ class VideoWriter:
         self._stream = self._container.add_stream("libx264", rate=Fraction(fps))
         self._stream.width, self._stream.height = width, height
         self._stream.pix_fmt = "yuv420p"
-        self._stream.options = {"crf": str(crf), "preset": "veryfast"}
+        # mbtree=0: x264's macroblock-tree lookahead reads uninitialised memory, so the same frames gave different
+        # bytes (and pixels) from one write to the next; without it a clip is repeatable (same frames, same file).
+        self._stream.options = {"crf": str(crf), "preset": "veryfast", "x264-params": "mbtree=0"}
 
     def write(self, frame: np.ndarray) -> None:
         if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:

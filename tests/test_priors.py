@@ -218,15 +218,19 @@ def test_motion_resolution_must_fit_the_patch_grid():
 FINGERPRINT_AND_PRIOR_FILE = """
 import json, sys
 from pathlib import Path
+import torch
 from safetensors import safe_open
 from dreamrunner.backends.tiny import build_tiny
+from dreamrunner.files import file_sha256
 from dreamrunner.priors import lora, model_fingerprint
 
 components = build_tiny("2b")
+torch.manual_seed(0)  # as training seeds the adapter's initialisation (priors.training)
 lora.add_prior_adapter(components.transformer, "p", "subject", 4)
 path = lora.save_prior(components.transformer, "p", "subject", Path(sys.argv[1]), "prior", {"kind": "subject"})
 with safe_open(str(path), framework="pt") as handle:
-    print(json.dumps([model_fingerprint(build_tiny("2b")), json.loads(handle.metadata()["lora_adapter_metadata"])]))
+    print(json.dumps([model_fingerprint(build_tiny("2b")), json.loads(handle.metadata()["lora_adapter_metadata"]),
+                      file_sha256(path)]))  # the file's bytes: what render cache keys hash
 """
 
 

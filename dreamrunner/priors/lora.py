@@ -143,7 +143,8 @@ def write_prior_file(folder: Path, name: str, state: dict[str, torch.Tensor], co
     folder.mkdir(parents=True, exist_ok=True)
     weights = folder / f"{name}.safetensors"
     # PEFT keeps target_modules as a set, which JSON would list in hash order, different in every process:
-    # sorted, the same weights make the same file (and so the same render cache keys) wherever they train.
+    # sorted (and the header's metadata sorted, _sort_safetensors_metadata), the same weights make the same file
+    # (and so the same render cache keys) wherever they train.
     config = {key: sorted(value) if isinstance(value, (set, frozenset)) else value for key, value in config.items()}
     wan = any(key.startswith("blocks.") for key in state)  # Wan's block list; CogVideoX's is transformer_blocks
     (WanPipeline if wan else CogVideoXPipeline).save_lora_weights(folder, transformer_lora_layers=state, weight_name=weights.name,
@@ -154,9 +155,24 @@ def write_prior_file(folder: Path, name: str, state: dict[str, torch.Tensor], co
         tensors = {key: handle.get_tensor(key) for key in handle.keys()}
     temporary = weights.with_suffix(".tmp")
     save_file(tensors, str(temporary), metadata=metadata)
+    _sort_safetensors_metadata(temporary)
     temporary.replace(weights)
     (folder / f"{name}.json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return weights
+
+
+def _sort_safetensors_metadata(path: Path) -> None:
+    """Rewrite a safetensors file's JSON header with its `__metadata__` keys sorted. safetensors keeps the
+    metadata in a Rust HashMap, written in an order that differs in every process, so the same weights made
+    different bytes (and render cache keys, which hash the file). Format: an 8-byte little-endian header length,
+    the JSON header (space-padded to a multiple of 8), then the tensor data, which the offsets address."""
+    data = path.read_bytes()
+    length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + length])
+    header["__metadata__"] = dict(sorted(header.get("__metadata__", {}).items()))
+    text = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    path.write_bytes(len(text).to_bytes(8, "little") + text + data[8 + length:])
 
 
 def read_card(weights: Path) -> dict:

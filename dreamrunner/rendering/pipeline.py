@@ -112,7 +112,9 @@ def _ungated_loras(pipeline: CogVideoXPipeline, loras: tuple[LoraBinding, ...]) 
     try:
         yield
     finally:
-        pipeline.delete_adapters([lora.name for lora in loras])
+        # Unload, not just delete the adapters: peft's wrappers would stay on the transformer, and the SR3AI path
+        # (the same components, a later call) finds no plain linear layer to gate.
+        pipeline.unload_lora_weights()
 
 
 class SR3AIRegionControl:

@@ -77,6 +77,12 @@ def scene_prompt(scene: Scene, prompts: tuple[str, ...]) -> str:
     return ". ".join(part.rstrip(".") for part in parts) + "."
 
 
+def bound_in_order(scene: Scene) -> list:
+    """A scene's prior bindings in the order they render and are hashed: by prior id, so the order they were
+    bound in (which means nothing) changes neither the frames (LoRA sums) nor the cache key."""
+    return sorted(scene.prior_bindings, key=lambda binding: binding.prior_id)
+
+
 def scene_input(project: Project | None, scene: Scene, video: VideoSettings,
                 grid: tuple[int, int, int] | None = None) -> SceneInput:
     """A scene's region plan on `grid` (default: the token grid of `video`), its stock prompt and its bound
@@ -88,7 +94,7 @@ def scene_input(project: Project | None, scene: Scene, video: VideoSettings,
                              video.keyframe_boxes, video.patch_size_t)
     priors = {prior.id: prior for prior in project.story.priors} if project is not None else {}
     loras = []
-    for binding in scene.prior_bindings:
+    for binding in bound_in_order(scene):
         prior = priors[binding.prior_id]
         loras.append(LoraBinding(name=prior.id, path=project.resolve(prior.path), kind=prior.kind,
                                  scale=binding.scale, prompts=bound_prompts(plan, prior.kind, prior.target)))
@@ -100,7 +106,7 @@ def scene_cache_key(project: Project, scene: Scene, backend: str, region_control
     story = project.story
     priors = {prior.id: prior for prior in story.priors}
     bound = []
-    for binding in scene.prior_bindings:
+    for binding in bound_in_order(scene):
         prior = priors[binding.prior_id]
         path = project.resolve(prior.path)
         if not path.is_file():
