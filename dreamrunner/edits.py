@@ -23,7 +23,7 @@ from .story import (SCENE_RENDER_FIELDS, Box, Character, ClipRef, Entity, KeyFra
                     RenderOverrides, RenderResult, RenderSettings, Scene, Story, VideoSettings, entity_key,
                     scene_render_settings, slug, unique_id)
 from .validation import first_message
-from .backends import backend_video_defaults, temporal_patch
+from .backends import BACKENDS, backend_video_defaults, temporal_patch
 from .video_presets import VideoPresetError, check_video, parse_size
 
 SCENE_FIELDS = ("description", "narration", "motions", "background")
@@ -92,7 +92,10 @@ def backend_geometry(backend: str) -> dict:
 def set_backend(story: Story, backend: str) -> str | None:
     """The story's render backend. Where the video settings are not the new model's kind (`patch_size_t`) or
     their size or frame count is not one it makes (`video_presets.check_video`), they switch to the model's own
-    (`backend_geometry`) in the same change. Returns a note saying what the video settings became, else None."""
+    (`backend_geometry`) in the same change. Returns a note saying what the video settings became, else None.
+    Raises EditError for a name that is not a backend."""
+    if backend not in BACKENDS:
+        raise EditError(f"render.backend {backend!r} is not a backend; choose one of {', '.join(BACKENDS)}")
     set_render_settings(story, backend=backend)
     video = story.settings.video
     if (mismatch := geometry_mismatch(video, backend)) is None:

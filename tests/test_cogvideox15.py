@@ -253,3 +253,17 @@ def test_training_a_prior_on_15_is_a_named_error(tmp_path, components):
 
     with pytest.raises(PriorError, match="training priors on tiny-1.5 .* is not supported yet"):
         train_prior(components, PriorRequest("subject", "mia", (), PriorSettings()), tmp_path)
+
+
+def test_the_story_command_renders_on_tiny_15_without_training_priors(tmp_path, capsys):
+    """`dreamrunner story --backend tiny-1.5` goes on with a warning where priors would train (they do not train
+    on 1.5 yet), instead of stopping at the first approved clip."""
+
+    out = tmp_path / "s15"
+    code = main(["--offline", "story", "--topic", "a fox and an owl cross the river", "--character", "Rua:a red fox",
+                "--out", str(out), "--scenes", "5", "--backend", "tiny-1.5", "--train-steps", "1",
+                "--render-steps", "1", "--clip-model", "none"])
+    assert code == 0, capsys.readouterr().err
+    assert "priors do not train on tiny-1.5" in capsys.readouterr().err
+    story = Project.load(out).story
+    assert all(scene.renders for scene in story.scenes) and not story.priors

@@ -480,3 +480,34 @@ def test_edit_an_entity_track_and_the_scene_motions(editor, pair):
     editor.set_scene_field(pair[0], "s1", "motions", "soaring\nperching")
     cli("scene", "edit", pair[1], "s1", "--motion", "soaring", "--motion", "perching")
     same_result(*pair)
+
+
+def test_plan_story_is_one_undo_step_though_each_plan_is_saved_as_it_arrives(editor, pair):
+    """Plan story saves the topic, the story plan and every scene plan as they arrive (a failure keeps them);
+    one undo takes the whole press back, and the next press is a step of its own."""
+    folder, offline = pair[0], ("offline", "", "", "")
+    original = Project.load(folder).story
+    history = editor.workspace.history(folder)
+    steps = len(history.undo)
+    editor.plan_story(folder, "a witch learns to fly over the sea", 5, 1, *offline, confirmed=True)
+    first = Project.load(folder).story
+    assert len(first.scenes) == 5 and len(history.undo) == steps + 1
+    editor.plan_story(folder, "a witch bakes bread in a mountain village", 5, 2, *offline, confirmed=True)
+    assert len(history.undo) == steps + 2
+    editor.workspace.undo(folder)
+    assert Project.load(folder).story.model_dump(exclude={"revision"}) == first.model_dump(exclude={"revision"})
+    editor.workspace.undo(folder)
+    back = Project.load(folder).story
+    assert back.scenes == original.scenes and back.topic == original.topic
+
+
+def test_a_name_that_is_no_backend_is_refused_by_both_front_ends(editor, pair):
+    from dreamrunner.backends import BACKENDS
+
+    before = Project.load(pair[1]).story
+    with pytest.raises(edits.EditError, match="'nonexistent' is not a backend; choose one of " + ", ".join(BACKENDS)):
+        edits.set_backend(Project.load(pair[0]).story, "nonexistent")
+    result = subprocess.run([sys.executable, "-m", "dreamrunner", "set", str(pair[1]), "render.backend=nonexistent"],
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "'nonexistent' is not a backend" in result.stderr
+    assert Project.load(pair[1]).story == before

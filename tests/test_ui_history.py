@@ -187,3 +187,4 @@ def test_messages_are_plain_words(story, tmp_path):
         assert first_message(error) == "may not be empty"
     upload = upload_folder() / "0a1b2c3d" / "my scan.png"
     assert describe(ValueError(f"cannot identify image file '{upload}'")) == "cannot identify image file 'my scan.png'"
+

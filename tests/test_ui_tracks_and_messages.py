@@ -83,6 +83,8 @@ def test_entity_tracks_replanning_and_undo(chromium, app_home, artifacts):
         page.locator("#confirm-plan-yes").click()  # a planned story: Plan story asks first
         wait_until(lambda: read_project(folder)["scenes"][0]["background"] != story["scenes"][0]["background"],
                    timeout=30, what="the planned story")
+        # The plans are saved as they arrive, each scene on its own: undo once the last one is in.
+        wait_until(lambda: any("scenes with the" in t for t in toast_texts(page)), timeout=30, what="planning done")
         page.get_by_role("button", name="↶ Undo").click()
         wait_until(lambda: read_project(folder)["scenes"] == story["scenes"], what="Plan story undone")
         wait_until(lambda: "redo: scenes" in page.locator("#project-status").inner_text(), what="the status")

@@ -11,6 +11,7 @@ import functools
 import html
 import secrets
 import shutil
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -436,7 +437,10 @@ class Editor(HistoryBar, ClipsTab, PriorsTab, RenderTab):
         # A plan that stopped part way (a failure, a timeout) for this topic goes on from the saved scene plans.
         resume = before if (before.scenes and (topic or "").strip() == before.topic.strip()
                             and not all(is_planned(s) for s in before.scenes)) else None
-        with self.workspace.edit(folder) as project:
+        # Each result is saved as it arrives (a failure keeps what was finished); the topic and all of them are
+        # one undo step.
+        press = f"plan-story-{time.monotonic_ns()}"
+        with self.workspace.edit(folder, join=press) as project:
             edits.set_story_fields(project.story, topic=topic)
         story = self.project(folder).story
         notes: list[str] = []
@@ -444,12 +448,12 @@ class Editor(HistoryBar, ClipsTab, PriorsTab, RenderTab):
         if hasattr(planner, "note"):  # the LLM planner's retries and repairs, shown when it ends
             planner.note = notes.append
 
-        def on_outline(planned):  # each result is saved as it arrives: a failure keeps what was finished
-            with self.workspace.edit(folder) as project:
+        def on_outline(planned):
+            with self.workspace.edit(folder, join=press) as project:
                 project.story = edits.adopt_plan(project.story, planned)
 
         def on_scene(scene):
-            with self.workspace.edit(folder) as project:
+            with self.workspace.edit(folder, join=press) as project:
                 edits.store_scene_plan(project.story, scene)
 
         try:

@@ -53,6 +53,9 @@ class Step:
     label: str
     before: dict
     after: dict
+    # Edits made under one `join` key (one press of Plan story, whose plans are saved as they arrive) are
+    # one step: undo takes them back together.
+    join: str | None = None
 
 
 @dataclass
@@ -337,12 +340,13 @@ class Workspace:
         self.state.update(autosave=bool(enabled))
 
     @contextmanager
-    def edit(self, folder: str | os.PathLike, record: bool = True) -> Iterator[Project]:
+    def edit(self, folder: str | os.PathLike, record: bool = True, join: str | None = None) -> Iterator[Project]:
         """Change a project's story (through `dreamrunner.edits`); on any error the story is put back as it was.
 
         A save over another writer's newer revision merges both, or raises ProjectConflict (naming what both
         changed) with this edit rolled back. A change is recorded as an undo step named by what it changed
-        (`describe_change`), unless `record` is False (undo and redo themselves)."""
+        (`describe_change`), unless `record` is False (undo and redo themselves); an edit with the `join` key of
+        the last step extends that step (`join`: e.g. one job's commits, which undo takes back as one)."""
         folder = Path(folder).resolve()
         with self._lock(folder):
             project = self.open(folder)
@@ -353,7 +357,11 @@ class Workspace:
                 after = project.story.model_dump(mode="json")
             if record and after != before:
                 history = self.history(folder)
-                history.undo.append(Step(describe_change(before, after), before, after))
+                last = history.undo[-1] if history.undo else None
+                if join is not None and last is not None and last.join == join:
+                    history.undo[-1] = Step(describe_change(last.before, after), last.before, after, join)
+                else:
+                    history.undo.append(Step(describe_change(before, after), before, after, join))
                 history.redo.clear()
 
     # -- undo and redo -------------------------------------------------------------------------------
