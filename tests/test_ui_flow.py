@@ -32,7 +32,9 @@ def test_plan_edit_approve_render_export(chromium, app_home, artifacts, tmp_path
         folder = app_home / "projects" / "demo"
 
         # 1. Plan a story offline (the offline planner is the default without an LLM).
-        topic = "Pip the owl and Rusty the fox race through the forest at dusk"
+        # A topic whose first motion (walking, for every plan variant) the demo clip catalog holds: the page plans
+        # with a fresh variant each load, and step 4 finds clips for that motion.
+        topic = "Rusty the fox and Pip the owl walk through the meadow"
         fill_and_leave(page, "#story-topic", topic)
         page.get_by_role("button", name="Plan story").click()
         page.locator("#confirm-plan-yes").click()  # the demo is planned: Plan story asks first
