@@ -35,6 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dreamrunner.priors import Example, MotionTrainer, SubjectTrainer  # noqa: E402
+from dreamrunner.priors.memory import default_uncheckpointed_blocks  # noqa: E402
 from dreamrunner.story import PriorSettings  # noqa: E402
 
 TARGET_SECONDS, TARGET_GB = 1.0, 24.0
@@ -238,7 +239,7 @@ def main() -> int:
     if args.defaults:
         return time_defaults(transformer, scheduler, frames, full, device, dtype, warmup, args, results, began)
     if args.selective_compiled:
-        return compare_selective_compiled(run, full, compiled, results, args.out)
+        return compare_selective_compiled(run, transformer, full, compiled, results, args.out)
     baseline = run("baseline: full checkpointing, fp32 LoRA compute, default attention", "motion", full, "full",
                    lora_compute="float32", cudnn=False)
     run("earlier defaults: selective, 4 un-checkpointed, fp32 LoRA compute", "motion", full, "selective", 4,
@@ -301,17 +302,17 @@ def main() -> int:
     return 0
 
 
-def compare_selective_compiled(run, full, compiled, results, out) -> int:
+def compare_selective_compiled(run, transformer, full, compiled, results, out) -> int:
     """Selective checkpointing (attention outputs kept, so not recomputed) on compiled blocks, per loop, against
     the defaults (full checkpointing of the checkpointed blocks) and the plain-PEFT baseline of the same run."""
-    defaults = PriorSettings()
+    uncheckpointed = default_uncheckpointed_blocks(transformer)
     summary = {}
     for loop in ("motion", "subject"):
         baseline = run("baseline: full checkpointing, fp32 LoRA compute, default attention", loop, full, "full",
                        lora_compute="float32", cudnn=False)
-        rows = [run(f"defaults: full checkpointing, {defaults.uncheckpointed_blocks} un-checkpointed, bf16 LoRA, "
-                    "compiled blocks", loop, full, "full", defaults.uncheckpointed_blocks, compile_blocks=compiled)]
-        for count in (defaults.uncheckpointed_blocks, defaults.uncheckpointed_blocks - 4):
+        rows = [run(f"defaults: full checkpointing, {uncheckpointed} un-checkpointed, bf16 LoRA, "
+                    "compiled blocks", loop, full, "full", uncheckpointed, compile_blocks=compiled)]
+        for count in (uncheckpointed, uncheckpointed - 4):
             rows.append(run(f"selective, {count} un-checkpointed, bf16 LoRA, compiled blocks", loop, full,
                             "selective", count, compile_blocks=compiled))
         summary[loop] = [{"name": r["name"], "median": r.get("median"), "peak_gb": r.get("peak_gb"),

@@ -443,11 +443,10 @@ class PriorSettings(Model):
     # Memory/speed trade-off (dreamrunner.priors.memory, .speed; measured in docs/benchmarks.md); none changes
     # the objective. Checkpointing: which blocks recompute their activations; LoRA matmuls in the backbone's
     # dtype with fp32 master weights; torch.compile of each transformer block ("gpu": on CUDA only). The
-    # defaults keep a margin under 24 GB at 2B size, 480x720 (H200, issue 16's run 2): 1.87 s per dual-path
-    # step at 21.7 GB (motion), 0.95 s at 19.4 GB (subject); 13 un-checkpointed blocks peaked at 24.05 GB with
-    # LoRA dropout on. A larger model or resolution needs fewer un-checkpointed blocks.
+    # defaults keep a margin under 24 GB at each model family's default size (H200, docs/benchmarks.md).
+    # `uncheckpointed_blocks` None: the family's own count (priors.memory.DEFAULT_UNCHECKPOINTED_BLOCKS).
     gradient_checkpointing: Literal["off", "full", "selective"] = "selective"
-    uncheckpointed_blocks: int = Field(default=11, ge=0, le=1000)
+    uncheckpointed_blocks: int | None = Field(default=None, ge=0, le=1000)
     lora_compute: Literal["float32", "backbone"] = "backbone"
     compile_blocks: Literal["off", "gpu", "always"] = "gpu"
 

@@ -189,3 +189,16 @@ def test_a_lora_that_does_not_fit_is_refused_and_the_active_ones_stay(tmp_path):
         with pytest.raises(RegionLayoutError, match="not one of the 3 prompts"):
             controller.set_loras([GatedLoRA(cat, (7,))])
         assert set(controller.lora_modules().values()) == {("cat",)}
+
+
+def test_a_gate_is_cut_to_the_tokens_its_loras_reach():
+    from dreamrunner.attention.controller import GateRows
+
+    gate = torch.zeros(10, 3)
+    gate[2, 0] = 1.0
+    gate[6, 1:] = 0.5  # rows 3..5 are reached by no LoRA but lie between: kept, with a zero gate
+    rows = GateRows.of(gate)
+    assert (rows.start, rows.stop) == (2, 7)
+    assert torch.equal(rows.gate, gate[2:7])
+    empty = GateRows.of(torch.zeros(4, 2))
+    assert (empty.start, empty.stop) == (0, 0) and empty.gate.shape == (0, 2)

@@ -14,6 +14,8 @@ regions and LoRAs in it between calls, so nothing is reinstalled per scene and n
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from diffusers.models.embeddings import CogVideoXPatchEmbed
 
@@ -86,8 +88,9 @@ class SR3AIContext:
             return rotary
         return tuple(table.index_select(0, self._order.to(table.device)) for table in rotary)
 
-    def lora_gate(self, hook: GatedLinearHook, sequence_length: int, device, dtype) -> torch.Tensor:
-        """[S, sum r]: each LoRA's token mask times its scale, repeated over its rank; cached per LoRA set."""
+    def lora_gate(self, hook: GatedLinearHook, sequence_length: int, device, dtype) -> GateRows:
+        """The hook's gate: each LoRA's token mask times its scale, repeated over its rank, on the rows (tokens)
+        some LoRA of the hook reaches; cached per LoRA set."""
         key = (hook.lora_ids, hook.ranks, hook.scalings, device, dtype)
         gate = self._gates.get(key)
         if gate is None:
@@ -100,8 +103,27 @@ class SR3AIContext:
                 lora = self.loras[lora_id]
                 mask = layout.token_mask(lora.prompts).to(dtype) * (lora.scale * scaling)
                 columns.append(mask.unsqueeze(1).expand(-1, rank))
-            gate = self._gates[key] = torch.cat(columns, 1).to(device)
+            gate = self._gates[key] = GateRows.of(torch.cat(columns, 1).to(device))
         return gate
+
+
+class GateRows(NamedTuple):
+    """A gated linear's gate [S, sum r] cut to the rows from the first to the last token any of its LoRAs
+    reaches: the LoRA matmuls then run on those rows only (the blocks see the video tokens grouped by region,
+    `SR3AIContext`, so a prior's tokens are close together). Rows in between that no LoRA reaches keep a zero
+    gate, so the result is the same as over all rows."""
+
+    start: int
+    stop: int
+    gate: torch.Tensor  # [stop - start, sum r]
+
+    @classmethod
+    def of(cls, gate: torch.Tensor) -> GateRows:
+        reached = gate.ne(0).any(1).nonzero()
+        if reached.numel() == 0:
+            return cls(0, 0, gate[:0])
+        start, stop = int(reached[0]), int(reached[-1]) + 1
+        return cls(start, stop, gate[start:stop].contiguous())
 
 
 class SR3AIController:

@@ -199,7 +199,7 @@ def bound_prompts(plan: RegionPlan, kind: str, target: str) -> tuple[int, ...]:
 class GatedLinearHook:
     """Forward hook on one linear: adds the stacked, per-token gated deltas of the LoRAs that target it."""
 
-    context: object  # SR3AIContext: gives the [S, sum r] gate of this linear's LoRAs for the current call
+    context: object  # SR3AIContext: gives the GateRows (tokens reached, their [rows, sum r] gate) of this linear
     module: str  # "transformer_blocks.{i}.{module}"
     lora_ids: tuple[int, ...]
     down: torch.Tensor  # [sum r, in]
@@ -212,10 +212,13 @@ class GatedLinearHook:
         x = args[0]
         if self.down.device != x.device:  # set while group offloading kept the weights on the CPU
             self.down, self.up = self.down.to(x.device), self.up.to(x.device)
-        gate = self.context.lora_gate(self, x.shape[1], x.device, x.dtype)
-        hidden = F.linear(x, self.down) * gate
-        # One GEMM adds the delta into the base output in place (beta = 1): no delta tensor, no add, no
-        # copy of the output (out-of-place addmm copies it first). The base linear does not keep its
-        # output for backward, so this is autograd-safe.
-        output.view(-1, output.shape[-1]).addmm_(hidden.view(-1, hidden.shape[-1]), self.up.t())
+        start, stop, gate = self.context.lora_gate(self, x.shape[1], x.device, x.dtype)
+        if start == stop:  # no LoRA of this linear reaches a token of this call
+            return output
+        hidden = F.linear(x[:, start:stop], self.down).mul_(gate)
+        # One GEMM per sample adds the delta into the base output's rows in place (beta = 1): no delta
+        # tensor, no add, no copy of the output (out-of-place addmm copies it first). The base linear does not
+        # keep its output for backward, so this is autograd-safe.
+        for rows, delta in zip(output[:, start:stop], hidden):
+            rows.addmm_(delta, self.up.t())
         return output

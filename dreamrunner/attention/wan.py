@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.transformers.transformer_wan import _get_qkv_projections
 
-from .controller import SR3AIContext, SR3AIController
+from .controller import GateRows, SR3AIContext, SR3AIController
 from .layout import RegionLayout, RegionLayoutError
 
 IMPLEMENTATIONS = ("fast", "dense")
@@ -48,7 +48,7 @@ class WanSR3AIContext(SR3AIContext):
     token mask (`RegionLayout.token_mask`), chosen by the hooked module's name.
     """
 
-    def lora_gate(self, hook, sequence_length: int, device, dtype) -> torch.Tensor:
+    def lora_gate(self, hook, sequence_length: int, device, dtype) -> GateRows:
         text = hook.module.endswith(TEXT_INPUT_MODULES)
         key = (hook.lora_ids, hook.ranks, hook.scalings, device, dtype, text)
         gate = self._gates.get(key)
@@ -67,7 +67,7 @@ class WanSR3AIContext(SR3AIContext):
                 lora = self.loras[lora_id]
                 mask = layout.token_mask(lora.prompts)[part].to(dtype) * (lora.scale * scaling)
                 columns.append(mask.unsqueeze(1).expand(-1, rank))
-            gate = self._gates[key] = torch.cat(columns, 1).to(device)
+            gate = self._gates[key] = GateRows.of(torch.cat(columns, 1).to(device))
         return gate
 
 
