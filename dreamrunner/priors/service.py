@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ..backends import ModelComponents, default_device
+from ..backends import ModelComponents, default_device, prior_training_refusal
 from ..errors import DreamRunnerError
 from ..files import file_sha256
 from ..jobs import CancelToken, Progress, ProgressCallback
@@ -91,11 +91,11 @@ def train_prior(components: ModelComponents, request: PriorRequest, folder: Path
                 progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
                 device: str | torch.device | None = None) -> PriorOutcome:
     """Tune one prior into `folder` (or find it there already) and return its file and card."""
-    if (getattr(components.transformer.config, "patch_size_t", None) or 1) != 1:  # Wan has none
-        # The training loops feed whole latent clips, unpadded: a 1.5 transformer needs them in pairs.
-        raise PriorError(f"training priors on {components.name} (CogVideoX 1.5, two latent frames per token frame) "
-                         f"is not supported yet; region-gated priors render on it, and cogvideox-5b priors have "
-                         f"its block shapes")
+    # CogVideoX 1.5: the training loops feed whole latent clips, unpadded, and its transformer needs them in
+    # pairs. Wan 2.2: the loops train one transformer on one VAE's latents (not A14B's two experts over their
+    # timestep ranges, nor TI2V's 48-channel latents with per-token timesteps).
+    if (refusal := prior_training_refusal(components.name)) is not None:
+        raise PriorError(refusal)
     if request.kind == "motion" and request.settings.batch_size != 1:
         raise PriorError("motion priors train one clip per step (one appearance LoRA per clip): set batch_size to 1")
     if not request.clips:
