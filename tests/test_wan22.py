@@ -307,3 +307,16 @@ def test_priors_do_not_train_on_wan22_yet(tmp_path):
         with pytest.raises(PriorError, match=f"training priors on {name} \\(Wan 2.2 .* is not supported yet; "
                                              f"region-gated priors render on it"):
             train_prior(build_tiny_wan(name), PriorRequest("subject", "mia", (), PriorSettings()), tmp_path)
+
+
+def test_the_story_command_renders_on_tiny_wan22_without_training_priors(tmp_path, capsys):
+    """`dreamrunner story --backend tiny-wan2.2` warns where priors would train and renders every scene."""
+    out = tmp_path / "s22"
+    code = main(["--offline", "story", "--topic", "a fox and an owl cross the river", "--character", "Rua:a red fox",
+                 "--out", str(out), "--scenes", "5", "--backend", "tiny-wan2.2", "--train-steps", "1",
+                 "--render-steps", "1", "--clip-model", "none"])
+    assert code == 0, capsys.readouterr().err
+    assert "priors do not train on tiny-wan2.2 (Wan 2.2 A14B, two expert transformers" in capsys.readouterr().err
+    story = Project.load(out).story
+    assert all(scene.renders for scene in story.scenes) and not story.priors
+    assert story.settings.render.backend == "tiny-wan2.2"
