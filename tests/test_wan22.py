@@ -299,14 +299,71 @@ def test_a_prior_renders_on_both_experts_in_both_region_controls(tmp_path):
         assert all("lora" not in name for t in components.transformers for name, _ in t.named_modules())
 
 
-def test_priors_do_not_train_on_wan22_yet(tmp_path):
+def test_priors_do_not_train_on_a14b_yet(tmp_path):
     from dreamrunner.priors.service import PriorError, PriorRequest, train_prior
     from dreamrunner.story import PriorSettings
 
-    for name in TINY_22:
-        with pytest.raises(PriorError, match=f"training priors on {name} \\(Wan 2.2 .* is not supported yet; "
-                                             f"region-gated priors render on it"):
-            train_prior(build_tiny_wan(name), PriorRequest("subject", "mia", (), PriorSettings()), tmp_path)
+    with pytest.raises(PriorError, match="training priors on tiny-wan2.2 \\(Wan 2.2 A14B, two expert transformers.* is "
+                                         "not supported yet; region-gated priors render on it"):
+        train_prior(build_tiny_wan("tiny-wan2.2"), PriorRequest("subject", "mia", (), PriorSettings()), tmp_path)
+
+
+@torch.no_grad()
+def test_ti2v_per_token_timesteps_of_one_value_are_the_scalar_timestep():
+    """What lets priors train on TI2V-5B with the trainers' one timestep per clip: in text-to-video its pipeline
+    feeds every token the same timestep, which gives the scalar timestep's output."""
+    components = build_tiny_wan("tiny-wan2.2-5b")
+    kwargs, grid = token_inputs(components, 1, seed=2, size=(3, 8, 12))
+    scalar = components.transformer(**{**kwargs, "timestep": torch.tensor([613])}).sample
+    per_token = components.transformer(**{**kwargs, "timestep": torch.full((1, int(np.prod(grid))), 613)}).sample
+    torch.testing.assert_close(per_token, scalar, rtol=1e-5, atol=1e-5)
+
+
+def test_a_prior_trains_on_tiny_ti2v_and_renders_gated_and_stock(tmp_path):
+    """A subject prior trained on tiny-wan2.2-5b (48-channel latents of its 16x VAE), registered as the CLI does:
+    the SR3AI render gates it to the cat's region, the stock path loads it through diffusers' Wan loader; both
+    record it and differ from the render without it. A motion size off its 32-pixel tokens is a named error."""
+    from PIL import Image
+
+    from dreamrunner.priors import PriorError, train_subject
+    from dreamrunner.rendering.pipeline import StockRegionControl
+    from dreamrunner.rendering.story_render import StoryRenderer, commit_to
+    from dreamrunner.video_io import read_video
+
+    project = Project.create(tmp_path / "story", three_scene_story())
+    Image.new("RGB", (64, 64), (10, 10, 10)).save(project.media / "mia.png")
+    with project.edit():
+        edits.set_backend(project.story, "tiny-wan2.2-5b")
+        project.story.characters[0].reference_images = ["media/mia.png"]
+        project.story.settings.prior.max_steps = 2
+        project.story.settings.prior.rank = 4
+        project.story.settings.prior.gradient_checkpointing = "off"
+    components = build_tiny_wan("tiny-wan2.2-5b")
+    prior, outcome = train_subject(project, "mia", components)
+    assert outcome.card["model"] == "tiny-wan2.2-5b" and outcome.card["frames"] == 13 and outcome.card["fps"] == 24
+    before = {}
+    for control in (None, StockRegionControl()):
+        StoryRenderer(project, "tiny-wan2.2-5b", components=components, region_control=control).render(
+            commit_to(project), [0])
+        before[control is None] = read_video(project.resolve(Project.load(project.folder).story.scenes[0].renders[-1].path))
+    project = Project.load(project.folder)
+    with project.edit():
+        assert edits.register_prior(project.story, prior, scale=3.0) == ["s1", "s2", "s3"]
+    for control in (None, StockRegionControl()):
+        StoryRenderer(project, "tiny-wan2.2-5b", components=components, region_control=control).render(
+            commit_to(project), [0])
+        project = Project.load(project.folder)
+        render = project.story.scenes[0].renders[-1]
+        assert [b.prior_id for b in render.priors] == ["subject-mia"]
+        assert np.abs(read_video(project.resolve(render.path)).astype(int) - before[control is None].astype(int)).max() > 0
+    with project.edit():
+        project.story.settings.prior.motion_resolution = (48, 96)
+    from dreamrunner.priors import PriorRequest, subject_request, train_prior
+
+    clips = subject_request(project, "mia").clips
+    request = PriorRequest("motion", "walking", clips, project.story.settings.prior)
+    with pytest.raises(PriorError, match="48x96 .* not a multiple of tiny-wan2.2-5b's 32-pixel tokens"):
+        train_prior(components, request, tmp_path / "priors")
 
 
 def test_the_story_command_renders_on_tiny_wan22_without_training_priors(tmp_path, capsys):

@@ -25,14 +25,13 @@ TEMPORAL_PATCH = {"tiny-1.5": 2, "cogvideox1.5-5b": 2}
 # the others 8x. `VideoSettings.vae_spatial` must match.
 VAE_SPATIAL = {"tiny-wan2.2-5b": 16, "wan2.2-ti2v-5b": 16}
 # Backends priors render on but do not train on yet, and why (priors.service.train_prior refuses them,
-# `dreamrunner story` skips training on them).
+# `dreamrunner story` skips training on them). Wan 2.2 TI2V-5B trains: one transformer, and its per-token
+# timesteps are all equal in text-to-video, so the trainers' one timestep per clip is what its pipeline feeds.
 UNTRAINED_PRIORS = {
     "cogvideox1.5-5b": "CogVideoX 1.5, two latent frames per token frame; cogvideox-5b priors have its block shapes",
     "tiny-1.5": "CogVideoX 1.5, two latent frames per token frame",
     "wan2.2-a14b": "Wan 2.2 A14B, two expert transformers; a bound prior renders on both experts",
     "tiny-wan2.2": "Wan 2.2 A14B, two expert transformers; a bound prior renders on both experts",
-    "wan2.2-ti2v-5b": "Wan 2.2 TI2V-5B, its own 48-channel VAE; bound priors of its block shapes render on it",
-    "tiny-wan2.2-5b": "Wan 2.2 TI2V-5B, its own 48-channel VAE",
 }
 
 

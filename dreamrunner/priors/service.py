@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ..backends import ModelComponents, default_device, prior_training_refusal
+from ..backends import ModelComponents, default_device, prior_training_refusal, vae_spatial
 from ..errors import DreamRunnerError
 from ..files import file_sha256
 from ..jobs import CancelToken, Progress, ProgressCallback
@@ -92,8 +92,7 @@ def train_prior(components: ModelComponents, request: PriorRequest, folder: Path
                 device: str | torch.device | None = None) -> PriorOutcome:
     """Tune one prior into `folder` (or find it there already) and return its file and card."""
     # CogVideoX 1.5: the training loops feed whole latent clips, unpadded, and its transformer needs them in
-    # pairs. Wan 2.2: the loops train one transformer on one VAE's latents (not A14B's two experts over their
-    # timestep ranges, nor TI2V's 48-channel latents with per-token timesteps).
+    # pairs. Wan 2.2 A14B: the loops train one transformer, not two experts over their timestep ranges.
     if (refusal := prior_training_refusal(components.name)) is not None:
         raise PriorError(refusal)
     if request.kind == "motion" and request.settings.batch_size != 1:
@@ -104,6 +103,10 @@ def train_prior(components: ModelComponents, request: PriorRequest, folder: Path
     device, dtype = _device_and_dtype(device)
     cache = EncodingCache(folder / CACHE_DIR, components)
     geometry = request.geometry(components)
+    token = vae_spatial(components.name) * 2  # pixels per token side: the VAE's factor, then 2x2 patches
+    if geometry[1] % token or geometry[2] % token:
+        raise PriorError(f"{request.kind} prior {request.target!r}: {geometry[1]}x{geometry[2]} (height x width) is "
+                         f"not a multiple of {components.name}'s {token}-pixel tokens; set motion_resolution to one")
     key = prior_key(cache.fingerprint, request, geometry)
     name = f"{request.kind}-{slug(request.target)}-{key[:12]}"
     weights = folder / f"{name}.safetensors"
