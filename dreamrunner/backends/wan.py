@@ -25,7 +25,6 @@ boundary) and `tiny-wan2.2-5b` (one transformer on a 48-channel, 16x VAE, per-to
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 import torch
@@ -40,15 +39,16 @@ CHECKPOINTS = {
         hub_id="Wan-AI/Wan2.1-T2V-1.3B-Diffusers", env_var="DREAMRUNNER_WAN21_1_3B", size_gb=29,
         transformer=dict(num_attention_heads=12, attention_head_dim=128, ffn_dim=8960, num_layers=30,
                          text_dim=4096, freq_dim=256, in_channels=16, out_channels=16),
-        vae=dict(),
+        vae=dict(), tiny="tiny-wan",
     ),
     "wan2.1-14b": CheckpointSpec(
         hub_id="Wan-AI/Wan2.1-T2V-14B-Diffusers", env_var="DREAMRUNNER_WAN21_14B", size_gb=77,
         transformer=dict(num_attention_heads=40, attention_head_dim=128, ffn_dim=13824, num_layers=40,
                          text_dim=4096, freq_dim=256, in_channels=16, out_channels=16),
-        vae=dict(),
+        vae=dict(), tiny="tiny-wan",
     ),
-    # Each expert has Wan 2.1 14B's shape (Wan2.2's t2v_A14B config: dim 5120, 40 heads, 40 layers).
+    # Each expert has Wan 2.1 14B's shape (Wan2.2's t2v_A14B config: dim 5120, 40 heads, 40 layers). Download
+    # sizes of the 2.2 folders are estimates from parameter counts, stored as the 2.1 14B folder stores them.
     "wan2.2-a14b": CheckpointSpec(
         hub_id="Wan-AI/Wan2.2-T2V-A14B-Diffusers", env_var="DREAMRUNNER_WAN22_A14B", size_gb=126,
         transformer=dict(num_attention_heads=40, attention_head_dim=128, ffn_dim=13824, num_layers=40,
@@ -65,8 +65,6 @@ CHECKPOINTS = {
         tiny="tiny-wan2.2-5b",
     ),
 }
-for _name in ("wan2.1-1.3b", "wan2.1-14b"):
-    CHECKPOINTS[_name] = dataclasses.replace(CHECKPOINTS[_name], tiny="tiny-wan")
 # Expert transformers per checkpoint (A14B: high noise, low noise).
 EXPERTS = {"wan2.2-a14b": 2, "tiny-wan2.2": 2}
 
