@@ -377,3 +377,23 @@ def test_the_story_command_renders_on_tiny_wan22_without_training_priors(tmp_pat
     story = Project.load(out).story
     assert all(scene.renders for scene in story.scenes) and not story.priors
     assert story.settings.render.backend == "tiny-wan2.2"
+
+
+def test_group_offload_places_both_experts_and_keeps_the_frames():
+    """The `group` memory preset offloads A14B's low-noise expert block by block too (onload on the CPU here);
+    the SR3AI frames equal those without offloading."""
+    from diffusers.hooks.group_offloading import _is_group_offload_enabled
+
+    from dreamrunner.backends.memory import place_group_offload
+
+    video = VideoSettings(num_frames=9, fps=16, height=64, width=96)
+    plan = build_region_plan(three_scene_story().scenes[0], video.token_grid, video.num_frames)
+    frames = []
+    for offload in (False, True):
+        components = build_tiny_wan("tiny-wan2.2")
+        pipeline = WanDreamRunnerPipeline.from_components(components)
+        if offload:
+            place_group_offload(pipeline, "cpu")
+            assert all(_is_group_offload_enabled(t) for t in components.transformers)
+        frames.append(pipeline(SceneInput("a cat", plan), num_inference_steps=4, guidance_scale=1.0, video=video).frames)
+    np.testing.assert_array_equal(frames[1], frames[0])
