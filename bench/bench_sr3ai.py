@@ -18,6 +18,7 @@ diffusers pads them, 11 x 48 x 85 video tokens; `--step-only` skips the per-call
     python bench/bench_sr3ai.py --tiny          # CPU, tiny config, same code path (a smoke run)
     python bench/bench_sr3ai.py --model cogvideox1.5-5b --step-only --prompts 4
     python bench/bench_sr3ai.py --family wan --model wan2.1-1.3b --model wan2.1-14b   # Wan 2.1 (see wan_main)
+    python bench/bench_sr3ai.py --family wan --model wan2.2-ti2v-5b --prompts 5        # Wan 2.2 TI2V-5B
 
 Random weights: the numbers are costs and numerical agreement, not video quality.
 """
@@ -114,7 +115,8 @@ def main() -> None:
                         help="skip the per-kernel comparisons and profiles (the main table and exactness only)")
     parser.add_argument("--family", choices=("cogvideox", "wan"), default="cogvideox")
     parser.add_argument("--model", action="append",
-                        choices=("cogvideox-2b", "cogvideox1.5-5b", "wan2.1-1.3b", "wan2.1-14b"),
+                        choices=("cogvideox-2b", "cogvideox1.5-5b", "wan2.1-1.3b", "wan2.1-14b", "wan2.2-a14b",
+                                 "wan2.2-ti2v-5b"),
                         help="transformer config (full size; with --tiny the tiny flavour of that kind); "
                              "--family wan: the checkpoint shapes to time, one after the other (default 1.3B)")
     parser.add_argument("--step-only", action="store_true",
@@ -326,38 +328,48 @@ def wan_main(args) -> None:
       reference (at most 12 heads, to keep the fp32 reference's scores in memory); whole-step fast vs dense (1.3B);
     - per transformer step: stock (one prompt) vs SR3AI (P prompts) vs SR3AI + 4 region-gated LoRAs (rank 32
       on attn1 q/k/v/out and ffn in/out: 2 subject priors on odd blocks, 2 motion priors on even), peak memory.
+    Wan 2.2: TI2V-5B at 121 frames, 704x1280 on its 16x VAE (31 x 22 x 40 tokens), one timestep per token as
+    WanPipeline's expand_timesteps feeds it; A14B times one expert (a step runs one, of 14B's shape) at 720p.
+    With --tiny, the tiny model of each named kind (tiny-wan, tiny-wan2.2, tiny-wan2.2-5b).
     """
     from diffusers import WanTransformer3DModel
 
     from dreamrunner.attention.wan import WanSR3AIController, wan_cross_attention_dense, wan_cross_attention_fast
-    from dreamrunner.backends.wan import CHECKPOINTS, TINY_TEXT_TOKENS, VIDEO_DEFAULTS, tiny_transformer_config
+    from dreamrunner.backends import vae_spatial
+    from dreamrunner.backends.wan import (CHECKPOINTS, TINY_OPTIONS, TINY_TEXT_TOKENS, TINY_VAE, VIDEO_DEFAULTS,
+                                          tiny_transformer_config)
     from dreamrunner.priors.lora import WAN_TARGET_MODULES
 
-    models = ["tiny-wan"] if args.tiny else (args.model or ["wan2.1-1.3b"])
+    tiny_of = {"wan2.2-a14b": "tiny-wan2.2", "wan2.2-ti2v-5b": "tiny-wan2.2-5b"}
+    models = args.model or ["wan2.1-1.3b"]
+    if args.tiny:
+        models = list(dict.fromkeys(tiny_of.get(m, "tiny-wan") for m in models))
     prompts = args.prompts if args.prompts != [1, 3, 5, 9] else [3, 5]
     device, dtype = (torch.device("cpu"), torch.float32) if args.tiny else (torch.device("cuda"), torch.bfloat16)
     step_iters, warmup = args.step_iters or (2 if args.tiny else 3), 1
     results = {
         "command": "python bench/bench_sr3ai.py --family wan" + "".join(f" --model {m}" for m in args.model or [])
-                   + (" --tiny" if args.tiny else ""),
+                   + (" --tiny" if args.tiny else "")
+                   + (f" --prompts {' '.join(map(str, args.prompts))}" if args.prompts != [1, 3, 5, 9] else ""),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
         "torch": torch.__version__, "dtype": str(dtype), "batch": 1, "weights": "random (noise)", "models": {},
     }
     for name in models:
         torch.manual_seed(0)
+        per_token = (TINY_OPTIONS.get(name) or {}).get("expand_timesteps") or name == "wan2.2-ti2v-5b"
         if args.tiny:
-            config, latent, L = tiny_transformer_config(), (21, 8, 12), TINY_TEXT_TOKENS
+            config, latent, L = tiny_transformer_config(channels=TINY_VAE[name]["z_dim"]), (21, 8, 12), TINY_TEXT_TOKENS
         else:
-            video = VIDEO_DEFAULTS[name]
+            video, spatial = VIDEO_DEFAULTS[name], vae_spatial(name)
             config = CHECKPOINTS[name].transformer
-            latent, L = ((video["num_frames"] - 1) // 4 + 1, video["height"] // 8, video["width"] // 8), 512
+            latent, L = ((video["num_frames"] - 1) // 4 + 1, video["height"] // spatial, video["width"] // spatial), 512
         with torch.device(device):
             transformer = WanTransformer3DModel(**config).to(dtype).eval()
         cfg = transformer.config
         grid = (latent[0], latent[1] // 2, latent[2] // 2)
         N, heads, head_dim = math.prod(grid), cfg.num_attention_heads, cfg.attention_head_dim
-        row = {"grid": grid, "video_tokens": N, "text_tokens_per_prompt": L, "layers": cfg.num_layers,
+        row = {"grid": grid, "video_tokens": N, "per_token_timesteps": bool(per_token), "text_tokens_per_prompt": L, "layers": cfg.num_layers,
                "heads": heads, "exactness": {}, "step": {}}
         print(json.dumps({"model": name, **{k: row[k] for k in ("grid", "video_tokens", "layers")}}), flush=True)
         layouts = {p: RegionLayout.from_masks(moving_boxes_masks(p, grid, seed=p), L, device) for p in prompts}
@@ -381,7 +393,8 @@ def wan_main(args) -> None:
         # --- per transformer step
         generator = torch.Generator(device=device).manual_seed(2)
         latents = torch.randn(1, cfg.in_channels, *latent, device=device, dtype=dtype, generator=generator)
-        timestep = torch.full((1,), 500, device=device, dtype=torch.long)
+        # TI2V: one timestep per video token ([1, N]), as WanPipeline's expand_timesteps feeds it.
+        timestep = torch.full((1, N) if per_token else (1,), 500, device=device, dtype=torch.long)
 
         def text(count):
             return torch.randn(1, count * L, cfg.text_dim, device=device, dtype=dtype, generator=generator)
@@ -412,7 +425,7 @@ def wan_main(args) -> None:
                 ms, mem = timed(lambda: step(encoder_hidden_states), device, warmup, step_iters)
                 cells["sr3ai_4_loras"] = {"ms": ms, "peak_gib": mem, "x_stock": ms / stock_ms}
                 controller.set_loras([])
-                if p == p_check and (args.tiny or name == "wan2.1-1.3b"):  # the whole step, fast vs the dense reference
+                if p == p_check and (args.tiny or name in ("wan2.1-1.3b", "wan2.2-ti2v-5b")):  # the whole step, fast vs the dense reference
                     fast = step(encoder_hidden_states)
                     for processor in transformer.attn_processors.values():
                         if hasattr(processor, "implementation"):

@@ -23,7 +23,7 @@ from .story import (SCENE_RENDER_FIELDS, Box, Character, ClipRef, Entity, KeyFra
                     RenderOverrides, RenderResult, RenderSettings, Scene, Story, VideoSettings, entity_key,
                     scene_render_settings, slug, unique_id)
 from .validation import first_message
-from .backends import BACKENDS, backend_video_defaults, temporal_patch
+from .backends import BACKENDS, backend_video_defaults, temporal_patch, vae_spatial
 from .video_presets import VideoPresetError, check_video, parse_size
 
 SCENE_FIELDS = ("description", "narration", "motions", "background")
@@ -85,8 +85,10 @@ def set_setting(story: Story, path: str, value: Any) -> str | None:
 
 
 def backend_geometry(backend: str) -> dict:
-    """The `VideoSettings` fields a backend's model was made for: its defaults and its temporal patch."""
-    return {**backend_video_defaults(backend), "patch_size_t": temporal_patch(backend)}
+    """The `VideoSettings` fields a backend's model was made for: its defaults, its VAE's spatial factor and its
+    temporal patch."""
+    return {**backend_video_defaults(backend), "patch_size_t": temporal_patch(backend),
+            "vae_spatial": vae_spatial(backend)}
 
 
 def set_backend(story: Story, backend: str) -> str | None:
@@ -106,10 +108,12 @@ def set_backend(story: Story, backend: str) -> str | None:
 
 
 def geometry_mismatch(video: VideoSettings, backend: str) -> str | None:
-    """Why `backend`'s model does not make `video` (its kind, `patch_size_t`, or its size or frame count,
-    `video_presets.check_video`), else None."""
+    """Why `backend`'s model does not make `video` (its kind, `patch_size_t` or `vae_spatial`, or its size or
+    frame count, `video_presets.check_video`), else None."""
     if video.patch_size_t != temporal_patch(backend):
         return f"video.patch_size_t = {video.patch_size_t}: {backend} takes {temporal_patch(backend)}"
+    if video.vae_spatial != vae_spatial(backend):
+        return f"video.vae_spatial = {video.vae_spatial}: {backend} takes {vae_spatial(backend)}"
     try:
         check_video(backend, video.num_frames, video.height, video.width)
     except VideoPresetError as error:

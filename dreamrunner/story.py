@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from .backends import temporal_patch
+from .backends import temporal_patch, vae_spatial
 from .media import DEFAULT_BACKGROUND, background_rgb
 from .video_presets import MODEL_VIDEO, frames_message
 
@@ -259,9 +259,9 @@ class Prior(Model):
 
 
 class VideoSettings(Model):
-    """Frame geometry. The latent factors are CogVideoX's: 8x spatial and 4x temporal VAE, patch 2, and
-    `patch_size_t` latent frames per token frame: 1 for CogVideoX 2B/5B, 2 for CogVideoX 1.5 (the story's
-    render backend must be of that kind: `Story` checks it)."""
+    """Frame geometry. The latent factors: a 4x temporal VAE, `vae_spatial` pixels per latent cell (8, or 16
+    for Wan 2.2 TI2V-5B's VAE), patch 2, and `patch_size_t` latent frames per token frame: 1 for CogVideoX 2B/5B
+    and Wan, 2 for CogVideoX 1.5 (the story's render backend must be of that kind: `Story` checks both)."""
 
     num_frames: int = Field(default=49, ge=1)
     fps: int = Field(default=8, ge=1, le=120)
@@ -269,9 +269,9 @@ class VideoSettings(Model):
     # no GPU attends over, so validation stops there instead of building it.
     height: int = Field(default=480, ge=16, le=2048)
     width: int = Field(default=720, ge=16, le=2048)
-    # Fixed by CogVideoX's VAE and transformer (they divide frame counts and sides): stored for the
-    # record, never settable to another value; patch_size_t follows the model (1.0: 1, 1.5: 2).
-    vae_spatial: Literal[8] = 8
+    # Fixed by the model's VAE and transformer (they divide frame counts and sides): stored for the record;
+    # vae_spatial and patch_size_t follow the model (Wan 2.2 TI2V-5B: 16; CogVideoX 1.5: patch_size_t 2).
+    vae_spatial: Literal[8, 16] = 8
     vae_temporal: Literal[4] = 4
     patch_size: Literal[2] = 2
     patch_size_t: Literal[1, 2] = 1
@@ -304,7 +304,8 @@ class VideoSettings(Model):
     def token_grid(self) -> tuple[int, int, int]:
         """(frames, rows, cols) of video tokens; 13 x 30 x 45 for 49 frames at 480x720. Token frames are
         ceil(latent frames / patch_size_t), as diffusers pads the latents: 11 x 48 x 85 for CogVideoX 1.5's
-        81 frames (21 latent frames + 1 padding) at 768x1360."""
+        81 frames (21 latent frames + 1 padding) at 768x1360; 31 x 22 x 40 for Wan 2.2 TI2V-5B's 121 frames at
+        704x1280 (vae_spatial 16: 32 pixels per token)."""
         frames = -(-self.latent_frames // self.patch_size_t)
         step = self.vae_spatial * self.patch_size
         return frames, self.height // step, self.width // step
@@ -509,6 +510,11 @@ class Story(Model):
         wanted = temporal_patch(render.backend)
         fix = (f"`dreamrunner set PROJECT render.backend={render.backend}` (or the editor's model choice) switches "
                f"the video settings to the model's own with it")
+        if video.vae_spatial != vae_spatial(render.backend):
+            raise ValueError(
+                f"settings: render.backend {render.backend!r} takes video.vae_spatial = "
+                f"{vae_spatial(render.backend)} (its VAE's pixels per latent cell), but the video settings have "
+                f"vae_spatial = {video.vae_spatial}: {fix}")
         if video.patch_size_t != wanted:
             kinds = {1: "one latent frame per token frame (CogVideoX 2B/5B, Wan 2.1)",
                      2: "two latent frames per token frame (CogVideoX 1.5)"}

@@ -344,14 +344,14 @@ def clips_stage(run: StoryRun) -> StageOutcome:
 def prior_targets(run: StoryRun) -> tuple[list[tuple[str, str]], list[str]]:
     """The priors the story needs, as (kind, target) still to train and the ids of those up to date: a subject
     prior per character with an image, a motion prior per motion with approved clips (`priors.current_prior`)."""
-    from .backends import temporal_patch
+    from .backends import UNTRAINED_PRIORS
     from .priors import current_prior, motion_request, subject_request
 
     project = run.project
     story = project.story
-    if temporal_patch(run.backend) != 1:  # priors/service.train_prior refuses them (docs/rendering.md)
-        run.listener.warn(f"priors do not train on {run.backend} (CogVideoX 1.5) yet: its scenes render with the "
-                          f"priors already bound, and no new ones")
+    if run.backend in UNTRAINED_PRIORS:  # priors/service.train_prior refuses them (docs/rendering.md)
+        run.listener.warn(f"priors do not train on {run.backend} ({UNTRAINED_PRIORS[run.backend]}) yet: its scenes "
+                          f"render with the priors already bound, and no new ones")
         return [], []
     targets = [("subject", c.id) for c in story.characters if c.reference_images]
     for character in story.characters:

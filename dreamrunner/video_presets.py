@@ -11,7 +11,8 @@ Sources: CogVideoX 2B/5B model cards and CogVideo's `cli_demo.py` ("8N + 1 where
 CogVideoX1.5-5B's model card (1360x768, 81 or 161 frames: 16N+1 with N <= 10; diffusers 0.42.1's
 CogVideoXPipeline pads the latent frames to a multiple of patch_size_t); Wan 2.1's `generate.py` sizes
 (1.3B: 832*480 and 480*832; 14B: those and 1280*720, 720*1280), 81 frames at 16 fps, and diffusers'
-WanPipeline rounding num_frames to 4N+1.
+WanPipeline rounding num_frames to 4N+1; Wan 2.2's `generate.py` sizes and configs (T2V-A14B: 480p and 720p both
+ways, 81 frames at 16 fps; TI2V-5B: 1280*704 and 704*1280, 121 frames at 24 fps).
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ WAN_FRAMES = tuple(range(1, 82, 4))
 WAN_480 = {"480p": (480, 832), "480p-portrait": (832, 480)}
 WAN_720 = {"720p": (720, 1280), "720p-portrait": (1280, 720)}
 WAN_RULE = "4N+1 up to 81"
+# Wan 2.2 TI2V-5B: 4N+1 up to 121 (5 s at 24 fps), 720p as 704 rows (a multiple of its 32-pixel tokens).
+WAN22_5B_FRAMES = tuple(range(1, 122, 4))
+WAN22_5B_SIZES = {"704p": (704, 1280), "704p-portrait": (1280, 704)}
+WAN22_5B_RULE = "4N+1 up to 121"
 TINY_SIZES = {"tiny": (64, 96)}  # backends.tiny.TINY_VIDEO and backends.wan.TINY_VIDEO
 
 MODEL_VIDEO: dict[str, ModelVideo] = {
@@ -53,6 +58,8 @@ MODEL_VIDEO: dict[str, ModelVideo] = {
     "cogvideox1.5-5b": ModelVideo("CogVideoX1.5-5B", COGVIDEOX15_SIZES, COGVIDEOX15_FRAMES, COGVIDEOX15_RULE),
     "wan2.1-1.3b": ModelVideo("Wan2.1-T2V-1.3B", WAN_480, WAN_FRAMES, WAN_RULE),
     "wan2.1-14b": ModelVideo("Wan2.1-T2V-14B", {**WAN_720, **WAN_480}, WAN_FRAMES, WAN_RULE),
+    "wan2.2-a14b": ModelVideo("Wan2.2-T2V-A14B", {**WAN_720, **WAN_480}, WAN_FRAMES, WAN_RULE),
+    "wan2.2-ti2v-5b": ModelVideo("Wan2.2-TI2V-5B", WAN22_5B_SIZES, WAN22_5B_FRAMES, WAN22_5B_RULE),
     # Random weights at a small size; a larger story renders there (story_render). Frame counts as the model
     # they stand for (the tiny CogVideoX VAE, too, decodes an even latent count to 4 frames more).
     "tiny": ModelVideo("tiny", {**TINY_SIZES, **COGVIDEOX_SIZES}, COGVIDEOX_FRAMES, COGVIDEOX_RULE, any_size=True),
@@ -61,6 +68,9 @@ MODEL_VIDEO: dict[str, ModelVideo] = {
     "tiny-1.5": ModelVideo("tiny-1.5", {**TINY_SIZES, **COGVIDEOX15_SIZES}, COGVIDEOX15_FRAMES, COGVIDEOX15_RULE,
                            any_size=True),
     "tiny-wan": ModelVideo("tiny-wan", {**TINY_SIZES, **WAN_480}, WAN_FRAMES, WAN_RULE, any_size=True),
+    "tiny-wan2.2": ModelVideo("tiny-wan2.2", {**TINY_SIZES, **WAN_480}, WAN_FRAMES, WAN_RULE, any_size=True),
+    "tiny-wan2.2-5b": ModelVideo("tiny-wan2.2-5b", {**TINY_SIZES, **WAN22_5B_SIZES}, WAN22_5B_FRAMES,
+                                 WAN22_5B_RULE, any_size=True),
 }
 
 

@@ -38,7 +38,11 @@ BACKEND_CHOICES = [("tiny (random weights: noise, for trying the flow)", "tiny")
                    ("CogVideoX 1.5 5B (weights needed)", "cogvideox1.5-5b"),
                    ("tiny-wan (random weights: noise, Wan 2.1 family)", "tiny-wan"),
                    ("Wan 2.1 T2V 1.3B (weights needed)", "wan2.1-1.3b"),
-                   ("Wan 2.1 T2V 14B (weights needed)", "wan2.1-14b")]
+                   ("Wan 2.1 T2V 14B (weights needed)", "wan2.1-14b"),
+                   ("tiny-wan2.2 (random weights: noise, Wan 2.2 A14B kind: two experts)", "tiny-wan2.2"),
+                   ("tiny-wan2.2-5b (random weights: noise, Wan 2.2 TI2V-5B kind)", "tiny-wan2.2-5b"),
+                   ("Wan 2.2 T2V A14B (weights needed)", "wan2.2-a14b"),
+                   ("Wan 2.2 TI2V 5B (weights needed)", "wan2.2-ti2v-5b")]
 MEMORY_LABELS = [("auto: the fastest that fits this GPU's free memory", "auto"),
                  ("none: every model on the GPU (fastest, most memory)", "none"),
                  ("vae-tiling: all on the GPU, tiled VAE decode", "vae-tiling"),

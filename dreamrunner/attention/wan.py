@@ -1,4 +1,5 @@
-"""SR3AI on Wan 2.1 (diffusers `WanTransformer3DModel`): region-masked cross-attention and region-gated LoRA.
+"""SR3AI on Wan 2.1 and 2.2 (diffusers `WanTransformer3DModel`): region-masked cross-attention and
+region-gated LoRA.
 
 Wan's blocks run self-attention over the video tokens (3D RoPE), then cross-attention from the video tokens to
 the UMT5 text, then a feed-forward; text is never updated inside the blocks. So SR3AI on Wan is:
@@ -23,6 +24,11 @@ still meets L keys (2L in an overlap of two regions) and no [tokens x text] mask
 controller runs the blocks with the video tokens in group order (patch embedding, RoPE tables and output
 projection are re-ordered once per call), so every group is a contiguous slice and nothing is gathered per
 layer. With one prompt there is one group and one call: the stock computation.
+
+Wan 2.2: TI2V-5B's per-token timesteps (WanPipeline's `expand_timesteps`) give per-token time embeddings
+([B, N, D] and the blocks' [B, N, 6, D] modulation), which follow the token order like the RoPE tables. A14B's two
+experts each get a controller (`WanExpertsSR3AIController`) holding the same regions and gated LoRAs, so a scene
+is region-controlled on both sides of the boundary.
 """
 
 from __future__ import annotations
@@ -174,6 +180,7 @@ class WanSR3AIController(SR3AIController):
             self._order_hooks = [
                 self.transformer.patch_embedding.register_forward_hook(self._order_patches),
                 self.transformer.rope.register_forward_hook(self._order_rotary),
+                self.transformer.condition_embedder.register_forward_hook(self._order_timesteps),
                 self.transformer.proj_out.register_forward_hook(self._restore_token_order),
             ]
             self.context.reorder_tokens = True
@@ -187,6 +194,15 @@ class WanSR3AIController(SR3AIController):
     def _order_rotary(self, module, args, output):
         order = self.context.token_order_for(output[0].device)
         return output if order is None else tuple(table.index_select(1, order) for table in output)
+
+    def _order_timesteps(self, module, args, output):
+        # Per-token timesteps (Wan 2.2 TI2V, `timestep` [B, N]): time embedding [B, N, D] and its projection
+        # [B, N, 6D] are per video token, so they take the blocks' token order; a scalar timestep's are [B, D].
+        temb, projection, *rest = output
+        order = self.context.token_order_for(temb.device) if temb.ndim == 3 else None
+        if order is None:
+            return output
+        return (temb.index_select(1, order), projection.index_select(1, order), *rest)
 
     def detach(self) -> None:
         """Back to the stock model: its processors, no hooks."""
@@ -202,6 +218,67 @@ class WanSR3AIController(SR3AIController):
         self._stock_processors = None
 
 
+class WanExpertsSR3AIController:
+    """SR3AI on every expert of a Wan 2.2 A14B pipeline (high-noise `transformer`, low-noise `transformer_2`): one
+    `WanSR3AIController` per expert, all given the same regions and gated LoRAs, so whichever expert a step runs
+    is region-controlled. A prior's LoRA factors act on both experts (see docs/sr3ai.md, "Wan").
+
+    Args:
+        transformers: the experts, in the pipeline's order; text_tokens, implementation, reorder_tokens: as for
+            `WanSR3AIController`.
+    """
+
+    def __init__(self, transformers, text_tokens: int, implementation: str = "fast", reorder_tokens: bool = True):
+        self.controllers = [WanSR3AIController(transformer, text_tokens, implementation, reorder_tokens)
+                            for transformer in transformers]
+
+    @property
+    def attached(self) -> bool:
+        return self.controllers[0].attached
+
+    @property
+    def layout(self) -> RegionLayout | None:
+        return self.controllers[0].layout
+
+    def attach(self) -> WanExpertsSR3AIController:
+        for controller in self.controllers:
+            controller.attach()
+        return self
+
+    def detach(self) -> None:
+        for controller in self.controllers:
+            controller.detach()
+
+    def __enter__(self) -> WanExpertsSR3AIController:
+        return self.attach()
+
+    def __exit__(self, *exc) -> None:
+        self.detach()
+
+    def set_regions(self, regions) -> RegionLayout:
+        return [controller.set_regions(regions) for controller in self.controllers][0]
+
+    def set_loras(self, loras) -> None:
+        """The gated LoRAs on every expert. Checked on each before it changes; should a later expert refuse
+        them, the earlier ones go back to their previous LoRAs."""
+        previous = list(self.controllers[0].context.loras)
+        done = []
+        try:
+            for controller in self.controllers:
+                controller.set_loras(loras)
+                done.append(controller)
+        except Exception:
+            for controller in done:
+                controller.set_loras(previous)
+            raise
+
+    def lora_modules(self) -> dict[str, tuple[str, ...]]:
+        """Which linears of which expert carry which LoRAs: {"transformer_2.blocks.1.attn1.to_q": ("cat",), ...}."""
+        names = ("transformer", "transformer_2")
+        return {f"{names[i]}.{module}": loras for i, controller in enumerate(self.controllers)
+                for module, loras in controller.lora_modules().items()}
+
+
 @torch.no_grad()
 def encode_wan_region_prompts(pipeline, prompts, max_sequence_length: int, device=None, dtype=None) -> torch.Tensor:
     """Encode each prompt on its own as WanPipeline encodes one prompt (cleaned, UMT5, real tokens then zero
@@ -214,5 +291,5 @@ def encode_wan_region_prompts(pipeline, prompts, max_sequence_length: int, devic
     return embeds.reshape(1, -1, embeds.shape[-1])
 
 
-__all__ = ["WanSR3AIContext", "WanSR3AIController", "WanSR3AICrossAttnProcessor",
+__all__ = ["WanExpertsSR3AIController", "WanSR3AIContext", "WanSR3AIController", "WanSR3AICrossAttnProcessor",
            "encode_wan_region_prompts", "wan_cross_attention_dense", "wan_cross_attention_fast"]

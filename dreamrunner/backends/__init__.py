@@ -13,17 +13,43 @@ from typing import Any
 from ..errors import DreamRunnerError
 from .memory import MemoryOptions
 
-# Wan 2.1 (dreamrunner.backends.wan): a second model family, with its own random-weight tiny model.
-WAN_BACKENDS = ("tiny-wan", "wan2.1-1.3b", "wan2.1-14b")
+# Wan 2.1 and 2.2 (dreamrunner.backends.wan): a second model family, with random-weight tiny models of its own.
+TINY_WAN_BACKENDS = ("tiny-wan", "tiny-wan2.2", "tiny-wan2.2-5b")
+WAN_BACKENDS = ("tiny-wan", "wan2.1-1.3b", "wan2.1-14b", "tiny-wan2.2", "tiny-wan2.2-5b", "wan2.2-a14b",
+                "wan2.2-ti2v-5b")
 BACKENDS = ("tiny", "tiny-5b", "tiny-1.5", "cogvideox-2b", "cogvideox-5b", "cogvideox1.5-5b") + WAN_BACKENDS
 # Latent frames per video token (the transformer's patch_size_t): CogVideoX 1.5 patches two latent frames
 # into one token frame; the others one (diffusers: patch_size_t None). `VideoSettings.patch_size_t` must match.
 TEMPORAL_PATCH = {"tiny-1.5": 2, "cogvideox1.5-5b": 2}
+# Pixels per latent cell of the backend's VAE: Wan 2.2 TI2V-5B's VAE compresses 16x in space (48 channels),
+# the others 8x. `VideoSettings.vae_spatial` must match.
+VAE_SPATIAL = {"tiny-wan2.2-5b": 16, "wan2.2-ti2v-5b": 16}
+# Backends priors render on but do not train on yet, and why (priors.service.train_prior refuses them,
+# `dreamrunner story` skips training on them). Wan 2.2 TI2V-5B trains: one transformer, and its per-token
+# timesteps are all equal in text-to-video, so the trainers' one timestep per clip is what its pipeline feeds.
+UNTRAINED_PRIORS = {
+    "cogvideox1.5-5b": "CogVideoX 1.5, two latent frames per token frame; cogvideox-5b priors have its block shapes",
+    "tiny-1.5": "CogVideoX 1.5, two latent frames per token frame",
+    "wan2.2-a14b": "Wan 2.2 A14B, two expert transformers; a bound prior renders on both experts",
+    "tiny-wan2.2": "Wan 2.2 A14B, two expert transformers; a bound prior renders on both experts",
+}
 
 
 def temporal_patch(backend: str) -> int:
     """Latent frames per token frame of a backend's transformer: 2 for CogVideoX 1.5, else 1."""
     return TEMPORAL_PATCH.get(backend, 1)
+
+
+def vae_spatial(backend: str) -> int:
+    """Pixels per latent cell (each side) of a backend's VAE: 16 for Wan 2.2 TI2V-5B, else 8."""
+    return VAE_SPATIAL.get(backend, 8)
+
+
+def prior_training_refusal(backend: str) -> str | None:
+    """Why priors do not train on a backend (or its `ModelComponents.name`) yet, as a sentence; None: they do."""
+    why = UNTRAINED_PRIORS.get(backend)
+    return None if why is None else (f"training priors on {backend} ({why}) is not supported yet; "
+                                     f"region-gated priors render on it")
 
 
 # Render schedulers by `RenderSettings.scheduler`: diffusers' CogVideoX DPM (the paper's sampler) and DDIM.
@@ -67,6 +93,11 @@ class ModelComponents:
 
     # Text tokens per prompt where the transformer's config does not say (Wan: WanPipeline's max_sequence_length).
     text_tokens: int | None = None
+    # Wan 2.2 A14B: the low-noise expert (`transformer` is the high-noise one), switched at the pipeline's
+    # boundary_ratio. None for single-transformer models.
+    transformer_2: Any = None
+    # Wan 2.2's WanPipeline options (model_index.json): boundary_ratio (A14B), expand_timesteps (TI2V-5B).
+    pipeline_options: dict = field(default_factory=dict)
 
     @property
     def family(self) -> str:
@@ -77,9 +108,17 @@ class ModelComponents:
     def max_text_tokens(self) -> int:
         return int(self.text_tokens or self.transformer.config.max_text_seq_length)
 
+    @property
+    def transformers(self) -> tuple:
+        """Every denoising transformer: (transformer,), or Wan 2.2 A14B's (high-noise, low-noise) experts."""
+        return (self.transformer,) if self.transformer_2 is None else (self.transformer, self.transformer_2)
+
     def pipeline_kwargs(self) -> dict:
-        return {"tokenizer": self.tokenizer, "text_encoder": self.text_encoder, "vae": self.vae,
-                "transformer": self.transformer, "scheduler": self.scheduler}
+        kwargs = {"tokenizer": self.tokenizer, "text_encoder": self.text_encoder, "vae": self.vae,
+                  "transformer": self.transformer, "scheduler": self.scheduler, **self.pipeline_options}
+        if self.transformer_2 is not None:
+            kwargs["transformer_2"] = self.transformer_2
+        return kwargs
 
 
 def model_name(backend: str) -> str:
@@ -99,10 +138,10 @@ def backend_family(backend: str) -> str:
 
 def backend_video_defaults(backend: str) -> dict:
     """The frame geometry a backend's model was made for (`ModelComponents.video_defaults`), without loading it."""
-    if backend == "tiny-wan" or backend in WAN_BACKENDS:
-        from .wan import TINY_VIDEO as WAN_TINY, VIDEO_DEFAULTS as WAN
+    if backend in WAN_BACKENDS:
+        from .wan import VIDEO_DEFAULTS as WAN
 
-        return dict(WAN_TINY if backend == "tiny-wan" else WAN[backend])
+        return dict(WAN[backend])
     if backend.startswith("tiny"):
         from .tiny import TINY_VIDEO, TINY_VIDEO_15
 
@@ -124,24 +163,26 @@ def load_backend(
     local_files_only: bool = False,
     cache_dir: str | os.PathLike | None = None,
 ) -> ModelComponents:
-    """Components for a backend name: "tiny"/"tiny-5b"/"tiny-1.5"/"tiny-wan" (random weights, noise),
-    "cogvideox-2b"/"cogvideox-5b"/"cogvideox1.5-5b" or "wan2.1-1.3b"/"wan2.1-14b".
+    """Components for a backend name: "tiny"/"tiny-5b"/"tiny-1.5"/"tiny-wan"/"tiny-wan2.2"/"tiny-wan2.2-5b"
+    (random weights, noise), "cogvideox-2b"/"cogvideox-5b"/"cogvideox1.5-5b", "wan2.1-1.3b"/"wan2.1-14b" or
+    "wan2.2-a14b"/"wan2.2-ti2v-5b".
 
     `path` is a local diffusers folder or a hub id (default: the env var DREAMRUNNER_COGVIDEOX_2B / _5B /
-    15_5B, DREAMRUNNER_WAN21_1_3B / _14B, else THUDM/CogVideoX-2b / -5b / CogVideoX1.5-5B,
-    Wan-AI/Wan2.1-T2V-1.3B-Diffusers / -14B-Diffusers through the hub cache, or `cache_dir`).
+    15_5B, DREAMRUNNER_WAN21_1_3B / _14B, DREAMRUNNER_WAN22_A14B / _TI2V_5B, else THUDM/CogVideoX-2b / -5b /
+    CogVideoX1.5-5B, Wan-AI/Wan2.1-T2V-1.3B-Diffusers / -14B-Diffusers, Wan-AI/Wan2.2-T2V-A14B-Diffusers /
+    Wan2.2-TI2V-5B-Diffusers through the hub cache, or `cache_dir`).
     """
-    if name in ("tiny", "tiny-2b", "tiny-5b", "tiny-1.5", "tiny-wan"):
-        if name == "tiny-wan":
+    if name in ("tiny", "tiny-2b", "tiny-5b", "tiny-1.5") + TINY_WAN_BACKENDS:
+        if name in TINY_WAN_BACKENDS:
             from .wan import build_tiny_wan
 
-            components = build_tiny_wan()
+            components = build_tiny_wan(name)
         else:
             from .tiny import build_tiny
 
             components = build_tiny(name.removeprefix("tiny-") if name != "tiny" else "2b")
         if dtype is not None:
-            for module in (components.transformer, components.vae, components.text_encoder):
+            for module in (*components.transformers, components.vae, components.text_encoder):
                 module.to(dtype)
         components.memory = memory or MemoryOptions()
         return components

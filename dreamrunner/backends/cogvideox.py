@@ -29,6 +29,8 @@ class CheckpointSpec:
     vae: dict
     # Frame geometry the checkpoint was trained at (VideoSettings field values).
     video: dict = field(default_factory=lambda: dict(VIDEO_DEFAULTS))
+    # The random-weight backend of the same kind, offered when the weights are missing ("tiny" when None).
+    tiny: str | None = None
 
 
 # CogVideoX 2B and 5B were trained at 49 frames, 8 fps, 480x720.
@@ -69,7 +71,7 @@ class WeightsMissingError(DreamRunnerError):
 def how_to_get(name: str, spec: CheckpointSpec, source: str, reason: str) -> str:
     """The message of a `WeightsMissingError` for checkpoint `name` (any family): why, and how to get it."""
     folder = spec.hub_id.split("/")[1]
-    tiny = "tiny-wan" if name.startswith("wan") else "tiny"
+    tiny = spec.tiny or "tiny"
     return (
         f"{name} weights are not available from {source!r} ({reason}).\n"
         f"To get them (about {spec.size_gb} GB), on a machine with network access run:\n"

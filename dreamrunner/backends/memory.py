@@ -255,7 +255,10 @@ def place_group_offload(pipeline, onload, offload="cpu") -> None:
 
     stream = torch.device(onload).type == "cuda"
     common = dict(onload_device=torch.device(onload), offload_device=torch.device(offload), use_stream=stream)
-    for module, how in ((pipeline.transformer, "block_level"), (pipeline.text_encoder, "leaf_level")):
+    # Wan 2.2 A14B's low-noise expert (`transformer_2`) block by block as well.
+    experts = [(module, "block_level") for module in (pipeline.transformer, getattr(pipeline, "transformer_2", None))
+               if module is not None]
+    for module, how in (*experts, (pipeline.text_encoder, "leaf_level")):
         if not _is_group_offload_enabled(module):
             apply_group_offloading(module, offload_type=how, num_blocks_per_group=1 if how == "block_level" else None,
                                    **common)

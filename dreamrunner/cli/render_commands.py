@@ -109,7 +109,7 @@ def apply_settings(project: Project, args: argparse.Namespace, scene_ids: list[s
                 edits.set_video(story, args.size, args.frames)
             if args.backend is not None and not args.save_settings and (
                     mismatch := edits.geometry_mismatch(story.settings.video, args.backend)):
-                other = ("" if "patch_size_t" in mismatch else
+                other = ("" if "patch_size_t" in mismatch or "vae_spatial" in mismatch else
                          f", or give a --size and --frames it makes for this run")
                 raise UsageError(f"--backend {args.backend} for this run only, but the story's video settings are "
                                  f"not made by it ({mismatch}): add --save-settings to switch the story to "

@@ -80,10 +80,11 @@ def model_arguments(parser) -> None:
     from ..backends.memory import COMPILE_CHOICES, MEMORY_CHOICES, QUANTIZE_CHOICES
 
     parser.add_argument("--backend", choices=BACKENDS, help="model (default: the project's render backend); "
-                        "tiny, tiny-wan = random weights for trying the workflow (their output is noise)")
+                        "tiny*, tiny-wan* = random weights for trying the workflow (their output is noise)")
     parser.add_argument("--model-path", help="local diffusers folder or hub id (default: the backend's environment "
                         "variable, else this machine's model path, else THUDM/CogVideoX-2b / -5b, "
-                        "Wan-AI/Wan2.1-T2V-1.3B-Diffusers / -14B-Diffusers)")
+                        "Wan-AI/Wan2.1-T2V-1.3B-Diffusers / -14B-Diffusers, Wan-AI/Wan2.2-T2V-A14B-Diffusers, "
+                        "Wan-AI/Wan2.2-TI2V-5B-Diffusers)")
     parser.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if available)")
     parser.add_argument("--memory", choices=MEMORY_CHOICES, metavar="PRESET",
                         help="memory preset: " + ", ".join(MEMORY_CHOICES) + " (default: this machine's setting, "

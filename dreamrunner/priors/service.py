@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ..backends import ModelComponents, default_device
+from ..backends import ModelComponents, default_device, prior_training_refusal, vae_spatial
 from ..errors import DreamRunnerError
 from ..files import file_sha256
 from ..jobs import CancelToken, Progress, ProgressCallback
@@ -91,11 +91,10 @@ def train_prior(components: ModelComponents, request: PriorRequest, folder: Path
                 progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
                 device: str | torch.device | None = None) -> PriorOutcome:
     """Tune one prior into `folder` (or find it there already) and return its file and card."""
-    if (getattr(components.transformer.config, "patch_size_t", None) or 1) != 1:  # Wan has none
-        # The training loops feed whole latent clips, unpadded: a 1.5 transformer needs them in pairs.
-        raise PriorError(f"training priors on {components.name} (CogVideoX 1.5, two latent frames per token frame) "
-                         f"is not supported yet; region-gated priors render on it, and cogvideox-5b priors have "
-                         f"its block shapes")
+    # CogVideoX 1.5: the training loops feed whole latent clips, unpadded, and its transformer needs them in
+    # pairs. Wan 2.2 A14B: the loops train one transformer, not two experts over their timestep ranges.
+    if (refusal := prior_training_refusal(components.name)) is not None:
+        raise PriorError(refusal)
     if request.kind == "motion" and request.settings.batch_size != 1:
         raise PriorError("motion priors train one clip per step (one appearance LoRA per clip): set batch_size to 1")
     if not request.clips:
@@ -104,6 +103,10 @@ def train_prior(components: ModelComponents, request: PriorRequest, folder: Path
     device, dtype = _device_and_dtype(device)
     cache = EncodingCache(folder / CACHE_DIR, components)
     geometry = request.geometry(components)
+    token = vae_spatial(components.name) * 2  # pixels per token side: the VAE's factor, then 2x2 patches
+    if geometry[1] % token or geometry[2] % token:
+        raise PriorError(f"{request.kind} prior {request.target!r}: {geometry[1]}x{geometry[2]} (height x width) is "
+                         f"not a multiple of {components.name}'s {token}-pixel tokens; set motion_resolution to one")
     key = prior_key(cache.fingerprint, request, geometry)
     name = f"{request.kind}-{slug(request.target)}-{key[:12]}"
     weights = folder / f"{name}.safetensors"

@@ -108,6 +108,10 @@ def _ungated_loras(pipeline: CogVideoXPipeline, loras: tuple[LoraBinding, ...]) 
         LoRAWeights.load(lora.path, lora.kind)
         # use_safetensors=True: diffusers must not fall back to unpickling either.
         pipeline.load_lora_weights(str(lora.path), adapter_name=lora.name, use_safetensors=True)
+        if getattr(pipeline, "transformer_2", None) is not None:
+            # Wan 2.2 A14B: the same prior on the low-noise expert too, as the SR3AI path gates it on both.
+            pipeline.load_lora_weights(str(lora.path), adapter_name=lora.name, use_safetensors=True,
+                                       load_into_transformer_2=True)
     pipeline.set_adapters([lora.name for lora in loras], [lora.scale for lora in loras])
     try:
         yield

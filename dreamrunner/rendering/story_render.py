@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Callable
 
 from .. import edits
-from ..backends import MemoryOptions, ModelComponents, backend_video_defaults, load_backend, temporal_patch
+from ..backends import (MemoryOptions, ModelComponents, backend_video_defaults, load_backend, temporal_patch,
+                        vae_spatial)
 from ..errors import DreamRunnerError
 from ..files import file_sha256
 from ..jobs import CancelToken, Progress, ProgressCallback
@@ -51,7 +52,13 @@ class RenderError(DreamRunnerError):
 def render_geometry(video: VideoSettings, components_name: str, video_defaults: dict) -> VideoSettings:
     """The geometry a scene renders at: the story's, except that random-weight (tiny) models render at
     their own small frame size, keeping the story's frame count and fps (export scales frames up).
-    Raises RenderError when the backend is of another CogVideoX kind than the geometry (1.0 vs 1.5)."""
+    Raises RenderError when the backend is of another kind than the geometry (CogVideoX 1.0 vs 1.5, Wan 2.2
+    TI2V-5B's 16x VAE vs an 8x one)."""
+    if vae_spatial(components_name) != video.vae_spatial:
+        raise RenderError(f"the {components_name} backend needs vae_spatial {vae_spatial(components_name)} video "
+                          f"settings, but the story's are for vae_spatial {video.vae_spatial} (another kind): render "
+                          f"with the story's backend, or switch the story to it (`dreamrunner set PROJECT "
+                          f"render.backend={components_name}` switches the video settings with it)")
     if temporal_patch(components_name) != video.patch_size_t:
         raise RenderError(f"the {components_name} backend needs patch_size_t {temporal_patch(components_name)} "
                           f"video settings, but the story's are for patch_size_t {video.patch_size_t} (another "

@@ -1,4 +1,4 @@
-"""`WanDreamRunnerPipeline`: one scene in, frames out, on diffusers' Wan 2.1 (`WanPipeline`).
+"""`WanDreamRunnerPipeline`: one scene in, frames out, on diffusers' Wan 2.1 and 2.2 (`WanPipeline`).
 
 The Wan counterpart of `DreamRunnerPipeline` (rendering.pipeline): it subclasses `diffusers.WanPipeline` and
 runs its denoising loop unchanged inside DreamRunnerPipeline's own scene call (shared, through the `denoise` and
@@ -8,6 +8,10 @@ through diffusers' own Wan loader), the same progress, live preview, cancel and 
 `SceneFrames` out. Differences: Wan samples with its checkpoint's own flow-matching scheduler (the story's
 "dpm" / "ddim" name CogVideoX schedulers and are not applied), and its latents are [B, C, F, h, w],
 normalised by the VAE's per-channel mean and std.
+
+Wan 2.2 runs WanPipeline's own loop too: A14B switches from `transformer` to `transformer_2` at its boundary
+(SR3AI and the gated priors are on both experts; the stock path loads each prior into both), TI2V-5B feeds
+per-token timesteps (`expand_timesteps`) on its 16x VAE.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ class WanLatentPreview(LatentPreview):
 
 
 class WanDreamRunnerPipeline(WanPipeline):
-    """Wan 2.1 with a scene plan: region control, bound priors, progress, live preview and cancel."""
+    """Wan 2.1 / 2.2 with a scene plan: region control, bound priors, progress, live preview and cancel."""
 
     is_noise = False
     backend_name = "unknown"
@@ -62,7 +66,7 @@ class WanDreamRunnerPipeline(WanPipeline):
 
     def live_preview(self) -> WanLatentPreview:
         if self._preview is None:
-            self._preview = WanLatentPreview(self.vae, self._execution_device)
+            self._preview = WanLatentPreview(self.vae, self._execution_device, upscale=self.vae_scale_factor_spatial)
         return self._preview
 
     def encode_region_prompts(self, prompts, device, dtype) -> torch.Tensor:
@@ -71,8 +75,10 @@ class WanDreamRunnerPipeline(WanPipeline):
         return encode_wan_region_prompts(self, prompts, self.text_tokens, device=device, dtype=dtype)
 
     def sr3ai_controller(self, implementation: str):
-        from ..attention.wan import WanSR3AIController
+        from ..attention.wan import WanExpertsSR3AIController, WanSR3AIController
 
+        if self.transformer_2 is not None:  # Wan 2.2 A14B: both experts
+            return WanExpertsSR3AIController((self.transformer, self.transformer_2), self.text_tokens, implementation)
         return WanSR3AIController(self.transformer, self.text_tokens, implementation)
 
     # The scene call is DreamRunnerPipeline's (region control, progress, preview, cancel, labelled frames) around
