@@ -86,26 +86,28 @@ def _compare(folder) -> dict:
     single, _ = transformer_outputs()
     components.memory = MemoryOptions(device="cpu", preset="none")
     single["scene"] = WanDreamRunnerPipeline.from_components(components)(scene, **call).frames
-    # diffusers 0.42.1 `ModelMixin._resolve_parallel_config` computes `rank % torch.accelerator.device_count()`,
-    # 0 on a CPU-only machine; one "device" lets the CPU run the same code GPUs run (the device is only recorded).
-    torch.accelerator.device_count = lambda: 1
     components.memory = MemoryOptions(device="cpu", preset="none", context_parallel=WORLD)
     pipeline = WanDreamRunnerPipeline.from_components(components)  # enables 2-way Ulysses on the transformer
     split, local = transformer_outputs()
     split["scene"] = pipeline(scene, **call).frames
-    return {"local_tokens": local,
-            "differences": {name: float((split[name].astype(np.int16) - single[name]).__abs__().max())
-                            if name == "scene" else float((split[name] - single[name]).abs().max())
-                            for name in single},
+    differences = {name: float((torch.as_tensor(split[name]).float() - torch.as_tensor(single[name]).float())
+                               .abs().max()) for name in single}
+    return {"local_tokens": local, "differences": differences,
             "sr3ai_effect": float((single["sr3ai-reorder-True"] - single["stock"]).abs().max())}
 
 
-def _rank(rank: int, port: int, folder: str, results) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+def _rank(rank: int, port: int, folder: str, project: str, results) -> None:
+    # What torchrun sets for each process it starts.
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE=str(WORLD))
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    dist.init_process_group("gloo")
     try:
-        results.put((rank, _compare(folder)))
+        result = _compare(folder)
+        # The user's command, as each torchrun process runs it (the process group is joined, not made again).
+        result["exit"] = main(["--quiet", "render", project, "--scene", "1", "--backend", "tiny-wan", "--force",
+                               "--context-parallel", str(WORLD)])
+        results.put((rank, result))
     except BaseException:
         results.put((rank, traceback.format_exc()))
     finally:
@@ -121,11 +123,22 @@ def _free_port() -> int:
 def test_two_gloo_processes_give_the_single_process_result(tmp_path):
     """SR3AI (4 prompts, 3 overlapping regions) + a gated subject prior on self-attention, text key/value and
     feed-forward linears: the 2-way split transformer output (re-ordered tokens or not) and a whole 2-step CFG
-    scene equal one process's within float32 error, on both ranks."""
+    scene equal one process's within float32 error, on both ranks. Then `dreamrunner render --context-parallel 2`
+    in both processes renders the clip one process rendered, rank 0 writing it and the story."""
+    from render_helpers import three_scene_story
+
+    from dreamrunner.project import Project
+    from dreamrunner.video_io import read_video
+
+    project = Project.create(tmp_path / "story", three_scene_story())
+    assert main(["--quiet", "render", str(project.folder), "--scene", "1", "--backend", "tiny-wan"]) == 0
+    alone = Project.load(project.folder).story.scenes[0].renders
+    alone_frames = read_video(project.resolve(alone[0].path))
     context = mp.get_context("spawn")
     results = context.SimpleQueue()
     port = _free_port()
-    ranks = [context.Process(target=_rank, args=(rank, port, str(tmp_path), results)) for rank in range(WORLD)]
+    ranks = [context.Process(target=_rank, args=(rank, port, str(tmp_path), str(project.folder), results))
+             for rank in range(WORLD)]
     for process in ranks:
         process.start()
     for process in ranks:
@@ -139,6 +152,10 @@ def test_two_gloo_processes_give_the_single_process_result(tmp_path):
         differences = result["differences"]
         assert max(differences[name] for name in differences if name != "scene") < 1e-5, differences
         assert differences["scene"] <= 1, differences  # uint8 frames: at most a rounding step
+        assert result["exit"] == 0
+    split = Project.load(project.folder).story.scenes[0].renders
+    assert [(r.path, r.cache_key, r.seed) for r in split] == [(r.path, r.cache_key, r.seed) for r in alone]
+    assert np.abs(read_video(project.resolve(split[0].path)).astype(int) - alone_frames).max() <= 1
 
 
 def test_context_parallel_is_refused_before_anything_runs(monkeypatch, tmp_path):
