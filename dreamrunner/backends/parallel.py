@@ -11,6 +11,9 @@ round) in `dispatch_attention_fn`. SR3AI's region cross-attention and gated LoRA
 Every rank runs the whole pipeline (same seed, same noise, the gathered transformer output, so the same
 latents); only rank 0 writes files (`is_main_process`).
 
+On the CPU (gloo) the same code runs (tests/test_context_parallel_wan.py); diffusers' one accelerator-only line
+is stepped around in `enable_context_parallel`.
+
 Degrees: Ulysses needs the attention heads (Wan 2.1 1.3B: 12, 14B: 40) and the video tokens divisible by the
 degree; ring needs an attention backend that returns the log-sum-exp (diffusers' `native` backend does not:
 `_native_attention_forward_op` raises "Native attention does not support return_lse=True"), so it runs on CUDA
