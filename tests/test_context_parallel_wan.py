@@ -103,7 +103,13 @@ def _rank(rank: int, port: int, folder: str, project: str, results) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
     try:
-        result = _compare(folder)
+        own = os.path.join(folder, f"rank{rank}")  # each process writes its (identical) prior file apart
+        os.makedirs(own)
+        result = _compare(own)
+        try:
+            check_context_parallel("wan", 4)
+        except ContextParallelError as error:
+            result["mismatch"] = str(error)
         # The user's command, as each torchrun process runs it (the process group is joined, not made again).
         result["exit"] = main(["--quiet", "render", project, "--scene", "1", "--backend", "tiny-wan", "--force",
                                "--context-parallel", str(WORLD)])
@@ -153,6 +159,7 @@ def test_two_gloo_processes_give_the_single_process_result(tmp_path):
         assert max(differences[name] for name in differences if name != "scene") < 1e-5, differences
         assert differences["scene"] <= 1, differences  # uint8 frames: at most a rounding step
         assert result["exit"] == 0
+        assert "--context-parallel 4 but torch.distributed has 2 processes" in result["mismatch"]
     split = Project.load(project.folder).story.scenes[0].renders
     assert [(r.path, r.cache_key, r.seed) for r in split] == [(r.path, r.cache_key, r.seed) for r in alone]
     assert np.abs(read_video(project.resolve(split[0].path)).astype(int) - alone_frames).max() <= 1
