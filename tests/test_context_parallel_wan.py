@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from dreamrunner.attention import RegionLayout
+from dreamrunner.attention import RegionLayout, RegionLayoutError
 from dreamrunner.backends import MemoryOptions
 from dreamrunner.backends.memory import MemorySettingError
 from dreamrunner.backends.parallel import ContextParallelError, check_context_parallel, init_from_launcher
@@ -193,3 +193,17 @@ def test_the_render_command_needs_a_launcher_and_a_wan_backend(tmp_path, capsys,
     assert "Wan backends only" in capsys.readouterr().err
     assert main(["render", folder, "--context-parallel", "2", "--ray"]) != 0
     assert "--context-parallel" in capsys.readouterr().err
+
+
+def test_a_rank_sees_its_run_of_the_grouped_layout():
+    """`RegionLayout.local`: the two halves of a grouped layout are grouped (one contiguous span per class, no
+    permutation) and their token masks, side by side, are the whole layout's."""
+    grouped = RegionLayout.from_masks(three_overlapping_regions(), L)
+    grouped = grouped.reordered(grouped.cover_classes().order)
+    halves = [grouped.local(slice(0, 36)), grouped.local(slice(36, 72))]
+    assert all(half.num_video_tokens == 36 and half.cover_classes().identity for half in halves)
+    for prompts in [(0,), (1, 2), (3,)]:
+        video = [half.token_mask(prompts)[grouped.text_length:] for half in halves]
+        assert torch.equal(torch.cat(video), grouped.token_mask(prompts)[grouped.text_length:])
+    with pytest.raises(RegionLayoutError, match="not a part of the 72"):
+        grouped.local(slice(36, 80))
