@@ -33,6 +33,11 @@ class SR3AIContext:
     except attention, so the order only has to be applied once after the patch embedding and undone once
     before the output head, and each attention call then works on contiguous slices with no gathers.
     `layout` is the layout in the order the blocks see.
+
+    Under context parallelism (`shard`, set by the Wan controller on a transformer with diffusers' parallel
+    config) each rank's blocks see one contiguous run of that order, `local` = [start, stop) of the video
+    tokens; `layout` is then the layout of those tokens only (`RegionLayout.local`), so the attention and the
+    LoRA gates of a rank work on its tokens as they would on a whole sequence.
     """
 
     def __init__(self, backends: tuple[str, ...] | None = None):
@@ -42,6 +47,8 @@ class SR3AIContext:
         self.layout: RegionLayout | None = None  # as the blocks see it
         self._natural: RegionLayout | None = None  # as set, video tokens in (t, row, col) order
         self._order = self._inverse = None
+        self.shard = None  # context parallelism: number of video tokens -> this rank's slice of them
+        self.local: slice | None = None  # this rank's video tokens (positions in the order the blocks see)
         self._gates: dict = {}
 
     def set(self, layout: RegionLayout | None = None, loras: list[GatedLoRA] | None = None) -> None:
@@ -58,6 +65,10 @@ class SR3AIContext:
             if not classes.identity:
                 self._order, self._inverse = classes.order, torch.argsort(classes.order)
                 layout = layout.reordered(classes.order)
+        self.local = None
+        if layout is not None and self.shard is not None:
+            self.local = self.shard(layout.num_video_tokens)
+            layout = layout.local(self.local)
         self.layout = layout
         self._gates.clear()
 

@@ -161,6 +161,16 @@ class RegionLayout:
         video_index = tuple(position[index].sort().values for index in self.video_index)
         return RegionLayout(self.text_tokens, self.num_video_tokens, video_index, self.grid)
 
+    def local(self, tokens: slice) -> RegionLayout:
+        """The same regions seen by a call that holds only the video tokens at positions `tokens` (one rank's
+        shard under context parallelism), numbered from 0 there: [tokens.start, tokens.stop) -> [0, stop - start).
+        A layout in cover-class order stays in it (a contiguous run of a grouped sequence is grouped)."""
+        start, stop = int(tokens.start), int(tokens.stop)
+        if not 0 <= start < stop <= self.num_video_tokens:
+            raise RegionLayoutError(f"video tokens {start}..{stop} are not a part of the {self.num_video_tokens}")
+        video_index = tuple(index[(index >= start) & (index < stop)] - start for index in self.video_index)
+        return RegionLayout(self.text_tokens, stop - start, video_index)
+
     def text_key_index(self, prompt: int) -> torch.Tensor:
         """Joint indices of the keys a text query of `prompt` may see: its text tokens, then its region."""
         key = ("text_keys", prompt)

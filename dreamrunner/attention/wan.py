@@ -29,9 +29,19 @@ Wan 2.2: TI2V-5B's per-token timesteps (WanPipeline's `expand_timesteps`) give p
 ([B, N, D] and the blocks' [B, N, 6, D] modulation), which follow the token order like the RoPE tables. A14B's two
 experts each get a controller (`WanExpertsSR3AIController`) holding the same regions and gated LoRAs, so a scene
 is region-controlled on both sides of the boundary.
+
+Context parallelism (diffusers' own: `WanTransformer3DModel._cp_plan`, enabled by
+`dreamrunner.backends.parallel.enable_context_parallel`) splits the video tokens over the ranks at the first
+block's input and the RoPE tables at the rope's output, and gathers them at the output projection. The controller
+re-orders on the patch embedding's output, before that split, so each rank holds one contiguous run
+[start, stop) of the group order; its cross-attention runs the groups cut to that run and its LoRA gates are cut
+to it too (`SR3AIContext.local`). The text is not split: every rank holds all of it. Self-attention is diffusers'
+Ulysses or ring through the stock processor.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -171,6 +181,10 @@ class WanSR3AIController(SR3AIController):
             return self
         stock = self.transformer.attn_processors
         self._stock_processors = stock
+        from ..backends.parallel import context_parallel_config, local_tokens
+
+        config = context_parallel_config(self.transformer)
+        self.context.shard = None if config is None else functools.partial(local_tokens, config)
         self.transformer.set_attn_processor({
             name: WanSR3AICrossAttnProcessor(self.context, self.implementation) if ".attn2." in name else processor
             for name, processor in stock.items()})
@@ -184,7 +198,7 @@ class WanSR3AIController(SR3AIController):
                 self.transformer.proj_out.register_forward_hook(self._restore_token_order),
             ]
             self.context.reorder_tokens = True
-            self.context.refresh()
+        self.context.refresh()
         return self
 
     def _order_patches(self, module, args, output):
@@ -193,7 +207,15 @@ class WanSR3AIController(SR3AIController):
 
     def _order_rotary(self, module, args, output):
         order = self.context.token_order_for(output[0].device)
-        return output if order is None else tuple(table.index_select(1, order) for table in output)
+        if order is None:  # natural order: a context-parallel split already gave this rank its own tokens
+            return output
+        if self.context.local is None:
+            return tuple(table.index_select(1, order) for table in output)
+        # Context parallelism: diffusers' hook wraps `rope.forward` and has split the tables in natural order
+        # before this hook runs; the class's forward gives the whole tables, of which this rank takes its run
+        # of the group order (the tokens its first block receives).
+        whole = type(module).forward(module, *args)
+        return tuple(table.index_select(1, order[self.context.local]) for table in whole)
 
     def _order_timesteps(self, module, args, output):
         # Per-token timesteps (Wan 2.2 TI2V, `timestep` [B, N]): time embedding [B, N, D] and its projection
@@ -214,6 +236,7 @@ class WanSR3AIController(SR3AIController):
             hook.remove()
         self._order_hooks = []
         self.context.reorder_tokens = False
+        self.context.shard = None
         self.context.refresh()
         self._stock_processors = None
 

@@ -74,6 +74,8 @@ class MemoryOptions:
     preset: one of MEMORY_CHOICES ("auto": the lightest preset that fits the free GPU memory, see `choose_preset`).
     quantize: "none", "int8wo" or "fp8wo" (torchao weight-only, transformer blocks; needs `pip install .[quant]`).
     compile: "off", "gpu" (compile the transformer blocks on CUDA only) or "always".
+    context_parallel: processes (GPUs) one scene's transformer is split over, 1 = none; above 1 the process group
+        must be initialised with that many processes (dreamrunner.backends.parallel; Wan backends only).
     Raises MemorySettingError for a value not in its choices.
     """
 
@@ -81,11 +83,14 @@ class MemoryOptions:
     preset: str = "auto"
     quantize: str = "none"
     compile: str = COMPILE_DEFAULT
+    context_parallel: int = 1
 
     def __post_init__(self):
         _check("memory preset", self.preset, MEMORY_CHOICES)
         _check("quantization", self.quantize, QUANTIZE_CHOICES)
         _check("compile setting", self.compile, COMPILE_CHOICES)
+        if self.context_parallel < 1:
+            raise MemorySettingError(f"context_parallel counts processes, at least 1; got {self.context_parallel}")
 
     def resolved_device(self) -> str:
         from . import default_device

@@ -48,6 +48,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           "always the story's)")
     render.add_argument("--force", action="store_true", help="render again even where the cache has the scene")
     ray_argument(render)
+    render.add_argument("--context-parallel", type=int, metavar="N", help="split each scene's transformer over N "
+                        "GPUs of this machine (Wan backends; diffusers' Ulysses attention): launch one process per GPU "
+                        "with `torchrun --nproc-per-node N -m dreamrunner render PROJECT --context-parallel N`; "
+                        "rank 0 writes the clips and the story (docs/scaling.md)")
     render.set_defaults(run=run_render)
 
     choose = subparsers.add_parser("choose", help="pick the variant export uses for a scene")
@@ -127,9 +131,12 @@ def run_render(args: argparse.Namespace) -> int:
     from ..rendering.pipeline import REGION_CONTROLS
     from ..rendering.story_render import StoryRenderer, commit_to
 
-    positive(args, "steps", "variants", "frames")
+    positive(args, "steps", "variants", "frames", "context_parallel")
     reporter = args.reporter
     project = Project.load(args.project)
+    writes = True
+    if (args.context_parallel or 1) > 1:
+        writes = join_context_parallel(args, project)
     scenes = scene_ids = None
     if args.scene:
         chosen = [edits.find_scene(project.story, ref).id for ref in args.scene]
@@ -139,15 +146,17 @@ def run_render(args: argparse.Namespace) -> int:
     # saved); renders are committed to the project itself.
     snapshot = project.snapshot()
     apply_settings(snapshot, args, scene_ids, save=False)
-    if args.save_settings:
+    if args.save_settings and writes:
         apply_settings(project, args, scene_ids, save=True)
     renderer = StoryRenderer(snapshot, args.backend, model_path=args.model_path, memory=memory_options(args),
-                             region_control=REGION_CONTROLS[args.region_control]())
+                             region_control=REGION_CONTROLS[args.region_control](), writes=writes)
     cluster, graph_report = ray_cluster(args), None
     with SigintCancels() as cancel:
         if cluster is None:
-            outcomes = renderer.render(commit_to(project), scenes, force=args.force, progress=reporter.progress,
-                                       cancel=cancel).outcomes
+            outcomes = renderer.render(commit_to(project), scenes, force=args.force,
+                                       progress=reporter.progress if writes else None, cancel=cancel).outcomes
+            if not writes:  # another rank of a context-parallel run: rank 0 reports
+                return 0
         else:  # each variant a task on Ray (dreamrunner.distributed)
             from ..distributed import GraphRun, story_graph
 
@@ -167,6 +176,19 @@ def run_render(args: argparse.Namespace) -> int:
     if graph_report is not None:  # after the results: what finished is listed, then the failed tasks named
         graph_report.raise_failures()
     return 0
+
+
+def join_context_parallel(args: argparse.Namespace, project: Project) -> bool:
+    """--context-parallel N: check the backend (Wan) and the launch, join torchrun's process group, run on this
+    rank's own GPU (args.device); True on rank 0, the one process that writes files and reports."""
+    from ..backends.parallel import check_backend, init_from_launcher, is_main_process
+
+    if args.ray is not None:
+        raise UsageError("--context-parallel splits each scene over this machine's GPUs (one torchrun process per "
+                         "GPU); --ray runs whole scenes as tasks, one GPU each: use one or the other")
+    check_backend(args.backend or project.story.settings.render.backend)
+    args.device = init_from_launcher(args.context_parallel, args.device)
+    return is_main_process()
 
 
 def run_choose(args: argparse.Namespace) -> int:

@@ -132,7 +132,8 @@ def memory_options(args: argparse.Namespace) -> MemoryOptions:
 
     machine = read_machine_settings()
     return MemoryOptions(device=args.device, preset=args.memory or machine.memory,
-                         quantize=args.quantize or machine.quantize, compile=args.compile or machine.compile)
+                         quantize=args.quantize or machine.quantize, compile=args.compile or machine.compile,
+                         context_parallel=getattr(args, "context_parallel", None) or 1)
 
 
 def cast_members(specs: list[str]) -> list[CastMember]:

@@ -234,8 +234,9 @@ class DreamRunnerPipeline(CogVideoXPipeline):
         """A pipeline on the components, placed and prepared by `components.memory`: the transformer quantized
         (once per components), the models placed by the memory preset (`auto`: chosen for `video`, a dict with
         num_frames/height/width, default the backend's geometry, on the device's free memory or `free_bytes`),
-        the transformer blocks compiled where the compile setting says. Raises MemorySettingError or
-        QuantizationUnavailable (dreamrunner.backends.memory)."""
+        the transformer blocks compiled where the compile setting says, split over the processes of the
+        torch.distributed group where `context_parallel` says (Wan). Raises MemorySettingError or
+        QuantizationUnavailable (dreamrunner.backends.memory), ContextParallelError (dreamrunner.backends.parallel)."""
         pipeline = cls(**components.pipeline_kwargs())
         pipeline.is_noise = components.is_noise
         pipeline.backend_name = components.name
@@ -256,8 +257,21 @@ class DreamRunnerPipeline(CogVideoXPipeline):
             if device.startswith("cuda") and memory_settings.PRESETS[preset].offload == "none":
                 transformer.to(device)
             memory_settings.quantize_transformer(transformer, memory.quantize)
+        if memory.context_parallel > 1:
+            from ..backends.parallel import (ContextParallelError, check_backend, check_context_parallel,
+                                             enable_context_parallel)
+
+            # Checked before the models move: a CogVideoX backend, a missing process group are refused here.
+            check_backend(components.name)
+            check_context_parallel(components.family, memory.context_parallel, transformer.config.num_attention_heads)
+            if memory_settings.PRESETS[preset].offload != "none":
+                # diffusers' split hooks and its offloading hooks on the same blocks are not run together here.
+                raise ContextParallelError(f"context parallelism keeps the whole transformer on each GPU: memory "
+                                           f"preset {preset!r} offloads it; use 'none' or 'vae-tiling'")
         memory_settings.apply_placement(pipeline, preset, device)
         pipeline.placement = preset
+        if memory.context_parallel > 1:
+            enable_context_parallel(transformer, memory.context_parallel)
         if memory_settings.should_compile(memory.compile, device):
             memory_settings.compile_transformer(transformer)
         pipeline.set_progress_bar_config(disable=True)

@@ -196,7 +196,11 @@ class StoryRenderer:
         components: ModelComponents | Callable[[], ModelComponents] | None = None,
         region_control: RegionControl | None = None,
         preview_every: int = 5,
+        writes: bool = True,
     ):
+        """`writes` False: render without writing clips or committing (a context-parallel rank other than 0,
+        which takes part in every scene call while rank 0 writes; `commit` is then not called)."""
+        self.writes = writes
         self.project = project
         self.backend = backend or project.story.settings.render.backend
         self._components = components
@@ -296,15 +300,18 @@ class StoryRenderer:
             )
             relative = self.clip_path(scene, key, seed)
             target = self.project.resolve(relative)
-            write_video(target, output.frames, video.fps)
+            if self.writes:
+                write_video(target, output.frames, video.fps)
             result = RenderResult(seed=seed, path=relative, cache_key=key, backend=self.pipeline.backend_name,
                                   is_noise=output.is_noise, priors=[b.model_copy() for b in scene.prior_bindings],
                                   steps=render_settings.steps, guidance_scale=render_settings.guidance_scale,
                                   plan_digest=plan_digest(scene))
-            target.with_suffix(".json").write_text(result.model_dump_json(indent=2) + "\n", encoding="utf-8")
+            if self.writes:
+                target.with_suffix(".json").write_text(result.model_dump_json(indent=2) + "\n", encoding="utf-8")
             results.append(result)
             outcomes.append(SceneRenderOutcome(scene.id, seed, relative, cached=False))
-        commit(scene.id, results)
+        if self.writes:
+            commit(scene.id, results)
         return outcomes
 
     def render(self, commit: RenderCommit, scenes: list[int] | None = None, *, variants: int | None = None,
