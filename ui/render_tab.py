@@ -197,7 +197,7 @@ class RenderTab:
                                             elem_id="render-dtype")
             self.render_size = ProjectDropdown(label="Frame size (width x height)", elem_id="render-size")
             self.render_frames = ProjectDropdown(label="Frames per scene", elem_id="render-frames")
-        with gr.Accordion("This machine (memory, speed, model folders: not saved in the project)", open=False):
+        with gr.Accordion("This machine (memory, speed, model folders, Ray: not saved in the project)", open=False):
             with gr.Row():
                 self.machine_memory = gr.Dropdown(MEMORY_LABELS, label="GPU memory preset", elem_id="machine-memory")
                 self.machine_quantize = gr.Dropdown(list(QUANTIZE_CHOICES), label="Quantize the transformer "
