@@ -47,6 +47,7 @@ INSTALL = "pip install 'dreamrunner-studio[ray]'"
 # started them ends. A driver off the main thread (the editor's jobs, each on a thread that ends with it)
 # starts Ray from this one thread, which lives as long as the process.
 _RAY_STARTER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ray-init")
+_STARTED: dict[str, str | None] = {}  # "address": what this process's Ray session was started for
 # How often Ray restarts a dead worker and runs its task again before the task is reported as failed.
 RETRIES = 2
 POLL_SECONDS = 0.2
@@ -198,6 +199,11 @@ class RayCluster:
                     _RAY_STARTER.submit(ray.init, address=self.address, log_to_driver=False).result()
             except ConnectionError as error:
                 raise DistributedError(f"cannot reach the Ray cluster at {self.address}: {error}") from None
+            _STARTED["address"] = self.address
+        elif _STARTED.get("address", self.address) != self.address:
+            # One Ray session per process (ray.init): another address would silently use the first one.
+            raise DistributedError(f"this process already uses {_describe(_STARTED['address'])} and cannot switch "
+                                   f"to {_describe(self.address)}: restart it (the editor: restart the app)")
         if self.board is None:
             self.board_name = f"dreamrunner-progress-{uuid.uuid4().hex[:12]}"
             self.board = ray.remote(num_cpus=0)(ProgressBoard).options(name=self.board_name).remote()
@@ -226,6 +232,10 @@ class RayCluster:
 
 
 _CLUSTERS: dict[str | None, RayCluster] = {}
+
+
+def _describe(address: str | None) -> str:
+    return f"the Ray cluster at {address}" if address else "the local Ray"
 
 
 @dataclass(frozen=True)

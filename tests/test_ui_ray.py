@@ -16,6 +16,7 @@ import pytest
 
 from dreamrunner import edits
 from dreamrunner.jobs import Cancelled
+from dreamrunner.machine import MachineSettingsError, read_machine_settings
 from dreamrunner.project import Project
 from ui import render_tab
 from ui.editor import build_app
@@ -101,6 +102,17 @@ def test_cancel_stops_every_ray_task_of_the_editor_job(cluster, folders, tmp_pat
     # Every task stopped: both workers answer at once (an actor runs one call at a time), nothing was committed.
     assert ray.get([worker.model_loads.remote() for worker in cluster.workers], timeout=30)
     assert all(not s.renders for s in Project.load(folder).story.scenes)
+
+    # A cluster needs its address; another Ray than the one this process uses is refused by name, not
+    # silently served by the first one.
+    editor.set_machine_setting("ray", "cluster")
+    with pytest.raises(MachineSettingsError, match="its address is empty"):
+        list(editor.render_all_job(folder, "s1", request=None))
+    editor.set_machine_setting("ray_address", " 127.0.0.1:6379 ")
+    assert read_machine_settings(editor.machine_file).ray_address == "127.0.0.1:6379"
+    with pytest.raises(distributed.DistributedError, match="already uses the local Ray and cannot switch to the "
+                                                           "Ray cluster at 127.0.0.1:6379: restart it"):
+        list(editor.render_all_job(folder, "s1", request=None))
 
 
 def test_without_ray_the_setting_says_how_to_install_it_and_cannot_be_chosen(tmp_path, monkeypatch):
