@@ -21,8 +21,10 @@ has nothing to submit: Ray is reached only when there is a task.
 from __future__ import annotations
 
 import socket
+import threading
 import uuid
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -41,6 +43,11 @@ if TYPE_CHECKING:
     from .rendering.story_render import RenderCommit, SceneRenderOutcome
 
 INSTALL = "pip install 'dreamrunner-studio[ray]'"
+# Ray starts its local processes (GCS, raylet) with PR_SET_PDEATHSIG: they are killed when the *thread* that
+# started them ends. A driver off the main thread (the editor's jobs, each on a thread that ends with it)
+# starts Ray from this one thread, which lives as long as the process.
+_RAY_STARTER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ray-init")
+_STARTED: dict[str, str | None] = {}  # "address": what this process's Ray session was started for
 # How often Ray restarts a dead worker and runs its task again before the task is reported as failed.
 RETRIES = 2
 POLL_SECONDS = 0.2
@@ -186,9 +193,17 @@ class RayCluster:
             self.workers, self.board, self._gpus = [], None, None  # those of an earlier Ray session are gone
             try:
                 # Workers' own output stays in Ray's logs: the driver shows progress and errors in one view.
-                ray.init(address=self.address, log_to_driver=False)
+                if threading.current_thread() is threading.main_thread():
+                    ray.init(address=self.address, log_to_driver=False)
+                else:
+                    _RAY_STARTER.submit(ray.init, address=self.address, log_to_driver=False).result()
             except ConnectionError as error:
                 raise DistributedError(f"cannot reach the Ray cluster at {self.address}: {error}") from None
+            _STARTED["address"] = self.address
+        elif _STARTED.get("address", self.address) != self.address:
+            # One Ray session per process (ray.init): another address would silently use the first one.
+            raise DistributedError(f"this process already uses {_describe(_STARTED['address'])} and cannot switch "
+                                   f"to {_describe(self.address)}: restart it (the editor: restart the app)")
         if self.board is None:
             self.board_name = f"dreamrunner-progress-{uuid.uuid4().hex[:12]}"
             self.board = ray.remote(num_cpus=0)(ProgressBoard).options(name=self.board_name).remote()
@@ -217,6 +232,10 @@ class RayCluster:
 
 
 _CLUSTERS: dict[str | None, RayCluster] = {}
+
+
+def _describe(address: str | None) -> str:
+    return f"the Ray cluster at {address}" if address else "the local Ray"
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,11 @@
-"""Settings of this machine, not of any story: memory preset, quantization, compilation, model folders.
+"""Settings of this machine, not of any story: memory preset, quantization, compilation, model folders, Ray.
 
 They live in `<home>/machine.json` (home: $DREAMRUNNER_HOME, else ~/.dreamrunner, the editor's home too),
 because they describe the GPU and disk a render runs on: a project copied to a colleague's 80 GB machine
 must not bring along the offloading a 24 GB card needed, nor a folder path that exists only here. The editor
 writes the file (Render tab, "This machine"); the CLI reads it as the default of --memory, --quantize,
---compile and --model-path, and an option given on the command line wins for that command only.
+--compile and --model-path, and an option given on the command line wins for that command only. The Ray
+setting is the editor's alone: a CLI command uses Ray only when given `--ray`.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ class MachineSettings(BaseModel):
     compile: Literal["off", "gpu", "always"] = COMPILE_DEFAULT
     # backend name -> local diffusers folder or hub id (else $DREAMRUNNER_COGVIDEOX_2B / _5B, else the hub id)
     model_paths: dict[str, str] = {}
+    # The editor's render and training jobs as tasks on Ray (dreamrunner.distributed, docs/scaling.md): off, a
+    # local Ray over this machine's GPUs (the CLI's `--ray`), or the cluster at `ray_address` (`--ray ADDRESS`).
+    ray: Literal["off", "local", "cluster"] = "off"
+    ray_address: str = ""  # host:port or ray://host:10001; kept while Ray is off
 
 
 def home() -> Path:

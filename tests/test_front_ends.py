@@ -70,6 +70,12 @@ def same_result(page: Path, cli_folder: Path) -> None:
     assert files(page) == files(cli_folder)
 
 
+def finished(job):
+    """The last answer of a job handler (a generator: its progress, then the page's final state)."""
+    answers = list(job)
+    return answers[-1]
+
+
 def picture(tmp_path: Path) -> Path:
     path = tmp_path / "Side view.png"
     Image.new("RGB", (96, 96), (30, 120, 60)).save(path)
@@ -287,15 +293,15 @@ def test_plan_story_plans_another_story_each_press_and_its_seed_plans_it_again(e
     plans = []
     seed = 7
     for _ in range(3):
-        answer = editor.plan_story(folder, topic, 4, seed, *offline, confirmed=True)
+        answer = finished(editor.plan_story(folder, topic, 4, seed, *offline, confirmed=True))
         assert answer[editor.plan_seed] == seed + 1 and f"variant {seed}: set Plan variant to {seed}" in notes[-1]
         plans.append([plan_digest(scene) for scene in Project.load(folder).story.scenes])
         seed = answer[editor.plan_seed]
     assert len(plans[0]) == 4 and plans[0] != plans[1] != plans[2] != plans[0]
-    editor.plan_story(folder, topic, 4, 8, *offline, confirmed=True)  # the second plan's seed, typed back
+    finished(editor.plan_story(folder, topic, 4, 8, *offline, confirmed=True))  # the second plan's seed, typed back
     assert [plan_digest(scene) for scene in Project.load(folder).story.scenes] == plans[1]
     # An emptied field plans with a fresh variant and names it.
-    answer = editor.plan_story(folder, topic, 4, None, *offline, confirmed=True)
+    answer = finished(editor.plan_story(folder, topic, 4, None, *offline, confirmed=True))
     assert f"variant {answer[editor.plan_seed] - 1}:" in notes[-1]
 
 
@@ -363,12 +369,12 @@ def test_an_edit_made_while_a_render_job_runs_survives_it(tmp_path, simple_story
 def test_replan_a_scene_keeping_edits(editor, pair):
     editor.set_scene_field(pair[0], "s1", "narration", "Kept through the re-plan.")
     cli("scene", "edit", pair[1], "s1", "--narration", "Kept through the re-plan.")
-    editor.replan_scene(pair[0], "s1", 0, False, 0, "offline", "", "", "")
+    finished(editor.replan_scene(pair[0], "s1", 0, False, 0, "offline", "", "", ""))
     cli("replan", pair[1], "--scene", "1", "--offline")
     same_result(*pair)
     assert Project.load(pair[0]).story.scenes[0].narration == "Kept through the re-plan."
     # "Another plan" is the next variant: the CLI's --seed 1.
-    editor.replan_scene(pair[0], "s1", 0, False, 0, "offline", "", "", "", another=True)
+    finished(editor.replan_scene(pair[0], "s1", 0, False, 0, "offline", "", "", "", another=True))
     cli("replan", pair[1], "--scene", "1", "--offline", "--seed", "1")
     same_result(*pair)
 
@@ -489,10 +495,10 @@ def test_plan_story_is_one_undo_step_though_each_plan_is_saved_as_it_arrives(edi
     original = Project.load(folder).story
     history = editor.workspace.history(folder)
     steps = len(history.undo)
-    editor.plan_story(folder, "a witch learns to fly over the sea", 5, 1, *offline, confirmed=True)
+    finished(editor.plan_story(folder, "a witch learns to fly over the sea", 5, 1, *offline, confirmed=True))
     first = Project.load(folder).story
     assert len(first.scenes) == 5 and len(history.undo) == steps + 1
-    editor.plan_story(folder, "a witch bakes bread in a mountain village", 5, 2, *offline, confirmed=True)
+    finished(editor.plan_story(folder, "a witch bakes bread in a mountain village", 5, 2, *offline, confirmed=True))
     assert len(history.undo) == steps + 2
     editor.workspace.undo(folder)
     assert Project.load(folder).story.model_dump(exclude={"revision"}) == first.model_dump(exclude={"revision"})

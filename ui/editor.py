@@ -18,6 +18,7 @@ import gradio as gr
 from gradio_image_annotation import image_annotator
 
 from dreamrunner import edits
+from dreamrunner.jobs import Progress
 from dreamrunner.project import Project
 from dreamrunner.story import NUM_KEYFRAMES, Story
 
@@ -26,6 +27,7 @@ from .backdrop import keyframe_backdrop, keyframe_thumbnail
 from .clips_tab import ClipsTab
 from .confirm import Confirm
 from .history import HistoryBar
+from .jobs import Cancels, cancel_handler, progress_html, run_streaming, stream_job
 from .messages import drop_repeats, guarded, warn
 from .priors_tab import PriorsTab
 from .render_tab import RenderTab
@@ -96,6 +98,17 @@ def _selected_index(event: gr.SelectData) -> int:
     return event.index
 
 
+def _notes_html(notes: list[str]) -> str:
+    """The planner's retries and repairs so far, under its progress (the newest last)."""
+    if not notes:
+        return ""
+    items = "".join(f"<li>{html.escape(note)}</li>" for note in notes[-12:])
+    more = " (the last 12 shown)" if len(notes) > 12 else ""
+    return (f"<details open class='plan-notes'><summary>retries and repairs while planning: {len(notes)}{more}"
+            f"</summary>"
+            f"<ul>{items}</ul></details>")
+
+
 def fresh_plan_seed() -> int:
     """A new offline-planner variant for a page (short enough to note down and type back)."""
     return secrets.randbelow(1_000_000)
@@ -103,6 +116,8 @@ def fresh_plan_seed() -> int:
 
 class Editor(HistoryBar, ClipsTab, PriorsTab, RenderTab):
     """Builds the Blocks; holds the components that several tabs update."""
+
+    plan_cancels = Cancels()
 
     def __init__(self, workspace: Workspace, startup_folder: Path, problem: StartupProblem | None = None):
         self.workspace = workspace
@@ -364,13 +379,17 @@ class Editor(HistoryBar, ClipsTab, PriorsTab, RenderTab):
                 self.llm_key = gr.Textbox(label="API key", type="password", elem_id="llm-key")
         with gr.Row():
             self.plan_button = gr.Button("Plan story", variant="primary", elem_id="plan-story", scale=3)
+            self.plan_cancel = gr.Button("Cancel", variant="stop", elem_id="plan-cancel", scale=1)
             # A fresh variant per page, the next one after each plan: pressing again plans another story, and
             # typing a seed the toast named plans that story again (offline planner; an LLM samples anew).
             self.plan_seed = gr.Number(value=fresh_plan_seed, precision=0, minimum=0, label="Plan variant (seed)",
                                        elem_id="plan-seed", min_width=120, scale=1)
+        self.plan_progress = gr.HTML(elem_id="plan-progress")
         self.plan_confirm = Confirm("plan", "Replace the plan")
-        gr.Markdown("*Plan story* writes a new story plan and scene plans from the topic and characters. Over "
-                    "a planned story it first says what the new plan replaces and asks.")
+        gr.Markdown("*Plan story* writes a new story plan and scene plans from the topic and characters, each "
+                    "saved as it arrives. Over a planned story it first says what the new plan replaces and asks. "
+                    "*Cancel* stops it (an LLM mid-answer) and keeps the plans finished; *Plan story* again, with "
+                    "the same topic, goes on from them.")
         self.planner_inputs = [self.planner_kind, self.llm_url, self.llm_model, self.llm_key]
         # What this tab was last shown of the story's text fields: an edit is applied only where the stored
         # value is still the one the tab showed (another tab or a CLI command may have changed it meanwhile).
@@ -383,10 +402,13 @@ class Editor(HistoryBar, ClipsTab, PriorsTab, RenderTab):
             box.blur(guarded(lambda folder, value, shown, field=field: self.set_story_field(folder, field, value, shown)),
                      [self.folder, box, self.story_shown], [self.status, box, self.story_shown])
         plan_inputs = [self.folder, self.topic, self.num_scenes, self.plan_seed, *self.planner_inputs]
-        plan_outputs = [*self.all_outputs, self.plan_seed, *self.plan_confirm.outputs]
-        self.plan_button.click(guarded(self.plan_story), plan_inputs, plan_outputs)
-        self.plan_confirm.yes.click(guarded(functools.partial(self.plan_story, confirmed=True)), plan_inputs,
-                                    plan_outputs, api_name="plan_story_confirmed")
+        plan_outputs = [*self.all_outputs, self.plan_seed, self.plan_progress, *self.plan_confirm.outputs]
+        # The job's own progress area says how far it is (ui.jobs): no overlay over the page, so Cancel and the
+        # other tabs stay usable while it plans.
+        self.plan_button.click(guarded(self.plan_story), plan_inputs, plan_outputs, show_progress="hidden")
+        self.plan_confirm.yes.click(guarded(self.plan_story_confirmed), plan_inputs,
+                                    plan_outputs, api_name="plan_story_confirmed", show_progress="hidden")
+        self.plan_cancel.click(guarded(cancel_handler(self.plan_cancels)), None, None, queue=False)
         story_outputs = [self.status, *self.story_outputs]
         # A table reports one cell edit twice at once; the repeat is dropped, not answered twice.
         self.character_table.input(guarded(drop_repeats(self.edit_characters)),
@@ -416,59 +438,96 @@ class Editor(HistoryBar, ClipsTab, PriorsTab, RenderTab):
                                            [self.status, self.reference_gallery, self.reference_upload,
                                             self.reference_selected])
 
-    def plan_story(self, folder, topic, num_scenes, seed, *planner_settings, confirmed=False,
-                   progress=gr.Progress()):
+    def plan_story(self, folder, topic, num_scenes, seed, kind, base_url, model, api_key,
+                   request: gr.Request = None, confirmed=False):
         """Plan the story with the offline planner's variant `seed` (an empty field: a fresh one); the seed field
-        then shows the next variant, so the next press plans another story."""
+        then shows the next variant, so the next press plans another story. A job (ui.jobs): its progress area
+        shows the story plan, then each scene plan, and the planner's retries and repairs as they happen;
+        Cancel stops it (an LLM mid-answer, the offline planner between scenes)."""
+        from dreamrunner.planning.base import is_planned
+
         seed = fresh_plan_seed() if seed is None or seed == "" else max(int(seed), 0)
-        planner = make_planner(*planner_settings, seed=seed)  # settings that cannot work are said before any question
-        lost = edits.plan_replaces(self.project(folder).story)
+        planner = make_planner(kind, base_url, model, api_key, seed=seed)  # settings that cannot work: said first
+        before = self.project(folder).story
+        wanted = int(num_scenes or 0)
+        # A plan of this topic that stopped part way (a cancel, a failure, a timeout) goes on from the saved scene
+        # plans, as `dreamrunner plan` does: nothing is thrown away, so nothing is asked.
+        resume = before if (before.scenes and (topic or "").strip() == before.topic.strip()
+                            and wanted in (0, len(before.scenes))
+                            and not all(is_planned(s) for s in before.scenes)) else None
+        lost = edits.plan_replaces(before) if resume is None else []
         if lost and not confirmed:
-            return self.plan_confirm.ask(
+            yield self.plan_confirm.ask(
                 "**Plan story replaces the plan of this story.** It throws away:\n\n"
                 + "\n".join(f"- {html.escape(item)}" for item in lost)
                 + "\n\nIt keeps the title, the characters and their reference images, the trained priors (bound "
                   "again to the new scenes) and the approved clips of motions the new plan has. Until the next "
                   "save, `project.json.bak` holds the story as it is now.")
-        from dreamrunner.planning.base import is_planned
-
-        progress(0.05, desc=f"planning with the {planner.name} planner")
-        before = self.project(folder).story
-        # A plan that stopped part way (a failure, a timeout) for this topic goes on from the saved scene plans.
-        resume = before if (before.scenes and (topic or "").strip() == before.topic.strip()
-                            and not all(is_planned(s) for s in before.scenes)) else None
-        # Each result is saved as it arrives (a failure keeps what was finished); the topic and all of them are
-        # one undo step.
+            return
+        token = self.plan_cancels.new(request.session_hash if request else None)
+        how = "going on with the saved plan" if resume is not None else "planning"
+        yield {self.plan_progress: progress_html(None, f"{how} with the {planner.name} planner…"),
+               **self.plan_confirm.hide()}
+        # Each result is saved as it arrives (a cancel or a failure keeps what was finished); the topic and all
+        # of them are one undo step.
         press = f"plan-story-{time.monotonic_ns()}"
         with self.workspace.edit(folder, join=press) as project:
             edits.set_story_fields(project.story, topic=topic)
         story = self.project(folder).story
-        notes: list[str] = []
-        planner.progress = lambda update: progress(update.fraction, desc=update.message[:120])
-        if hasattr(planner, "note"):  # the LLM planner's retries and repairs, shown when it ends
-            planner.note = notes.append
+        notes: list[str] = []  # the LLM planner's retries and repairs, appended by the job's thread
+        outline = {"saved": resume is not None}
 
-        def on_outline(planned):
-            with self.workspace.edit(folder, join=press) as project:
-                project.story = edits.adopt_plan(project.story, planned)
+        def work(progress, cancel):
+            planner.progress, planner.cancel = progress, cancel
+            if hasattr(planner, "note"):
+                planner.note = notes.append
 
-        def on_scene(scene):
-            with self.workspace.edit(folder, join=press) as project:
-                edits.store_scene_plan(project.story, scene)
+            def on_outline(planned):
+                with self.workspace.edit(folder, join=press) as project:
+                    project.story = edits.adopt_plan(project.story, planned)
+                outline["saved"] = True
+                progress(Progress("plan", 0, len(planned.scenes),
+                                  f"saved the story plan: {len(planned.scenes)} scenes; planning each scene"))
+
+            def on_scene(scene):
+                with self.workspace.edit(folder, join=press) as project:
+                    edits.store_scene_plan(project.story, scene)
+                    scenes = project.story.scenes
+                progress(Progress("plan", sum(is_planned(s) for s in scenes), len(scenes),
+                                  f"saved the plan of scene {scene.id}"))
+
+            return planner.plan_story(story.topic, list(story.characters), wanted or None,
+                                      on_outline=on_outline, on_scene=on_scene, resume=resume)
+
+        def kept() -> str:
+            if not outline["saved"]:
+                return "the story plan had not arrived: the story keeps its scenes (the topic is saved)"
+            scenes = self.project(folder).story.scenes
+            return (f"the story plan and {sum(is_planned(s) for s in scenes)} of {len(scenes)} scene plans are "
+                    "saved; Plan story again with this topic goes on from them (Undo takes them back)")
+
+        def show(event, text=""):
+            return {self.plan_progress: progress_html(event, text) + _notes_html(notes)}
 
         try:
-            planner.plan_story(story.topic, list(story.characters), int(num_scenes) or None,
-                               on_outline=on_outline, on_scene=on_scene, resume=resume)
-        finally:
-            if notes:
-                shown = "\n".join(f"- {html.escape(n)}" for n in notes[:12])
-                more = f"\n- ... and {len(notes) - 12} more" if len(notes) > 12 else ""
-                gr.Warning(f"{len(notes)} retries and repairs while planning:\n{shown}{more}")
+            yield from stream_job(run_streaming(work, token), show, token, kept)
+        except Exception:
+            # A cancel or a failure keeps what was finished: the page shows it (the toast says why it stopped).
+            yield self.everything(folder)
+            raise
         done = "went on with the saved plan and planned" if resume is not None else "planned"
-        offline = planner_settings[0] != "llm"  # an LLM samples anew: no seed brings its plan back
+        offline = kind != "llm"  # an LLM samples anew: no seed brings its plan back
         again = f" (variant {seed}: set Plan variant to {seed} to plan it again)" if offline else ""
-        gr.Info(f"{done} {len(self.project(folder).story.scenes)} scenes with the {planner.name} planner{again}")
-        return {**self.everything(folder), self.plan_seed: seed + 1, **self.plan_confirm.hide()}
+        text = f"{done} {len(self.project(folder).story.scenes)} scenes with the {planner.name} planner{again}"
+        gr.Info(html.escape(text))
+        yield {**self.everything(folder), self.plan_seed: seed + 1, **show(None, text)}
+
+    # The page's request reaches a handler only as a positional parameter with its type (gradio does not look
+    # through functools.partial): the confirming and "Another plan" buttons have handlers of their own.
+    def plan_story_confirmed(self, folder, topic, num_scenes, seed, kind, base_url, model, api_key,
+                             request: gr.Request = None):
+        yield from self.plan_story(folder, topic, num_scenes, seed, kind, base_url, model, api_key, request,
+                                   confirmed=True)
 
     def set_story_field(self, folder, field, value, shown=None):
         value, was = value or "", (shown or {}).get(field)
@@ -562,6 +621,8 @@ class Editor(HistoryBar, ClipsTab, PriorsTab, RenderTab):
                 with gr.Row():
                     self.replan_button = gr.Button("Re-plan scene", elem_id="replan-scene")
                     self.another_plan_button = gr.Button("Another plan", elem_id="another-plan")
+                    self.replan_cancel = gr.Button("Cancel", variant="stop", elem_id="replan-cancel", scale=0)
+                self.replan_progress = gr.HTML(elem_id="replan-progress")
                 with gr.Row():
                     self.replan_seed = gr.Number(value=0, precision=0, minimum=0, label="Plan variant (seed)",
                                                  elem_id="replan-seed", min_width=120)
@@ -631,33 +692,58 @@ class Editor(HistoryBar, ClipsTab, PriorsTab, RenderTab):
         self.add_entity_button.click(guarded(self.add_entity), where, [self.status, *self.board_outputs])
         self.animatic_button.click(guarded(self.animatic), [self.folder, self.scene_list], [self.animatic_video])
         replan_inputs = [*where, self.replace_edits, self.replan_seed, *self.planner_inputs]
-        replan_outputs = [self.status, self.replace_edits, self.replan_seed, *self.board_outputs]
-        self.replan_button.click(guarded(self.replan_scene), replan_inputs, replan_outputs)
-        self.another_plan_button.click(guarded(lambda *args: self.replan_scene(*args, another=True)),
-                                       replan_inputs, replan_outputs)
+        replan_outputs = [self.status, self.replace_edits, self.replan_seed, self.replan_progress,
+                          *self.board_outputs]
+        self.replan_button.click(guarded(self.replan_scene), replan_inputs, replan_outputs, show_progress="hidden")
+        self.another_plan_button.click(guarded(self.another_plan),
+                                       replan_inputs, replan_outputs, show_progress="hidden")
+        self.replan_cancel.click(guarded(cancel_handler(self.plan_cancels)), None, None, queue=False)
         self.delete_entity_button.click(guarded(self.delete_entity), [*where, self.board_rev, self.delete_choice],
                                         [self.status, *self.board_outputs])
 
     def pick_keyframe(self, folder, scene_id, event: gr.SelectData):
         return self.board_view(folder, scene_id, event.index)
 
-    def replan_scene(self, folder, scene_id, keyframe, replace_edits, seed, *planner_settings, another=False,
-                     progress=gr.Progress()):
+    def replan_scene(self, folder, scene_id, keyframe, replace_edits, seed, kind, base_url, model, api_key,
+                     request: gr.Request = None, another=False):
+        """A job (ui.jobs) as Plan story: the scene's new plan is streamed with progress and can be cancelled,
+        which leaves the scene as it was."""
         if scene_id is None:
             raise gr.Error("choose a scene to re-plan")
         seed = max(int(seed or 0), 0) + (1 if another else 0)
-        planner = make_planner(*planner_settings, seed=seed)
-        progress(0.1, desc=f"re-planning {scene_id} with the {planner.name} planner")
+        planner = make_planner(kind, base_url, model, api_key, seed=seed)
+        token = self.plan_cancels.new(request.session_hash if request else None)
+        yield {self.replan_progress: progress_html(None, f"re-planning {scene_id} with the {planner.name} planner…")}
         from dreamrunner.planning import replan_scene
 
-        with self.workspace.edit(folder) as project:
-            project.story = replan_scene(project.story, scene_id, planner, {"*"} if replace_edits else frozenset())
+        notes: list[str] = []
+
+        def work(progress, cancel):
+            planner.progress, planner.cancel = progress, cancel
+            if hasattr(planner, "note"):
+                planner.note = notes.append
+            # A cancel or a failure inside the edit rolls it back: the scene stays as it was.
+            with self.workspace.edit(folder) as project:
+                project.story = replan_scene(project.story, scene_id, planner,
+                                             {"*"} if replace_edits else frozenset())
+
+        def show(event, text=""):
+            return {self.replan_progress: progress_html(event, text) + _notes_html(notes)}
+
+        yield from stream_job(run_streaming(work, token), show, token,
+                              kept=lambda: f"scene {scene_id} keeps its plan")
         variant = f" (variant {seed})" if seed else ""
-        gr.Info(f"re-planned scene {scene_id}{variant}" + (", replacing your edits" if replace_edits
+        text = (f"re-planned scene {scene_id}{variant}" + (", replacing your edits" if replace_edits
                                                            else ", keeping your edits") + "; Undo takes it back")
+        gr.Info(html.escape(text))
         # "Replace my edits too" is for one re-plan: it is unticked so the next one keeps the edits again.
-        return {self.status: self.status_text(folder), self.replace_edits: False, self.replan_seed: seed,
-                **self.board_view(folder, scene_id, keyframe)}
+        yield {self.status: self.status_text(folder), self.replace_edits: False, self.replan_seed: seed,
+               **show(None, text), **self.board_view(folder, scene_id, keyframe)}
+
+    def another_plan(self, folder, scene_id, keyframe, replace_edits, seed, kind, base_url, model, api_key,
+                     request: gr.Request = None):
+        yield from self.replan_scene(folder, scene_id, keyframe, replace_edits, seed, kind, base_url, model, api_key,
+                                     request, another=True)
 
     def set_scene_field(self, folder, scene_id, field, value, shown=None):
         value = value or ""

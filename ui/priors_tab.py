@@ -10,10 +10,11 @@ import html
 import gradio as gr
 
 from dreamrunner import edits
+from dreamrunner.machine import read_machine_settings
 
 from .jobs import GPU, Cancels, cancel_handler, progress_html, run_streaming, stream_job
 from .messages import guarded
-from .render_tab import components_for
+from .render_tab import components_for, machine_memory, ray_cluster
 from .stages import load
 from .widgets import ProjectDropdown
 
@@ -145,19 +146,36 @@ class PriorsTab:
         # The job reads a copy taken now; its result is committed to the live story below.
         snapshot = live.snapshot()
         backend = snapshot.story.settings.render.backend
-        yield {self.prior_progress: progress_html(None, f"loading the {backend} backend…")}
+        machine = read_machine_settings(self.machine_file)
+        cluster = ray_cluster(machine)
+        yield {self.prior_progress: progress_html(None, f"loading the {backend} backend…" if cluster is None else
+                                                  "handing the prior to Ray (starting it and its workers the first "
+                                                  "time)…")}
+
+        def commit(prior, outcome):
+            with self.workspace.edit(folder) as project:
+                return prior, outcome, edits.register_prior(project.story, prior)
 
         def work(progress, cancel):
-            components = components_for(backend, self.machine_file, training=True)
-            train = priors.train_subject if kind == "subject" else priors.train_motion
-            return train(snapshot, target, components, progress=progress, cancel=cancel)
+            if cluster is None:
+                components = components_for(backend, self.machine_file, training=True)
+                train = priors.train_subject if kind == "subject" else priors.train_motion
+                return commit(*train(snapshot, target, components, progress=progress, cancel=cancel))
+            # The prior as a task on a Ray worker's GPU (the CLI's `train-subject|train-motion --ray`); the editor's
+            # process alone commits it.
+            from dreamrunner.distributed import GraphRun, PriorTask, story_graph
 
-        prior, outcome = yield from stream_job(
+            done = []
+            GraphRun(cluster, snapshot, backend, commit_prior=lambda task, prior, outcome: done.append(
+                         commit(prior, outcome)), commit_scene=None, model_path=machine.model_paths.get(backend),
+                     memory=machine_memory(machine, training=True), progress=progress,
+                     cancel=cancel).run(story_graph(snapshot.story, [PriorTask(kind, target)], [])).raise_failures()
+            return done[0]
+
+        prior, outcome, bound = yield from stream_job(
             run_streaming(work, token, gpu=True), lambda event, text="": {self.prior_progress: progress_html(event, text)},
             token, kept=lambda: ("no prior was added to the story (training it again with the same inputs and "
                                  "settings resumes from its last checkpoint, if one was written)"))
-        with self.workspace.edit(folder) as project:
-            bound = edits.register_prior(project.story, prior)
         how = "reused (already trained on these inputs and settings)" if outcome.cached else \
             f"trained {outcome.card.get('steps')} steps"
         noise = " — on random weights (noise)" if outcome.card.get("is_noise") else ""

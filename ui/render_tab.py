@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import importlib.util
 import json
 import re
 import tempfile
@@ -19,8 +20,10 @@ import gradio as gr
 
 from dreamrunner import edits
 from dreamrunner.backends import BACKENDS, NOISE_LABEL
-from dreamrunner.backends.memory import COMPILE_CHOICES, MEMORY_CHOICES, QUANTIZE_CHOICES
-from dreamrunner.machine import MACHINE_FILE, MachineSettingsError, read_machine_settings, update_machine_settings
+from dreamrunner.backends.memory import COMPILE_CHOICES, MEMORY_CHOICES, QUANTIZE_CHOICES, MemoryOptions
+from dreamrunner.distributed import INSTALL as RAY_INSTALL
+from dreamrunner.machine import (MACHINE_FILE, MachineSettings, MachineSettingsError, read_machine_settings,
+                                 update_machine_settings)
 from dreamrunner.story import DTYPES, plan_digest, scene_render_settings
 from dreamrunner.video_presets import MODEL_VIDEO
 
@@ -49,6 +52,10 @@ MEMORY_LABELS = [("auto: the fastest that fits this GPU's free memory", "auto"),
                  ("model: each model on the GPU only while it runs", "model"),
                  ("group: transformer block by block (least memory)", "group")]
 assert [value for _, value in MEMORY_LABELS] == list(MEMORY_CHOICES)
+RAY_LABELS = [("off: jobs run in the editor's process", "off"),
+              ("local: a Ray over this machine's GPUs", "local"),
+              ("cluster: the Ray cluster at the address", "cluster")]
+RAY_MISSING = f"Ray is not installed in this Python: {RAY_INSTALL} (or pip install ray), then restart the editor"
 WEIGHT_BACKENDS = [name for name in BACKENDS if not name.startswith("tiny")]  # backends that load weights
 EXPORTS_DIR = "exports"
 _components: dict[tuple, object] = {}
@@ -69,15 +76,40 @@ def components_for(backend: str, machine_file: Path, training: bool = False, dty
     machine = read_machine_settings(machine_file)
     key = (backend, training, dtype, machine.model_dump_json())
     if key not in _components:
-        from dreamrunner.backends import MemoryOptions, load_backend
+        from dreamrunner.backends import load_backend
         from dreamrunner.rendering.story_render import torch_dtype
 
         _components.clear()
-        memory = MemoryOptions(preset=machine.memory, quantize="none" if training else machine.quantize,
-                               compile="off" if training else machine.compile)
         _components[key] = load_backend(backend, machine.model_paths.get(backend), dtype=torch_dtype(dtype),
-                                        memory=memory)
+                                        memory=machine_memory(machine, training))
     return _components[key]
+
+
+def machine_memory(machine: MachineSettings, training: bool = False) -> MemoryOptions:
+    """This machine's memory options for a render, or for training (which neither quantizes nor compiles)."""
+    return MemoryOptions(preset=machine.memory, quantize="none" if training else machine.quantize,
+                         compile="off" if training else machine.compile)
+
+
+def ray_installed() -> bool:
+    return importlib.util.find_spec("ray") is not None
+
+
+def ray_cluster(machine: MachineSettings):
+    """The Ray cluster the machine's Ray setting names (`RayCluster.at`, as the CLI's `--ray [ADDRESS]`), or
+    None when it is off. Raises RayUnavailable without Ray, MachineSettingsError for a cluster with no address."""
+    if machine.ray == "off":
+        return None
+    from dreamrunner.distributed import RayCluster, require_ray
+
+    require_ray()
+    address = machine.ray_address.strip()
+    if machine.ray == "cluster" and not address:
+        raise MachineSettingsError("Ray is set to a cluster but its address is empty: type it in the Render tab's "
+                                   "\"This machine\" (host:port or ray://host:10001), or choose local")
+    # The editor's own loaded model is let go: Ray's workers load and keep theirs.
+    _components.clear()
+    return RayCluster.at(address if machine.ray == "cluster" else None)
 
 
 def render_values(story, scope: str, scene_id: str | None) -> dict:
@@ -169,13 +201,20 @@ class RenderTab:
                                             elem_id="render-dtype")
             self.render_size = ProjectDropdown(label="Frame size (width x height)", elem_id="render-size")
             self.render_frames = ProjectDropdown(label="Frames per scene", elem_id="render-frames")
-        with gr.Accordion("This machine (memory, speed, model folders: not saved in the project)", open=False):
+        with gr.Accordion("This machine (memory, speed, model folders, Ray: not saved in the project)", open=False):
             with gr.Row():
                 self.machine_memory = gr.Dropdown(MEMORY_LABELS, label="GPU memory preset", elem_id="machine-memory")
                 self.machine_quantize = gr.Dropdown(list(QUANTIZE_CHOICES), label="Quantize the transformer "
                                                     "(torchao, int8/fp8 weights)", elem_id="machine-quantize")
                 self.machine_compile = gr.Dropdown(list(COMPILE_CHOICES), label="Compile the transformer blocks",
                                                    elem_id="machine-compile")
+            installed = ray_installed()
+            with gr.Row():
+                self.machine_ray = gr.Radio(RAY_LABELS, label="Ray: render and train priors as tasks, one GPU each "
+                                            "(docs/scaling.md)", elem_id="machine-ray", interactive=installed,
+                                            info=None if installed else RAY_MISSING)
+                self.machine_ray_address = gr.Textbox(label="Ray cluster address (host:port or ray://host:10001)",
+                                                      elem_id="machine-ray-address", interactive=installed)
             self.machine_paths = {name: gr.Textbox(label=f"{name} model folder (or hub id; empty: "
                                                    f"$DREAMRUNNER_{name.split('-')[-1].upper()} or the hub)",
                                                    elem_id=f"machine-path-{name}") for name in WEIGHT_BACKENDS}
@@ -220,7 +259,8 @@ class RenderTab:
         self.render_settings_outputs = [*self.render_fields.values(), self.render_use_default, self.render_shown]
         self.render_outputs = [*self.render_settings_outputs, self.render_scene_choice, self.variant_choice,
                                self.variant_video, self.noise_note]
-        self.render_outputs += [self.machine_memory, self.machine_quantize, self.machine_compile,
+        self.render_outputs += [self.machine_memory, self.machine_quantize, self.machine_compile, self.machine_ray,
+                                self.machine_ray_address,
                                 *self.machine_paths.values()]
 
     @property
@@ -230,11 +270,14 @@ class RenderTab:
     def machine_view(self) -> dict:
         machine = read_machine_settings(self.machine_file)
         return {self.machine_memory: machine.memory, self.machine_quantize: machine.quantize,
-                self.machine_compile: machine.compile,
+                self.machine_compile: machine.compile, self.machine_ray: machine.ray,
+                self.machine_ray_address: machine.ray_address,
                 **{box: machine.model_paths.get(name, "") for name, box in self.machine_paths.items()}}
 
     def set_machine_setting(self, field, value, backend=None):
         """One machine setting from its widget; a model folder for `backend` (empty: back to the default)."""
+        if field == "ray" and value != "off" and not ray_installed():
+            raise gr.Error(RAY_MISSING)  # the page cannot choose it; a caller of the API is told the same
         try:
             if backend is not None:
                 paths = dict(read_machine_settings(self.machine_file).model_paths)
@@ -244,11 +287,17 @@ class RenderTab:
                     paths.pop(backend, None)
                 update_machine_settings(self.machine_file, model_paths=paths)
             else:
-                update_machine_settings(self.machine_file, **{field: value})
+                update_machine_settings(self.machine_file, **{field: value.strip() if field == "ray_address" else value})
         except MachineSettingsError as error:
             raise gr.Error(str(error)) from None
-        gr.Info(f"{field if backend is None else backend + ' model folder'} saved for this machine; the next render "
-                f"loads the model with it")
+        if field == "ray":
+            gr.Info(f"Ray {value} saved for this machine: the next render and training jobs run "
+                    + ("in the editor's process" if value == "off" else "as tasks on Ray"))
+        elif field == "ray_address":
+            gr.Info("the Ray cluster address is saved for this machine")
+        else:
+            gr.Info(f"{field if backend is None else backend + ' model folder'} saved for this machine; the next "
+                    f"render loads the model with it")
 
     def render_view(self, folder, scene_id=None, scope=STORY_SCOPE) -> dict:
         story = self.project(folder).story
@@ -345,9 +394,11 @@ class RenderTab:
 
     def wire_render_tab(self) -> None:
         for component, field in ((self.machine_memory, "memory"), (self.machine_quantize, "quantize"),
-                                 (self.machine_compile, "compile")):
+                                 (self.machine_compile, "compile"), (self.machine_ray, "ray")):
             component.input(guarded(lambda value, field=field: self.set_machine_setting(field, value)), [component],
                             None)
+        self.machine_ray_address.blur(guarded(lambda value: self.set_machine_setting("ray_address", value or "")),
+                                      [self.machine_ray_address], None)
         for name, box in self.machine_paths.items():
             box.blur(guarded(lambda value, name=name: self.set_machine_setting("model_paths", value, name)), [box], None)
         settings_outputs = [self.status, *self.render_settings_outputs]
@@ -443,7 +494,11 @@ class RenderTab:
         dtype = story.settings.render.dtype
         renderer = StoryRenderer(snapshot, backend,
                                  components=lambda: components_for(backend, self.machine_file, dtype=dtype))
-        yield {self.render_progress: progress_html(None, f"loading the {backend} backend…"),
+        machine = read_machine_settings(self.machine_file)
+        cluster = ray_cluster(machine)
+        yield {self.render_progress: progress_html(None, f"loading the {backend} backend…" if cluster is None else
+                                                   "handing the variants to Ray (starting it and its workers the "
+                                                   "first time)…"),
                self.render_preview: None}
 
         committed: list[str] = []
@@ -459,7 +514,19 @@ class RenderTab:
             return f"the finished scene(s) {', '.join(committed)} are kept"
 
         def work(progress, cancel):
-            return renderer.render(commit, indices, progress=progress, cancel=cancel)
+            if cluster is None:
+                report = renderer.render(commit, indices, progress=progress, cancel=cancel)
+                return report.rendered, report.cached
+            # Each variant a task on Ray (the CLI's `render --ray`): one progress view of every task, Cancel stops
+            # them all, and each finished scene is committed here, by the editor's process alone.
+            from dreamrunner.distributed import GraphRun, story_graph
+
+            graph = GraphRun(cluster, snapshot, backend, commit_prior=None, commit_scene=commit,
+                             model_path=machine.model_paths.get(backend), memory=machine_memory(machine),
+                             progress=progress, cancel=cancel).run(story_graph(story, [], indices))
+            graph.raise_failures()
+            outcomes = [outcome for _, outcome in graph.renders]
+            return [o for o in outcomes if not o.cached], [o for o in outcomes if o.cached]
 
         def show(event, text=""):
             update = {self.render_progress: progress_html(event, text)}
@@ -467,8 +534,8 @@ class RenderTab:
                 update[self.render_preview] = event.preview
             return update
 
-        report = yield from stream_job(run_streaming(work, token, gpu=True), show, token, kept)
-        done = f"rendered {len(report.rendered)} variant(s), {len(report.cached)} from the cache"
+        rendered, cached = yield from stream_job(run_streaming(work, token, gpu=True), show, token, kept)
+        done = f"rendered {len(rendered)} variant(s), {len(cached)} from the cache" + (" on Ray" if cluster else "")
         shown = scene_id if not every_scene else story.scenes[indices[-1]].id
         yield {self.status: self.status_text(folder), self.render_progress: progress_html(None, done),
                **self.variants_view(folder, shown)}
