@@ -61,15 +61,16 @@ def bench_scene() -> Scene:
                  background="a green forest at day", keyframes=keyframes)
 
 
-def build_full_2b(device: str) -> ModelComponents:
-    """CogVideoX-2B components at full size, random bf16 weights (the T5 tokenizer is a local word-level one)."""
+def build_full(name: str, device: str) -> ModelComponents:
+    """A CogVideoX checkpoint's components at full size with random bf16 weights (T5-XXL config, word-level
+    tokenizer): noise, for timing and memory only."""
     from diffusers import CogVideoXDDIMScheduler
     from transformers import T5Config, T5EncoderModel
 
     from dreamrunner.backends.cogvideox import VIDEO_DEFAULTS, build_random_full_size
     from dreamrunner.backends.tiny import build_tiny_tokenizer
 
-    transformer, vae = build_random_full_size("cogvideox-2b", torch.bfloat16, device)
+    transformer, vae = build_random_full_size(name, torch.bfloat16, device)
     config = T5Config(vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
                       relative_attention_num_buckets=32, relative_attention_max_distance=128,
                       feed_forward_proj="gated-gelu", dropout_rate=0.0, pad_token_id=0, eos_token_id=1)
@@ -85,7 +86,7 @@ def build_full_2b(device: str) -> ModelComponents:
         prediction_type="v_prediction", timestep_spacing="trailing", rescale_betas_zero_snr=True,
         clip_sample=False, set_alpha_to_one=True, snr_shift_scale=3.0,
     )
-    return ModelComponents(name="cogvideox-2b-random", transformer=transformer, vae=vae, text_encoder=text_encoder,
+    return ModelComponents(name=f"{name}-random", transformer=transformer, vae=vae, text_encoder=text_encoder,
                            tokenizer=build_tiny_tokenizer(226), scheduler=scheduler, is_noise=True,
                            video_defaults=dict(VIDEO_DEFAULTS))
 
@@ -163,7 +164,7 @@ def main() -> None:
         components = build_tiny("2b")
         video = VideoSettings(**TINY_VIDEO)
     else:
-        components = build_full_2b(device)
+        components = build_full("cogvideox-2b", device)
         video = VideoSettings()  # 49 frames, 480x720, 8 fps
     built = time.perf_counter() - built
 

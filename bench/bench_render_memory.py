@@ -68,7 +68,7 @@ except ImportError:  # PyAV (video files) is imported by dreamrunner.priors, whi
     sys.modules["av"].__spec__ = importlib.machinery.ModuleSpec("av", None)  # libraries probe find_spec("av")
     CV2_NOTE = (CV2_NOTE or "") + "; PyAV missing: an empty module stood in (no video is read or written)"
 
-from bench_render import bench_scene, run_once, write_lora  # noqa: E402
+from bench_render import bench_scene, build_full, run_once, write_lora  # noqa: E402
 
 from dreamrunner.attention import GatedLoRA, LoRAWeights, SR3AIController, bound_prompts  # noqa: E402
 from dreamrunner.backends import ModelComponents  # noqa: E402
@@ -76,35 +76,6 @@ from dreamrunner.backends.memory import PRESETS, MemoryOptions, quantize_transfo
 from dreamrunner.regions import build_region_plan  # noqa: E402
 from dreamrunner.rendering.pipeline import DreamRunnerPipeline, LoraBinding, SceneInput, SR3AIRegionControl  # noqa: E402
 from dreamrunner.story import Entity, KeyFrame, Scene, VideoSettings  # noqa: E402
-
-
-def build_full(name: str, device: str) -> ModelComponents:
-    """A checkpoint's components at full size with random bf16 weights (T5-XXL config, word-level tokenizer)."""
-    from diffusers import CogVideoXDDIMScheduler
-    from transformers import T5Config, T5EncoderModel
-
-    from dreamrunner.backends.cogvideox import VIDEO_DEFAULTS, build_random_full_size
-    from dreamrunner.backends.tiny import build_tiny_tokenizer
-
-    transformer, vae = build_random_full_size(name, torch.bfloat16, device)
-    config = T5Config(vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
-                      relative_attention_num_buckets=32, relative_attention_max_distance=128,
-                      feed_forward_proj="gated-gelu", dropout_rate=0.0, pad_token_id=0, eos_token_id=1)
-    default = torch.get_default_dtype()
-    torch.set_default_dtype(torch.bfloat16)
-    try:
-        with torch.device(device):
-            text_encoder = T5EncoderModel(config).eval()
-    finally:
-        torch.set_default_dtype(default)
-    scheduler = CogVideoXDDIMScheduler(
-        num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
-        prediction_type="v_prediction", timestep_spacing="trailing", rescale_betas_zero_snr=True,
-        clip_sample=False, set_alpha_to_one=True, snr_shift_scale=3.0,
-    )
-    return ModelComponents(name=f"{name}-random", transformer=transformer, vae=vae, text_encoder=text_encoder,
-                           tokenizer=build_tiny_tokenizer(226), scheduler=scheduler, is_noise=True,
-                           video_defaults=dict(VIDEO_DEFAULTS))
 
 
 def second_scene() -> Scene:
