@@ -281,12 +281,13 @@ def test_the_editors_plan_story_saves_as_plans_arrive_and_goes_on_after_a_failur
     Project.create(folder, Story(title="", topic=TOPIC, characters=CHARACTERS))
     with LLMServer() as server:
         server.llm.queue(STORY_ANSWER, GOOD_SCENE, GOOD_SCENE, Reply(status=401, body={"error": {"message": "bad key"}}))
-        with pytest.raises(PlanningError, match="HTTP 401"):
-            editor.plan_story(str(folder), TOPIC, 6, None, "llm", server.base_url, "qwen", "typed-key", confirmed=True)
+        with pytest.raises(PlanningError, match="HTTP 401"):  # Plan story is a job: a generator of page updates
+            list(editor.plan_story(str(folder), TOPIC, 6, None, "llm", server.base_url, "qwen", "typed-key",
+                                   confirmed=True))
         saved = Project.load(folder).story
         assert [is_planned(s) for s in saved.scenes] == [True, True] + [False] * 4
         server.llm.queue(*[GOOD_SCENE] * 4)
-        editor.plan_story(str(folder), TOPIC, 6, None, "llm", server.base_url, "qwen", "typed-key", confirmed=True)
+        list(editor.plan_story(str(folder), TOPIC, 6, None, "llm", server.base_url, "qwen", "typed-key"))
         assert len(server.llm.requests) == 8  # the story plan and the 2 scene plans were not asked again
         story = Project.load(folder).story
         assert all(is_planned(s) for s in story.scenes) and story.title == "Mira's First Delivery"

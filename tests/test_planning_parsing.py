@@ -307,3 +307,25 @@ def test_a_plan_after_hundreds_of_bracketed_prose_fragments_is_read():
     assert scene == parse_scene_answer(GOOD, SCENE, CHARACTERS)[0]
     outline, _ = parse_story_answer(prose + json.dumps(STORY_EXAMPLE_ANSWER))
     assert len(outline.scenes) == 6
+
+
+def test_a_missing_box_is_held_from_the_nearest_keyframe_and_reported():
+    """A small model (Qwen2.5-Coder-0.5B) left Bolt's and Nana's boxes out of keyframe 1 and the plan was refused
+    three times; the same entity's box in the nearest keyframe is taken instead, and said so."""
+    answer = json.loads(GOOD)
+    first = answer["keyframes"][0]["entities"][0]
+    name, later = first["name"], answer["keyframes"][1]["entities"][0]
+    assert later["name"] == name
+    first.pop("box")
+    scene, repairs = parse_scene_answer(json.dumps(answer), SCENE, CHARACTERS)
+    check_plan(scene)
+    held = next(e for e in scene.keyframes[0].entities if e.name == name)
+    assert held.box == next(e for e in scene.keyframes[1].entities if e.name == name).box
+    assert any("had no box; held the one of keyframe 2" in str(r) for r in repairs)
+    for keyframe in answer["keyframes"]:  # with no box for it anywhere, the LLM is asked again
+        for entity in keyframe["entities"]:
+            if entity["name"] == name:
+                entity["box"] = None
+    with pytest.raises(PlanningError, match="box must be") as caught:
+        parse_scene_answer(json.dumps(answer), SCENE, CHARACTERS)
+    assert "got None" in caught.value.problems[0]

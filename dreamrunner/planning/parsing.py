@@ -386,6 +386,10 @@ def _entity_data(item: Any, where: str, repairs: list[Repair], problems: list[st
     box = item.get("box", item.get("bbox"))
     if isinstance(box, dict):
         box = [box.get(k) for k in ("x0", "y0", "x1", "y1")]
+    if box is None:  # no box at all: held from the nearest keyframe that places this entity (`_hold_boxes`)
+        motion = _text(item.get("motion")) if item.get("motion") is not None else None
+        return {"name": name, "motion": None if motion is not None and motion.lower() in _NO_MOTION else motion,
+                "description": description, "box": None, "where": where}
     if not isinstance(box, (list, tuple)) or len(box) != 4:
         problems.append(f"{where}: box must be [x0, y0, x1, y1], got {_short(box)}")
         return None
@@ -445,6 +449,28 @@ def _keyframe_indices(frames: list, repairs: list[Repair], problems: list[str]) 
     return [n - base for n in given]
 
 
+def _hold_boxes(keyframes: list[dict], repairs: list[Repair], problems: list[str]) -> None:
+    """An entity given without a box (small models leave one out) takes the box of the same entity (by name) in
+    the nearest keyframe that gives one, earlier on a tie, and the repair is reported; with none to take, the
+    LLM is asked again."""
+    given = [{e["name"]: e["box"] for e in keyframe["entities"] if e["box"] is not None} for keyframe in keyframes]
+    for position, keyframe in enumerate(keyframes):
+        for entity in keyframe["entities"]:
+            if entity["box"] is not None:
+                continue
+            where = entity.pop("where")
+            others = sorted(range(len(keyframes)), key=lambda other: (abs(other - position), other))
+            source = next(((other, given[other][entity["name"]]) for other in others
+                           if entity["name"] in given[other]), None)
+            if source is None:
+                problems.append(f"{where}: box must be [x0, y0, x1, y1], got None")
+                continue
+            entity["box"] = list(source[1])
+            repairs.append(Repair(where, f"had no box; held the one of keyframe {keyframes[source[0]]['index'] + 1}"))
+    for keyframe in keyframes:
+        keyframe["entities"] = [e for e in keyframe["entities"] if e["box"] is not None]
+
+
 def scene_data_from_answer(data: Any, repairs: list[Repair], raw: str) -> dict:
     """Normalize a scene-level answer's JSON into `Scene` field data (keyframes indexed by position)."""
     data = _unwrap(data, _SCENE_KEYS)
@@ -468,6 +494,7 @@ def scene_data_from_answer(data: Any, repairs: list[Repair], raw: str) -> dict:
                 for e, item in enumerate(entities)]
         keyframes.append({"index": indices[position], "entities": [e for e in kept if e is not None]})
     keyframes.sort(key=lambda keyframe: keyframe["index"])
+    _hold_boxes(keyframes, repairs, problems)
     if problems:
         raise PlanningError("the scene plan has unusable boxes:\n" + "\n".join(f"  - {p}" for p in problems),
                             raw=raw, problems=problems)
