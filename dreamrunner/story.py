@@ -20,7 +20,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInf
 
 from .backends import temporal_patch, vae_spatial
 from .media import DEFAULT_BACKGROUND, background_rgb
-from .video_presets import MODEL_VIDEO, frames_message
+from .video_presets import MAX_SIDE, MODEL_VIDEO, frames_message
 
 NUM_KEYFRAMES = 6
 # The most frames any model here makes (CogVideoX 1.5: 161); what each model makes is video_presets.MODEL_VIDEO.
@@ -267,8 +267,8 @@ class VideoSettings(Model):
     fps: int = Field(default=8, ge=1, le=120)
     # CogVideoX 2B/5B were trained at 480x720; a side past 2048 gives a token grid (and region masks) that
     # no GPU attends over, so validation stops there instead of building it.
-    height: int = Field(default=480, ge=16, le=2048)
-    width: int = Field(default=720, ge=16, le=2048)
+    height: int = Field(default=480, ge=16, le=MAX_SIDE)
+    width: int = Field(default=720, ge=16, le=MAX_SIDE)
     # Fixed by the model's VAE and transformer (they divide frame counts and sides): stored for the record;
     # vae_spatial and patch_size_t follow the model (Wan 2.2 TI2V-5B: 16; CogVideoX 1.5: patch_size_t 2).
     vae_spatial: Literal[8, 16] = 8

@@ -78,6 +78,9 @@ class VideoPresetError(DreamRunnerError):
     """A frame size or count the model does not make, or a size that is not WIDTHxHEIGHT."""
 
 
+MAX_SIDE = 2048  # pixels a side of any video (story.VideoSettings), far above what the models make
+
+
 def parse_size(text: str, backend: str | None = None) -> tuple[int, int]:
     """`text` as (height, width): a preset name of `backend`'s row, or WIDTHxHEIGHT as video tools write it
     (`720x480` is 480 rows of 720). Raises VideoPresetError."""
@@ -85,11 +88,14 @@ def parse_size(text: str, backend: str | None = None) -> tuple[int, int]:
     text = text.strip()
     if row is not None and text in row.sizes:
         return row.sizes[text]
-    match = re.fullmatch(r"(\d{1,5})\s*[xX×]\s*(\d{1,5})", text)
+    match = re.fullmatch(r"(\d+)\s*[xX×]\s*(\d+)", text)
     if match is None:
         presets = f"; presets of {row.model}: {', '.join(row.sizes)}" if row else ""
         raise VideoPresetError(f"size {text!r} is not WIDTHxHEIGHT (e.g. 720x480){presets}")
-    return int(match.group(2)), int(match.group(1))
+    width, height = (int(value) if len(value) <= 6 else 10**6 for value in match.groups())
+    if max(width, height) > MAX_SIDE:
+        raise VideoPresetError(f"size {text!r} is too large: each side is at most {MAX_SIDE} pixels")
+    return height, width
 
 
 def frames_message(backend: str, num_frames: int) -> str | None:

@@ -90,6 +90,8 @@ def test_frame_size_and_count_are_held_to_the_model():
         edits.set_video(story, num_frames=50)
     with pytest.raises(VideoPresetError, match=r"size 'big' is not WIDTHxHEIGHT.*presets of CogVideoX-2B: 480p"):
         edits.set_video(story, size="big")
+    with pytest.raises(VideoPresetError, match=r"size '100000x100000' is too large: each side is at most 2048"):
+        edits.set_video(story, size="100000x100000")
     with pytest.raises(VideoPresetError, match=r"CogVideoX-2B \(cogvideox-2b\) makes"):
         edits.set_setting(story, "video.width", 736)
     # Random weights take any size VideoSettings allows.
