@@ -191,13 +191,15 @@ class RayCluster:
         ray = require_ray()
         if not ray.is_initialized():
             self.workers, self.board, self._gpus = [], None, None  # those of an earlier Ray session are gone
+            if self.address:
+                check_reachable(self.address)
             try:
                 # Workers' own output stays in Ray's logs: the driver shows progress and errors in one view.
                 if threading.current_thread() is threading.main_thread():
                     ray.init(address=self.address, log_to_driver=False)
                 else:
                     _RAY_STARTER.submit(ray.init, address=self.address, log_to_driver=False).result()
-            except ConnectionError as error:
+            except (ConnectionError, ValueError) as error:  # ValueError: an address Ray cannot parse
                 raise DistributedError(f"cannot reach the Ray cluster at {self.address}: {error}") from None
             _STARTED["address"] = self.address
         elif _STARTED.get("address", self.address) != self.address:
@@ -232,6 +234,23 @@ class RayCluster:
 
 
 _CLUSTERS: dict[str | None, RayCluster] = {}
+# Seconds to wait for a cluster's port to answer before ray.init, which retries an unreachable address for
+# ever (seen: over 13 minutes, the editor's GPU queue held all the while).
+CONNECT_TIMEOUT_S = 10.0
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Raise DistributedError unless `address` ("HOST:PORT" or "ray://HOST:PORT") names a port that accepts a TCP
+    connection within `timeout` seconds: a wrong or unreachable address is said at once, by name."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise DistributedError(f"{address!r} is not a Ray cluster address: give HOST:PORT (the head's GCS port, "
+                               "6379 by default) or ray://HOST:10001 (Ray Client)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as error:
+        raise DistributedError(f"cannot reach the Ray cluster at {address}: {error.strerror or error} (waited up to "
+                               f"{timeout:.0f} s; is `ray start --head` running there, and the port open?)") from None
 
 
 def _describe(address: str | None) -> str:

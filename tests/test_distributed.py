@@ -268,3 +268,26 @@ def test_cli_render_and_train_with_ray_and_without_ray_installed(cluster, story_
     assert main(["render", str(folder), "--ray"]) == 1
     err = capsys.readouterr().err
     assert "--ray needs Ray" in err and "pip install 'dreamrunner-studio[ray]'" in err
+
+
+def test_a_cluster_address_that_is_wrong_or_unreachable_is_refused_at_once(tmp_path, capsys):
+    """ray.init retried an unreachable address for over 13 minutes (the editor's GPU queue held all the while);
+    an address it cannot parse ended in a traceback."""
+    import socket
+
+    with pytest.raises(distributed.DistributedError, match="is not a Ray cluster address"):
+        distributed.check_reachable("not an address")
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens on it now
+    with pytest.raises(distributed.DistributedError, match=f"cannot reach the Ray cluster at 127.0.0.1:{port}"):
+        distributed.check_reachable(f"127.0.0.1:{port}", timeout=5)
+    with socket.create_server(("127.0.0.1", 0)) as listening:
+        distributed.check_reachable(f"ray://127.0.0.1:{listening.getsockname()[1]}", timeout=5)
+    ball = Entity(name="ball", description="a red ball", box=(0.2, 0.3, 0.5, 0.7))
+    Project.create(tmp_path / "p", Story(title="t", topic=TOPIC, characters=[], scenes=[scene("s1", [], ball)],
+                                         settings=StorySettings(video=TINY_VIDEO)))
+    assert main(["render", str(tmp_path / "p"), "--ray", "not an address"]) != 0
+    err = capsys.readouterr().err
+    assert "is not a Ray cluster address" in err and "Traceback" not in err
