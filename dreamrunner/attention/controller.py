@@ -245,14 +245,19 @@ class SR3AIController:
                 linear = self.transformer.get_submodule(module)
             except AttributeError:
                 linear = None
+            model = type(self.transformer).__name__
             if not isinstance(linear, torch.nn.Linear):
-                raise LoRAFileError(f"{loras[lora_ids[0]].weights.name}: {module} is not a linear layer of the model")
+                raise LoRAFileError(f"{loras[lora_ids[0]].weights.name}: {module} is not a linear layer of this "
+                                    f"{model}: the prior was trained on another model; train it again with the "
+                                    "story's backend")
             factors = [loras[i].weights.modules[module] for i in lora_ids]
             options = dict(device=linear.weight.device, dtype=linear.weight.dtype)
             down = torch.cat([a for a, _, _ in factors], 0).to(**options)
             up = torch.cat([b for _, b, _ in factors], 1).to(**options)
             if down.shape[1] != linear.in_features or up.shape[0] != linear.out_features:
-                raise LoRAFileError(f"{loras[lora_ids[0]].weights.name}: {module} LoRA shapes do not fit the model")
+                raise LoRAFileError(f"{loras[lora_ids[0]].weights.name}: {module} LoRA shapes do not fit this {model}: "
+                                    "the prior was trained on another model size; train it again with the story's "
+                                    "backend")
             hooks.append((linear, GatedLinearHook(self.context, module, tuple(lora_ids), down, up,
                                                   tuple(a.shape[0] for a, _, _ in factors),
                                                   tuple(s for _, _, s in factors))))
