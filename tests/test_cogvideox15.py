@@ -76,7 +76,7 @@ def test_a_token_frame_takes_the_union_of_its_latent_frames_regions():
         build_region_plan(scene, (21, 48, 85), 81, patch_size_t=2)
 
 
-def test_settings_accept_the_15_geometry_with_a_15_backend_only(tmp_path):
+def test_settings_accept_the_15_geometry_with_a_15_backend_only(tmp_path, capsys):
     assert temporal_patch("cogvideox1.5-5b") == temporal_patch("tiny-1.5") == 2 and temporal_patch("cogvideox-5b") == 1
     validate_story(story_15().model_dump(mode="json"))
     data = story_15().model_dump(mode="json")
@@ -116,6 +116,13 @@ def test_settings_accept_the_15_geometry_with_a_15_backend_only(tmp_path):
     assert main(["set", str(tmp_path / "other"), f"video={video}", "render.backend=tiny-1.5"]) == 0
     settings = Project.load(tmp_path / "other").story.settings
     assert settings.render.backend == "tiny-1.5" and settings.video == TINY_15
+    # A later value that fails: nothing saved, and no word of a switch that did not happen.
+    Project.create(tmp_path / "third", three_scene_story())
+    before = (tmp_path / "third" / "project.json").read_bytes()
+    capsys.readouterr()
+    assert main(["set", str(tmp_path / "third"), "render.backend=tiny-1.5", "video.width=100"]) != 0
+    assert "switched" not in capsys.readouterr().err
+    assert (tmp_path / "third" / "project.json").read_bytes() == before
 
 
 def test_the_15_checkpoint_config_builds_the_15_transformer(tmp_path):

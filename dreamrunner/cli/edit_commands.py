@@ -257,7 +257,7 @@ def _delete_prior(project: Project, args) -> str:
 
 def _set(args: argparse.Namespace) -> int:
     project = Project.load(args.project)
-    done = []
+    done, notes = [], []
     with project.edit():
         for item in args.values:
             key, sep, text = item.partition("=")
@@ -276,8 +276,10 @@ def _set(args: argparse.Namespace) -> int:
             except ValueError:
                 value = text
             if (note := edits.set_setting(project.story, key, value)) is not None:
-                args.reporter.note(note)
+                notes.append(note)
             done.append(f"{key} = {value!r}")
+    for note in notes:  # said once all the values are set and saved: a later bad value changes nothing
+        args.reporter.note(note)
     args.reporter.result("set " + ", ".join(done), project=str(project.folder))
     return 0
 
