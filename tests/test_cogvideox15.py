@@ -120,7 +120,7 @@ def test_settings_accept_the_15_geometry_with_a_15_backend_only(tmp_path, capsys
     Project.create(tmp_path / "third", three_scene_story())
     before = (tmp_path / "third" / "project.json").read_bytes()
     capsys.readouterr()
-    assert main(["set", str(tmp_path / "third"), "render.backend=tiny-1.5", "video.width=100"]) != 0
+    assert main(["set", str(tmp_path / "third"), "render.backend=tiny-1.5", "video.width=100"]) == 2  # usage
     assert "switched" not in capsys.readouterr().err
     assert (tmp_path / "third" / "project.json").read_bytes() == before
 

@@ -515,5 +515,5 @@ def test_a_name_that_is_no_backend_is_refused_by_both_front_ends(editor, pair):
         edits.set_backend(Project.load(pair[0]).story, "nonexistent")
     result = subprocess.run([sys.executable, "-m", "dreamrunner", "set", str(pair[1]), "render.backend=nonexistent"],
                             env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120)
-    assert result.returncode != 0 and "'nonexistent' is not a backend" in result.stderr
+    assert result.returncode == 2 and "'nonexistent' is not a backend" in result.stderr
     assert Project.load(pair[1]).story == before

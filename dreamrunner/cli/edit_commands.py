@@ -275,7 +275,13 @@ def _set(args: argparse.Namespace) -> int:
                 value = json.loads(text)
             except ValueError:
                 value = text
-            if (note := edits.set_setting(project.story, key, value)) is not None:
+            try:
+                note = edits.set_setting(project.story, key, value)
+            except UsageError:
+                raise
+            except DreamRunnerError as error:  # a value the story does not take: the command line is wrong
+                raise UsageError(str(error)) from None
+            if note is not None:
                 notes.append(note)
             done.append(f"{key} = {value!r}")
     for note in notes:  # said once all the values are set and saved: a later bad value changes nothing
