@@ -181,6 +181,7 @@ class RayCluster:
         self.board: Any = None
         self._worker_class: Any = None
         self._gpus: int | None = None
+        self._session: str | None = None  # the Ray session (its node id) the handles above belong to
 
     @classmethod
     def at(cls, address: str | None = None) -> RayCluster:
@@ -189,10 +190,13 @@ class RayCluster:
 
     def connect(self) -> Any:
         ray = require_ray()
+        if ray.is_initialized() and _STARTED.get("address", self.address) != self.address:
+            # One Ray session per process (ray.init): another address would silently use the first one.
+            raise DistributedError(f"this process already uses {_describe(_STARTED['address'])} and cannot switch "
+                                   f"to {_describe(self.address)}: restart it (the editor: restart the app)")
+        if self.address and _STARTED.get("address") != self.address:
+            check_reachable(self.address)  # before ray.init, which retries an unreachable address for ever
         if not ray.is_initialized():
-            self.workers, self.board, self._gpus = [], None, None  # those of an earlier Ray session are gone
-            if self.address:
-                check_reachable(self.address)
             try:
                 # Workers' own output stays in Ray's logs: the driver shows progress and errors in one view.
                 if threading.current_thread() is threading.main_thread():
@@ -202,10 +206,9 @@ class RayCluster:
             except (ConnectionError, ValueError) as error:  # ValueError: an address Ray cannot parse
                 raise DistributedError(f"cannot reach the Ray cluster at {self.address}: {error}") from None
             _STARTED["address"] = self.address
-        elif _STARTED.get("address", self.address) != self.address:
-            # One Ray session per process (ray.init): another address would silently use the first one.
-            raise DistributedError(f"this process already uses {_describe(_STARTED['address'])} and cannot switch "
-                                   f"to {_describe(self.address)}: restart it (the editor: restart the app)")
+        session = ray.get_runtime_context().get_node_id()  # new at every start of a cluster (job ids restart at 1)
+        if session != self._session:  # a new Ray session (ours or another ray.init's): the old handles are gone
+            self.workers, self.board, self._gpus, self._session = [], None, None, session
         if self.board is None:
             self.board_name = f"dreamrunner-progress-{uuid.uuid4().hex[:12]}"
             self.board = ray.remote(num_cpus=0)(ProgressBoard).options(name=self.board_name).remote()
@@ -215,8 +218,9 @@ class RayCluster:
 
     def start_workers(self, wanted: int) -> list[Any]:
         """The workers, started up to `wanted` and at most one per GPU of the cluster (as it was at the first call)."""
+        ray = self.connect()  # also drops the workers of an earlier Ray session
         if self._gpus is None:
-            self._gpus = int(self.connect().cluster_resources().get("GPU", 0))
+            self._gpus = int(ray.cluster_resources().get("GPU", 0))
         gpus = self._gpus
         if gpus < 1:
             raise DistributedError(f"the Ray cluster{f' at {self.address}' if self.address else ''} has no GPU: "
