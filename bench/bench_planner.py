@@ -5,6 +5,8 @@ Usage (an OpenAI-compatible server already running, e.g. llama-cpp-python's on l
         python bench/bench_planner.py --out /tmp/plans --results bench/results/planner.jsonl [--topics 0,1,2]
 Each topic is one `dreamrunner plan --json` process; a line of JSON per topic goes to --results as it ends
 (topic, seconds, exit code, scenes, retries, repairs, the error), and a summary is printed at the end.
+--jobs N plans N topics at once (a GPU server that batches requests, e.g. `transformers serve
+--continuous-batching`); each topic's seconds are then its own wall time while sharing the server.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import argparse
 import json
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 TOPICS = [
@@ -55,17 +59,24 @@ def main() -> int:
     parser.add_argument("--out", required=True, help="folder for the planned projects")
     parser.add_argument("--results", required=True, help="JSONL file the results are appended to")
     parser.add_argument("--topics", default=",".join(map(str, range(len(TOPICS)))), help="topic numbers, 0-based")
+    parser.add_argument("--jobs", type=int, default=1, help="topics planned at once (default 1)")
     args = parser.parse_args()
     out, results = Path(args.out), Path(args.results)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for index in (int(i) for i in args.topics.split(",")):
+    written = threading.Lock()
+
+    def plan(index: int) -> None:
         row = run_topic(index, out)
-        rows.append(row)
-        with results.open("a", encoding="utf-8") as file:
-            file.write(json.dumps(row, ensure_ascii=False) + "\n")
-        print(f"{row['topic']}: exit {row['exit']} in {row['seconds']} s, {row['scenes']} scenes, "
-              f"{row['retries']} retries, {row['repairs']} repairs", flush=True)
+        with written:
+            rows.append(row)
+            with results.open("a", encoding="utf-8") as file:
+                file.write(json.dumps(row, ensure_ascii=False) + "\n")
+            print(f"{row['topic']}: exit {row['exit']} in {row['seconds']} s, {row['scenes']} scenes, "
+                  f"{row['retries']} retries, {row['repairs']} repairs", flush=True)
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        list(pool.map(plan, (int(i) for i in args.topics.split(","))))
     done = [r for r in rows if r["exit"] == 0]
     mean = sum(r["seconds"] for r in done) / len(done) if done else float("nan")
     print(f"{len(done)} of {len(rows)} topics planned; {mean:.0f} s per planned story")

@@ -68,3 +68,36 @@ def test_json_quiet_and_bars_report_the_same_run(tmp_path):
     failed = dreamrunner("--json", "validate", tmp_path / "nowhere")
     assert failed.returncode == 1
     assert json.loads(failed.stdout.strip().splitlines()[-1])["event"] == "error"
+
+
+def test_json_events_from_several_threads_stay_one_per_line():
+    """Scene plans asked in parallel report from their own threads; every --json line must still parse (found by
+    bench/bench_planner.py against a GPU server: two events on one line)."""
+    import io
+    import threading
+    import time
+
+    from dreamrunner.cli.output import Reporter
+    from dreamrunner.jobs import Progress
+
+    class SlowStream(io.StringIO):
+        def write(self, text):  # a thread switch between any two writes, as a pipe to a busy reader gives
+            time.sleep(0.0002)
+            return super().write(text)
+
+    out = SlowStream()
+    reporter = Reporter("json", out=out, err=io.StringIO())
+
+    def report(scene):
+        for step in range(20):
+            reporter.progress(Progress(stage="plan", step=step, total=20, message=f"scene {scene}"))
+            reporter.warn(f"scene {scene}: repaired {step}")
+
+    threads = [threading.Thread(target=report, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 6 * 20 * 2
+    assert all(json.loads(line)["event"] in ("progress", "warning") for line in lines)

@@ -12,13 +12,27 @@ Commands get a `Reporter` as `args.reporter` and hand its `progress` method to l
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
-from typing import Any, TextIO
+import threading
+from typing import Any, Callable, TextIO
 
 from ..jobs import Progress
 
 MODES = ("bars", "quiet", "json")
+
+
+def _serialized(method: Callable) -> Callable:
+    """One report at a time: jobs report from several threads (scene plans asked in parallel), and `print` writes
+    the text and its newline separately, so two JSON events could share a line."""
+
+    @functools.wraps(method)
+    def locked(self: "Reporter", *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return locked
 
 
 class Reporter:
@@ -31,6 +45,7 @@ class Reporter:
         self._bar = None
         self._bar_key: tuple[str, int] | None = None
         self._last_step = 0
+        self._lock = threading.RLock()
 
     @property
     def json(self) -> bool:
@@ -39,6 +54,7 @@ class Reporter:
     def _emit(self, event: str, **data: Any) -> None:
         print(json.dumps({"event": event, **data}, ensure_ascii=False, default=str), file=self.out, flush=True)
 
+    @_serialized
     def progress(self, update: Progress) -> None:
         """A long job's progress (a `ProgressCallback`)."""
         if self.mode == "json":
@@ -69,11 +85,13 @@ class Reporter:
         if update.total and update.step >= update.total:
             self.close_bar()  # finished: the notes that follow start on a clean line
 
+    @_serialized
     def close_bar(self) -> None:
         if self._bar is not None:
             self._bar.close()
             self._bar, self._bar_key, self._last_step = None, None, 0
 
+    @_serialized
     def note(self, message: str, **data: Any) -> None:
         """What is going on (stderr; left out with --quiet)."""
         if self.mode == "json":
@@ -81,12 +99,14 @@ class Reporter:
         elif self.mode == "bars":
             self._write_err(message)
 
+    @_serialized
     def warn(self, message: str) -> None:
         if self.mode == "json":
             self._emit("warning", message=message)
         else:
             self._write_err(f"warning: {message}")
 
+    @_serialized
     def stage(self, stage: str, status: str, message: str = "", **data: Any) -> None:
         """A pipeline stage started, finished, or was skipped because its result is already there."""
         if self.mode == "json":
@@ -94,6 +114,7 @@ class Reporter:
         elif self.mode == "bars" and (message or status != "started"):
             self._write_err(f"[{stage}] {message or status}")
 
+    @_serialized
     def result(self, message: str, **data: Any) -> None:
         """What a command produced (stdout: a line of text, or a JSON object with `data`)."""
         self.close_bar()
@@ -102,6 +123,7 @@ class Reporter:
         else:
             print(message, file=self.out, flush=True)
 
+    @_serialized
     def error(self, message: str, **data: Any) -> None:
         self.close_bar()
         if self.mode == "json":
