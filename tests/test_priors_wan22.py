@@ -229,3 +229,44 @@ def test_the_story_binds_the_pair_and_keys_renders_on_both_files(trained, tmp_pa
     key = scene_cache_key(project, scene, "tiny-wan2.2", "sr3ai-fast", video)
     shutil.copy(outcome.path, binding.low_noise_path)  # another low-noise LoRA
     assert scene_cache_key(project, scene, "tiny-wan2.2", "sr3ai-fast", video) != key
+
+
+def test_an_outside_a14b_pair_imports_as_a_two_expert_prior(tmp_path, capsys):
+    """`import-lora FILE --low-noise LOW`: a Wan 2.2 A14B pair becomes a two-expert prior like a trained one (the
+    high-noise file where a prior's file goes, the low-noise one beside it, the card naming it), bound to its scenes
+    with each file on its own expert; a pair that is not of Wan LoRAs is refused."""
+    from safetensors.torch import save_file
+
+    from dreamrunner.cli import main
+    from dreamrunner.priors.imports import LoRAImportError, import_lora
+    from dreamrunner.project import Project
+    from dreamrunner.rendering.story_render import scene_input
+
+    write_wan_subject_lora(tmp_path / "mia_high_noise.safetensors")
+    low = {key: -2 * value for key, value in tensors(tmp_path / "mia_high_noise.safetensors").items()}
+    save_file(low, str(tmp_path / "mia_low_noise.safetensors"))
+    project = Project.create(tmp_path / "story", three_scene_story())
+    assert main(["import-lora", str(project.folder), str(tmp_path / "mia_high_noise.safetensors"), "--target", "mia",
+                 "--low-noise", str(tmp_path / "mia_low_noise.safetensors"), "--id", "subject-mia-a14b"]) == 0
+    assert "imported" in capsys.readouterr().out
+    project = Project.load(project.folder)
+    (prior,) = project.story.priors
+    path = project.resolve(prior.path)
+    assert path.name == "subject-mia-a14b.safetensors"
+    assert prior.card["low_noise_file"] == "subject-mia-a14b-low-noise.safetensors"
+    assert [(e["expert"], e["transformer"], e["source"]) for e in prior.card["experts"]] == [
+        ("high-noise", "transformer", "mia_high_noise.safetensors"),
+        ("low-noise", "transformer_2", "mia_low_noise.safetensors")]
+    for written, source in ((path, "mia_high_noise"), (path.with_name(prior.card["low_noise_file"]), "mia_low_noise")):
+        got, expected = tensors(written), tensors(tmp_path / f"{source}.safetensors")
+        assert got.keys() == expected.keys() and all(torch.equal(got[key], value) for key, value in expected.items())
+    video = VideoSettings(num_frames=9, fps=16, height=64, width=96)
+    (binding,) = scene_input(project, project.story.scenes[0], video).loras
+    assert (binding.path, binding.low_noise_path) == (path, path.with_name(prior.card["low_noise_file"]))
+
+    cogvideox = {"transformer.transformer_blocks.1.attn1.to_q.lora_A.weight": torch.ones(2, 8),
+                 "transformer.transformer_blocks.1.attn1.to_q.lora_B.weight": torch.ones(8, 2)}
+    save_file(cogvideox, str(tmp_path / "cogvideox.safetensors"))
+    with pytest.raises(LoRAImportError, match="cogvideox.safetensors: a high-noise / low-noise pair is Wan 2.2 A14B's"):
+        import_lora(project, tmp_path / "mia_high_noise.safetensors", "subject", "mia",
+                    low_noise=tmp_path / "cogvideox.safetensors")

@@ -4,6 +4,7 @@ outside LoRA as one."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from .. import edits
 from ..backends import load_backend
@@ -40,7 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "to the scenes of its target (--no-bind: register only). Accepts diffusers save_lora_weights output and "
         "its CogVideoX LoRA training script's (a .safetensors file or its folder), a peft save_pretrained folder "
         "(adapter_model.safetensors + adapter_config.json) and kohya/ComfyUI key styles; safetensors only. "
-        "A LoRA on all blocks (or blocks of its author's choice) is kept on them, gated to its entities' regions."))
+        "A LoRA on all blocks (or blocks of its author's choice) is kept on them, gated to its entities' regions. "
+        "A Wan 2.2 A14B pair: FILE is its high-noise LoRA and --low-noise its low-noise one; each renders on its own "
+        "expert."))
     imported.add_argument("project", help="project folder")
     imported.add_argument("file", help="LoRA .safetensors file, or a folder holding one")
     imported.add_argument("--kind", choices=("subject", "motion"), default="subject",
@@ -52,6 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     imported.add_argument("--no-bind", dest="bind", action="store_false",
                           help="register the prior without binding it to its scenes")
     imported.add_argument("--scale", type=float, default=1.0, help="binding strength, 0-4 (default 1)")
+    imported.add_argument("--low-noise", dest="low_noise", default=None, metavar="FILE",
+                          help="Wan 2.2 A14B: the low-noise LoRA of a pair whose high-noise LoRA is the file argument")
     imported.set_defaults(run=run_import_lora)
 
 
@@ -121,7 +126,7 @@ def run_import_lora(args: argparse.Namespace) -> int:
         raise UsageError(f"--scale must be between 0 and 4, got {args.scale}")
     project = Project.load(args.project)
     target = edits.find_character(project.story, args.target).id if args.kind == "subject" else args.target
-    prior = import_lora(project, args.file, args.kind, target, args.prior_id)
+    prior = import_lora(project, args.file, args.kind, target, args.prior_id, args.low_noise)
     with project.edit():
         bound = edits.register_prior(project.story, prior, bind=args.bind, scale=args.scale)
     card = prior.card
@@ -130,6 +135,10 @@ def run_import_lora(args: argparse.Namespace) -> int:
                     f"parity {card['block_parity']}, rank {card['rank']}, alpha {card['alpha']}) -> {prior.path}",
                     prior=prior.id, path=prior.path, layout=card["layout"], blocks=card["blocks"],
                     block_parity=card["block_parity"], rank=card["rank"], alpha=card["alpha"])
+    if args.low_noise is not None:
+        low_noise = str(Path(prior.path).with_name(card["low_noise_file"]))
+        reporter.result(f"{prior.id}: imported {args.low_noise} as the low-noise expert's LoRA -> {low_noise}",
+                        prior=prior.id, low_noise_path=low_noise)
     reporter.result(f"{prior.id}: bound to {', '.join(bound)} at scale {args.scale}" if bound
                     else f"{prior.id}: bound to no scene", prior=prior.id, bound=bound, scale=args.scale)
     return 0
