@@ -122,6 +122,32 @@ def test_a_finished_pair_is_reused(trained):
     assert train_prior(components, request, outcome.path.parent).cached
 
 
+def test_a_job_cancelled_in_the_low_noise_expert_resumes_there(trained, tmp_path):
+    """Cancelled after the first low-noise step: the run again does not train the high-noise expert again (its last
+    checkpoint is its end), resumes the low-noise one, and gives the files of an uninterrupted job."""
+    from dreamrunner.jobs import CancelToken, Cancelled
+
+    components, outcomes, _, _ = trained
+    uninterrupted = outcomes["subject"]
+    request = PriorRequest("subject", "witch", (TrainingClip(uninterrupted.path.parent.parent / "ref.png", "[v1] witch",
+                                                             static=True),), PriorSettings(max_steps=STEPS, **FAST))
+    cancel = CancelToken()
+    with pytest.raises(Cancelled):
+        train_prior(components, request, tmp_path, progress=lambda p: p.step == STEPS + 1 and cancel.cancel(),
+                    cancel=cancel)
+    seen, hooks = record_timesteps(components.transformers)
+    try:
+        resumed = train_prior(components, request, tmp_path)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert [len(calls) for calls in seen] == [0, STEPS - 1]
+    assert [e["resumed_from"] for e in resumed.card["experts"]] == [STEPS, 1]
+    for name in (uninterrupted.path.name, uninterrupted.card["low_noise_file"]):
+        got, expected = tensors(tmp_path / name), tensors(uninterrupted.path.with_name(name))
+        assert all(torch.equal(got[key], value) for key, value in expected.items()), name
+
+
 def test_the_pair_loads_into_stock_diffusers_wan_pipeline(trained):
     """diffusers' own Wan loader: the high-noise file into `transformer`, the low-noise one into `transformer_2`
     (`load_into_transformer_2=True`); each expert holds its own file's factors, and they differ."""
