@@ -12,7 +12,7 @@ import torch
 from render_helpers import three_scene_story
 from safetensors import safe_open
 
-from dreamrunner.attention.lora import GatedLinearHook, LoRAFileError
+from dreamrunner.attention.lora import GatedLinearHook, LoRAFileError, low_noise_file
 from dreamrunner.backends.wan import TINY_TEXT_TOKENS, TINY_VIDEO, build_tiny_wan
 from dreamrunner.priors import PriorRequest, TrainingClip, train_prior
 from dreamrunner.priors.objectives import expert_draws, flow_sigmas
@@ -255,6 +255,8 @@ def test_the_story_binds_the_pair_and_keys_renders_on_both_files(trained, tmp_pa
     key = scene_cache_key(project, scene, "tiny-wan2.2", "sr3ai-fast", video)
     shutil.copy(outcome.path, binding.low_noise_path)  # another low-noise LoRA
     assert scene_cache_key(project, scene, "tiny-wan2.2", "sr3ai-fast", video) != key
+    with pytest.raises(LoRAFileError, match="its card's low_noise_file '../elsewhere.safetensors' is not a file name"):
+        low_noise_file(binding.path, {"low_noise_file": "../elsewhere.safetensors"})
 
 
 def test_an_outside_a14b_pair_imports_as_a_two_expert_prior(tmp_path, capsys):

@@ -202,9 +202,14 @@ class GatedLoRA:
 
 def low_noise_file(weights: str | Path, card: dict) -> Path | None:
     """The low-noise expert's file of a two-expert (Wan 2.2 A14B) prior whose high-noise file is `weights`, as its
-    card names it (beside `weights`); None for a one-file prior."""
+    card names it (beside `weights`); None for a one-file prior. Raises LoRAFileError for a name with a folder
+    in it: a card, which may come from someone else's project, names a file beside the prior and nowhere else."""
     name = card.get(LOW_NOISE_CARD_KEY)
-    return None if name is None else Path(weights).with_name(name)
+    if name is None:
+        return None
+    if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+        raise LoRAFileError(f"{Path(weights).name}: its card's {LOW_NOISE_CARD_KEY} {name!r} is not a file name")
+    return Path(weights).with_name(name)
 
 
 def one_transformer_refusal(name: str) -> LoRAFileError:

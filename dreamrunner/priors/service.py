@@ -24,19 +24,19 @@ from typing import Any
 
 import torch
 
+from ..attention.lora import LOW_NOISE_CARD_KEY
 from ..backends import ModelComponents, default_device, prior_training_refusal, vae_spatial
 from ..errors import DreamRunnerError
 from ..files import file_sha256
 from ..jobs import CancelToken, Progress, ProgressCallback
 from ..media import DECODE_VERSION
 from ..project import Project
-from ..attention.lora import LOW_NOISE_CARD_KEY
 from ..story import Prior, PriorSettings, slug
 from . import lora
 from .data import TrainingClip, subject_caption
 from .encoding import EncodingCache
 from .objectives import expert_draws
-from .training import Example, JobShare, MotionTrainer, SubjectTrainer
+from .training import Example, JobShare, MotionTrainer, SubjectTrainer, TrainResult
 
 CARD_FORMAT = "dreamrunner-prior/1"
 PRIORS_DIR = "priors"
@@ -92,7 +92,8 @@ def prior_experts(components: ModelComponents) -> list[Expert]:
             Expert(components.transformer_2, "low-noise", low, lora.LOW_NOISE_SUFFIX)]
 
 
-def _experts_card(components: ModelComponents, experts: list[Expert], files: list[Path], results: list) -> dict:
+def _experts_card(components: ModelComponents, experts: list[Expert], files: list[Path],
+                  results: list[TrainResult]) -> dict:
     """The card entries of a two-expert prior: its low-noise file, the boundary, and each expert's LoRA (file,
     model timesteps [first, end), losses)."""
     boundary = components.pipeline_options["boundary_ratio"]
