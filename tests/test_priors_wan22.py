@@ -298,3 +298,26 @@ def test_an_outside_a14b_pair_imports_as_a_two_expert_prior(tmp_path, capsys):
     with pytest.raises(LoRAImportError, match="cogvideox.safetensors: a high-noise / low-noise pair is Wan 2.2 A14B's"):
         import_lora(project, tmp_path / "mia_high_noise.safetensors", "subject", "mia",
                     low_noise=tmp_path / "cogvideox.safetensors")
+
+
+def test_a_registered_pair_is_current_only_with_both_files(tmp_path):
+    """`current_prior` (what `dreamrunner story` trains again): a two-expert prior trained from the project is up to
+    date while both its files are there, and is trained again once its low-noise file is gone."""
+    import shutil
+
+    from dreamrunner import edits
+    from dreamrunner.priors import current_prior, subject_request, train_subject
+    from dreamrunner.project import Project
+
+    project = Project.create(tmp_path / "story", three_scene_story())
+    shutil.copy(write_image(tmp_path / "mia.png"), project.media / "mia.png")
+    with project.edit():
+        project.story.characters[0].reference_images = ["media/mia.png"]
+        project.story.settings.prior = PriorSettings(max_steps=1, **FAST)
+    prior, _ = train_subject(project, "mia", build_tiny_wan("tiny-wan2.2"))
+    with project.edit():
+        edits.register_prior(project.story, prior)
+    request = subject_request(project, "mia")
+    assert current_prior(project, request, "tiny-wan2.2") is not None
+    project.resolve(prior.path).with_name(prior.card["low_noise_file"]).unlink()
+    assert current_prior(project, request, "tiny-wan2.2") is None

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from ..attention.lora import LOW_NOISE_CARD_KEY
+from ..attention.lora import LOW_NOISE_CARD_KEY, low_noise_file
 from ..backends import ModelComponents, default_device, prior_training_refusal, vae_spatial
 from ..errors import DreamRunnerError
 from ..files import file_sha256
@@ -262,15 +262,20 @@ def motion_request(project: Project, motion: str, max_steps: int | None = None) 
 
 
 def current_prior(project: Project, request: PriorRequest, model_name: str) -> Prior | None:
-    """The registered prior for `request` when it is up to date, without loading a model: its file is there
-    and its card names the same model, the same source files (by SHA-256) and captions, and the same
-    settings. None when it must be trained (or found by `train_prior`'s content-keyed cache).
+    """The registered prior for `request` when it is up to date, without loading a model: its file (and a
+    two-expert prior's low-noise file) is there and its card names the same model, the same source files (by
+    SHA-256) and captions, and the same settings. None when it must be trained (or found by `train_prior`'s
+    content-keyed cache).
 
     The card's model name stands for the weights here; a checkpoint changed under the same name is caught
     by `train_prior`'s key (which fingerprints the weights) only when training is asked for."""
     prior_id = f"{request.kind}-{slug(request.target)}"
     prior = next((p for p in project.story.priors if p.id == prior_id), None)
-    if prior is None or not project.resolve(prior.path).is_file():
+    if prior is None:
+        return None
+    path = project.resolve(prior.path)
+    low_noise = low_noise_file(path, prior.card)  # a two-expert prior is current with both its files only
+    if not path.is_file() or (low_noise is not None and not low_noise.is_file()):
         return None
     card = prior.card
     sources = [(s.get("path"), s.get("sha256"), s.get("caption")) for s in card.get("sources", [])]
