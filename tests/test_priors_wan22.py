@@ -300,13 +300,14 @@ def test_an_outside_a14b_pair_imports_as_a_two_expert_prior(tmp_path, capsys):
                     low_noise=tmp_path / "cogvideox.safetensors")
 
 
-def test_a_registered_pair_is_current_only_with_both_files(tmp_path):
-    """`current_prior` (what `dreamrunner story` trains again): a two-expert prior trained from the project is up to
-    date while both its files are there, and is trained again once its low-noise file is gone."""
+def test_a_registered_pair_is_current_only_with_both_files(tmp_path, capsys):
+    """`dreamrunner train-subject --backend tiny-wan2.2` names both files; `current_prior` (what `dreamrunner story`
+    trains again) finds the prior up to date while both its files are there, and not once its low-noise file is
+    gone."""
     import shutil
 
-    from dreamrunner import edits
-    from dreamrunner.priors import current_prior, subject_request, train_subject
+    from dreamrunner.cli import main
+    from dreamrunner.priors import current_prior, subject_request
     from dreamrunner.project import Project
 
     project = Project.create(tmp_path / "story", three_scene_story())
@@ -314,9 +315,10 @@ def test_a_registered_pair_is_current_only_with_both_files(tmp_path):
     with project.edit():
         project.story.characters[0].reference_images = ["media/mia.png"]
         project.story.settings.prior = PriorSettings(max_steps=1, **FAST)
-    prior, _ = train_subject(project, "mia", build_tiny_wan("tiny-wan2.2"))
-    with project.edit():
-        edits.register_prior(project.story, prior)
+    assert main(["train-subject", str(project.folder), "--character", "mia", "--backend", "tiny-wan2.2"]) == 0
+    assert "-low-noise.safetensors (low-noise expert)" in capsys.readouterr().out
+    project = Project.load(project.folder)
+    (prior,) = project.story.priors
     request = subject_request(project, "mia")
     assert current_prior(project, request, "tiny-wan2.2") is not None
     project.resolve(prior.path).with_name(prior.card["low_noise_file"]).unlink()

@@ -19,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Tune a subject prior from the character's reference images (each repeated into a static clip captioned "
         "with the character's rare token) on the project's render backend (or --backend), register it in the "
         "project and bind it to the scenes that show the character (--no-bind: register only). "
-        "Ctrl-C stops at the next step and keeps a checkpoint: the same command resumes. An identical earlier run is reused, not repeated."))
+        "Ctrl-C stops at the next step and keeps a checkpoint: the same command resumes. An identical earlier run is reused, not repeated. "
+        "On Wan 2.2 A14B it tunes one LoRA per expert: the prior's file (high noise) and a -low-noise file beside it."))
     subject.add_argument("project", help="project folder")
     subject.add_argument("--character", required=True, help="character id, name or token")
     _common(subject)
@@ -29,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    description=(
         "Tune a motion prior (MotionDirector-style: a temporal LoRA plus one appearance LoRA per clip, only the "
         "temporal one kept) from the clips approved for this motion in the project's scenes, register it and bind "
-        "it to the scenes with that motion (--no-bind: register only)."))
+        "it to the scenes with that motion (--no-bind: register only). On Wan 2.2 A14B: one LoRA per expert, as "
+        "train-subject."))
     motion.add_argument("project", help="project folder")
     motion.add_argument("--motion", required=True, help="motion text, as in the scenes' approved clips")
     _common(motion)
@@ -104,7 +106,9 @@ def _run(args: argparse.Namespace, kind: str, target: str) -> int:
     status = "reused (already trained with these inputs and settings)" if outcome.cached else "trained"
     is_noise = bool(outcome.card.get("is_noise"))
     noise = "  [random weights: this prior is noise, not a result]" if is_noise else ""
-    reporter.result(f"{prior.id}: {status} -> {prior.path}{noise}", prior=prior.id, path=prior.path,
+    low_noise = outcome.card.get("low_noise_file")  # Wan 2.2 A14B: a LoRA per expert
+    experts = f" and {low_noise} (low-noise expert)" if low_noise else ""
+    reporter.result(f"{prior.id}: {status} -> {prior.path}{experts}{noise}", prior=prior.id, path=prior.path,
                     cached=outcome.cached, bound=bound, is_noise=is_noise)
     reporter.result(f"{prior.id}: bound to {', '.join(bound)}" if bound else f"{prior.id}: bound to no scene",
                     prior=prior.id, bound=bound)
