@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
 from render_helpers import three_scene_story
 from safetensors import safe_open
 
 from dreamrunner.attention.lora import GatedLinearHook, LoRAFileError, low_noise_file
-from dreamrunner.backends.wan import TINY_TEXT_TOKENS, TINY_VIDEO, build_tiny_wan
+from dreamrunner.backends.wan import build_tiny_wan
 from dreamrunner.priors import PriorRequest, TrainingClip, train_prior
 from dreamrunner.priors.objectives import expert_draws, flow_sigmas
 from dreamrunner.regions import build_region_plan
@@ -23,7 +22,6 @@ from dreamrunner.story import PriorSettings, VideoSettings
 from test_priors_training import FAST, write_clip, write_image
 from test_wan22 import write_wan_subject_lora
 
-F, H, W = TINY_VIDEO["num_frames"], TINY_VIDEO["height"], TINY_VIDEO["width"]
 BOUNDARY = 0.875 * 1000  # tiny-wan2.2's boundary_ratio times num_train_timesteps: WanPipeline's switch
 STEPS = 4
 
