@@ -1,6 +1,6 @@
 """Wan 2.2 as backends (CPU, tiny random weights): A14B's two experts switched at a boundary (`tiny-wan2.2`) and
 TI2V-5B's 48-channel 16x VAE with per-token timesteps (`tiny-wan2.2-5b`); loading, geometry, SR3AI and gated
-priors on both experts, and renders end to end."""
+priors on both experts, and renders end to end. Priors trained per A14B expert: tests/test_priors_wan22.py."""
 
 import av
 import numpy as np
@@ -274,8 +274,9 @@ def write_wan_subject_lora(path, rank: int = 4) -> None:
 
 
 def test_a_prior_renders_on_both_experts_in_both_region_controls(tmp_path):
-    """A bound prior on tiny-wan2.2: the SR3AI path gates it on both experts, the stock path loads it into both
-    (diffusers' `load_into_transformer_2`) and unloads it after; either way the frames change."""
+    """A bound one-file prior on tiny-wan2.2: the SR3AI path gates it on both experts, the stock path loads it into
+    both (diffusers' `load_into_transformer_2`) and unloads it after; either way the frames change. (A two-expert
+    prior's files, one per expert: tests/test_priors_wan22.py.)"""
     from dreamrunner.rendering.pipeline import LoraBinding, StockRegionControl
 
     write_wan_subject_lora(tmp_path / "mia.safetensors")
@@ -297,15 +298,6 @@ def test_a_prior_renders_on_both_experts_in_both_region_controls(tmp_path):
             assert calls == [2, 2]
         assert np.abs(frames[1].astype(int) - frames[0].astype(int)).max() > 0
         assert all("lora" not in name for t in components.transformers for name, _ in t.named_modules())
-
-
-def test_priors_do_not_train_on_a14b_yet(tmp_path):
-    from dreamrunner.priors.service import PriorError, PriorRequest, train_prior
-    from dreamrunner.story import PriorSettings
-
-    with pytest.raises(PriorError, match="training priors on tiny-wan2.2 \\(Wan 2.2 A14B, two expert transformers.* is "
-                                         "not supported yet; region-gated priors render on it"):
-        train_prior(build_tiny_wan("tiny-wan2.2"), PriorRequest("subject", "mia", (), PriorSettings()), tmp_path)
 
 
 @torch.no_grad()
@@ -366,16 +358,26 @@ def test_a_prior_trains_on_tiny_ti2v_and_renders_gated_and_stock(tmp_path):
         train_prior(components, request, tmp_path / "priors")
 
 
-def test_the_story_command_renders_on_tiny_wan22_without_training_priors(tmp_path, capsys):
-    """`dreamrunner story --backend tiny-wan2.2` warns where priors would train and renders every scene."""
+def test_the_story_command_trains_two_expert_priors_on_tiny_wan22(tmp_path, capsys):
+    """`dreamrunner story --backend tiny-wan2.2` trains the character's subject prior as a high-noise / low-noise
+    pair, binds it and renders every scene with it."""
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), (200, 60, 20)).save(tmp_path / "rua.png")
     out = tmp_path / "s22"
-    code = main(["--offline", "story", "--topic", "a fox and an owl cross the river", "--character", "Rua:a red fox",
-                 "--out", str(out), "--scenes", "5", "--backend", "tiny-wan2.2", "--train-steps", "1",
-                 "--render-steps", "1", "--clip-model", "none"])
+    code = main(["--offline", "story", "--topic", "a fox and an owl cross the river", "--character",
+                 f"Rua:a red fox={tmp_path / 'rua.png'}", "--out", str(out), "--scenes", "5", "--backend", "tiny-wan2.2",
+                 "--train-steps", "1", "--render-steps", "1", "--clip-model", "none"])
     assert code == 0, capsys.readouterr().err
-    assert "priors do not train on tiny-wan2.2 (Wan 2.2 A14B, two expert transformers" in capsys.readouterr().err
-    story = Project.load(out).story
-    assert all(scene.renders for scene in story.scenes) and not story.priors
+    assert "priors do not train" not in capsys.readouterr().err
+    project = Project.load(out)
+    story = project.story
+    (prior,) = [p for p in story.priors if p.kind == "subject"]
+    assert prior.card["model"] == "tiny-wan2.2" and [e["expert"] for e in prior.card["experts"]] == ["high-noise",
+                                                                                                      "low-noise"]
+    assert project.resolve(prior.path).with_name(prior.card["low_noise_file"]).is_file()
+    assert all(scene.renders for scene in story.scenes)
+    assert any(b.prior_id == prior.id for scene in story.scenes for b in scene.renders[-1].priors)
     assert story.settings.render.backend == "tiny-wan2.2"
 
 

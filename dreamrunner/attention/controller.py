@@ -21,7 +21,7 @@ from diffusers.models.embeddings import CogVideoXPatchEmbed
 
 from ..regions import RegionPlan
 from .layout import RegionLayout, RegionLayoutError
-from .lora import GatedLinearHook, GatedLoRA, LoRAFileError
+from .lora import GatedLinearHook, GatedLoRA, LoRAFileError, one_transformer_refusal
 from .processor import MultiPromptPatchEmbed, SR3AIAttnProcessor
 
 
@@ -231,6 +231,8 @@ class SR3AIController:
         Everything is checked before anything changes: on an error the previous LoRAs stay active."""
         blocks = transformer_blocks(self.transformer)
         for lora in loras:
+            if lora.low_noise is not None:  # WanExpertsSR3AIController gives each expert its own half
+                raise one_transformer_refusal(lora.weights.name)
             if self.context.layout is not None:
                 self.context.layout.token_mask(lora.prompts)  # checks the prompt indices
             if max(lora.weights.blocks) >= len(blocks):

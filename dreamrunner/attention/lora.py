@@ -38,6 +38,8 @@ PARITY_NAMES = ("even", "odd")  # 0-based
 PARITY_METADATA_KEY = "dreamrunner_block_parity"
 # The record of an imported LoRA on blocks of both parities (all blocks, or the ones its author chose).
 ANY_PARITY = "any"
+# The card key of a two-expert (Wan 2.2 A14B) prior: its low-noise expert's file, beside the high-noise one.
+LOW_NOISE_CARD_KEY = "low_noise_file"
 
 
 class LoRAFileError(DreamRunnerError, ValueError):
@@ -180,11 +182,40 @@ class LoRAWeights:
 
 @dataclass(eq=False)
 class GatedLoRA:
-    """A prior bound to prompts of the scene: it acts on their text tokens and their video regions only."""
+    """A prior bound to prompts of the scene: it acts on their text tokens and their video regions only.
+
+    `low_noise`: a two-expert (Wan 2.2 A14B) prior's low-noise LoRA, for `transformer_2`; `weights` is then its
+    high-noise one. None: `weights` on every transformer."""
 
     weights: LoRAWeights
     prompts: tuple[int, ...]
     scale: float = 1.0
+    low_noise: LoRAWeights | None = None
+
+    def on_expert(self, low_noise: bool) -> GatedLoRA:
+        """The one-file LoRA an A14B expert runs: this prior's low-noise or high-noise factors (the same for a
+        one-file prior)."""
+        if self.low_noise is None:
+            return self
+        return GatedLoRA(self.low_noise if low_noise else self.weights, self.prompts, self.scale)
+
+
+def low_noise_file(weights: str | Path, card: dict) -> Path | None:
+    """The low-noise expert's file of a two-expert (Wan 2.2 A14B) prior whose high-noise file is `weights`, as its
+    card names it (beside `weights`); None for a one-file prior. Raises LoRAFileError for a name with a folder
+    in it: a card, which may come from someone else's project, names a file beside the prior and nowhere else."""
+    name = card.get(LOW_NOISE_CARD_KEY)
+    if name is None:
+        return None
+    if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+        raise LoRAFileError(f"{Path(weights).name}: its card's {LOW_NOISE_CARD_KEY} {name!r} is not a file name")
+    return Path(weights).with_name(name)
+
+
+def one_transformer_refusal(name: str) -> LoRAFileError:
+    """The error for a two-expert prior on a model with one transformer, where half of it would be dropped."""
+    return LoRAFileError(f"{name}: a two-expert prior (a LoRA per Wan 2.2 A14B expert) renders on Wan 2.2 A14B "
+                         f"only; train it again with the story's backend")
 
 
 def bound_prompts(plan: RegionPlan, kind: str, target: str) -> tuple[int, ...]:

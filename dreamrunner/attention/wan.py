@@ -28,7 +28,8 @@ layer. With one prompt there is one group and one call: the stock computation.
 Wan 2.2: TI2V-5B's per-token timesteps (WanPipeline's `expand_timesteps`) give per-token time embeddings
 ([B, N, D] and the blocks' [B, N, 6, D] modulation), which follow the token order like the RoPE tables. A14B's two
 experts each get a controller (`WanExpertsSR3AIController`) holding the same regions and gated LoRAs, so a scene
-is region-controlled on both sides of the boundary.
+is region-controlled on both sides of the boundary; a two-expert prior (`GatedLoRA.low_noise`) gives the high-noise
+expert its high-noise LoRA and the low-noise expert its low-noise one, a one-file prior acts on both.
 
 Context parallelism (diffusers' own: `WanTransformer3DModel._cp_plan`, enabled by
 `dreamrunner.backends.parallel.enable_context_parallel`) splits the video tokens over the ranks at the first
@@ -244,7 +245,8 @@ class WanSR3AIController(SR3AIController):
 class WanExpertsSR3AIController:
     """SR3AI on every expert of a Wan 2.2 A14B pipeline (high-noise `transformer`, low-noise `transformer_2`): one
     `WanSR3AIController` per expert, all given the same regions and gated LoRAs, so whichever expert a step runs
-    is region-controlled. A prior's LoRA factors act on both experts (see docs/sr3ai.md, "Wan").
+    is region-controlled. A one-file prior's LoRA factors act on both experts; a two-expert prior's high-noise
+    factors on `transformer` and its low-noise ones on `transformer_2` (see docs/sr3ai.md, "Wan 2.2").
 
     Args:
         transformers: the experts, in the pipeline's order; text_tokens, implementation, reorder_tokens: as for
@@ -282,17 +284,18 @@ class WanExpertsSR3AIController:
         return [controller.set_regions(regions) for controller in self.controllers][0]
 
     def set_loras(self, loras) -> None:
-        """The gated LoRAs on every expert. Checked on each before it changes; should a later expert refuse
-        them, the earlier ones go back to their previous LoRAs."""
-        previous = list(self.controllers[0].context.loras)
+        """The gated LoRAs on every expert, each expert its own half of a two-expert prior (`GatedLoRA.on_expert`).
+        Checked on each before it changes; should a later expert refuse them, the earlier ones go back to their
+        previous LoRAs."""
+        previous = [list(controller.context.loras) for controller in self.controllers]
         done = []
         try:
-            for controller in self.controllers:
-                controller.set_loras(loras)
+            for index, controller in enumerate(self.controllers):
+                controller.set_loras([lora.on_expert(low_noise=index > 0) for lora in loras])
                 done.append(controller)
         except Exception:
-            for controller in done:
-                controller.set_loras(previous)
+            for controller, loras_before in zip(done, previous):
+                controller.set_loras(loras_before)
             raise
 
     def lora_modules(self) -> dict[str, tuple[str, ...]]:

@@ -27,11 +27,10 @@ VAE_SPATIAL = {"tiny-wan2.2-5b": 16, "wan2.2-ti2v-5b": 16}
 # Backends priors render on but do not train on yet, and why (priors.service.train_prior refuses them,
 # `dreamrunner story` skips training on them). Wan 2.2 TI2V-5B trains: one transformer, and its per-token
 # timesteps are all equal in text-to-video, so the trainers' one timestep per clip is what its pipeline feeds.
+# Wan 2.2 A14B trains one LoRA per expert, each on its own side of the boundary (docs/priors.md, "On Wan 2.2").
 UNTRAINED_PRIORS = {
     "cogvideox1.5-5b": "CogVideoX 1.5, two latent frames per token frame; cogvideox-5b priors have its block shapes",
     "tiny-1.5": "CogVideoX 1.5, two latent frames per token frame",
-    "wan2.2-a14b": "Wan 2.2 A14B, two expert transformers; a bound prior renders on both experts",
-    "tiny-wan2.2": "Wan 2.2 A14B, two expert transformers; a bound prior renders on both experts",
 }
 
 

@@ -4,6 +4,7 @@ outside LoRA as one."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from .. import edits
 from ..backends import load_backend
@@ -18,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Tune a subject prior from the character's reference images (each repeated into a static clip captioned "
         "with the character's rare token) on the project's render backend (or --backend), register it in the "
         "project and bind it to the scenes that show the character (--no-bind: register only). "
-        "Ctrl-C stops at the next step and keeps a checkpoint: the same command resumes. An identical earlier run is reused, not repeated."))
+        "Ctrl-C stops at the next step and keeps a checkpoint: the same command resumes. An identical earlier run is reused, not repeated. "
+        "On Wan 2.2 A14B it tunes one LoRA per expert: the prior's file (high noise) and a -low-noise file beside it."))
     subject.add_argument("project", help="project folder")
     subject.add_argument("--character", required=True, help="character id, name or token")
     _common(subject)
@@ -28,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    description=(
         "Tune a motion prior (MotionDirector-style: a temporal LoRA plus one appearance LoRA per clip, only the "
         "temporal one kept) from the clips approved for this motion in the project's scenes, register it and bind "
-        "it to the scenes with that motion (--no-bind: register only)."))
+        "it to the scenes with that motion (--no-bind: register only). On Wan 2.2 A14B: one LoRA per expert, as "
+        "train-subject."))
     motion.add_argument("project", help="project folder")
     motion.add_argument("--motion", required=True, help="motion text, as in the scenes' approved clips")
     _common(motion)
@@ -40,7 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "to the scenes of its target (--no-bind: register only). Accepts diffusers save_lora_weights output and "
         "its CogVideoX LoRA training script's (a .safetensors file or its folder), a peft save_pretrained folder "
         "(adapter_model.safetensors + adapter_config.json) and kohya/ComfyUI key styles; safetensors only. "
-        "A LoRA on all blocks (or blocks of its author's choice) is kept on them, gated to its entities' regions."))
+        "A LoRA on all blocks (or blocks of its author's choice) is kept on them, gated to its entities' regions. "
+        "A Wan 2.2 A14B pair: FILE is its high-noise LoRA and --low-noise its low-noise one; each renders on its own "
+        "expert."))
     imported.add_argument("project", help="project folder")
     imported.add_argument("file", help="LoRA .safetensors file, or a folder holding one")
     imported.add_argument("--kind", choices=("subject", "motion"), default="subject",
@@ -52,6 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     imported.add_argument("--no-bind", dest="bind", action="store_false",
                           help="register the prior without binding it to its scenes")
     imported.add_argument("--scale", type=float, default=1.0, help="binding strength, 0-4 (default 1)")
+    imported.add_argument("--low-noise", dest="low_noise", default=None, metavar="FILE",
+                          help="Wan 2.2 A14B: the low-noise LoRA of a pair whose high-noise LoRA is the file argument")
     imported.set_defaults(run=run_import_lora)
 
 
@@ -99,7 +106,9 @@ def _run(args: argparse.Namespace, kind: str, target: str) -> int:
     status = "reused (already trained with these inputs and settings)" if outcome.cached else "trained"
     is_noise = bool(outcome.card.get("is_noise"))
     noise = "  [random weights: this prior is noise, not a result]" if is_noise else ""
-    reporter.result(f"{prior.id}: {status} -> {prior.path}{noise}", prior=prior.id, path=prior.path,
+    low_noise = outcome.card.get("low_noise_file")  # Wan 2.2 A14B: a LoRA per expert
+    experts = f" and {low_noise} (low-noise expert)" if low_noise else ""
+    reporter.result(f"{prior.id}: {status} -> {prior.path}{experts}{noise}", prior=prior.id, path=prior.path,
                     cached=outcome.cached, bound=bound, is_noise=is_noise)
     reporter.result(f"{prior.id}: bound to {', '.join(bound)}" if bound else f"{prior.id}: bound to no scene",
                     prior=prior.id, bound=bound)
@@ -121,7 +130,7 @@ def run_import_lora(args: argparse.Namespace) -> int:
         raise UsageError(f"--scale must be between 0 and 4, got {args.scale}")
     project = Project.load(args.project)
     target = edits.find_character(project.story, args.target).id if args.kind == "subject" else args.target
-    prior = import_lora(project, args.file, args.kind, target, args.prior_id)
+    prior = import_lora(project, args.file, args.kind, target, args.prior_id, args.low_noise)
     with project.edit():
         bound = edits.register_prior(project.story, prior, bind=args.bind, scale=args.scale)
     card = prior.card
@@ -130,6 +139,10 @@ def run_import_lora(args: argparse.Namespace) -> int:
                     f"parity {card['block_parity']}, rank {card['rank']}, alpha {card['alpha']}) -> {prior.path}",
                     prior=prior.id, path=prior.path, layout=card["layout"], blocks=card["blocks"],
                     block_parity=card["block_parity"], rank=card["rank"], alpha=card["alpha"])
+    if args.low_noise is not None:
+        low_noise = str(Path(prior.path).with_name(card["low_noise_file"]))
+        reporter.result(f"{prior.id}: imported {args.low_noise} as the low-noise expert's LoRA -> {low_noise}",
+                        prior=prior.id, low_noise_path=low_noise)
     reporter.result(f"{prior.id}: bound to {', '.join(bound)} at scale {args.scale}" if bound
                     else f"{prior.id}: bound to no scene", prior=prior.id, bound=bound, scale=args.scale)
     return 0

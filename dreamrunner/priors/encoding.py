@@ -26,7 +26,7 @@ def model_fingerprint(components: ModelComponents) -> str:
     (and different random tiny models) apart.
     """
     digest = hashlib.sha256(components.name.encode())
-    for model in (components.transformer, components.vae, components.text_encoder):
+    for model in (*components.transformers, components.vae, components.text_encoder):  # A14B: both experts
         config = getattr(model, "config", {})
         config = config.to_dict() if hasattr(config, "to_dict") else dict(config)
         # diffusers lists this set in hash order, which differs between processes (PYTHONHASHSEED): sorted, the

@@ -1,4 +1,5 @@
-"""Import an outside CogVideoX or Wan 2.1 LoRA as a subject or motion prior.
+"""Import an outside CogVideoX or Wan LoRA as a subject or motion prior (a Wan 2.2 A14B high-noise / low-noise pair
+as a two-expert prior).
 
 Accepted layouts (safetensors only: the file is read by `dreamrunner.attention.read_lora_file`, which refuses
 pickles):
@@ -26,15 +27,17 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ..attention.lora import ANY_PARITY, KINDS, LoRAFileError, LoRAWeights, block_parity, block_parity_ok, read_lora_file
+from ..attention.lora import (ANY_PARITY, KINDS, LOW_NOISE_CARD_KEY, LoRAFileError, LoRAWeights, block_parity,
+                              block_parity_ok, read_lora_file)
 from ..files import file_sha256
 from ..project import Project
 from ..story import Prior, slug
-from .lora import write_prior_file
+from .lora import LOW_NOISE_SUFFIX, write_prior_file
 from .service import CARD_FORMAT, PRIORS_DIR
 
 # The linear layers of a CogVideoX transformer block: what a kohya name (dots turned into "_") maps back to.
@@ -151,17 +154,33 @@ def _config(factors: dict[str, dict[str, torch.Tensor]], alphas: dict[str, float
                       alpha_pattern={n: a for n, a in module_alphas.items() if a != alpha}).to_dict()
 
 
-def import_lora(project: Project, path: str | Path, kind: str, target: str, prior_id: str | None = None) -> Prior:
-    """Convert an outside CogVideoX or Wan LoRA (file or folder, layouts in the module docstring) into a prior file in
-    `media/priors/` (`<id>.safetensors` + `<id>.json`) and return the `Prior` to register
-    (`dreamrunner.edits.register_prior`). `target`: a character id (subject) or a motion text (motion);
-    `prior_id` defaults to `<kind>-<target>-<file name>`. The project's story is not changed.
+@dataclass(frozen=True)
+class ConvertedLoRA:
+    """An outside LoRA file read, converted to the prior layout and checked as rendering checks it."""
 
-    Raises LoRAFileError (a DreamRunnerError; LoRAImportError for what only imports check) for a missing file, a pickle, an unknown key, a DoRA adapter or
-    mismatched factors."""
-    if kind not in KINDS:
-        raise LoRAImportError(f"prior kind must be one of {KINDS}, got {kind!r}")
-    source = Path(path)
+    weights: Path  # the file read (in a folder: the one found there)
+    state: dict[str, torch.Tensor]  # "transformer_blocks.{i}.{module}.lora_A/B.weight" (Wan: "blocks.{i}...")
+    config: dict  # the PEFT LoraConfig dict to write with it
+    layout: str  # "diffusers", "peft save_pretrained", or else the key style
+    key_style: str  # "dotted", "kohya" or both
+    scalings: tuple[float, ...]  # the modules' alpha / rank, each value once, sorted
+
+    @property
+    def blocks(self) -> set[int]:
+        return {int(key.split(".")[1]) for key in self.state}
+
+    @property
+    def modules(self) -> set[str]:
+        return {key.split(".", 2)[2].rsplit(".lora_", 1)[0] for key in self.state}
+
+    @property
+    def wan(self) -> bool:
+        return all(key.startswith("blocks.") for key in self.state)
+
+
+def convert_lora(source: Path, kind: str) -> ConvertedLoRA:
+    """Read an outside LoRA file or folder (layouts in the module docstring) as a prior of `kind`. Raises
+    LoRAFileError (LoRAImportError for what only imports check), nothing written."""
     if not source.exists():
         raise LoRAImportError(f"LoRA file not found: {source}")
     weights = _weights_file(source)
@@ -170,21 +189,64 @@ def import_lora(project: Project, path: str | Path, kind: str, target: str, prio
     factors, alphas, style = convert_keys(tensors, weights.name)
     config = _config(factors, alphas, given, weights.name)
     state = {f"{name}.lora_{which}.weight": tensor for name, pair in factors.items() for which, tensor in pair.items()}
-    blocks = sorted({int(name.split(".")[1]) for name in factors})
-    parity = block_parity(kind) if all(block_parity_ok(kind, b) for b in blocks) else ANY_PARITY
     # The checks rendering makes (both factors, one rank per module), before anything is written.
     checked = LoRAWeights.from_state_dict(state, kind, config, where=weights.name, any_blocks=True)
+    scalings = tuple(sorted({scaling for _, _, scaling in checked.modules.values()}))
+    return ConvertedLoRA(weights, state, config, layout or style, style, scalings)
+
+
+def _expert_entries(high: ConvertedLoRA, low: ConvertedLoRA, sources: tuple[Path, Path], name: str) -> dict:
+    """The card entries of an imported Wan 2.2 A14B pair, as a trained two-expert prior's card has them."""
+    files = (f"{name}.safetensors", f"{name}{LOW_NOISE_SUFFIX}.safetensors")
+    return {
+        LOW_NOISE_CARD_KEY: files[1],
+        "experts": [{"expert": expert, "transformer": transformer, "file": file, "source": source.name,
+                     "rank": lora.config["r"], "alpha": lora.config["lora_alpha"], "scaling": list(lora.scalings)}
+                    for expert, transformer, file, source, lora in zip(("high-noise", "low-noise"),
+                                                                       ("transformer", "transformer_2"), files,
+                                                                       sources, (high, low))],
+    }
+
+
+def import_lora(project: Project, path: str | Path, kind: str, target: str, prior_id: str | None = None,
+                low_noise: str | Path | None = None) -> Prior:
+    """Convert an outside CogVideoX or Wan LoRA (file or folder, layouts in the module docstring) into a prior file in
+    `media/priors/` (`<id>.safetensors` + `<id>.json`) and return the `Prior` to register
+    (`dreamrunner.edits.register_prior`). `target`: a character id (subject) or a motion text (motion);
+    `prior_id` defaults to `<kind>-<target>-<file name>`. The project's story is not changed.
+
+    `low_noise`: the low-noise file (or folder) of a Wan 2.2 A14B LoRA pair, whose high-noise file is `path`: the
+    prior is then a two-expert prior, as a trained one (docs/priors.md, "On Wan 2.2 A14B"): the high-noise LoRA in
+    `<id>.safetensors`, the low-noise one in `<id>-low-noise.safetensors`, rendered each on its own expert.
+
+    Raises LoRAFileError (a DreamRunnerError; LoRAImportError for what only imports check) for a missing file, a
+    pickle, an unknown key, a DoRA adapter, mismatched factors, or a pair that is not of Wan LoRAs."""
+    if kind not in KINDS:
+        raise LoRAImportError(f"prior kind must be one of {KINDS}, got {kind!r}")
+    sources = (Path(path),) if low_noise is None else (Path(path), Path(low_noise))
+    loras = [convert_lora(source, kind) for source in sources]
+    if len(loras) == 2 and not all(lora.wan for lora in loras):
+        odd = next(lora for lora in loras if not lora.wan)
+        raise LoRAImportError(f"{odd.weights.name}: a high-noise / low-noise pair is Wan 2.2 A14B's, one LoRA per "
+                              f"expert; this is no Wan LoRA (its blocks are transformer_blocks)")
+    high = loras[0]
+    blocks = sorted(set().union(*(lora.blocks for lora in loras)))
+    parity = block_parity(kind) if all(block_parity_ok(kind, b) for b in blocks) else ANY_PARITY
+    source = sources[0]
     name = slug(prior_id or f"{kind}-{target}-{source.stem if source.is_file() else source.name}", "imported")
-    scalings = {module: scaling for module, (_, _, scaling) in checked.modules.items()}
     card = {
         "format": CARD_FORMAT, "kind": kind, "target": target, "imported": True,
-        "learned": f"imported from {source.name} ({layout or style} layout)",
-        "sources": [{"path": source.name, "sha256": file_sha256(weights)}],
-        "layout": layout or style, "key_style": style, "blocks": blocks, "block_parity": parity,
-        "modules": sorted({name.split(".", 2)[2] for name in factors}),
-        "rank": config["r"], "alpha": config["lora_alpha"], "rank_pattern": config.get("rank_pattern") or {},
-        "alpha_pattern": config.get("alpha_pattern") or {}, "use_rslora": bool(config.get("use_rslora")),
-        "scaling": sorted(set(scalings.values())), "is_noise": False,
+        "learned": f"imported from {' and '.join(s.name for s in sources)} ({high.layout} layout)",
+        "sources": [{"path": s.name, "sha256": file_sha256(lora.weights)} for s, lora in zip(sources, loras)],
+        "layout": high.layout, "key_style": high.key_style, "blocks": blocks, "block_parity": parity,
+        "modules": sorted(set().union(*(lora.modules for lora in loras))),
+        "rank": high.config["r"], "alpha": high.config["lora_alpha"],
+        "rank_pattern": high.config.get("rank_pattern") or {}, "alpha_pattern": high.config.get("alpha_pattern") or {},
+        "use_rslora": bool(high.config.get("use_rslora")), "scaling": list(high.scalings), "is_noise": False,
     }
-    written = write_prior_file(project.media / PRIORS_DIR, name, state, config, parity, card)
+    folder = project.media / PRIORS_DIR
+    if low_noise is not None:
+        card |= _expert_entries(high, loras[1], sources, name)
+        write_prior_file(folder, f"{name}{LOW_NOISE_SUFFIX}", loras[1].state, loras[1].config, parity, None)
+    written = write_prior_file(folder, name, high.state, high.config, parity, card)
     return Prior(id=name, kind=kind, target=target, path=project.relative(written), card=card)

@@ -28,6 +28,9 @@ TARGET_MODULES = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "f
 WAN_TARGET_MODULES = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "ffn.net.0.proj", "ffn.net.2")
 # Per model family (`backends.model_family`): the name of the block list and the linears a prior trains.
 FAMILY_LAYOUT = {"cogvideox": ("transformer_blocks", TARGET_MODULES), "wan": ("blocks", WAN_TARGET_MODULES)}
+# A two-expert (Wan 2.2 A14B) prior: its high-noise LoRA is `<name>.safetensors`, where a one-transformer prior's
+# file goes, and its low-noise LoRA `<name>-low-noise.safetensors` beside it (the card names it).
+LOW_NOISE_SUFFIX = "-low-noise"
 
 
 class PriorFileError(DreamRunnerError):
@@ -122,20 +125,21 @@ def load_adapter_state(transformer, adapter: str, state: dict[str, torch.Tensor]
         raise PriorFileError(f"adapter {adapter!r}: state has keys the model lacks, e.g. {unexpected[0]}")
 
 
-def save_prior(transformer, adapter: str, kind: str, folder: Path, name: str, card: dict) -> Path:
-    """Write `<name>.safetensors` (diffusers CogVideoX LoRA layout, plus the block parity of `kind` in its
-    metadata) and `<name>.json` (the card)."""
+def save_prior(transformer, adapter: str, kind: str, folder: Path, name: str, card: dict | None) -> Path:
+    """Write `<name>.safetensors` (diffusers CogVideoX or Wan LoRA layout, plus the block parity of `kind` in its
+    metadata) and `<name>.json` (the card; None: none, as for a low-noise expert's file)."""
     config = transformer.peft_config[adapter]
     return write_prior_file(folder, name, adapter_state_dict(transformer, adapter), config.to_dict(),
                             block_parity(kind), card)
 
 
 def write_prior_file(folder: Path, name: str, state: dict[str, torch.Tensor], config: dict, parity: str,
-                     card: dict) -> Path:
+                     card: dict | None) -> Path:
     """Write `<name>.safetensors` and its card `<name>.json` into `folder`: `state` (keys
     `transformer_blocks.{i}.{module}.lora_A/B.weight`, or Wan's `blocks.{i}...`) in the diffusers LoRA layout
     of its family through `CogVideoXPipeline.save_lora_weights` or `WanPipeline.save_lora_weights`, with the PEFT `config` dict as its adapter metadata and `parity`
-    ("even", "odd" or "any" for an imported LoRA) as `dreamrunner_block_parity`. Returns the weights' path."""
+    ("even", "odd" or "any" for an imported LoRA) as `dreamrunner_block_parity`. No card when `card` is None (the
+    low-noise file of a two-expert prior: its high-noise file's card describes both). Returns the weights' path."""
     from diffusers import CogVideoXPipeline, WanPipeline
     from safetensors import safe_open
     from safetensors.torch import save_file
@@ -157,8 +161,15 @@ def write_prior_file(folder: Path, name: str, state: dict[str, torch.Tensor], co
     save_file(tensors, str(temporary), metadata=metadata)
     _sort_safetensors_metadata(temporary)
     temporary.replace(weights)
-    (folder / f"{name}.json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    if card is not None:
+        write_card(weights, card)
     return weights
+
+
+def write_card(weights: Path, card: dict) -> None:
+    """Write a prior's JSON card beside its safetensors file (`<name>.json`)."""
+    text = json.dumps(card, indent=2, sort_keys=True) + "\n"
+    Path(weights).with_suffix(".json").write_text(text, encoding="utf-8")
 
 
 def _sort_safetensors_metadata(path: Path) -> None:

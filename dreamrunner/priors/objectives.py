@@ -30,6 +30,18 @@ def flow_sigmas(scheduler, timesteps: torch.Tensor) -> torch.Tensor:
     return (shift * sigma / (1 + (shift - 1) * sigma)).float()
 
 
+def expert_draws(scheduler, boundary_ratio: float) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Wan 2.2 A14B: the training draws t in [0, num_train_timesteps) whose model timestep (`flow_sigmas` *
+    num_train_timesteps, what the transformer is called with) is on each expert's side of the boundary, as
+    WanPipeline switches: timestep >= boundary_ratio * num_train_timesteps runs the high-noise `transformer`, below
+    it the low-noise `transformer_2`. The model timestep grows with the draw, so each side is one range of draws.
+    Returns ((first, end) of the high-noise draws, (first, end) of the low-noise draws), ints, end exclusive."""
+    total = scheduler.config.num_train_timesteps
+    model_timesteps = flow_sigmas(scheduler, torch.arange(total)) * total  # the trainers' own arithmetic
+    split = int((model_timesteps < boundary_ratio * total).sum())
+    return (split, total), (0, split)
+
+
 def flow_targets(scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor):
     """Noisy latents and the flow-matching target of Wan: x_s = (1 - s) x + s n and n - x, s = `flow_sigmas`.
     The transformer is called with timestep s * num_train_timesteps."""

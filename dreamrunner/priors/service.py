@@ -6,6 +6,10 @@ A prior is identified by a key over (model, inputs, settings): the model fingerp
 target, each source file's SHA-256 with its caption, the frame geometry and the settings that change what
 is learned. An identical request finds the finished prior and does not train again; an interrupted one
 resumes from its last checkpoint in `<priors>/.work/<key>/`.
+
+On Wan 2.2 A14B a prior is one LoRA per expert, trained one after the other, each on its own expert with timesteps
+drawn from that expert's side of the boundary (`prior_experts`); the high-noise LoRA is the prior's file, the
+low-noise one `<name>-low-noise.safetensors` beside it, and the card names it (`low_noise_file`, `experts`).
 """
 
 from __future__ import annotations
@@ -16,9 +20,11 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from ..attention.lora import LOW_NOISE_CARD_KEY, low_noise_file
 from ..backends import ModelComponents, default_device, prior_training_refusal, vae_spatial
 from ..errors import DreamRunnerError
 from ..files import file_sha256
@@ -29,7 +35,8 @@ from ..story import Prior, PriorSettings, slug
 from . import lora
 from .data import TrainingClip, subject_caption
 from .encoding import EncodingCache
-from .training import Example, MotionTrainer, SubjectTrainer
+from .objectives import expert_draws
+from .training import Example, JobShare, MotionTrainer, SubjectTrainer, TrainResult
 
 CARD_FORMAT = "dreamrunner-prior/1"
 PRIORS_DIR = "priors"
@@ -63,6 +70,44 @@ class PriorRequest:
         return frames, height, width, video["fps"]
 
 
+@dataclass(frozen=True)
+class Expert:
+    """One transformer a prior trains a LoRA on: the model's only one, or one expert of Wan 2.2 A14B."""
+
+    transformer: Any
+    name: str = ""  # "high-noise" or "low-noise" on A14B; "" for a one-transformer model
+    draws: tuple[int, int] | None = None  # its training timestep draws (`objectives.expert_draws`); None: all
+    file_suffix: str = ""  # after the prior's name in its file's name (`lora.LOW_NOISE_SUFFIX`)
+
+
+def prior_experts(components: ModelComponents) -> list[Expert]:
+    """What a prior trains on the components: one LoRA on the transformer, or on Wan 2.2 A14B one per expert, each
+    on its own timesteps, as WanPipeline switches at its boundary_ratio: the high-noise `transformer` (the prior's
+    file) on timesteps >= boundary_ratio * num_train_timesteps, the low-noise `transformer_2` below them. The
+    experts are separate weights, each specialised on its noise range, so each gets its own LoRA."""
+    if components.transformer_2 is None:
+        return [Expert(components.transformer)]
+    high, low = expert_draws(components.scheduler, components.pipeline_options["boundary_ratio"])
+    return [Expert(components.transformer, "high-noise", high),
+            Expert(components.transformer_2, "low-noise", low, lora.LOW_NOISE_SUFFIX)]
+
+
+def _experts_card(components: ModelComponents, experts: list[Expert], files: list[Path],
+                  results: list[TrainResult]) -> dict:
+    """The card entries of a two-expert prior: its low-noise file, the boundary, and each expert's LoRA (file,
+    model timesteps [first, end), losses)."""
+    boundary = components.pipeline_options["boundary_ratio"]
+    total = components.scheduler.config.num_train_timesteps
+    ranges = {"high-noise": [boundary * total, total], "low-noise": [0, boundary * total]}
+    return {
+        LOW_NOISE_CARD_KEY: files[1].name, "boundary_ratio": boundary,
+        "experts": [{"expert": expert.name, "transformer": name, "file": file.name, "timesteps": ranges[expert.name],
+                     "resumed_from": result.resumed_from, "loss_first": result.losses[0],
+                     "loss_last": result.losses[-1]}
+                    for expert, name, file, result in zip(experts, ("transformer", "transformer_2"), files, results)],
+    }
+
+
 @dataclass
 class PriorOutcome:
     path: Path
@@ -90,9 +135,10 @@ def _device_and_dtype(device: str | torch.device | None) -> tuple[torch.device, 
 def train_prior(components: ModelComponents, request: PriorRequest, folder: Path,
                 progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
                 device: str | torch.device | None = None) -> PriorOutcome:
-    """Tune one prior into `folder` (or find it there already) and return its file and card."""
-    # CogVideoX 1.5: the training loops feed whole latent clips, unpadded, and its transformer needs them in
-    # pairs. Wan 2.2 A14B: the loops train one transformer, not two experts over their timestep ranges.
+    """Tune one prior into `folder` (or find it there already) and return its file and card. On Wan 2.2 A14B the
+    file is the high-noise expert's LoRA and the card names the low-noise one's (`prior_experts`); progress counts
+    both experts' steps as one job."""
+    # CogVideoX 1.5: the training loops feed whole latent clips, unpadded, and its transformer needs them in pairs.
     if (refusal := prior_training_refusal(components.name)) is not None:
         raise PriorError(refusal)
     if request.kind == "motion" and request.settings.batch_size != 1:
@@ -109,8 +155,10 @@ def train_prior(components: ModelComponents, request: PriorRequest, folder: Path
                          f"not a multiple of {components.name}'s {token}-pixel tokens; set motion_resolution to one")
     key = prior_key(cache.fingerprint, request, geometry)
     name = f"{request.kind}-{slug(request.target)}-{key[:12]}"
-    weights = folder / f"{name}.safetensors"
-    if weights.is_file() and (folder / f"{name}.json").is_file():
+    experts = prior_experts(components)
+    files = [folder / f"{name}{expert.file_suffix}.safetensors" for expert in experts]
+    weights = files[0]
+    if all(file.is_file() for file in files) and (folder / f"{name}.json").is_file():
         card = lora.read_card(weights)
         if card.get("key") == key:
             if progress is not None:
@@ -133,34 +181,45 @@ def train_prior(components: ModelComponents, request: PriorRequest, folder: Path
         rotary = cache.pipeline._prepare_rotary_positional_embeddings(geometry[1], geometry[2], latent_frames, device)
     trainer_class = SubjectTrainer if request.kind == "subject" else MotionTrainer
     workdir = folder / ".work" / key
-    trainer = trainer_class(components.transformer, components.scheduler, examples, request.settings, workdir,
-                            device=device, dtype=dtype, rotary=rotary)
-    try:
-        started = time.monotonic()
-        result = trainer.train(progress=progress, cancel=cancel)
-        labels = request.labels or tuple(clip.path.name for clip in request.clips)
-        card = {
-            "format": CARD_FORMAT, "key": key, "kind": request.kind, "target": request.target,
-            "learned": ("the appearance of the character bound to its token" if request.kind == "subject"
-                        else "the motion shared by the clips (temporal LoRA; per-clip appearance LoRAs dropped)"),
-            "sources": [{"path": label, "sha256": file_sha256(clip.path), "caption": clip.caption}
-                        for label, clip in zip(labels, request.clips)],
-            "settings": request.settings.model_dump(mode="json"),
-            "frames": geometry[0], "height": geometry[1], "width": geometry[2], "fps": geometry[3],
-            "method_version": METHOD_VERSION,
-            "blocks": lora.prior_blocks(request.kind, components.transformer.config.num_layers),
-            "block_parity": lora.block_parity(request.kind),
-            "modules": list(lora.target_modules(components.family)), "rank": request.settings.rank, "alpha": request.settings.rank,
-            "model": components.name, "model_fingerprint": cache.fingerprint, "is_noise": components.is_noise,
-            "steps": result.steps, "resumed_from": result.resumed_from,
-            "loss_first": result.losses[0], "loss_last": result.losses[-1],
-            "train_seconds": round(time.monotonic() - started, 2),
-        }
-        path = lora.save_prior(components.transformer, trainer.kept_adapter, request.kind, folder, name, card)
-    finally:
-        trainer.close()
+    steps = request.settings.steps_for(request.kind)  # each expert's: each LoRA learns its own range from zero
+    started = time.monotonic()
+    results = []
+    for index, (expert, file) in enumerate(zip(experts, files)):
+        # One expert on the device at a time: the trainer moves its transformer there and back when it closes.
+        trainer = trainer_class(expert.transformer, components.scheduler, examples, request.settings,
+                                workdir / expert.name, device=device, dtype=dtype, rotary=rotary, draws=expert.draws)
+        try:
+            share = JobShare(index * steps, len(experts) * steps, f"{expert.name} expert" if expert.name else "")
+            results.append(trainer.train(progress=progress, cancel=cancel, share=share))
+            lora.save_prior(expert.transformer, trainer.kept_adapter, request.kind, folder, file.stem, None)
+            if index + 1 < len(experts):  # its last checkpoint at its end: a resumed job does not train it again
+                trainer.save_checkpoint(results[-1].steps, results[-1].losses)
+        finally:
+            trainer.close()
+    result = results[0]  # the prior's file (the high-noise expert's on A14B)
+    labels = request.labels or tuple(clip.path.name for clip in request.clips)
+    card = {
+        "format": CARD_FORMAT, "key": key, "kind": request.kind, "target": request.target,
+        "learned": ("the appearance of the character bound to its token" if request.kind == "subject"
+                    else "the motion shared by the clips (temporal LoRA; per-clip appearance LoRAs dropped)"),
+        "sources": [{"path": label, "sha256": file_sha256(clip.path), "caption": clip.caption}
+                    for label, clip in zip(labels, request.clips)],
+        "settings": request.settings.model_dump(mode="json"),
+        "frames": geometry[0], "height": geometry[1], "width": geometry[2], "fps": geometry[3],
+        "method_version": METHOD_VERSION,
+        "blocks": lora.prior_blocks(request.kind, components.transformer.config.num_layers),
+        "block_parity": lora.block_parity(request.kind),
+        "modules": list(lora.target_modules(components.family)), "rank": request.settings.rank, "alpha": request.settings.rank,
+        "model": components.name, "model_fingerprint": cache.fingerprint, "is_noise": components.is_noise,
+        "steps": result.steps, "resumed_from": result.resumed_from,
+        "loss_first": result.losses[0], "loss_last": result.losses[-1],
+        "train_seconds": round(time.monotonic() - started, 2),
+    }
+    if len(experts) > 1:
+        card |= _experts_card(components, experts, files, results)
+    lora.write_card(weights, card)
     shutil.rmtree(workdir, ignore_errors=True)
-    return PriorOutcome(path, card, cached=False)
+    return PriorOutcome(weights, card, cached=False)
 
 
 def _prior(project: Project, kind: str, target: str, outcome: PriorOutcome) -> Prior:
@@ -203,15 +262,20 @@ def motion_request(project: Project, motion: str, max_steps: int | None = None) 
 
 
 def current_prior(project: Project, request: PriorRequest, model_name: str) -> Prior | None:
-    """The registered prior for `request` when it is up to date, without loading a model: its file is there
-    and its card names the same model, the same source files (by SHA-256) and captions, and the same
-    settings. None when it must be trained (or found by `train_prior`'s content-keyed cache).
+    """The registered prior for `request` when it is up to date, without loading a model: its file (and a
+    two-expert prior's low-noise file) is there and its card names the same model, the same source files (by
+    SHA-256) and captions, and the same settings. None when it must be trained (or found by `train_prior`'s
+    content-keyed cache).
 
     The card's model name stands for the weights here; a checkpoint changed under the same name is caught
     by `train_prior`'s key (which fingerprints the weights) only when training is asked for."""
     prior_id = f"{request.kind}-{slug(request.target)}"
     prior = next((p for p in project.story.priors if p.id == prior_id), None)
-    if prior is None or not project.resolve(prior.path).is_file():
+    if prior is None:
+        return None
+    path = project.resolve(prior.path)
+    low_noise = low_noise_file(path, prior.card)  # a two-expert prior is current with both its files only
+    if not path.is_file() or (low_noise is not None and not low_noise.is_file()):
         return None
     card = prior.card
     sources = [(s.get("path"), s.get("sha256"), s.get("caption")) for s in card.get("sources", [])]

@@ -1,7 +1,8 @@
 """The two test-time tuning loops on a frozen CogVideoX or Wan transformer, with checkpoints to resume from.
 
 Wan trains on its own flow-matching objective (`objectives.flow_targets`) with the same losses, block
-placement and dual-path schedule.
+placement and dual-path schedule. A trainer tunes one transformer; on Wan 2.2 A14B `priors.service` runs one per
+expert, each drawing its timesteps from its own side of the boundary (`draws`, `objectives.expert_draws`).
 
 `SubjectTrainer`: one LoRA on the subject blocks (0-based odd), learned from static clips of reference images,
 loss on the first latent frame. `MotionTrainer`: MotionDirector's dual path as the authors' released code runs
@@ -50,6 +51,16 @@ class Example:
     text: torch.Tensor  # [tokens, dim]
 
 
+@dataclass(frozen=True)
+class JobShare:
+    """Where a trainer's steps sit in a longer job (a Wan 2.2 A14B prior trains one LoRA per expert, one after the
+    other): its progress and ETA count over the job."""
+
+    before: int  # steps of the job that earlier trainers run
+    total: int  # steps of the whole job
+    message: str  # what this trainer's part is, e.g. "high-noise expert"
+
+
 @dataclass
 class TrainResult:
     steps: int
@@ -65,7 +76,9 @@ class PriorTrainer:
 
     def __init__(self, transformer, scheduler, examples: list[Example], settings: PriorSettings, workdir: Path,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, rotary=None,
-                 prefer_cudnn_attention: bool = True) -> None:
+                 prefer_cudnn_attention: bool = True, draws: tuple[int, int] | None = None) -> None:
+        """`draws`: the training timesteps t are drawn from [first, end) of [0, num_train_timesteps) (one Wan
+        2.2 A14B expert's range, `objectives.expert_draws`); None: all of them."""
         if not examples:
             raise ValueError("a prior needs at least one training example")
         self.transformer = transformer
@@ -78,6 +91,7 @@ class PriorTrainer:
         self.rotary = rotary
         self.prefer_cudnn_attention = prefer_cudnn_attention
         self.generator = torch.Generator().manual_seed(settings.seed)
+        self.draws = draws or (0, scheduler.config.num_train_timesteps)
         from ..backends import model_family
 
         # Wan: flow-matching targets, latents [B, C, F, h, w] at the transformer (the trainer keeps [B, F, C, h, w]).
@@ -138,7 +152,7 @@ class PriorTrainer:
         text = torch.stack([self.examples[i].text for i in indices])
         latents = mean + std * torch.randn(mean.shape, generator=self.generator)
         noise = torch.randn(latents.shape, generator=self.generator)
-        timesteps = torch.randint(self.scheduler.config.num_train_timesteps, (len(indices),), generator=self.generator)
+        timesteps = torch.randint(*self.draws, (len(indices),), generator=self.generator)
         if self.wan:
             noisy, target = flow_targets(self.scheduler, latents, noise, timesteps)
             timesteps = flow_sigmas(self.scheduler, timesteps) * self.scheduler.config.num_train_timesteps
@@ -215,13 +229,16 @@ class PriorTrainer:
         self._set_rng_state(state["global_rng"])
         return int(state["step"]), list(state["losses"])
 
-    def train(self, progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> TrainResult:
+    def train(self, progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
+              share: JobShare | None = None) -> TrainResult:
+        """Run (or resume) the steps; `share`: this trainer's part of a longer job, which progress reports."""
         total = self.total_steps
+        share = share or JobShare(0, total, "")
         # The run owns the global generator (dropout) and gives the caller's state back afterwards.
         with torch.random.fork_rng(devices=self._rng_devices()):
             self._seed_rng()
             start, losses = self.load_checkpoint()
-            clock = EtaClock(total, start_step=start)
+            clock = EtaClock(share.total, start_step=share.before + start)
             self.transformer.train()
             try:
                 for step in range(start + 1, total + 1):
@@ -232,8 +249,9 @@ class PriorTrainer:
                     if step % self.settings.checkpoint_every == 0 and step < total:
                         self.save_checkpoint(step, losses)
                     if progress is not None:
-                        progress(Progress(stage=self.stage, step=step, total=total, loss=losses[-1],
-                                          eta_seconds=clock.eta(step)))
+                        progress(Progress(stage=self.stage, step=share.before + step, total=share.total,
+                                          message=share.message, loss=losses[-1],
+                                          eta_seconds=clock.eta(share.before + step)))
             finally:
                 self.transformer.eval()
         return TrainResult(steps=total, losses=losses, resumed_from=start)

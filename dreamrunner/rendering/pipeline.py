@@ -49,6 +49,9 @@ class LoraBinding:
     kind: Literal["subject", "motion"]
     scale: float
     prompts: tuple[int, ...]  # indices into the region plan's prompts (the gate of a region-gated LoRA)
+    # A two-expert (Wan 2.2 A14B) prior's low-noise file, for `transformer_2`; `path` is then its high-noise file,
+    # for `transformer`. None: `path` on every transformer.
+    low_noise_path: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -102,15 +105,23 @@ def _ungated_loras(pipeline: CogVideoXPipeline, loras: tuple[LoraBinding, ...]) 
         yield
         return
     from ..attention import LoRAWeights
+    from ..attention.lora import one_transformer_refusal
 
+    experts = getattr(pipeline, "transformer_2", None) is not None  # Wan 2.2 A14B
     for lora in loras:
+        if lora.low_noise_path is not None and not experts:
+            raise one_transformer_refusal(lora.name)
         # The same checks as the SR3AI path: safetensors only (a pickle can run code), kind, block placement.
         LoRAWeights.load(lora.path, lora.kind)
         # use_safetensors=True: diffusers must not fall back to unpickling either.
         pipeline.load_lora_weights(str(lora.path), adapter_name=lora.name, use_safetensors=True)
-        if getattr(pipeline, "transformer_2", None) is not None:
-            # Wan 2.2 A14B: the same prior on the low-noise expert too, as the SR3AI path gates it on both.
-            pipeline.load_lora_weights(str(lora.path), adapter_name=lora.name, use_safetensors=True,
+        if experts:
+            # The low-noise expert: a two-expert prior's own low-noise file, else the same file (as the SR3AI
+            # path gates a one-file prior on both).
+            low_noise = lora.low_noise_path or lora.path
+            if lora.low_noise_path is not None:
+                LoRAWeights.load(low_noise, lora.kind)
+            pipeline.load_lora_weights(str(low_noise), adapter_name=lora.name, use_safetensors=True,
                                        load_into_transformer_2=True)
     pipeline.set_adapters([lora.name for lora in loras], [lora.scale for lora in loras])
     try:
@@ -139,7 +150,9 @@ class SR3AIRegionControl:
         plan = scene.region_plan
         device = pipeline._execution_device
         dtype = pipeline.transformer.dtype
-        loras = [GatedLoRA(LoRAWeights.load(lora.path, lora.kind), prompts=lora.prompts, scale=lora.scale)
+        loras = [GatedLoRA(LoRAWeights.load(lora.path, lora.kind), prompts=lora.prompts, scale=lora.scale,
+                           low_noise=None if lora.low_noise_path is None else LoRAWeights.load(lora.low_noise_path,
+                                                                                               lora.kind))
                  for lora in scene.loras]
         encode = lambda prompts: pipeline.encode_region_prompts(prompts, device, dtype)  # noqa: E731
         prompt_embeds = encode(plan.prompts)

@@ -37,6 +37,7 @@ from ..video_presets import check_video
 # Receives a scene id and the renders (variants) finished for it; stores them in the live story.
 RenderCommit = Callable[[str, list[RenderResult]], None]
 from ..attention import bound_prompts
+from ..attention.lora import low_noise_file
 from .pipeline import DreamRunnerPipeline, LoraBinding, RegionControl, SceneInput, default_region_control, pipeline_class
 from ..video_io import write_video
 
@@ -103,8 +104,10 @@ def scene_input(project: Project | None, scene: Scene, video: VideoSettings,
     loras = []
     for binding in bound_in_order(scene):
         prior = priors[binding.prior_id]
-        loras.append(LoraBinding(name=prior.id, path=project.resolve(prior.path), kind=prior.kind,
-                                 scale=binding.scale, prompts=bound_prompts(plan, prior.kind, prior.target)))
+        path = project.resolve(prior.path)
+        loras.append(LoraBinding(name=prior.id, path=path, kind=prior.kind, scale=binding.scale,
+                                 prompts=bound_prompts(plan, prior.kind, prior.target),
+                                 low_noise_path=low_noise_file(path, prior.card)))
     return SceneInput(prompt=scene_prompt(scene, plan.prompts), region_plan=plan, loras=tuple(loras))
 
 
@@ -118,8 +121,15 @@ def scene_cache_key(project: Project, scene: Scene, backend: str, region_control
         path = project.resolve(prior.path)
         if not path.is_file():
             raise RenderError(f"scene {scene.id!r}: the LoRA file of prior {prior.id!r} ({prior.path}) is missing")
-        bound.append({"id": prior.id, "kind": prior.kind, "target": prior.target, "scale": binding.scale,
-                      "sha256": file_sha256(path)})
+        entry = {"id": prior.id, "kind": prior.kind, "target": prior.target, "scale": binding.scale,
+                 "sha256": file_sha256(path)}
+        low_noise = low_noise_file(path, prior.card)
+        if low_noise is not None:  # a two-expert prior: its low-noise file renders too (named only then: old keys hold)
+            if not low_noise.is_file():
+                raise RenderError(f"scene {scene.id!r}: the low-noise LoRA file of prior {prior.id!r} "
+                                  f"({low_noise.name}, beside {prior.path}) is missing")
+            entry["low_noise_sha256"] = file_sha256(low_noise)
+        bound.append(entry)
     plan = scene_plan(scene)
     render = _settings(story, scene)
     sampling = {"scheduler": render.scheduler, "steps": render.steps, "guidance_scale": render.guidance_scale,
