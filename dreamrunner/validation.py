@@ -260,8 +260,8 @@ def rescale_boxes(scene: dict, label: str, frame_size: tuple[int, int], repairs:
         name, sx, sy = box_scale([box for _, _, box in boxes], frame_size)
     except ValueError as error:
         raise StoryValidationError([Problem(label, str(error))], subject=label) from None
-    problems = []
-    for where, _, (x0, y0, x1, y1) in boxes:
+    problems, thin = [], []
+    for where, entity, (x0, y0, x1, y1) in boxes:
         width, height = abs(x1 - x0) / sx, abs(y1 - y0) / sy
         box = f"[{x0:g}, {y0:g}, {x1:g}, {y1:g}]"
         if name != "normalized" and (max(abs(x0), abs(y0), abs(x1), abs(y1)) <= NORMALIZED_LIMIT
@@ -270,18 +270,57 @@ def rescale_boxes(scene: dict, label: str, frame_size: tuple[int, int], repairs:
                                     f"this box {box} would be {width:.2g} x {height:.2g} of the frame in it; "
                                     "write every box normalized to [0, 1]"))
         elif width < min_extent or height < min_extent:
-            problems.append(Problem(f"{label}, {where}", f"box {box} is {width:.2g} wide and {height:.2g} tall "
-                                    f"(as a share of the frame); give every entity its real extent, at least "
-                                    f"{min_extent:g} of the frame each way"))
+            thin.append((where, entity, box))
     if problems:
         raise StoryValidationError(problems, subject=label)
-    if name == "normalized":
-        return
-    for _, entity, (x0, y0, x1, y1) in boxes:
-        entity["box"] = [x0 / sx, y0 / sy, x1 / sx, y1 / sy]
-    peak = max(abs(v) for _, _, box in boxes for v in box)
-    repairs.append(Repair(label, f"the boxes were in {name} (values up to {peak:g}); divided x by {sx:g} and "
-                                 f"y by {sy:g} to normalize them"))
+    if name != "normalized":
+        for _, entity, (x0, y0, x1, y1) in boxes:
+            entity["box"] = [x0 / sx, y0 / sy, x1 / sx, y1 / sy]
+        peak = max(abs(v) for _, _, box in boxes for v in box)
+        repairs.append(Repair(label, f"the boxes were in {name} (values up to {peak:g}); divided x by {sx:g} and "
+                                     f"y by {sy:g} to normalize them"))
+    problems = [Problem(f"{label}, {where}", f"box {box} is {_extent(entity['box'])} (as a share of the frame); "
+                        f"give every entity its real extent, at least {min_extent:g} of the frame each way")
+                for where, entity, box in thin if not _widen_from_neighbour(scene, entity, min_extent, label, where,
+                                                                           repairs)]
+    if problems:
+        raise StoryValidationError(problems, subject=label)
+
+
+def _extent(box: list[float]) -> str:
+    return f"{abs(box[2] - box[0]):.2g} wide and {abs(box[3] - box[1]):.2g} tall"
+
+
+def _widen_from_neighbour(scene: dict, entity: dict, min_extent: float, label: str, where: str,
+                          repairs: list[Repair]) -> bool:
+    """A normalized box too thin in a direction (a small model's [0.5, 0.2, 0.5, 0.8]: a line where the entity
+    stands) takes that direction's extent from the same entity (by name) in the nearest keyframe whose box has
+    it, centred where the thin box is, kept inside the frame; reported. False when no keyframe gives one (the
+    LLM is then asked again)."""
+    keyframes = [k for k in scene["keyframes"] if isinstance(k, dict) and isinstance(k.get("entities"), list)]
+    position = next(i for i, k in enumerate(keyframes) if any(e is entity for e in k["entities"]))
+    x0, y0, x1, y1 = entity["box"]
+    box = [min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)]  # an inverted box is put right later, reported
+    sources = []
+    for axis in (0, 1):  # x, then y
+        if box[axis + 2] - box[axis] >= min_extent:
+            continue
+        source = next(((other, b) for other in sorted(range(len(keyframes)),
+                                                     key=lambda o: (abs(o - position), o)) if other != position
+                       for e in keyframes[other]["entities"] if isinstance(e, dict) and e is not entity
+                       and e.get("name") == entity.get("name") and (b := _as_box(e.get("box"))) is not None
+                       and abs(b[axis + 2] - b[axis]) >= min_extent), None)
+        if source is None:
+            return False
+        size = min(abs(source[1][axis + 2] - source[1][axis]), 1.0)
+        centre = (box[axis] + box[axis + 2]) / 2
+        start = min(max(centre - size / 2, 0.0), 1.0 - size)
+        box[axis], box[axis + 2] = start, start + size
+        sources.append(f"its {'width' if axis == 0 else 'height'} from keyframe {source[0] + 1}")
+    repairs.append(Repair(f"{label}, {where}", f"box {[round(v, 4) for v in entity['box']]} was "
+                                               f"{_extent(entity['box'])}; took {' and '.join(sources)}"))
+    entity["box"] = box
+    return True
 
 
 def repair_scene_data(scene: Any, label: str = "scene", frame_size: tuple[int, int] | None = None,

@@ -14,7 +14,7 @@ from .story_commands import SigintCancels, memory_options, model_arguments, posi
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    subject = subparsers.add_parser("train-subject", help="tune a character's subject prior (LoRA, even blocks)",
+    subject = subparsers.add_parser("train-subject", help="tune a character's subject prior (LoRA, 0-based odd blocks)",
                                     description=(
         "Tune a subject prior from the character's reference images (each repeated into a static clip captioned "
         "with the character's rare token) on the project's render backend (or --backend), register it in the "
@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _common(subject)
     subject.set_defaults(run=run_train_subject)
 
-    motion = subparsers.add_parser("train-motion", help="tune a motion prior from approved clips (LoRA, odd blocks)",
+    motion = subparsers.add_parser("train-motion", help="tune a motion prior from approved clips (LoRA, 0-based even blocks)",
                                    description=(
         "Tune a motion prior (MotionDirector-style: a temporal LoRA plus one appearance LoRA per clip, only the "
         "temporal one kept) from the clips approved for this motion in the project's scenes, register it and bind "
