@@ -243,15 +243,21 @@ _CLUSTERS: dict[str | None, RayCluster] = {}
 CONNECT_TIMEOUT_S = 10.0
 
 
-def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
-    """Raise DistributedError unless `address` ("HOST:PORT" or "ray://HOST:PORT") names a port that accepts a TCP
-    connection within `timeout` seconds: a wrong or unreachable address is said at once, by name."""
+def parse_address(address: str) -> tuple[str, int]:
+    """(host, port) of a Ray cluster address, "HOST:PORT" or "ray://HOST:PORT" ([IPv6] hosts too); raises
+    DistributedError naming both forms for anything else."""
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise DistributedError(f"{address!r} is not a Ray cluster address: give HOST:PORT (the head's GCS port, "
                                "6379 by default) or ray://HOST:10001 (Ray Client)")
+    return host.strip("[]"), int(port)
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Raise DistributedError unless `address` ("HOST:PORT" or "ray://HOST:PORT") names a port that accepts a TCP
+    connection within `timeout` seconds: a wrong or unreachable address is said at once, by name."""
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+        socket.create_connection(parse_address(address), timeout=timeout).close()
     except OSError as error:
         raise DistributedError(f"cannot reach the Ray cluster at {address}: {error.strerror or error} (waited up to "
                                f"{timeout:.0f} s; is `ray start --head` running there, and the port open?)") from None

@@ -45,11 +45,13 @@ def test_usage_errors_exit_2_and_failures_exit_1_without_traceback(tmp_path, cap
 
 def test_json_quiet_and_bars_report_the_same_run(tmp_path):
     """retrieve in the three output modes: results the same, progress as bars, JSON lines, or nothing;
-    the caption encoder's own "Loading weights" bar from transformers never shows."""
+    the caption encoder's own "Loading weights" bar from transformers and torchao's import warnings never show."""
     args = ["retrieve", "--motion", "a person jumping", "--text-only", "--top", "2"]
     bars = dreamrunner(*args)
     assert bars.returncode == 0, bars.stderr
     assert "text: 100%" in bars.stderr and "Loading weights" not in bars.stderr
+    # torchao (imported by transformers when the [quant] extra is installed) names its kernels that do not load here
+    assert "Failed to load" not in bars.stderr and "register_constant" not in bars.stderr
     lines = bars.stdout.strip().splitlines()
     assert len(lines) == 2 and lines[0].startswith("synthetic-jump-")
 

@@ -187,13 +187,13 @@ def test_the_render_command_needs_a_launcher_and_a_wan_backend(tmp_path, capsys,
         monkeypatch.delenv(name, raising=False)
     Project.create(tmp_path / "story", three_scene_story())
     folder = str(tmp_path / "story")
-    assert main(["render", folder, "--scene", "1", "--backend", "tiny-wan", "--context-parallel", "2"]) != 0
+    assert main(["render", folder, "--scene", "1", "--backend", "tiny-wan", "--context-parallel", "2"]) == 2  # usage errors
     assert "torchrun --nproc-per-node 2 -m dreamrunner render" in capsys.readouterr().err
-    assert main(["render", folder, "--scene", "1", "--backend", "tiny", "--context-parallel", "2"]) != 0
+    assert main(["render", folder, "--scene", "1", "--backend", "tiny", "--context-parallel", "2"]) == 2
     assert "Wan backends only" in capsys.readouterr().err
-    assert main(["render", folder, "--scene", "1", "--backend", "tiny-wan2.2", "--context-parallel", "2"]) != 0
+    assert main(["render", folder, "--scene", "1", "--backend", "tiny-wan2.2", "--context-parallel", "2"]) == 2
     assert "tested on Wan 2.1 only; tiny-wan2.2" in capsys.readouterr().err
-    assert main(["render", folder, "--context-parallel", "2", "--ray"]) != 0
+    assert main(["render", folder, "--context-parallel", "2", "--ray"]) == 2
     assert "--context-parallel" in capsys.readouterr().err
 
 

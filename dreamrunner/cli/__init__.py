@@ -9,6 +9,7 @@ or after the command name; output goes through one `Reporter` (cli/output.py).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
@@ -104,6 +105,11 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # transformers imports torchao (the [quant] extra) when it is installed, and torchao then says on every command
+    # which of its optional kernels do not load on this machine, and torch that torchao registers an Enum the old
+    # way: neither is the user's concern. Errors still show.
+    for name in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def _os_message(error: OSError) -> str:

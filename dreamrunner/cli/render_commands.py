@@ -181,13 +181,16 @@ def run_render(args: argparse.Namespace) -> int:
 def join_context_parallel(args: argparse.Namespace, project: Project) -> bool:
     """--context-parallel N: check the backend (Wan) and the launch, join torchrun's process group, run on this
     rank's own GPU (args.device); True on rank 0, the one process that writes files and reports."""
-    from ..backends.parallel import check_backend, init_from_launcher, is_main_process
+    from ..backends.parallel import ContextParallelError, check_backend, init_from_launcher, is_main_process
 
     if args.ray is not None:
         raise UsageError("--context-parallel splits each scene over this machine's GPUs (one torchrun process per "
                          "GPU); --ray runs whole scenes as tasks, one GPU each: use one or the other")
-    check_backend(args.backend or project.story.settings.render.backend)
-    args.device = init_from_launcher(args.context_parallel, args.device)
+    try:  # another model family, no torchrun launch: the command line asks for what cannot run
+        check_backend(args.backend or project.story.settings.render.backend)
+        args.device = init_from_launcher(args.context_parallel, args.device)
+    except ContextParallelError as error:
+        raise UsageError(str(error)) from None
     return is_main_process()
 
 

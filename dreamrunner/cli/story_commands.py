@@ -118,10 +118,15 @@ def ray_cluster(args: argparse.Namespace):
     """The Ray cluster --ray names (None without --ray); a usage error with --device, which Ray sets per task."""
     if args.ray is None:
         return None
-    from ..distributed import RayCluster, require_ray
+    from ..distributed import DistributedError, RayCluster, parse_address, require_ray
 
     if args.device is not None:
         raise UsageError(f"--device {args.device} does not go with --ray: Ray gives each task its own GPU")
+    if args.ray:
+        try:
+            parse_address(args.ray)
+        except DistributedError as error:
+            raise UsageError(str(error)) from None
     require_ray()
     return RayCluster.at(args.ray or None)
 
