@@ -314,7 +314,12 @@ def test_a_registered_pair_is_current_only_with_both_files(tmp_path, capsys):
         project.story.characters[0].reference_images = ["media/mia.png"]
         project.story.settings.prior = PriorSettings(max_steps=1, **FAST)
     assert main(["train-subject", str(project.folder), "--character", "mia", "--backend", "tiny-wan2.2"]) == 0
-    assert "-low-noise.safetensors (low-noise expert)" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "-low-noise.safetensors (low-noise expert)" in captured.out
+    # The story renders with another model: said, with the command that switches it.
+    story_backend = project.story.settings.render.backend
+    assert (f"training on tiny-wan2.2, but the story renders with {story_backend}" in captured.err
+            and "render.backend=tiny-wan2.2" in captured.err)
     project = Project.load(project.folder)
     (prior,) = project.story.priors
     request = subject_request(project, "mia")

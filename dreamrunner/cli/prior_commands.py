@@ -79,7 +79,12 @@ def _run(args: argparse.Namespace, kind: str, target: str) -> int:
     if kind == "subject":  # id, name or token, as the other commands take a character
         target = edits.find_character(project.story, target).id
     train = train_subject if kind == "subject" else train_motion
-    backend = args.backend or project.story.settings.render.backend
+    story_backend = project.story.settings.render.backend
+    backend = args.backend or story_backend
+    if backend != story_backend:  # a prior holds one model's weights: the story's renders could not load it
+        reporter.warn(f"training on {backend}, but the story renders with {story_backend}: a prior loads only on "
+                      f"the model it was trained on; to render with it, `dreamrunner set {args.project} "
+                      f"render.backend={backend}`")
     cluster = ray_cluster(args)
     with SigintCancels() as cancel:  # Ctrl-C: stop at the next step, keep a checkpoint; the same command resumes
         if cluster is None:
