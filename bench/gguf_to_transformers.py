@@ -6,6 +6,10 @@ The weights are dequantized (transformers' GGUF reader, which needs the `gguf` p
 tokenizer and chat template come from the file's metadata. `transformers serve repo:file.gguf` itself fails on a
 local GGUF in transformers 5.23 (its config has no `architectures`), and transformers will not save a model it
 loaded from GGUF (the quantizer marks it unserializable): a plain model of the same config takes the tensors.
+A GGUF file carries no generation config, and transformers' default one decodes greedily: `transformers serve`
+then ignores a request's temperature (it only turns sampling off at 0), so every retry of the planner would get
+the same answer. The folder's generation config samples (`do_sample`), so the request's temperature applies, as
+on llama.cpp, Ollama and vLLM.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ def main() -> int:
     config.architectures = [type(loaded).__name__]
     model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     model.load_state_dict(loaded.state_dict())
+    model.generation_config.do_sample = True
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     print(f"{source} -> {out} ({config.architectures[0]}) in {time.monotonic() - started:.0f} s", flush=True)
