@@ -321,3 +321,55 @@ def test_a_registered_pair_is_current_only_with_both_files(tmp_path, capsys):
     assert current_prior(project, request, "tiny-wan2.2") is not None
     project.resolve(prior.path).with_name(prior.card["low_noise_file"]).unlink()
     assert current_prior(project, request, "tiny-wan2.2") is None
+
+
+@pytest.mark.parametrize("edit", ["../x", None])
+def test_a_pair_whose_card_no_longer_names_its_low_noise_file_is_trained_again(trained, tmp_path, edit):
+    """A finished pair is reused only while its card names its own low-noise file: a card edited to name
+    '../x' (or none) is not handed back (it would be registered and fail every render, or render the high-noise
+    LoRA on both experts); the prior is trained again and its card names the low-noise file again."""
+    import shutil
+
+    components, outcomes, _, _ = trained
+    outcome = outcomes["subject"]
+    folder = tmp_path / "priors"
+    shutil.copytree(outcome.path.parent, folder)
+    card_path = folder / outcome.path.with_suffix(".json").name
+    card = json.loads(card_path.read_text())
+    if edit is None:
+        del card["low_noise_file"]
+    else:
+        card["low_noise_file"] = edit
+    card_path.write_text(json.dumps(card))
+    request = PriorRequest("subject", "witch", (TrainingClip(outcome.path.parent.parent / "ref.png", "[v1] witch",
+                                                             static=True),), PriorSettings(max_steps=STEPS, **FAST))
+    again = train_prior(components, request, folder)
+    assert not again.cached
+    assert again.card["low_noise_file"] == outcome.card["low_noise_file"]
+    assert json.loads(card_path.read_text())["low_noise_file"] == outcome.card["low_noise_file"]
+
+
+def test_validate_checks_a_two_expert_priors_low_noise_file(tmp_path, capsys):
+    """`dreamrunner validate` names a two-expert prior's missing low-noise file (render would stop on it) and a
+    card whose low_noise_file is no file name, as it names a missing prior file."""
+    from safetensors.torch import save_file
+
+    from dreamrunner.cli import main
+    from dreamrunner.project import Project
+
+    write_wan_subject_lora(tmp_path / "high.safetensors")
+    save_file(tensors(tmp_path / "high.safetensors"), str(tmp_path / "low.safetensors"))
+    project = Project.create(tmp_path / "story", three_scene_story())
+    assert main(["import-lora", str(project.folder), str(tmp_path / "high.safetensors"), "--target", "mia",
+                 "--low-noise", str(tmp_path / "low.safetensors"), "--id", "pair"]) == 0
+    assert main(["validate", str(project.folder)]) == 0
+    capsys.readouterr()
+    project = Project.load(project.folder)
+    (prior,) = project.story.priors
+    project.resolve(prior.path).with_name(prior.card["low_noise_file"]).unlink()
+    assert main(["validate", str(project.folder)]) != 0
+    assert "media/priors/pair-low-noise.safetensors" in capsys.readouterr().err
+    with project.edit():
+        project.story.priors[0].card["low_noise_file"] = "../x"
+    assert main(["validate", str(project.folder)]) != 0
+    assert "'pair'" in (err := capsys.readouterr().err) and "'../x' is not a file name" in err
