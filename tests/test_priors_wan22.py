@@ -373,3 +373,38 @@ def test_validate_checks_a_two_expert_priors_low_noise_file(tmp_path, capsys):
         project.story.priors[0].card["low_noise_file"] = "../x"
     assert main(["validate", str(project.folder)]) != 0
     assert "'pair'" in (err := capsys.readouterr().err) and "'../x' is not a file name" in err
+
+
+def test_an_import_never_overwrites_another_priors_file(tmp_path):
+    """An imported prior's files (`<id>.safetensors`, and `<id>-low-noise.safetensors` for a pair) are refused where
+    they are another registered prior's: `--id pair-low-noise` would have replaced the low-noise LoRA of the pair
+    'pair', and a pair `--id solo` the file of the prior 'solo-low-noise'. The same id replaces its own files."""
+    from safetensors.torch import save_file
+
+    from dreamrunner import edits
+    from dreamrunner.priors.imports import LoRAImportError, import_lora
+    from dreamrunner.project import Project
+
+    write_wan_subject_lora(tmp_path / "high.safetensors")
+    save_file({key: -value for key, value in tensors(tmp_path / "high.safetensors").items()},
+              str(tmp_path / "low.safetensors"))
+    project = Project.create(tmp_path / "story", three_scene_story())
+
+    def register(prior):
+        with project.edit():
+            edits.register_prior(project.story, prior)
+
+    register(import_lora(project, tmp_path / "high.safetensors", "subject", "mia", "pair",
+                         low_noise=tmp_path / "low.safetensors"))
+    register(import_lora(project, tmp_path / "high.safetensors", "subject", "mia", "solo-low-noise"))
+    priors = project.media / "priors"
+    before = {path.name: path.read_bytes() for path in priors.glob("*.safetensors")}
+    with pytest.raises(LoRAImportError, match="pair-low-noise.safetensors is the low-noise file of prior 'pair'"):
+        import_lora(project, tmp_path / "low.safetensors", "subject", "mia", "pair-low-noise")
+    with pytest.raises(LoRAImportError, match="solo-low-noise.safetensors is the file of prior 'solo-low-noise'"):
+        import_lora(project, tmp_path / "high.safetensors", "subject", "mia", "solo",
+                    low_noise=tmp_path / "low.safetensors")
+    assert {path.name: path.read_bytes() for path in priors.glob("*.safetensors")} == before
+    register(import_lora(project, tmp_path / "low.safetensors", "subject", "mia", "pair",
+                         low_noise=tmp_path / "high.safetensors"))
+    assert (priors / "pair.safetensors").read_bytes() != before["pair.safetensors"]
