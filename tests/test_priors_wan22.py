@@ -408,3 +408,25 @@ def test_an_import_never_overwrites_another_priors_file(tmp_path):
     register(import_lora(project, tmp_path / "low.safetensors", "subject", "mia", "pair",
                          low_noise=tmp_path / "high.safetensors"))
     assert (priors / "pair.safetensors").read_bytes() != before["pair.safetensors"]
+
+
+def test_importing_a_pair_into_a_story_not_on_a14b_warns(tmp_path, capsys):
+    """`import-lora --low-noise` on a story whose backend has one transformer imports and binds the pair (the
+    backend may be switched later) but says that its scenes will not render until then; on A14B it says nothing."""
+    from safetensors.torch import save_file
+
+    from dreamrunner.cli import main
+    from dreamrunner.project import Project
+
+    write_wan_subject_lora(tmp_path / "high.safetensors")
+    save_file(tensors(tmp_path / "high.safetensors"), str(tmp_path / "low.safetensors"))
+    for backend, warned in (("tiny-wan", True), ("tiny-wan2.2", False)):
+        project = Project.create(tmp_path / backend, three_scene_story())
+        with project.edit():
+            project.story.settings.render.backend = backend
+        capsys.readouterr()
+        assert main(["import-lora", str(project.folder), str(tmp_path / "high.safetensors"), "--target", "mia",
+                     "--low-noise", str(tmp_path / "low.safetensors"), "--id", "pair"]) == 0
+        err = capsys.readouterr().err
+        assert ("warning: pair: a two-expert prior renders on Wan 2.2 A14B only" in err) is warned, err
+        assert ("this story renders with tiny-wan:" in err) is warned

@@ -124,6 +124,7 @@ def run_train_motion(args: argparse.Namespace) -> int:
 
 
 def run_import_lora(args: argparse.Namespace) -> int:
+    from ..backends.wan import EXPERTS
     from ..priors.imports import import_lora
 
     if not 0.0 <= args.scale <= 4.0:
@@ -145,4 +146,9 @@ def run_import_lora(args: argparse.Namespace) -> int:
                         prior=prior.id, low_noise_path=low_noise)
     reporter.result(f"{prior.id}: bound to {', '.join(bound)} at scale {args.scale}" if bound
                     else f"{prior.id}: bound to no scene", prior=prior.id, bound=bound, scale=args.scale)
+    backend = project.story.settings.render.backend
+    if args.low_noise is not None and EXPERTS.get(backend, 1) < 2:  # kept: the backend may be switched later
+        reporter.warn(f"{prior.id}: a two-expert prior renders on Wan 2.2 A14B only, and this story renders with "
+                      f"{backend}: the scenes it is bound to stop with an error until it is unbound or the backend "
+                      f"is wan2.2-a14b")
     return 0
