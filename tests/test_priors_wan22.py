@@ -430,3 +430,16 @@ def test_importing_a_pair_into_a_story_not_on_a14b_warns(tmp_path, capsys):
         err = capsys.readouterr().err
         assert ("warning: pair: a two-expert prior renders on Wan 2.2 A14B only" in err) is warned, err
         assert ("this story renders with tiny-wan:" in err) is warned
+
+
+def test_both_files_of_a_pair_are_as_readable_as_its_card(trained):
+    """safetensors writes its files 0600; a prior's files get the permissions a plain open() gives (the umask's),
+    as its card does, so a project shared with someone else renders with its priors there too."""
+    import os
+    import stat
+
+    _, outcomes, _, _ = trained
+    outcome = outcomes["motion"]
+    card_mode = stat.S_IMODE(os.stat(outcome.path.with_suffix(".json")).st_mode)
+    for path in (outcome.path, outcome.path.with_name(outcome.card["low_noise_file"])):
+        assert stat.S_IMODE(os.stat(path).st_mode) == card_mode, path
