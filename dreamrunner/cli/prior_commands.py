@@ -37,9 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _common(motion)
     motion.set_defaults(run=run_train_motion)
 
-    imported = subparsers.add_parser("import-lora", help="import an outside CogVideoX LoRA as a prior",
+    imported = subparsers.add_parser("import-lora", help="import an outside CogVideoX or Wan LoRA (an A14B pair: --low-noise) as a prior",
                                      description=(
-        "Convert an outside CogVideoX LoRA into a prior of the project (media/priors/), register it and bind it "
+        "Convert an outside CogVideoX or Wan LoRA into a prior of the project (media/priors/), register it and bind it "
         "to the scenes of its target (--no-bind: register only). Accepts diffusers save_lora_weights output and "
         "its CogVideoX LoRA training script's (a .safetensors file or its folder), a peft save_pretrained folder "
         "(adapter_model.safetensors + adapter_config.json) and kohya/ComfyUI key styles; safetensors only. "
