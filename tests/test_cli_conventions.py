@@ -103,3 +103,20 @@ def test_json_events_from_several_threads_stay_one_per_line():
     lines = out.getvalue().splitlines()
     assert len(lines) == 6 * 20 * 2
     assert all(json.loads(line)["event"] in ("progress", "warning") for line in lines)
+
+
+def test_a_bar_shows_the_message_beside_the_loss():
+    """A14B priors train one expert after the other in one job: the bar names the expert in training (the
+    progress message) beside the loss, as --json does, instead of the loss only."""
+    import io
+
+    from dreamrunner.cli.output import Reporter
+    from dreamrunner.jobs import Progress
+
+    err = io.StringIO()
+    reporter = Reporter("bars", out=io.StringIO(), err=err)
+    reporter.progress(Progress(stage="motion prior", step=5, total=8, message="low-noise expert", loss=1.5))
+    reporter.progress(Progress(stage="motion prior", step=6, total=8, message="", loss=1.25))
+    reporter.close_bar()
+    assert "low-noise expert, loss 1.5000" in err.getvalue()
+    assert "loss 1.2500" in err.getvalue()

@@ -222,7 +222,7 @@ def test_a_two_expert_prior_is_refused_on_one_transformer(trained, control):
     pipeline = WanDreamRunnerPipeline.from_components(components, None if control == "sr3ai" else StockRegionControl())
     binding = LoraBinding("subject-witch", outcome.path, "subject", 1.0, (1,),
                           low_noise_path=outcome.path.with_name(outcome.card["low_noise_file"]))
-    with pytest.raises(LoRAFileError, match="a two-expert prior .* renders on Wan 2.2 A14B only"):
+    with pytest.raises(LoRAFileError, match="a two-expert prior .* renders on Wan 2.2 A14B only; .* or unbind it"):
         pipeline(SceneInput("a cat", plan, (binding,)), num_inference_steps=2, guidance_scale=1.0, video=video)
     assert all("lora" not in name for name, _ in components.transformer.named_modules())
 
@@ -326,3 +326,125 @@ def test_a_registered_pair_is_current_only_with_both_files(tmp_path, capsys):
     assert current_prior(project, request, "tiny-wan2.2") is not None
     project.resolve(prior.path).with_name(prior.card["low_noise_file"]).unlink()
     assert current_prior(project, request, "tiny-wan2.2") is None
+
+
+@pytest.mark.parametrize("edit", ["../x", None])
+def test_a_pair_whose_card_no_longer_names_its_low_noise_file_is_trained_again(trained, tmp_path, edit):
+    """A finished pair is reused only while its card names its own low-noise file: a card edited to name
+    '../x' (or none) is not handed back (it would be registered and fail every render, or render the high-noise
+    LoRA on both experts); the prior is trained again and its card names the low-noise file again."""
+    import shutil
+
+    components, outcomes, _, _ = trained
+    outcome = outcomes["subject"]
+    folder = tmp_path / "priors"
+    shutil.copytree(outcome.path.parent, folder)
+    card_path = folder / outcome.path.with_suffix(".json").name
+    card = json.loads(card_path.read_text())
+    if edit is None:
+        del card["low_noise_file"]
+    else:
+        card["low_noise_file"] = edit
+    card_path.write_text(json.dumps(card))
+    request = PriorRequest("subject", "witch", (TrainingClip(outcome.path.parent.parent / "ref.png", "[v1] witch",
+                                                             static=True),), PriorSettings(max_steps=STEPS, **FAST))
+    again = train_prior(components, request, folder)
+    assert not again.cached
+    assert again.card["low_noise_file"] == outcome.card["low_noise_file"]
+    assert json.loads(card_path.read_text())["low_noise_file"] == outcome.card["low_noise_file"]
+
+
+def test_validate_checks_a_two_expert_priors_low_noise_file(tmp_path, capsys):
+    """`dreamrunner validate` names a two-expert prior's missing low-noise file (render would stop on it) and a
+    card whose low_noise_file is no file name, as it names a missing prior file."""
+    from safetensors.torch import save_file
+
+    from dreamrunner.cli import main
+    from dreamrunner.project import Project
+
+    write_wan_subject_lora(tmp_path / "high.safetensors")
+    save_file(tensors(tmp_path / "high.safetensors"), str(tmp_path / "low.safetensors"))
+    project = Project.create(tmp_path / "story", three_scene_story())
+    assert main(["import-lora", str(project.folder), str(tmp_path / "high.safetensors"), "--target", "mia",
+                 "--low-noise", str(tmp_path / "low.safetensors"), "--id", "pair"]) == 0
+    assert main(["validate", str(project.folder)]) == 0
+    capsys.readouterr()
+    project = Project.load(project.folder)
+    (prior,) = project.story.priors
+    project.resolve(prior.path).with_name(prior.card["low_noise_file"]).unlink()
+    assert main(["validate", str(project.folder)]) != 0
+    assert "media/priors/pair-low-noise.safetensors" in capsys.readouterr().err
+    with project.edit():
+        project.story.priors[0].card["low_noise_file"] = "../x"
+    assert main(["validate", str(project.folder)]) != 0
+    assert "'pair'" in (err := capsys.readouterr().err) and "'../x' is not a file name" in err
+
+
+def test_an_import_never_overwrites_another_priors_file(tmp_path):
+    """An imported prior's files (`<id>.safetensors`, and `<id>-low-noise.safetensors` for a pair) are refused where
+    they are another registered prior's: `--id pair-low-noise` would have replaced the low-noise LoRA of the pair
+    'pair', and a pair `--id solo` the file of the prior 'solo-low-noise'. The same id replaces its own files."""
+    from safetensors.torch import save_file
+
+    from dreamrunner import edits
+    from dreamrunner.priors.imports import LoRAImportError, import_lora
+    from dreamrunner.project import Project
+
+    write_wan_subject_lora(tmp_path / "high.safetensors")
+    save_file({key: -value for key, value in tensors(tmp_path / "high.safetensors").items()},
+              str(tmp_path / "low.safetensors"))
+    project = Project.create(tmp_path / "story", three_scene_story())
+
+    def register(prior):
+        with project.edit():
+            edits.register_prior(project.story, prior)
+
+    register(import_lora(project, tmp_path / "high.safetensors", "subject", "mia", "pair",
+                         low_noise=tmp_path / "low.safetensors"))
+    register(import_lora(project, tmp_path / "high.safetensors", "subject", "mia", "solo-low-noise"))
+    priors = project.media / "priors"
+    before = {path.name: path.read_bytes() for path in priors.glob("*.safetensors")}
+    with pytest.raises(LoRAImportError, match="pair-low-noise.safetensors is the low-noise file of prior 'pair'"):
+        import_lora(project, tmp_path / "low.safetensors", "subject", "mia", "pair-low-noise")
+    with pytest.raises(LoRAImportError, match="solo-low-noise.safetensors is the file of prior 'solo-low-noise'"):
+        import_lora(project, tmp_path / "high.safetensors", "subject", "mia", "solo",
+                    low_noise=tmp_path / "low.safetensors")
+    assert {path.name: path.read_bytes() for path in priors.glob("*.safetensors")} == before
+    register(import_lora(project, tmp_path / "low.safetensors", "subject", "mia", "pair",
+                         low_noise=tmp_path / "high.safetensors"))
+    assert (priors / "pair.safetensors").read_bytes() != before["pair.safetensors"]
+
+
+def test_importing_a_pair_into_a_story_not_on_a14b_warns(tmp_path, capsys):
+    """`import-lora --low-noise` on a story whose backend has one transformer imports and binds the pair (the
+    backend may be switched later) but says that its scenes will not render until then; on A14B it says nothing."""
+    from safetensors.torch import save_file
+
+    from dreamrunner.cli import main
+    from dreamrunner.project import Project
+
+    write_wan_subject_lora(tmp_path / "high.safetensors")
+    save_file(tensors(tmp_path / "high.safetensors"), str(tmp_path / "low.safetensors"))
+    for backend, warned in (("tiny-wan", True), ("tiny-wan2.2", False)):
+        project = Project.create(tmp_path / backend, three_scene_story())
+        with project.edit():
+            project.story.settings.render.backend = backend
+        capsys.readouterr()
+        assert main(["import-lora", str(project.folder), str(tmp_path / "high.safetensors"), "--target", "mia",
+                     "--low-noise", str(tmp_path / "low.safetensors"), "--id", "pair"]) == 0
+        err = capsys.readouterr().err
+        assert ("warning: pair: a two-expert prior renders on Wan 2.2 A14B only" in err) is warned, err
+        assert ("this story renders with tiny-wan:" in err) is warned
+
+
+def test_both_files_of_a_pair_are_as_readable_as_its_card(trained):
+    """safetensors writes its files 0600; a prior's files get the permissions a plain open() gives (the umask's),
+    as its card does, so a project shared with someone else renders with its priors there too."""
+    import os
+    import stat
+
+    _, outcomes, _, _ = trained
+    outcome = outcomes["motion"]
+    card_mode = stat.S_IMODE(os.stat(outcome.path.with_suffix(".json")).st_mode)
+    for path in (outcome.path, outcome.path.with_name(outcome.card["low_noise_file"])):
+        assert stat.S_IMODE(os.stat(path).st_mode) == card_mode, path

@@ -215,7 +215,8 @@ def low_noise_file(weights: str | Path, card: dict) -> Path | None:
 def one_transformer_refusal(name: str) -> LoRAFileError:
     """The error for a two-expert prior on a model with one transformer, where half of it would be dropped."""
     return LoRAFileError(f"{name}: a two-expert prior (a LoRA per Wan 2.2 A14B expert) renders on Wan 2.2 A14B "
-                         f"only; train it again with the story's backend")
+                         f"only; render with wan2.2-a14b, train it again with the story's backend, or unbind it "
+                         f"(dreamrunner prior unbind)")
 
 
 def bound_prompts(plan: RegionPlan, kind: str, target: str) -> tuple[int, ...]:

@@ -78,7 +78,9 @@ class Reporter:
             self._bar_key = key
         self._bar.update(update.step - self._bar.n)
         self._last_step = update.step
-        postfix = f"loss {update.loss:.4f}" if update.loss is not None else update.message
+        # The message too where there is a loss (an A14B prior's bar names the expert in training).
+        loss = f"loss {update.loss:.4f}" if update.loss is not None else ""
+        postfix = ", ".join(part for part in (update.message, loss) if part)
         if postfix:
             self._bar.set_postfix_str(postfix[:80], refresh=False)
         self._bar.refresh()

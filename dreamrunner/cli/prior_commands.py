@@ -37,9 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _common(motion)
     motion.set_defaults(run=run_train_motion)
 
-    imported = subparsers.add_parser("import-lora", help="import an outside CogVideoX LoRA as a prior",
+    imported = subparsers.add_parser("import-lora", help="import an outside CogVideoX or Wan LoRA (an A14B pair: --low-noise) as a prior",
                                      description=(
-        "Convert an outside CogVideoX LoRA into a prior of the project (media/priors/), register it and bind it "
+        "Convert an outside CogVideoX or Wan LoRA into a prior of the project (media/priors/), register it and bind it "
         "to the scenes of its target (--no-bind: register only). Accepts diffusers save_lora_weights output and "
         "its CogVideoX LoRA training script's (a .safetensors file or its folder), a peft save_pretrained folder "
         "(adapter_model.safetensors + adapter_config.json) and kohya/ComfyUI key styles; safetensors only. "
@@ -129,6 +129,7 @@ def run_train_motion(args: argparse.Namespace) -> int:
 
 
 def run_import_lora(args: argparse.Namespace) -> int:
+    from ..backends.wan import EXPERTS
     from ..priors.imports import import_lora
 
     if not 0.0 <= args.scale <= 4.0:
@@ -150,4 +151,9 @@ def run_import_lora(args: argparse.Namespace) -> int:
                         prior=prior.id, low_noise_path=low_noise)
     reporter.result(f"{prior.id}: bound to {', '.join(bound)} at scale {args.scale}" if bound
                     else f"{prior.id}: bound to no scene", prior=prior.id, bound=bound, scale=args.scale)
+    backend = project.story.settings.render.backend
+    if args.low_noise is not None and EXPERTS.get(backend, 1) < 2:  # kept: the backend may be switched later
+        reporter.warn(f"{prior.id}: a two-expert prior renders on Wan 2.2 A14B only, and this story renders with "
+                      f"{backend}: the scenes it is bound to stop with an error until it is unbound or the backend "
+                      f"is wan2.2-a14b")
     return 0

@@ -31,6 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_validate(args: argparse.Namespace) -> int:
+    from ..attention.lora import LoRAFileError, low_noise_file
+
     path = Path(args.project)
     story = load_story_file(path)
     folder = path if path.is_dir() else path.parent
@@ -39,6 +41,13 @@ def run_validate(args: argparse.Namespace) -> int:
     media = [p for c in story.characters for p in c.reference_images]
     media += [clip.path for s in story.scenes for clip in s.approved_clips]
     media += [r.path for s in story.scenes for r in s.renders] + [p.path for p in story.priors]
+    for prior in story.priors:  # a two-expert (Wan 2.2 A14B) prior renders with its low-noise file too
+        try:
+            low_noise = low_noise_file(prior.path, prior.card)
+        except LoRAFileError as error:
+            raise ProjectError(f"prior {prior.id!r}: {error}") from None
+        if low_noise is not None:
+            media.append(low_noise.as_posix())
     for relative in media:
         try:
             found = project.resolve(relative).exists()

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from ..attention.lora import (ANY_PARITY, KINDS, LOW_NOISE_CARD_KEY, LoRAFileError, LoRAWeights, block_parity,
-                              block_parity_ok, read_lora_file)
+                              block_parity_ok, low_noise_file, read_lora_file)
 from ..files import file_sha256
 from ..project import Project
 from ..story import Prior, slug
@@ -208,6 +208,28 @@ def _expert_entries(high: ConvertedLoRA, low: ConvertedLoRA, sources: tuple[Path
     }
 
 
+def _refuse_others_files(project: Project, prior_id: str, files: list[Path]) -> None:
+    """Refuse to write `files` where one is another registered prior's file (its LoRA, or a two-expert prior's
+    low-noise LoRA): `--id X-low-noise` would replace the low-noise file of the pair X. The same id replaces its
+    own files, as registering it again replaces the prior."""
+    owners = {}
+    for prior in project.story.priors:
+        if prior.id == prior_id:
+            continue
+        path = project.resolve(prior.path)
+        owners[path] = f"the file of prior {prior.id!r}"
+        try:
+            low = low_noise_file(path, prior.card)
+        except LoRAFileError:  # a card naming no file beside it claims none
+            low = None
+        if low is not None:
+            owners[low.resolve()] = f"the low-noise file of prior {prior.id!r}"
+    for file in files:
+        if (owner := owners.get(file.resolve())) is not None:
+            raise LoRAImportError(f"{project.relative(file)} is {owner}: importing {prior_id!r} would overwrite it; "
+                                  f"choose another --id")
+
+
 def import_lora(project: Project, path: str | Path, kind: str, target: str, prior_id: str | None = None,
                 low_noise: str | Path | None = None) -> Prior:
     """Convert an outside CogVideoX or Wan LoRA (file or folder, layouts in the module docstring) into a prior file in
@@ -245,6 +267,8 @@ def import_lora(project: Project, path: str | Path, kind: str, target: str, prio
         "use_rslora": bool(high.config.get("use_rslora")), "scaling": list(high.scalings), "is_noise": False,
     }
     folder = project.media / PRIORS_DIR
+    _refuse_others_files(project, name, [folder / f"{name}.safetensors"]
+                         + ([folder / f"{name}{LOW_NOISE_SUFFIX}.safetensors"] if low_noise is not None else []))
     if low_noise is not None:
         card |= _expert_entries(high, loras[1], sources, name)
         write_prior_file(folder, f"{name}{LOW_NOISE_SUFFIX}", loras[1].state, loras[1].config, parity, None)

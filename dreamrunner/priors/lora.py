@@ -14,6 +14,7 @@ instead, so PEFT's own dropout stays off and `OutputDropout` hooks `lora_B`).
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from pathlib import Path
 
@@ -160,6 +161,10 @@ def write_prior_file(folder: Path, name: str, state: dict[str, torch.Tensor], co
     temporary = weights.with_suffix(".tmp")
     save_file(tensors, str(temporary), metadata=metadata)
     _sort_safetensors_metadata(temporary)
+    # safetensors writes 0600: give the file what a plain open() gives (the umask's), as its card gets.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)
     temporary.replace(weights)
     if card is not None:
         write_card(weights, card)

@@ -160,7 +160,10 @@ def train_prior(components: ModelComponents, request: PriorRequest, folder: Path
     weights = files[0]
     if all(file.is_file() for file in files) and (folder / f"{name}.json").is_file():
         card = lora.read_card(weights)
-        if card.get("key") == key:
+        # Reused only while the card names its own low-noise file (none on one transformer): a card edited to name
+        # another (or none) would be registered as is and fail every render, or put one LoRA on both experts.
+        low_noise = files[1].name if len(files) > 1 else None
+        if card.get("key") == key and card.get(LOW_NOISE_CARD_KEY) == low_noise:
             if progress is not None:
                 progress(Progress(stage=f"{request.kind} prior", step=card["steps"], total=card["steps"],
                                   message="already trained with these inputs and settings: reused"))
