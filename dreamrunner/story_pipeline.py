@@ -373,7 +373,9 @@ def commit_prior(run: StoryRun, prior: Prior, outcome: PriorOutcome) -> None:
     """Register a finished prior in the story, bound to its scenes, and say so."""
     with run.project.edit():
         bound = edits.register_prior(run.project.story, prior)
-    how = "reused its cached file" if outcome.cached else f"trained {outcome.card.get('steps')} steps"
+    experts = len(outcome.card.get("experts") or ()) or 1  # Wan 2.2 A14B: the steps are each expert's
+    how = ("reused its cached file" if outcome.cached else f"trained {outcome.card.get('steps')} steps"
+           + (f" on each of its {experts} experts" if experts > 1 else ""))
     run.listener.note(f"{prior.id}: {how}, bound to {', '.join(bound) or 'no scene'}")
 
 

@@ -110,6 +110,7 @@ def test_a14b_priors_write_a_high_noise_and_a_low_noise_file(trained):
             assert all(key.startswith("transformer.blocks.") for key in saved)
         high, low = tensors(outcome.path), tensors(low_noise)
         assert high.keys() == low.keys() and any(not torch.equal(high[k], low[k]) for k in high)
+        assert not (outcome.path.parent / ".work").exists()  # no work folder left behind, not even an empty one
 
 
 def test_a_finished_pair_is_reused(trained):
@@ -296,6 +297,9 @@ def test_an_outside_a14b_pair_imports_as_a_two_expert_prior(tmp_path, capsys):
     with pytest.raises(LoRAImportError, match="cogvideox.safetensors: a high-noise / low-noise pair is Wan 2.2 A14B's"):
         import_lora(project, tmp_path / "mia_high_noise.safetensors", "subject", "mia",
                     low_noise=tmp_path / "cogvideox.safetensors")
+    with pytest.raises(LoRAImportError, match="are the same LoRA"):  # one file given twice is no pair
+        import_lora(project, tmp_path / "mia_high_noise.safetensors", "subject", "mia",
+                    low_noise=tmp_path / "mia_high_noise.safetensors")
 
 
 def test_a_registered_pair_is_current_only_with_both_files(tmp_path, capsys):

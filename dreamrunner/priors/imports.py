@@ -247,6 +247,10 @@ def import_lora(project: Project, path: str | Path, kind: str, target: str, prio
         raise LoRAImportError(f"prior kind must be one of {KINDS}, got {kind!r}")
     sources = (Path(path),) if low_noise is None else (Path(path), Path(low_noise))
     loras = [convert_lora(source, kind) for source in sources]
+    if len(loras) == 2 and file_sha256(loras[0].weights) == file_sha256(loras[1].weights):
+        raise LoRAImportError(f"{sources[0].name} and {sources[1].name} are the same LoRA: a high-noise / low-noise "
+                              "pair is two files, one trained for each expert; for one LoRA on both experts, import "
+                              "it without --low-noise")
     if len(loras) == 2 and not all(lora.wan for lora in loras):
         odd = next(lora for lora in loras if not lora.wan)
         raise LoRAImportError(f"{odd.weights.name}: a high-noise / low-noise pair is Wan 2.2 A14B's, one LoRA per "

@@ -14,6 +14,7 @@ low-noise one `<name>-low-noise.safetensors` beside it, and the card names it (`
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -98,7 +99,7 @@ def _experts_card(components: ModelComponents, experts: list[Expert], files: lis
     model timesteps [first, end), losses)."""
     boundary = components.pipeline_options["boundary_ratio"]
     total = components.scheduler.config.num_train_timesteps
-    ranges = {"high-noise": [boundary * total, total], "low-noise": [0, boundary * total]}
+    ranges = {"high-noise": [boundary * total, float(total)], "low-noise": [0.0, boundary * total]}
     return {
         LOW_NOISE_CARD_KEY: files[1].name, "boundary_ratio": boundary,
         "experts": [{"expert": expert.name, "transformer": name, "file": file.name, "timesteps": ranges[expert.name],
@@ -222,6 +223,8 @@ def train_prior(components: ModelComponents, request: PriorRequest, folder: Path
         card |= _experts_card(components, experts, files, results)
     lora.write_card(weights, card)
     shutil.rmtree(workdir, ignore_errors=True)
+    with contextlib.suppress(OSError):  # `.work` itself, once no other prior is part way
+        workdir.parent.rmdir()
     return PriorOutcome(weights, card, cached=False)
 
 
