@@ -213,6 +213,27 @@ def test_a_render_runs_the_low_noise_file_on_transformer_2(trained, tmp_path, co
     assert not torch.equal(up(outcome.path), up(low_noise))
 
 
+def test_several_priors_on_the_stock_control_load_without_peft_warnings(trained, tmp_path):
+    """A pair and a one-file prior in one scene are two adapters per expert: peft's "Already found a peft_config"
+    caution printed on every such render."""
+    import warnings
+
+    _, outcomes, _, _ = trained
+    outcome = outcomes["subject"]
+    write_wan_subject_lora(tmp_path / "mia.safetensors")
+    components = build_tiny_wan("tiny-wan2.2")
+    video = VideoSettings(num_frames=9, fps=16, height=64, width=96)
+    plan = build_region_plan(three_scene_story().scenes[0], video.token_grid, video.num_frames)
+    pipeline = WanDreamRunnerPipeline.from_components(components, StockRegionControl())
+    bindings = (LoraBinding("subject-witch", outcome.path, "subject", 1.0, (1,),
+                            low_noise_path=outcome.path.with_name(outcome.card["low_noise_file"])),
+                LoraBinding("subject-mia", tmp_path / "mia.safetensors", "subject", 1.0, (1,)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pipeline(SceneInput("a cat", plan, bindings), num_inference_steps=2, guidance_scale=1.0, video=video)
+    assert not [w for w in caught if "peft_config" in str(w.message)]
+
+
 @pytest.mark.parametrize("control", ["sr3ai", "stock"])
 def test_a_two_expert_prior_is_refused_on_one_transformer(trained, control):
     _, outcomes, _, _ = trained

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Literal, Protocol
@@ -108,21 +109,24 @@ def _ungated_loras(pipeline: CogVideoXPipeline, loras: tuple[LoraBinding, ...]) 
     from ..attention.lora import one_transformer_refusal
 
     experts = getattr(pipeline, "transformer_2", None) is not None  # Wan 2.2 A14B
-    for lora in loras:
-        if lora.low_noise_path is not None and not experts:
-            raise one_transformer_refusal(lora.name)
-        # The same checks as the SR3AI path: safetensors only (a pickle can run code), kind, block placement.
-        LoRAWeights.load(lora.path, lora.kind)
-        # use_safetensors=True: diffusers must not fall back to unpickling either.
-        pipeline.load_lora_weights(str(lora.path), adapter_name=lora.name, use_safetensors=True)
-        if experts:
-            # The low-noise expert: a two-expert prior's own low-noise file, else the same file (as the SR3AI
-            # path gates a one-file prior on both).
-            low_noise = lora.low_noise_path or lora.path
-            if lora.low_noise_path is not None:
-                LoRAWeights.load(low_noise, lora.kind)
-            pipeline.load_lora_weights(str(low_noise), adapter_name=lora.name, use_safetensors=True,
-                                       load_into_transformer_2=True)
+    with warnings.catch_warnings():
+        # Several priors are several adapters on one transformer, on purpose: peft's caution about that is noise.
+        warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute", category=UserWarning)
+        for lora in loras:
+            if lora.low_noise_path is not None and not experts:
+                raise one_transformer_refusal(lora.name)
+            # The same checks as the SR3AI path: safetensors only (a pickle can run code), kind, block placement.
+            LoRAWeights.load(lora.path, lora.kind)
+            # use_safetensors=True: diffusers must not fall back to unpickling either.
+            pipeline.load_lora_weights(str(lora.path), adapter_name=lora.name, use_safetensors=True)
+            if experts:
+                # The low-noise expert: a two-expert prior's own low-noise file, else the same file (as the SR3AI
+                # path gates a one-file prior on both).
+                low_noise = lora.low_noise_path or lora.path
+                if lora.low_noise_path is not None:
+                    LoRAWeights.load(low_noise, lora.kind)
+                pipeline.load_lora_weights(str(low_noise), adapter_name=lora.name, use_safetensors=True,
+                                           load_into_transformer_2=True)
     pipeline.set_adapters([lora.name for lora in loras], [lora.scale for lora in loras])
     try:
         yield
