@@ -261,11 +261,51 @@ def _is_story(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and all(isinstance(v, dict) and "scene" in v for v in value)
 
 
+_SCENES_LIST = re.compile(r'"scenes"\s*:\s*\[')
+_TITLE = re.compile(r'"title"\s*:\s*("(?:[^"\\]|\\.)*")')
+
+
+def _scenes_before_cut(raw: str, wanted: int, repairs: list[Repair]) -> dict | None:
+    """A story plan cut off inside its "scenes" list (a small model that runs to the token limit): the title and
+    the scenes written whole before the cut, when they are at least `wanted` (the story's scene count, else the
+    paper's least); reported, as the story may then end early. None otherwise: the answer is sent back as cut
+    off. Whole scenes are kept, never a part of one."""
+    text = answer_text(raw)
+    found = _SCENES_LIST.search(text)
+    if found is None:
+        return None
+    decoder, scenes, position = json.JSONDecoder(), [], found.end()
+    while True:
+        position = len(text) - len(text[position:].lstrip(" \t\r\n,"))
+        if position >= len(text):
+            break  # cut off between two scenes
+        try:
+            item, position = decoder.raw_decode(text, position)
+        except json.JSONDecodeError as error:
+            if not (error.pos >= len(text) - 1 or "Unterminated string" in error.msg):
+                return None  # broken inside, not cut off: another fault, said as it is
+            break
+        scenes.append(item)
+    if len(scenes) < wanted:
+        return None
+    title = _TITLE.search(text, 0, found.start())
+    repairs.append(Repair("answer", f"it was cut off after {len(scenes)} whole scenes; kept them (the story may end "
+                                    "early: edit its last scene, or plan again)"))
+    return {"title": json.loads(title.group(1)) if title else "", "scenes": scenes}
+
+
 def parse_story_answer(raw: str, num_scenes: int | None = None) -> tuple[StoryOutline, list[Repair]]:
     """A story-level answer -> `StoryOutline` (scene count: `num_scenes`, else 5-8; up to `NEAR_MISS` scenes off
     is repaired by splitting or merging scenes, each repair reported; farther off is a problem)."""
     repairs: list[Repair] = []
-    data = _unwrap(extract_json(raw, repairs, _is_story), ("scenes",))
+    low = num_scenes if num_scenes is not None else MIN_SCENES
+    try:
+        data = _unwrap(extract_json(raw, repairs, _is_story), ("scenes",))
+    except PlanningError as error:
+        if (data := _scenes_before_cut(raw, low, repairs)) is None:
+            raise error
+    if not (isinstance(data, list) or isinstance(data, dict) and "scenes" in data):
+        data = _scenes_before_cut(raw, low, repairs) or data
     if isinstance(data, list):
         data = {"title": "", "scenes": data}
         repairs.append(Repair("answer", "a bare list of scenes; wrapped it"))
