@@ -134,6 +134,8 @@ def test_a_job_cancelled_in_the_low_noise_expert_resumes_there(trained, tmp_path
     with pytest.raises(Cancelled):
         train_prior(components, request, tmp_path, progress=lambda p: p.step == STEPS + 1 and cancel.cancel(),
                     cancel=cancel)
+    # Nothing half-done among the priors: the finished high-noise file waits in the work folder.
+    assert not list(tmp_path.glob("*.safetensors")) and not list(tmp_path.glob("*.json"))
     seen, hooks = record_timesteps(components.transformers)
     try:
         resumed = train_prior(components, request, tmp_path)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -195,7 +196,9 @@ def train_prior(components: ModelComponents, request: PriorRequest, folder: Path
         try:
             share = JobShare(index * steps, len(experts) * steps, f"{expert.name} expert" if expert.name else "")
             results.append(trainer.train(progress=progress, cancel=cancel, share=share))
-            lora.save_prior(expert.transformer, trainer.kept_adapter, request.kind, folder, file.stem, None)
+            # Staged in the work folder: the project's priors never hold a half-trained pair (a cancel in the
+            # low-noise expert left the high-noise file there without a card).
+            lora.save_prior(expert.transformer, trainer.kept_adapter, request.kind, workdir, file.stem, None)
             if index + 1 < len(experts):  # its last checkpoint at its end: a resumed job does not train it again
                 trainer.save_checkpoint(results[-1].steps, results[-1].losses)
         finally:
@@ -221,6 +224,9 @@ def train_prior(components: ModelComponents, request: PriorRequest, folder: Path
     }
     if len(experts) > 1:
         card |= _experts_card(components, experts, files, results)
+    folder.mkdir(parents=True, exist_ok=True)
+    for file in files:  # both experts' files appear together
+        os.replace(workdir / file.name, file)
     lora.write_card(weights, card)
     shutil.rmtree(workdir, ignore_errors=True)
     with contextlib.suppress(OSError):  # `.work` itself, once no other prior is part way
