@@ -33,6 +33,11 @@ from ..errors import DreamRunnerError
 from . import MemoryOptions, ModelComponents
 from .cogvideox import CheckpointSpec, WeightsMissingError, checkpoint_source, how_to_get
 
+# Wan 2.1 14B's transformer; each Wan 2.2 A14B expert has its shape (Wan2.2's t2v_A14B config: dim 5120, 40 heads,
+# 40 layers).
+WAN_14B_TRANSFORMER = dict(num_attention_heads=40, attention_head_dim=128, ffn_dim=13824, num_layers=40,
+                           text_dim=4096, freq_dim=256, in_channels=16, out_channels=16)
+
 # Full-size transformer configs (the checkpoints' own), used to build random-weight models for benchmarks.
 CHECKPOINTS = {
     "wan2.1-1.3b": CheckpointSpec(
@@ -43,17 +48,12 @@ CHECKPOINTS = {
     ),
     "wan2.1-14b": CheckpointSpec(
         hub_id="Wan-AI/Wan2.1-T2V-14B-Diffusers", env_var="DREAMRUNNER_WAN21_14B", size_gb=77,
-        transformer=dict(num_attention_heads=40, attention_head_dim=128, ffn_dim=13824, num_layers=40,
-                         text_dim=4096, freq_dim=256, in_channels=16, out_channels=16),
-        vae=dict(), tiny="tiny-wan",
+        transformer=WAN_14B_TRANSFORMER, vae=dict(), tiny="tiny-wan",
     ),
-    # Each expert has Wan 2.1 14B's shape (Wan2.2's t2v_A14B config: dim 5120, 40 heads, 40 layers). Download
-    # sizes of the 2.2 folders are estimates from parameter counts, stored as the 2.1 14B folder stores them.
+    # Download sizes of the 2.2 folders are estimates from parameter counts, stored as the 2.1 14B folder stores them.
     "wan2.2-a14b": CheckpointSpec(
         hub_id="Wan-AI/Wan2.2-T2V-A14B-Diffusers", env_var="DREAMRUNNER_WAN22_A14B", size_gb=126,
-        transformer=dict(num_attention_heads=40, attention_head_dim=128, ffn_dim=13824, num_layers=40,
-                         text_dim=4096, freq_dim=256, in_channels=16, out_channels=16),
-        vae=dict(), tiny="tiny-wan2.2",
+        transformer=WAN_14B_TRANSFORMER, vae=dict(), tiny="tiny-wan2.2",
     ),
     # Wan2.2's ti2v_5B config: dim 3072 (24 heads x 128), ffn 14336, 30 layers, 48 latent channels, VAE stride
     # (4, 16, 16); the diffusers VAE patchifies 2x2 before three 2x downsamplings.
