@@ -126,6 +126,21 @@ def test_a_story_plan_cut_off_too_early_or_broken_inside_is_still_refused():
         parse_story_answer(broken)
 
 
+@pytest.mark.parametrize("into", [2, 3, 4, 5, 6])  # after "\\u", "\\u0", ..., the whole "\\u00e9"
+def test_a_story_plan_cut_inside_a_unicode_escape_keeps_its_whole_scenes(into):
+    """A model writing JSON ASCII-only ("caf\\u00e9") cut at the token limit inside, or just after, such an escape:
+    json says "Invalid \\uXXXX escape", not "Unterminated string", and the 6 whole scenes were thrown away."""
+    story = _story_of(7)
+    story["scenes"][6]["scene"] = "Mira reaches the caf\u00e9 at dusk."
+    text = json.dumps(story)  # ensure_ascii: "caf\\u00e9"
+    escape = text.index("\\u00e9")
+    outline, repairs = parse_story_answer(text[:escape + into])
+    assert len(outline.scenes) == 6
+    assert any("cut off after 6 whole scenes; kept them" in str(r) for r in repairs)
+    with pytest.raises(PlanningError):  # a bad escape inside, not cut off, is still sent back
+        parse_story_answer(text.replace("\\u00e9", "\\u00zz"))
+
+
 @pytest.mark.parametrize("name, description, expected", [
     ("Mira", "a girl", "mira"),
     ("mira the witch", "someone flying", "mira"),
