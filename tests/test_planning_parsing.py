@@ -309,6 +309,16 @@ def test_a_zero_width_box_takes_its_width_from_the_nearest_keyframe_and_is_repor
     assert scene.keyframes[2].entities[1].box == pytest.approx([0.8, 0.4, 1.0, 0.95])
 
 
+def test_a_zero_width_box_takes_its_width_from_the_same_entity_named_in_another_case():
+    """'mira' in one keyframe is the same Mira as 'Mira' in the others (find_character matches names casefolded),
+    yet her zero-width box there found no keyframe to take a width from and the scene plan was sent back."""
+    answer = _sun_and_mira(1, 1)
+    answer["keyframes"][2]["entities"][1].update(name=" mira", box=[0.5, 0.4, 0.5, 0.95])
+    scene, repairs = parse_scene_answer(json.dumps(answer), SCENE, CHARACTERS)
+    assert scene.keyframes[2].entities[1].box == pytest.approx([0.4, 0.4, 0.6, 0.95])  # keyframe 2's 0.2 width
+    assert any("took its width from keyframe 2" in str(r) for r in repairs)
+
+
 def test_a_zero_width_box_with_no_width_to_take_is_sent_back():
     answer = _sun_and_mira(1, 1)
     for keyframe in answer["keyframes"]:
