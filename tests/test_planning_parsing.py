@@ -141,6 +141,26 @@ def test_a_story_plan_cut_inside_a_unicode_escape_keeps_its_whole_scenes(into):
         parse_story_answer(text.replace("\\u00e9", "\\u00zz"))
 
 
+def test_a_cut_story_plan_kept_has_its_unpaired_surrogates_replaced():
+    """A whole answer's lone "\\ud83d" becomes U+FFFD (no UTF-8 project file can store it); the scenes kept from a
+    cut-off story plan skipped that, and `dreamrunner plan` died with a pydantic traceback."""
+    story = _story_of(8)
+    story["title"] = "Mira \ud83d"
+    story["scenes"][1]["narration"] = "A star \ud83d falls."
+    text = json.dumps(story)
+    outline, repairs = parse_story_answer(text[:text.index('"scene": "Mira crosses bridge 7') + 20])
+    assert outline.title == "Mira \ufffd" and outline.scenes[1].narration == "A star \ufffd falls."
+    assert any("unpaired surrogates" in str(r) for r in repairs)
+
+
+def test_a_cut_story_plan_after_prose_naming_the_scenes_key_keeps_its_whole_scenes():
+    """Prose before the plan that names the key ('it has "scenes": [a list]') was taken as the scene list."""
+    text = json.dumps(_story_of(8))
+    cut = text[:text.index('"scene": "Mira crosses bridge 7') + 20]
+    outline, _ = parse_story_answer('The object has "title" and "scenes": [a list]. Here:\n' + cut)
+    assert len(outline.scenes) == 6 and outline.title == 'Mira\'s "Long" Walk'
+
+
 @pytest.mark.parametrize("name, description, expected", [
     ("Mira", "a girl", "mira"),
     ("mira the witch", "someone flying", "mira"),

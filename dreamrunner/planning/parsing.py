@@ -271,7 +271,9 @@ def _scenes_before_cut(raw: str, wanted: int, repairs: list[Repair]) -> dict | N
     paper's least); reported, as the story may then end early. None otherwise: the answer is sent back as cut
     off. Whole scenes are kept, never a part of one."""
     text = answer_text(raw)
-    found = _SCENES_LIST.search(text)
+    found = None
+    for found in _SCENES_LIST.finditer(text):  # the last: prose before the plan may name the key ("scenes": [...])
+        pass
     if found is None:
         return None
     decoder, scenes, position = json.JSONDecoder(), [], found.end()
@@ -289,10 +291,12 @@ def _scenes_before_cut(raw: str, wanted: int, repairs: list[Repair]) -> dict | N
         scenes.append(item)
     if len(scenes) < wanted:
         return None
-    title = _TITLE.search(text, 0, found.start())
+    title = None
+    for title in _TITLE.finditer(text, 0, found.start()):  # the last before the list: its own plan's
+        pass
     repairs.append(Repair("answer", f"it was cut off after {len(scenes)} whole scenes; kept them (the story may end "
                                     "early: edit its last scene, or plan again)"))
-    return {"title": json.loads(title.group(1)) if title else "", "scenes": scenes}
+    return _replace_surrogates({"title": json.loads(title.group(1)) if title else "", "scenes": scenes}, repairs)
 
 
 def parse_story_answer(raw: str, num_scenes: int | None = None) -> tuple[StoryOutline, list[Repair]]:
