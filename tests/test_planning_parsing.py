@@ -161,6 +161,21 @@ def test_a_cut_story_plan_after_prose_naming_the_scenes_key_keeps_its_whole_scen
     assert len(outline.scenes) == 6 and outline.title == 'Mira\'s "Long" Walk'
 
 
+@pytest.mark.parametrize("before", [
+    '<think>A draft: "scenes": [{"scene": "Mira flies"}]. Now the real one.</think>\n',  # a draft in the reasoning
+    json.dumps(_story_of(3)) + "\nToo short; again:\n",  # a whole first draft of 3 scenes
+])
+def test_a_cut_story_plan_after_a_short_draft_keeps_its_whole_scenes(before):
+    """The plan cut after 6 whole scenes lost to a shorter draft before it: the draft in a <think> block (read when
+    the answer after it holds no whole plan) gave 1 scene, refused three times; a whole 3-scene draft was split
+    into 5 and the 6 scenes of the last plan dropped."""
+    text = json.dumps(_story_of(8))
+    outline, repairs = parse_story_answer(before + text[:text.index('"scene": "Mira crosses bridge 7') + 20])
+    assert [s.scene for s in outline.scenes] == [f"Mira crosses bridge {n} of the village." for n in range(1, 7)]
+    assert any("cut off after 6 whole scenes; kept them" in str(r) for r in repairs)
+    assert not any("split" in str(r) for r in repairs)
+
+
 @pytest.mark.parametrize("name, description, expected", [
     ("Mira", "a girl", "mira"),
     ("mira the witch", "someone flying", "mira"),

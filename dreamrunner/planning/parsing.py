@@ -311,6 +311,12 @@ def parse_story_answer(raw: str, num_scenes: int | None = None) -> tuple[StoryOu
             raise error
     if not (isinstance(data, list) or isinstance(data, dict) and "scenes" in data):
         data = _scenes_before_cut(raw, low, repairs) or data
+    listed = data if isinstance(data, list) else data.get("scenes") if isinstance(data, dict) else None
+    if isinstance(listed, list) and len(listed) < low:
+        # a shorter draft before the plan that was cut off (in a reasoning block, or whole): the last plan wins
+        cut_repairs: list[Repair] = []
+        if (kept := _scenes_before_cut(raw, low, cut_repairs)) is not None:
+            data, repairs = kept, cut_repairs
     if isinstance(data, list):
         data = {"title": "", "scenes": data}
         repairs.append(Repair("answer", "a bare list of scenes; wrapped it"))
