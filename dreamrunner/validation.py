@@ -291,6 +291,14 @@ def _extent(box: list[float]) -> str:
     return f"{abs(box[2] - box[0]):.2g} wide and {abs(box[3] - box[1]):.2g} tall"
 
 
+def _same_name(a: dict, b: dict) -> bool:
+    """Two entities' names are one entity's in different keyframes: 'Mira' and 'mira ' (as `find_character` has it)."""
+    name_a, name_b = a.get("name"), b.get("name")
+    if isinstance(name_a, str) and isinstance(name_b, str):
+        return name_a.strip().casefold() == name_b.strip().casefold()
+    return name_a == name_b
+
+
 def _widen_from_neighbour(scene: dict, entity: dict, min_extent: float, label: str, where: str,
                           repairs: list[Repair]) -> bool:
     """A normalized box too thin in a direction (a small model's [0.5, 0.2, 0.5, 0.8]: a line where the entity
@@ -308,7 +316,7 @@ def _widen_from_neighbour(scene: dict, entity: dict, min_extent: float, label: s
         source = next(((other, b) for other in sorted(range(len(keyframes)),
                                                      key=lambda o: (abs(o - position), o)) if other != position
                        for e in keyframes[other]["entities"] if isinstance(e, dict) and e is not entity
-                       and e.get("name") == entity.get("name") and (b := _as_box(e.get("box"))) is not None
+                       and _same_name(e, entity) and (b := _as_box(e.get("box"))) is not None
                        and abs(b[axis + 2] - b[axis]) >= min_extent), None)
         if source is None:
             return False

@@ -126,6 +126,56 @@ def test_a_story_plan_cut_off_too_early_or_broken_inside_is_still_refused():
         parse_story_answer(broken)
 
 
+@pytest.mark.parametrize("into", [2, 3, 4, 5, 6])  # after "\\u", "\\u0", ..., the whole "\\u00e9"
+def test_a_story_plan_cut_inside_a_unicode_escape_keeps_its_whole_scenes(into):
+    """A model writing JSON ASCII-only ("caf\\u00e9") cut at the token limit inside, or just after, such an escape:
+    json says "Invalid \\uXXXX escape", not "Unterminated string", and the 6 whole scenes were thrown away."""
+    story = _story_of(7)
+    story["scenes"][6]["scene"] = "Mira reaches the caf\u00e9 at dusk."
+    text = json.dumps(story)  # ensure_ascii: "caf\\u00e9"
+    escape = text.index("\\u00e9")
+    outline, repairs = parse_story_answer(text[:escape + into])
+    assert len(outline.scenes) == 6
+    assert any("cut off after 6 whole scenes; kept them" in str(r) for r in repairs)
+    with pytest.raises(PlanningError):  # a bad escape inside, not cut off, is still sent back
+        parse_story_answer(text.replace("\\u00e9", "\\u00zz"))
+
+
+def test_a_cut_story_plan_kept_has_its_unpaired_surrogates_replaced():
+    """A whole answer's lone "\\ud83d" becomes U+FFFD (no UTF-8 project file can store it); the scenes kept from a
+    cut-off story plan skipped that, and `dreamrunner plan` died with a pydantic traceback."""
+    story = _story_of(8)
+    story["title"] = "Mira \ud83d"
+    story["scenes"][1]["narration"] = "A star \ud83d falls."
+    text = json.dumps(story)
+    outline, repairs = parse_story_answer(text[:text.index('"scene": "Mira crosses bridge 7') + 20])
+    assert outline.title == "Mira \ufffd" and outline.scenes[1].narration == "A star \ufffd falls."
+    assert any("unpaired surrogates" in str(r) for r in repairs)
+
+
+def test_a_cut_story_plan_after_prose_naming_the_scenes_key_keeps_its_whole_scenes():
+    """Prose before the plan that names the key ('it has "scenes": [a list]') was taken as the scene list."""
+    text = json.dumps(_story_of(8))
+    cut = text[:text.index('"scene": "Mira crosses bridge 7') + 20]
+    outline, _ = parse_story_answer('The object has "title" and "scenes": [a list]. Here:\n' + cut)
+    assert len(outline.scenes) == 6 and outline.title == 'Mira\'s "Long" Walk'
+
+
+@pytest.mark.parametrize("before", [
+    '<think>A draft: "scenes": [{"scene": "Mira flies"}]. Now the real one.</think>\n',  # a draft in the reasoning
+    json.dumps(_story_of(3)) + "\nToo short; again:\n",  # a whole first draft of 3 scenes
+])
+def test_a_cut_story_plan_after_a_short_draft_keeps_its_whole_scenes(before):
+    """The plan cut after 6 whole scenes lost to a shorter draft before it: the draft in a <think> block (read when
+    the answer after it holds no whole plan) gave 1 scene, refused three times; a whole 3-scene draft was split
+    into 5 and the 6 scenes of the last plan dropped."""
+    text = json.dumps(_story_of(8))
+    outline, repairs = parse_story_answer(before + text[:text.index('"scene": "Mira crosses bridge 7') + 20])
+    assert [s.scene for s in outline.scenes] == [f"Mira crosses bridge {n} of the village." for n in range(1, 7)]
+    assert any("cut off after 6 whole scenes; kept them" in str(r) for r in repairs)
+    assert not any("split" in str(r) for r in repairs)
+
+
 @pytest.mark.parametrize("name, description, expected", [
     ("Mira", "a girl", "mira"),
     ("mira the witch", "someone flying", "mira"),
@@ -292,6 +342,16 @@ def test_a_zero_width_box_takes_its_width_from_the_nearest_keyframe_and_is_repor
     answer["keyframes"][2]["entities"][1]["box"] = [1.0, 0.4, 1.0, 0.95]
     scene, _ = parse_scene_answer(json.dumps(answer), SCENE, CHARACTERS)
     assert scene.keyframes[2].entities[1].box == pytest.approx([0.8, 0.4, 1.0, 0.95])
+
+
+def test_a_zero_width_box_takes_its_width_from_the_same_entity_named_in_another_case():
+    """'mira' in one keyframe is the same Mira as 'Mira' in the others (find_character matches names casefolded),
+    yet her zero-width box there found no keyframe to take a width from and the scene plan was sent back."""
+    answer = _sun_and_mira(1, 1)
+    answer["keyframes"][2]["entities"][1].update(name=" mira", box=[0.5, 0.4, 0.5, 0.95])
+    scene, repairs = parse_scene_answer(json.dumps(answer), SCENE, CHARACTERS)
+    assert scene.keyframes[2].entities[1].box == pytest.approx([0.4, 0.4, 0.6, 0.95])  # keyframe 2's 0.2 width
+    assert any("took its width from keyframe 2" in str(r) for r in repairs)
 
 
 def test_a_zero_width_box_with_no_width_to_take_is_sent_back():

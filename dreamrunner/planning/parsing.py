@@ -271,7 +271,9 @@ def _scenes_before_cut(raw: str, wanted: int, repairs: list[Repair]) -> dict | N
     paper's least); reported, as the story may then end early. None otherwise: the answer is sent back as cut
     off. Whole scenes are kept, never a part of one."""
     text = answer_text(raw)
-    found = _SCENES_LIST.search(text)
+    found = None
+    for found in _SCENES_LIST.finditer(text):  # the last: prose before the plan may name the key ("scenes": [...])
+        pass
     if found is None:
         return None
     decoder, scenes, position = json.JSONDecoder(), [], found.end()
@@ -281,17 +283,20 @@ def _scenes_before_cut(raw: str, wanted: int, repairs: list[Repair]) -> dict | N
             break  # cut off between two scenes
         try:
             item, position = decoder.raw_decode(text, position)
-        except json.JSONDecodeError as error:
-            if not (error.pos >= len(text) - 1 or "Unterminated string" in error.msg):
+        except json.JSONDecodeError as error:  # cut inside (or just after) a "\\u00e9": json says an invalid escape
+            cut_in_escape = error.msg.startswith("Invalid \\uXXXX escape") and len(text) - error.pos <= 6
+            if not (error.pos >= len(text) - 1 or "Unterminated string" in error.msg or cut_in_escape):
                 return None  # broken inside, not cut off: another fault, said as it is
             break
         scenes.append(item)
     if len(scenes) < wanted:
         return None
-    title = _TITLE.search(text, 0, found.start())
+    title = None
+    for title in _TITLE.finditer(text, 0, found.start()):  # the last before the list: its own plan's
+        pass
     repairs.append(Repair("answer", f"it was cut off after {len(scenes)} whole scenes; kept them (the story may end "
                                     "early: edit its last scene, or plan again)"))
-    return {"title": json.loads(title.group(1)) if title else "", "scenes": scenes}
+    return _replace_surrogates({"title": json.loads(title.group(1)) if title else "", "scenes": scenes}, repairs)
 
 
 def parse_story_answer(raw: str, num_scenes: int | None = None) -> tuple[StoryOutline, list[Repair]]:
@@ -306,6 +311,12 @@ def parse_story_answer(raw: str, num_scenes: int | None = None) -> tuple[StoryOu
             raise error
     if not (isinstance(data, list) or isinstance(data, dict) and "scenes" in data):
         data = _scenes_before_cut(raw, low, repairs) or data
+    listed = data if isinstance(data, list) else data.get("scenes") if isinstance(data, dict) else None
+    if isinstance(listed, list) and len(listed) < low:
+        # a shorter draft before the plan that was cut off (in a reasoning block, or whole): the last plan wins
+        cut_repairs: list[Repair] = []
+        if (kept := _scenes_before_cut(raw, low, cut_repairs)) is not None:
+            data, repairs = kept, cut_repairs
     if isinstance(data, list):
         data = {"title": "", "scenes": data}
         repairs.append(Repair("answer", "a bare list of scenes; wrapped it"))
