@@ -271,11 +271,10 @@ def _scenes_before_cut(raw: str, wanted: int, repairs: list[Repair]) -> dict | N
     paper's least); reported, as the story may then end early. None otherwise: the answer is sent back as cut
     off. Whole scenes are kept, never a part of one."""
     text = answer_text(raw)
-    found = None
-    for found in _SCENES_LIST.finditer(text):  # the last: prose before the plan may name the key ("scenes": [...])
-        pass
-    if found is None:
+    lists = list(_SCENES_LIST.finditer(text))  # the last: prose before the plan may name the key ("scenes": [...])
+    if not lists:
         return None
+    found = lists[-1]
     decoder, scenes, position = json.JSONDecoder(), [], found.end()
     while True:
         position = len(text) - len(text[position:].lstrip(" \t\r\n,"))
@@ -291,9 +290,8 @@ def _scenes_before_cut(raw: str, wanted: int, repairs: list[Repair]) -> dict | N
         scenes.append(item)
     if len(scenes) < wanted:
         return None
-    title = None
-    for title in _TITLE.finditer(text, 0, found.start()):  # the last before the list: its own plan's
-        pass
+    titles = list(_TITLE.finditer(text, 0, found.start()))  # the last before the list: its own plan's
+    title = titles[-1] if titles else None
     repairs.append(Repair("answer", f"it was cut off after {len(scenes)} whole scenes; kept them (the story may end "
                                     "early: edit its last scene, or plan again)"))
     return _replace_surrogates({"title": json.loads(title.group(1)) if title else "", "scenes": scenes}, repairs)
