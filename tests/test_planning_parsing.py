@@ -114,6 +114,14 @@ def test_a_story_plan_cut_off_after_enough_whole_scenes_keeps_them_and_says_so(c
     assert any("cut off after 6 whole scenes; kept them (the story may end early" in str(r) for r in repairs)
 
 
+def test_a_cut_off_story_plan_nested_too_deeply_is_a_planning_error():
+    """Found by test_parsing_properties: 1,000 nested brackets in a cut-off plan raised RecursionError."""
+    text = json.dumps(_story_of(7))
+    deep = text.replace('["walking"]', "[" * 1000 + "]" * 1000, 1)
+    with pytest.raises(PlanningError, match="nested too deeply"):
+        parse_story_answer(deep[:deep.index('"Mira crosses bridge 7') + 10])
+
+
 def test_a_story_plan_cut_off_too_early_or_broken_inside_is_still_refused():
     text = json.dumps(_story_of(7))
     early = text[:text.index('"scene": "Mira crosses bridge 5') + 20]  # 4 whole scenes: fewer than 5

@@ -282,6 +282,8 @@ def _scenes_before_cut(raw: str, wanted: int, repairs: list[Repair]) -> dict | N
             break  # cut off between two scenes
         try:
             item, position = decoder.raw_decode(text, position)
+        except RecursionError:
+            return None  # nested too deep to read: said as it is (`extract_json`)
         except json.JSONDecodeError as error:  # cut inside (or just after) a "\\u00e9": json says an invalid escape
             cut_in_escape = error.msg.startswith("Invalid \\uXXXX escape") and len(text) - error.pos <= 6
             if not (error.pos >= len(text) - 1 or "Unterminated string" in error.msg or cut_in_escape):
