@@ -299,23 +299,30 @@ def _same_name(a: dict, b: dict) -> bool:
     return name_a == name_b
 
 
+def nearest_first(position: int, count: int) -> list[int]:
+    """The keyframe positions 0..count-1 by distance from `position` (itself first), the earlier on a tie: where
+    an entity's missing box or extent is taken from."""
+    return sorted(range(count), key=lambda other: (abs(other - position), other))
+
+
 def _widen_from_neighbour(scene: dict, entity: dict, min_extent: float, label: str, where: str,
                           repairs: list[Repair]) -> bool:
     """A normalized box too thin in a direction (a small model's [0.5, 0.2, 0.5, 0.8]: a line where the entity
     stands) takes that direction's extent from the same entity (by name) in the nearest keyframe whose box has
     it, centred where the thin box is, kept inside the frame; reported. False when no keyframe gives one (the
     LLM is then asked again)."""
-    keyframes = [k for k in scene["keyframes"] if isinstance(k, dict) and isinstance(k.get("entities"), list)]
-    position = next(i for i, k in enumerate(keyframes) if any(e is entity for e in k["entities"]))
+    # By position in the answer, as `_entity_boxes` numbers them (a keyframe that is no object holds nothing).
+    keyframes = [k["entities"] if isinstance(k, dict) and isinstance(k.get("entities"), list) else []
+                 for k in scene["keyframes"]]
+    position = next(i for i, entities in enumerate(keyframes) if any(e is entity for e in entities))
     x0, y0, x1, y1 = entity["box"]
     box = [min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)]  # an inverted box is put right later, reported
     sources = []
     for axis in (0, 1):  # x, then y
         if box[axis + 2] - box[axis] >= min_extent:
             continue
-        source = next(((other, b) for other in sorted(range(len(keyframes)),
-                                                     key=lambda o: (abs(o - position), o)) if other != position
-                       for e in keyframes[other]["entities"] if isinstance(e, dict) and e is not entity
+        source = next(((other, b) for other in nearest_first(position, len(keyframes)) if other != position
+                       for e in keyframes[other] if isinstance(e, dict) and e is not entity
                        and _same_name(e, entity) and (b := _as_box(e.get("box"))) is not None
                        and abs(b[axis + 2] - b[axis]) >= min_extent), None)
         if source is None:

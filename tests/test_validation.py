@@ -290,3 +290,16 @@ def test_a_project_file_with_infinity_is_refused_by_name(tmp_path, simple_story_
         Project.load(tmp_path / "p")
     story = Story.model_validate(simple_story_data)
     assert "Infinity" not in dump_story(story) and json.loads(dump_story(story))
+
+
+def test_a_thin_box_names_the_keyframe_its_extent_came_from_by_position_in_the_answer():
+    """A keyframe that is no object (null) still counts in the numbering the messages use."""
+    from dreamrunner.validation import rescale_boxes
+
+    scene = {"keyframes": [None, {"entities": [{"name": "Mira", "box": [0.1, 0.2, 0.3, 0.8]}]},
+                           {"entities": [{"name": "Mira", "box": [0.5, 0.2, 0.5, 0.8]}]}]}
+    repairs = []
+    rescale_boxes(scene, "s", (720, 480), repairs, min_extent=0.01)
+    assert [str(r) for r in repairs] == ["s, keyframe 3, entity 1 ('Mira'): box [0.5, 0.2, 0.5, 0.8] was 0 wide and "
+                                         "0.6 tall; took its width from keyframe 2"]
+    assert scene["keyframes"][2]["entities"][0]["box"] == pytest.approx([0.4, 0.2, 0.6, 0.8])

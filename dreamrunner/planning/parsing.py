@@ -25,8 +25,8 @@ from typing import Any
 
 from ..plan_format import PlanFormatError, find_plan_string, parse_plan
 from ..story import Character, Entity, Scene
-from ..validation import (MIN_BOX_EXTENT, Repair, StoryValidationError, finite_number, repair_scene_data,
-                          validate_scene)
+from ..validation import (MIN_BOX_EXTENT, Repair, StoryValidationError, finite_number, nearest_first,
+                          repair_scene_data, validate_scene)
 from .base import MAX_SCENES, MIN_SCENES, PlanningError
 from .schema import SceneOutline, StoryOutline
 
@@ -510,8 +510,7 @@ def _hold_boxes(keyframes: list[dict], repairs: list[Repair], problems: list[str
             if entity["box"] is not None:
                 continue
             where = entity.pop("where")
-            others = sorted(range(len(keyframes)), key=lambda other: (abs(other - position), other))
-            source = next(((other, given[other][entity["name"]]) for other in others
+            source = next(((other, given[other][entity["name"]]) for other in nearest_first(position, len(keyframes))
                            if entity["name"] in given[other]), None)
             if source is None:
                 problems.append(f"{where}: box must be [x0, y0, x1, y1], got None")
