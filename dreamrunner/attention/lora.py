@@ -40,6 +40,8 @@ PARITY_METADATA_KEY = "dreamrunner_block_parity"
 ANY_PARITY = "any"
 # The card key of a two-expert (Wan 2.2 A14B) prior: its low-noise expert's file, beside the high-noise one.
 LOW_NOISE_CARD_KEY = "low_noise_file"
+# Its experts, as its card's `experts` entries name them: (expert, the pipeline's transformer), high noise first.
+CARD_EXPERTS = (("high-noise", "transformer"), ("low-noise", "transformer_2"))
 
 
 class LoRAFileError(DreamRunnerError, ValueError):

@@ -32,8 +32,8 @@ from pathlib import Path
 
 import torch
 
-from ..attention.lora import (ANY_PARITY, KINDS, LOW_NOISE_CARD_KEY, LoRAFileError, LoRAWeights, block_parity,
-                              block_parity_ok, low_noise_file, read_lora_file)
+from ..attention.lora import (ANY_PARITY, CARD_EXPERTS, KINDS, LOW_NOISE_CARD_KEY, LoRAFileError, LoRAWeights,
+                              block_parity, block_parity_ok, low_noise_file, read_lora_file)
 from ..files import file_sha256
 from ..project import Project
 from ..story import Prior, slug
@@ -202,9 +202,7 @@ def _expert_entries(high: ConvertedLoRA, low: ConvertedLoRA, sources: tuple[Path
         LOW_NOISE_CARD_KEY: files[1],
         "experts": [{"expert": expert, "transformer": transformer, "file": file, "source": source.name,
                      "rank": lora.config["r"], "alpha": lora.config["lora_alpha"], "scaling": list(lora.scalings)}
-                    for expert, transformer, file, source, lora in zip(("high-noise", "low-noise"),
-                                                                       ("transformer", "transformer_2"), files,
-                                                                       sources, (high, low))],
+                    for (expert, transformer), file, source, lora in zip(CARD_EXPERTS, files, sources, (high, low))],
     }
 
 

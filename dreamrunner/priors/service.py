@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from ..attention.lora import LOW_NOISE_CARD_KEY, low_noise_file
+from ..attention.lora import CARD_EXPERTS, LOW_NOISE_CARD_KEY, low_noise_file
 from ..backends import ModelComponents, default_device, prior_training_refusal, vae_spatial
 from ..errors import DreamRunnerError
 from ..files import file_sha256
@@ -90,23 +90,23 @@ def prior_experts(components: ModelComponents) -> list[Expert]:
     if components.transformer_2 is None:
         return [Expert(components.transformer)]
     high, low = expert_draws(components.scheduler, components.pipeline_options["boundary_ratio"])
-    return [Expert(components.transformer, "high-noise", high),
-            Expert(components.transformer_2, "low-noise", low, lora.LOW_NOISE_SUFFIX)]
+    (high_name, _), (low_name, _) = CARD_EXPERTS
+    return [Expert(components.transformer, high_name, high),
+            Expert(components.transformer_2, low_name, low, lora.LOW_NOISE_SUFFIX)]
 
 
-def _experts_card(components: ModelComponents, experts: list[Expert], files: list[Path],
-                  results: list[TrainResult]) -> dict:
+def _experts_card(components: ModelComponents, files: list[Path], results: list[TrainResult]) -> dict:
     """The card entries of a two-expert prior: its low-noise file, the boundary, and each expert's LoRA (file,
     model timesteps [first, end), losses)."""
     boundary = components.pipeline_options["boundary_ratio"]
     total = components.scheduler.config.num_train_timesteps
-    ranges = {"high-noise": [boundary * total, float(total)], "low-noise": [0.0, boundary * total]}
+    ranges = ([boundary * total, float(total)], [0.0, boundary * total])  # high noise, low noise
     return {
         LOW_NOISE_CARD_KEY: files[1].name, "boundary_ratio": boundary,
-        "experts": [{"expert": expert.name, "transformer": name, "file": file.name, "timesteps": ranges[expert.name],
+        "experts": [{"expert": expert, "transformer": transformer, "file": file.name, "timesteps": timesteps,
                      "resumed_from": result.resumed_from, "loss_first": result.losses[0],
                      "loss_last": result.losses[-1]}
-                    for expert, name, file, result in zip(experts, ("transformer", "transformer_2"), files, results)],
+                    for (expert, transformer), timesteps, file, result in zip(CARD_EXPERTS, ranges, files, results)],
     }
 
 
@@ -223,7 +223,7 @@ def train_prior(components: ModelComponents, request: PriorRequest, folder: Path
         "train_seconds": round(time.monotonic() - started, 2),
     }
     if len(experts) > 1:
-        card |= _experts_card(components, experts, files, results)
+        card |= _experts_card(components, files, results)
     folder.mkdir(parents=True, exist_ok=True)
     for file in files:  # both experts' files appear together
         os.replace(workdir / file.name, file)
