@@ -416,6 +416,8 @@ class GraphRun:
             while ready and idle:
                 job, worker = ready.popleft(), idle.pop()
                 inflight[self._submit(job, worker, story_json)] = (job, worker)
+            if story_json:  # the new tasks show at once, not after the first wait (a short one ends within it)
+                self._show()
             if not inflight:
                 if ready or waiting:  # cannot happen: every scene waits only for priors of the graph
                     raise DistributedError(f"the task graph is stuck with {len(ready) + len(waiting)} task(s) left")

@@ -252,8 +252,8 @@ def rescale_boxes(scene: dict, label: str, frame_size: tuple[int, int], repairs:
                   min_extent: float = 0.0) -> None:
     """Bring every box of one scene's plain data to [0, 1] from the scale the whole scene is written on
     (`box_scale`), in place, reporting it. Raises `StoryValidationError`, naming each box, when the scale
-    is mixed or unknown (a rescaled box under `MIN_BOX_EXTENT` wide or tall, or one whose values are all in
-    [0, 1], is on another scale than the rest), and when a box is under `min_extent` wide or tall after
+    is mixed or unknown (a rescaled box under `MIN_BOX_EXTENT` both wide and tall, or one whose values are all
+    in [0, 1], is on another scale than the rest), and when a box is under `min_extent` wide or tall after
     rescaling (0: no such check; a planner's answer uses `MIN_BOX_EXTENT`)."""
     boxes = _entity_boxes(scene)
     try:
@@ -264,8 +264,10 @@ def rescale_boxes(scene: dict, label: str, frame_size: tuple[int, int], repairs:
     for where, entity, (x0, y0, x1, y1) in boxes:
         width, height = abs(x1 - x0) / sx, abs(y1 - y0) / sy
         box = f"[{x0:g}, {y0:g}, {x1:g}, {y1:g}]"
+        # A box thin one way only is a thin box on the answer's scale ([500, 200, 505, 800]: a line where the
+        # entity stands), widened or sent back below as in a normalized answer.
         if name != "normalized" and (max(abs(x0), abs(y0), abs(x1), abs(y1)) <= NORMALIZED_LIMIT
-                                     or 0 < width < MIN_BOX_EXTENT or 0 < height < MIN_BOX_EXTENT):
+                                     or 0 < width < MIN_BOX_EXTENT and 0 < height < MIN_BOX_EXTENT):
             problems.append(Problem(f"{label}, {where}", f"the boxes mix scales: the others are in {name}, but "
                                     f"this box {box} would be {width:.2g} x {height:.2g} of the frame in it; "
                                     "write every box normalized to [0, 1]"))
@@ -316,7 +318,7 @@ def _widen_from_neighbour(scene: dict, entity: dict, min_extent: float, label: s
                  for k in scene["keyframes"]]
     position = next(i for i, entities in enumerate(keyframes) if any(e is entity for e in entities))
     x0, y0, x1, y1 = entity["box"]
-    box = [min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)]  # an inverted box is put right later, reported
+    box = [min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)]
     sources = []
     for axis in (0, 1):  # x, then y
         if box[axis + 2] - box[axis] >= min_extent:
@@ -332,8 +334,11 @@ def _widen_from_neighbour(scene: dict, entity: dict, min_extent: float, label: s
         start = min(max(centre - size / 2, 0.0), 1.0 - size)
         box[axis], box[axis + 2] = start, start + size
         sources.append(f"its {'width' if axis == 0 else 'height'} from keyframe {source[0] + 1}")
+    # said here, as `repair_box` says it: the box stored below is already in order, so it would not
+    ordered = "".join(f", and swapped {a}0 and {a}1" for a, (low, high) in (("x", (x0, x1)), ("y", (y0, y1)))
+                      if low > high)
     repairs.append(Repair(f"{label}, {where}", f"box {[round(v, 4) for v in entity['box']]} was "
-                                               f"{_extent(entity['box'])}; took {' and '.join(sources)}"))
+                                               f"{_extent(entity['box'])}; took {' and '.join(sources)}{ordered}"))
     entity["box"] = box
     return True
 

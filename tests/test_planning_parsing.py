@@ -114,6 +114,20 @@ def test_a_story_plan_cut_off_after_enough_whole_scenes_keeps_them_and_says_so(c
     assert any("cut off after 6 whole scenes; kept them (the story may end early" in str(r) for r in repairs)
 
 
+def test_a_runaway_story_plan_cut_off_after_more_scenes_than_a_story_keeps_the_first_ones():
+    """14 whole scenes before the cut (a small model that never closes the list) were sent back as "expected 5 to
+    8 scenes, got 14": the story ends early either way, so its first 8 are kept, and the first 7 when asked for 7."""
+    text = json.dumps(_story_of(15))
+    cut = text[:text.index('"scene": "Mira crosses bridge 15') + 20]
+    outline, repairs = parse_story_answer(cut)
+    assert [s.scene for s in outline.scenes] == [f"Mira crosses bridge {n} of the village." for n in range(1, 9)]
+    assert any("cut off after 14 whole scenes; kept the first 8 (the story may end early" in str(r) for r in repairs)
+    outline, _ = parse_story_answer(cut, num_scenes=7)
+    assert len(outline.scenes) == 7
+    with pytest.raises(PlanningError, match="expected 5 to 8 scenes, got 14"):  # whole, not cut off: asked again
+        parse_story_answer(json.dumps(_story_of(14)))
+
+
 def test_a_cut_off_story_plan_nested_too_deeply_is_a_planning_error():
     """Found by test_parsing_properties: 1,000 nested brackets in a cut-off plan raised RecursionError."""
     text = json.dumps(_story_of(7))
@@ -360,6 +374,26 @@ def test_a_zero_width_box_takes_its_width_from_the_same_entity_named_in_another_
     scene, repairs = parse_scene_answer(json.dumps(answer), SCENE, CHARACTERS)
     assert scene.keyframes[2].entities[1].box == pytest.approx([0.4, 0.4, 0.6, 0.95])  # keyframe 2's 0.2 width
     assert any("took its width from keyframe 2" in str(r) for r in repairs)
+
+
+@pytest.mark.parametrize("unit_x, unit_y", [(1000, 1000), (720, 480)])  # per-mille, pixels of the 720x480 frame
+def test_a_thin_box_in_another_scale_is_widened_as_a_normalized_one_is(unit_x, unit_y):
+    """Mira's [500, 400, 503, 950] among per-mille boxes (0.003 wide) was sent back as "the boxes mix scales",
+    which it is not: the same box in [0, 1] takes its width from the nearest keyframe, and so does this one."""
+    answer = _sun_and_mira(unit_x, unit_y)
+    answer["keyframes"][2]["entities"][1]["box"] = [0.5 * unit_x, 0.4 * unit_y, 0.503 * unit_x, 0.95 * unit_y]
+    scene, repairs = parse_scene_answer(json.dumps(answer), SCENE, CHARACTERS, (720, 480))
+    assert scene.keyframes[2].entities[1].box == pytest.approx([0.4015, 0.4, 0.6015, 0.95])
+    assert any("0.003 wide and 0.55 tall; took its width from keyframe 2" in str(r) for r in repairs)
+
+
+def test_a_thin_inverted_box_widened_says_its_corners_were_swapped():
+    """The widened box was stored in order, so the swap `repair_box` reports for any inverted box went unsaid."""
+    answer = _sun_and_mira(1, 1)
+    answer["keyframes"][2]["entities"][1]["box"] = [0.5, 0.95, 0.5, 0.4]
+    scene, repairs = parse_scene_answer(json.dumps(answer), SCENE, CHARACTERS)
+    assert scene.keyframes[2].entities[1].box == pytest.approx([0.4, 0.4, 0.6, 0.95])
+    assert any(str(r).endswith("took its width from keyframe 2, and swapped y0 and y1") for r in repairs), repairs
 
 
 def test_a_zero_width_box_with_no_width_to_take_is_sent_back():

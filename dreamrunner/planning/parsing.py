@@ -265,11 +265,12 @@ _SCENES_LIST = re.compile(r'"scenes"\s*:\s*\[')
 _TITLE = re.compile(r'"title"\s*:\s*("(?:[^"\\]|\\.)*")')
 
 
-def _scenes_before_cut(raw: str, wanted: int, repairs: list[Repair]) -> dict | None:
+def _scenes_before_cut(raw: str, wanted: int, most: int, repairs: list[Repair]) -> dict | None:
     """A story plan cut off inside its "scenes" list (a small model that runs to the token limit): the title and
     the scenes written whole before the cut, when they are at least `wanted` (the story's scene count, else the
-    paper's least); reported, as the story may then end early. None otherwise: the answer is sent back as cut
-    off. Whole scenes are kept, never a part of one."""
+    paper's least), the first `most` of them when more (a runaway list: the story ends early either way);
+    reported, as the story may then end early. None otherwise: the answer is sent back as cut off. Whole scenes
+    are kept, never a part of one."""
     text = answer_text(raw)
     lists = list(_SCENES_LIST.finditer(text))  # the last: prose before the plan may name the key ("scenes": [...])
     if not lists:
@@ -294,28 +295,30 @@ def _scenes_before_cut(raw: str, wanted: int, repairs: list[Repair]) -> dict | N
         return None
     titles = list(_TITLE.finditer(text, 0, found.start()))  # the last before the list: its own plan's
     title = titles[-1] if titles else None
-    repairs.append(Repair("answer", f"it was cut off after {len(scenes)} whole scenes; kept them (the story may end "
+    kept = "kept them" if len(scenes) <= most else f"kept the first {most}"
+    repairs.append(Repair("answer", f"it was cut off after {len(scenes)} whole scenes; {kept} (the story may end "
                                     "early: edit its last scene, or plan again)"))
-    return _replace_surrogates({"title": json.loads(title.group(1)) if title else "", "scenes": scenes}, repairs)
+    return _replace_surrogates({"title": json.loads(title.group(1)) if title else "", "scenes": scenes[:most]},
+                               repairs)
 
 
 def parse_story_answer(raw: str, num_scenes: int | None = None) -> tuple[StoryOutline, list[Repair]]:
     """A story-level answer -> `StoryOutline` (scene count: `num_scenes`, else 5-8; up to `NEAR_MISS` scenes off
     is repaired by splitting or merging scenes, each repair reported; farther off is a problem)."""
     repairs: list[Repair] = []
-    low = num_scenes if num_scenes is not None else MIN_SCENES
+    low, high = (num_scenes, num_scenes) if num_scenes is not None else (MIN_SCENES, MAX_SCENES)
     try:
         data = _unwrap(extract_json(raw, repairs, _is_story), ("scenes",))
     except PlanningError as error:
-        if (data := _scenes_before_cut(raw, low, repairs)) is None:
+        if (data := _scenes_before_cut(raw, low, high, repairs)) is None:
             raise error
     if not (isinstance(data, list) or isinstance(data, dict) and "scenes" in data):
-        data = _scenes_before_cut(raw, low, repairs) or data
+        data = _scenes_before_cut(raw, low, high, repairs) or data
     listed = data if isinstance(data, list) else data.get("scenes") if isinstance(data, dict) else None
     if isinstance(listed, list) and len(listed) < low:
         # a shorter draft before the plan that was cut off (in a reasoning block, or whole): the last plan wins
         cut_repairs: list[Repair] = []
-        if (kept := _scenes_before_cut(raw, low, cut_repairs)) is not None:
+        if (kept := _scenes_before_cut(raw, low, high, cut_repairs)) is not None:
             data, repairs = kept, cut_repairs
     if isinstance(data, list):
         data = {"title": "", "scenes": data}
@@ -346,7 +349,6 @@ def parse_story_answer(raw: str, num_scenes: int | None = None) -> tuple[StoryOu
             narration = scene
             repairs.append(Repair(where, "narration was missing; used the scene text"))
         scenes.append(SceneOutline(scene=scene, motions=list(dict.fromkeys(motions)), narration=narration))
-    low, high = (num_scenes, num_scenes) if num_scenes is not None else (MIN_SCENES, MAX_SCENES)
     count = len(data["scenes"]) if problems else len(scenes)
     if not problems and low - NEAR_MISS <= count < low:
         scenes = _split_scenes(scenes, low, repairs)
