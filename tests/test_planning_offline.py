@@ -192,3 +192,22 @@ def test_any_number_of_characters_gets_valid_boxes(count):
                 for entity in keyframe.entities:
                     x0, y0, x1, y1 = entity.box
                     assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1 and (x1 - x0) * (y1 - y0) > 0.001
+
+
+@pytest.mark.parametrize("topic, opening", [
+    ("a lighthouse keeper and her dog weather a storm", "A lighthouse keeper and her dog weather a storm. "),
+    ("What if a witch could not fly?", "What if a witch could not fly? "),
+    ("Mira is a witch. On a windswept island at the edge of the northern sea she must keep the lamp burning "
+     "through the worst storm in a hundred years, while a fishing boat struggles home", "Mira is a witch. "),
+    ("On a windswept island at the edge of the northern sea, an old lighthouse keeper named Ada and her loyal "
+     "sheepdog Bran must keep the lamp burning through the worst storm in a hundred years", None),
+])
+def test_the_opening_narration_says_a_short_topic_not_a_paragraph(topic, opening):
+    """A 60-word topic was read out whole as scene 1's narration (subtitles over one ~6 s clip); a topic ending
+    in "?" came out as "fly?. It begins"."""
+    first = OfflinePlanner().plan_story(topic, PEOPLE[:1]).scenes[0].narration
+    if opening is None:
+        assert "windswept" not in first and len(first.split()) < 20, first
+    else:
+        assert first.startswith(opening) and "?." not in first and len(first) > len(opening), first
+

@@ -80,6 +80,20 @@ def motion_spec(motion: str) -> MotionSpec:
     return MotionSpec(motion, MOTIONS[named[0]].kind if named else "gesture")
 
 
+# The longest topic an opening narration repeats, in words: about what one scene's clip (about 6 s) can say.
+OPENING_WORDS = 20
+
+
+def _opening(topic: str) -> str | None:
+    """What the first scene's narration says of the topic, as a sentence: the whole topic when short, else its
+    first sentence when that is short; None for a long topic (a paragraph read aloud over one clip)."""
+    for text in (topic, re.split(r"(?<=[.!?])\s+", topic)[0]):
+        text = text.strip().rstrip(",;:-")
+        if text and len(text.split()) <= OPENING_WORDS:
+            return text[0].upper() + text[1:] + ("" if text[-1] in ".!?" else ".")
+    return None
+
+
 def _join(names: Sequence[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
@@ -140,6 +154,7 @@ class OfflinePlanner(Planner):
         names = [c.name for c in characters]
         one = len(names) == 1
         kinds = [self.kind_of(c) for c in characters]
+        opening = _opening(topic)
         picks = [0] if count == 1 else [round(i * (len(arc.beats) - 1) / (count - 1)) for i in range(count)]
         scenes = []
         for beat_index in picks:
@@ -148,7 +163,7 @@ class OfflinePlanner(Planner):
             time = reading.time or beat.time or story_time
             fill = {"names": _join(names), "first": names[0], "place": rng.choice(setting.places),
                     "weather": vocab.weather[arc_weather].word if arc_weather else "storm",
-                    "Topic": topic[0].upper() + topic[1:].rstrip("."),
+                    "Topic": opening,
                     "s": "s" if one else "", "es": "es" if one else "", "ies": "ies" if one else "y"}
             conditions = [vocab.times[time].scene] + ([vocab.weather[weather].scene] if _shown(weather, time) else [])
             conditions_text = ", ".join(conditions)
@@ -157,7 +172,7 @@ class OfflinePlanner(Planner):
             scenes.append(SceneOutline(
                 scene=f"{beat.scene.format(**fill)} {conditions_text[0].upper()}{conditions_text[1:]}. {actions}",
                 motions=list(dict.fromkeys(chosen)),
-                narration=beat.narration.format(**fill),
+                narration=(beat.narration if opening else beat.narration.removeprefix("{Topic} ")).format(**fill),
             ))
         return StoryOutline(title=short_title(topic[0].upper() + topic[1:].rstrip(".")), scenes=scenes)
 
