@@ -196,6 +196,8 @@ class RenderResult(Model):
     # were recorded). `plan_digest` is `plan_digest(scene)` at render time: it tells a render of an older plan.
     steps: int | None = None
     guidance_scale: float | None = None
+    scheduler: str | None = None
+    region_control: str | None = None  # `RegionControl.name`: "sr3ai-fast", or the stock baseline
     plan_digest: str | None = None
 
 

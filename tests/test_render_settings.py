@@ -19,7 +19,7 @@ from dreamrunner.project import Project
 from dreamrunner.regions import build_region_plan
 from dreamrunner.rendering.pipeline import DreamRunnerPipeline, SceneInput
 from dreamrunner.rendering.story_render import StoryRenderer, commit_to, scene_cache_key, scene_prompt
-from dreamrunner.story import PriorBinding, RenderOverrides, VideoSettings, scene_render_settings
+from dreamrunner.story import PriorBinding, RenderOverrides, RenderResult, VideoSettings, scene_render_settings
 from dreamrunner.validation import StoryValidationError, validate_story
 from dreamrunner.video_presets import VideoPresetError
 
@@ -152,6 +152,13 @@ def test_each_setting_reaches_the_pipeline_and_a_scenes_own_settings_win(tmp_pat
     saved = Project.load(project.folder).story
     assert [(r.seed, r.steps, r.guidance_scale) for r in saved.scenes[0].renders] == [(3, 2, 5.0)]
     assert [(r.seed, r.steps, r.guidance_scale) for r in saved.scenes[1].renders] == [(3, 3, 7.5)]
+    # The sampler and the region control are recorded too, in the story and in the clip's sidecar (the render
+    # history tells variants apart by them; a sidecar is what a later run finds on disk).
+    for scene, scheduler in zip(saved.scenes[:2], ("ddim", "dpm")):
+        render = scene.renders[0]
+        sidecar = RenderResult.model_validate_json(project.resolve(render.path).with_suffix(".json").read_text())
+        assert (render.scheduler, render.region_control) == (scheduler, renderer.region_control.name) != (None, None)
+        assert sidecar == render
     # Dynamic guidance and the dtype are part of the cache key; where unset, keys of older renders still hold.
     key = scene_cache_key(project, project.story.scenes[1], "tiny", "sr3ai-fast", TINY_VIDEO)
     with project.edit(save=False):

@@ -275,8 +275,8 @@ def test_render_history_and_job_status(chromium, app_home, artifacts):
                        what=f"the variant of {steps} steps")
         renders = read_project(folder)["scenes"][0]["renders"]
         assert [r["steps"] for r in renders] == [2, 3] and renders[0]["seed"] == renders[1]["seed"]
-        assert all("seed 42" in label and "guidance 6" in label and "tiny" in label and "current plan" in label
-                   for label in labels()), labels()
+        assert all("seed 42" in label and "guidance 6" in label and "dpm sampler · sr3ai-fast · tiny" in label
+                   and "current plan" in label for label in labels()), labels()
         artifacts.shot(page, "two variants listed")
 
         # A variant of an older plan stays listed, marked as such.

@@ -154,6 +154,10 @@ def _render_label(render, position: int, scene) -> str:
         parts.append(f"{render.steps} steps")
     if render.guidance_scale is not None:
         parts.append(f"guidance {render.guidance_scale:g}")
+    if render.scheduler is not None:
+        parts.append(f"{render.scheduler} sampler")
+    if render.region_control is not None:
+        parts.append(f"{render.region_control} attention")
     parts.append(render.backend)
     if render.plan_digest is None:
         parts.append("plan then: not recorded")

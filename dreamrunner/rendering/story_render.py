@@ -315,6 +315,7 @@ class StoryRenderer:
             result = RenderResult(seed=seed, path=relative, cache_key=key, backend=self.pipeline.backend_name,
                                   is_noise=output.is_noise, priors=[b.model_copy() for b in scene.prior_bindings],
                                   steps=render_settings.steps, guidance_scale=render_settings.guidance_scale,
+                                  scheduler=render_settings.scheduler, region_control=self.region_control.name,
                                   plan_digest=plan_digest(scene))
             if self.writes:
                 target.with_suffix(".json").write_text(result.model_dump_json(indent=2) + "\n", encoding="utf-8")
