@@ -201,13 +201,21 @@ def test_any_number_of_characters_gets_valid_boxes(count):
      "through the worst storm in a hundred years, while a fishing boat struggles home", "Mira is a witch. "),
     ("On a windswept island at the edge of the northern sea, an old lighthouse keeper named Ada and her loyal "
      "sheepdog Bran must keep the lamp burning through the worst storm in a hundred years", None),
+    # Found by a helper: an abbreviation is no first sentence, a closing quote or a CJK mark ends one, a paragraph
+    # without spaces is still a paragraph, and punctuation alone says nothing.
+    ("Dr. Mira Jones, a witch from the north, and her cat Pip fly over the roofs of the old town to find the "
+     "lost lantern before dawn", None),
+    ('She said "let us fly."', 'She said "let us fly." '),
+    ("米拉能飞吗？", "米拉能飞吗？ "),
+    ("米拉是女巫。" + "她在夜空中飞过古老的小镇寻找丢失的灯笼" * 3, "米拉是女巫。 "),
+    ("???", None),
 ])
 def test_the_opening_narration_says_a_short_topic_not_a_paragraph(topic, opening):
     """A 60-word topic was read out whole as scene 1's narration (subtitles over one ~6 s clip); a topic ending
     in "?" came out as "fly?. It begins"."""
     first = OfflinePlanner().plan_story(topic, PEOPLE[:1]).scenes[0].narration
     if opening is None:
-        assert "windswept" not in first and len(first.split()) < 20, first
+        assert topic[:8] not in first and len(first.split()) < 20, first
     else:
         assert first.startswith(opening) and "?." not in first and len(first) > len(opening), first
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -80,17 +81,30 @@ def motion_spec(motion: str) -> MotionSpec:
     return MotionSpec(motion, MOTIONS[named[0]].kind if named else "gesture")
 
 
-# The longest topic an opening narration repeats, in words: about what one scene's clip (about 6 s) can say.
-OPENING_WORDS = 20
+# The longest topic an opening narration repeats, in words and in characters, a wide (CJK) one counting as 4
+# (a language written without spaces has one "word"): about what one scene's clip (about 6 s) can say.
+OPENING_WORDS, OPENING_CHARACTERS = 20, 140
+# A sentence's own end, also inside a closing quote or bracket ('She said "let us fly."'), and CJK's.
+_ENDS, _CLOSERS = ".!?…。！？", "\"')]}»”’」』）"
+
+
+def _spoken_length(text: str) -> int:
+    return sum(4 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
 
 def _opening(topic: str) -> str | None:
     """What the first scene's narration says of the topic, as a sentence: the whole topic when short, else its
-    first sentence when that is short; None for a long topic (a paragraph read aloud over one clip)."""
-    for text in (topic, re.split(r"(?<=[.!?])\s+", topic)[0]):
+    first sentence when that is short and more than an abbreviation ("Dr.", "e.g."); None for a long topic (a
+    paragraph read aloud over one clip) or one with no letter or digit ("???")."""
+    first = re.split(r"(?<=[.!?])\s+|(?<=[。！？])", topic)[0]
+    for text in (topic, first if _spoken_length(first) >= 10 else ""):
         text = text.strip().rstrip(",;:-")
-        if text and len(text.split()) <= OPENING_WORDS:
-            return text[0].upper() + text[1:] + ("" if text[-1] in ".!?" else ".")
+        if (not any(c.isalnum() for c in text) or len(text.split()) > OPENING_WORDS
+                or _spoken_length(text) > OPENING_CHARACTERS):
+            continue
+        capital = text[0].upper()
+        text = (capital if len(capital) == 1 else text[0]) + text[1:]  # "ß".upper() is "SS"
+        return text if text.rstrip(_CLOSERS)[-1:] in tuple(_ENDS) else text + "."
     return None
 
 
