@@ -289,8 +289,14 @@ def rescale_boxes(scene: dict, label: str, frame_size: tuple[int, int], repairs:
         raise StoryValidationError(problems, subject=label)
 
 
+def _inside(start: float, end: float) -> float:
+    """The extent of [start, end] (either order) inside [0, 1]: what is left of it once clamped (`repair_box`)."""
+    return max(min(max(start, end), 1.0) - max(min(start, end), 0.0), 0.0)
+
+
 def _extent(box: list[float]) -> str:
-    return f"{abs(box[2] - box[0]):.2g} wide and {abs(box[3] - box[1]):.2g} tall"
+    """A normalized box's width and height inside the frame (a box past an edge is clamped to it later)."""
+    return f"{_inside(box[0], box[2]):.2g} wide and {_inside(box[1], box[3]):.2g} tall"
 
 
 def _same_name(a: dict, b: dict) -> bool:
@@ -318,7 +324,8 @@ def _widen_from_neighbour(scene: dict, entity: dict, min_extent: float, label: s
                  for k in scene["keyframes"]]
     position = next(i for i, entities in enumerate(keyframes) if any(e is entity for e in entities))
     x0, y0, x1, y1 = entity["box"]
-    box = [min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)]
+    # In order and inside the frame, as `repair_box` will have it: a box past an edge is thin once clamped.
+    box = [min(max(v, 0.0), 1.0) for v in (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))]
     sources = []
     for axis in (0, 1):  # x, then y
         if box[axis + 2] - box[axis] >= min_extent:
@@ -326,10 +333,10 @@ def _widen_from_neighbour(scene: dict, entity: dict, min_extent: float, label: s
         source = next(((other, b) for other in nearest_first(position, len(keyframes)) if other != position
                        for e in keyframes[other] if isinstance(e, dict) and e is not entity
                        and _same_name(e, entity) and (b := _as_box(e.get("box"))) is not None
-                       and abs(b[axis + 2] - b[axis]) >= min_extent), None)
+                       and _inside(b[axis], b[axis + 2]) >= min_extent), None)
         if source is None:
             return False
-        size = min(abs(source[1][axis + 2] - source[1][axis]), 1.0)
+        size = _inside(source[1][axis], source[1][axis + 2])
         centre = (box[axis] + box[axis + 2]) / 2
         start = min(max(centre - size / 2, 0.0), 1.0 - size)
         box[axis], box[axis + 2] = start, start + size

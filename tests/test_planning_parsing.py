@@ -128,6 +128,41 @@ def test_a_runaway_story_plan_cut_off_after_more_scenes_than_a_story_keeps_the_f
         parse_story_answer(json.dumps(_story_of(14)))
 
 
+@pytest.mark.parametrize("cut_in", ["null", "true", "false"])
+def test_a_story_plan_cut_inside_a_word_keeps_its_whole_scenes(cut_in):
+    """A cut inside null/true/false ("Expecting value", not "Unterminated string") threw 9 whole scenes away."""
+    story = _story_of(12)
+    for scene in story["scenes"]:
+        scene["extra"] = json.loads(cut_in)
+    text = json.dumps(story)
+    cut = text.index(f'"extra": {cut_in}', text.index('"Mira crosses bridge 10')) + len(f'"extra": ') + 2
+    outline, repairs = parse_story_answer(text[:cut])
+    assert len(outline.scenes) == 8
+    assert any("cut off after 9 whole scenes; kept the first 8" in str(r) for r in repairs), repairs
+
+
+def test_a_story_plan_cut_after_its_closed_scene_list_keeps_it_and_its_title():
+    """Cut after the list had closed ('], "characters": [{"na'), 12 scenes were refused as 12 and 7 lost the
+    title, with "a bare list of scenes; wrapped it" and no word of the cut. A scene count at the end of the text
+    is no scene ("1" may be the start of "12")."""
+    for count, kept, early in ((12, 8, True), (7, 7, False)):
+        text = json.dumps(_story_of(count))[:-1]
+        for tail in (', "characters": [{"na', ""):
+            outline, repairs = parse_story_answer(text + tail)
+            assert len(outline.scenes) == kept and outline.title == 'Mira\'s "Long" Walk'
+            assert [str(r) for r in repairs] == [
+                f"answer: it was cut off after its list of {count} scenes; "
+                + (f"kept the first {kept} (the story may end early: edit its last scene, or plan again)" if early
+                   else "kept them")]
+    # Whole, or a bare fragment of a list: not cut, as before.
+    assert parse_story_answer(json.dumps(_story_of(7)))[1] == []
+    assert "a bare list of scenes; wrapped it" in str(parse_story_answer(
+        '"scenes": ' + json.dumps(_story_of(7)["scenes"]))[1])
+    text = json.dumps(_story_of(12))
+    _, repairs = parse_story_answer(text[:text.index('{"scene": "Mira crosses bridge 10')] + "1")
+    assert any("cut off after 9 whole scenes" in str(r) for r in repairs)
+
+
 def test_a_cut_off_story_plan_nested_too_deeply_is_a_planning_error():
     """Found by test_parsing_properties: 1,000 nested brackets in a cut-off plan raised RecursionError."""
     text = json.dumps(_story_of(7))
@@ -385,6 +420,10 @@ def test_a_thin_box_in_another_scale_is_widened_as_a_normalized_one_is(unit_x, u
     scene, repairs = parse_scene_answer(json.dumps(answer), SCENE, CHARACTERS, (720, 480))
     assert scene.keyframes[2].entities[1].box == pytest.approx([0.4015, 0.4, 0.6015, 0.95])
     assert any("0.003 wide and 0.55 tall; took its width from keyframe 2" in str(r) for r in repairs)
+    # A neighbour wholly outside the frame (dropped for it, then) lends no width: its extent inside is none.
+    answer["keyframes"][1]["entities"][1]["box"] = [1.01 * unit_x, 0.4 * unit_y, 1.04 * unit_x, 0.95 * unit_y]
+    scene, repairs = parse_scene_answer(json.dumps(answer), SCENE, CHARACTERS, (720, 480))
+    assert any("0.003 wide and 0.55 tall; took its width from keyframe 4" in str(r) for r in repairs)
 
 
 def test_a_thin_inverted_box_widened_says_its_corners_were_swapped():

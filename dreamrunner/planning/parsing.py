@@ -276,28 +276,41 @@ def _scenes_before_cut(raw: str, wanted: int, most: int, repairs: list[Repair]) 
     if not lists:
         return None
     found = lists[-1]
-    decoder, scenes, position = json.JSONDecoder(), [], found.end()
+    decoder, scenes, position, closed = json.JSONDecoder(), [], found.end(), False
     while True:
         position = len(text) - len(text[position:].lstrip(" \t\r\n,"))
         if position >= len(text):
             break  # cut off between two scenes
+        if text[position] == "]":  # the list is whole: was the plan around it cut after it?
+            after = text[position + 1:].lstrip(" \t\r\n")
+            if after.startswith("}") or not after and "{" not in text[:found.start()]:
+                return None  # closed, or a bare fragment ('"scenes": [...]'): not cut off
+            closed = True
+            break
         try:
             item, position = decoder.raw_decode(text, position)
         except RecursionError:
             return None  # nested too deep to read: said as it is (`extract_json`)
-        except json.JSONDecodeError as error:  # cut inside (or just after) a "\\u00e9": json says an invalid escape
+        except json.JSONDecodeError as error:
+            rest = text[error.pos:].rstrip()
+            # cut inside (or just after) a "\\u00e9" (json says an invalid escape), or inside null/true/false
             cut_in_escape = error.msg.startswith("Invalid \\uXXXX escape") and len(text) - error.pos <= 6
-            if not (error.pos >= len(text) - 1 or "Unterminated string" in error.msg or cut_in_escape):
+            cut_in_word = bool(rest) and any(word.startswith(rest) for word in ("null", "true", "false"))
+            if not (error.pos >= len(text) - 1 or "Unterminated string" in error.msg or cut_in_escape
+                    or cut_in_word):
                 return None  # broken inside, not cut off: another fault, said as it is
             break
+        if position >= len(text) and not isinstance(item, dict):
+            break  # a number at the very end may be cut ("1" of "12"); a scene is an object
         scenes.append(item)
     if len(scenes) < wanted:
         return None
     titles = list(_TITLE.finditer(text, 0, found.start()))  # the last before the list: its own plan's
     title = titles[-1] if titles else None
     kept = "kept them" if len(scenes) <= most else f"kept the first {most}"
-    repairs.append(Repair("answer", f"it was cut off after {len(scenes)} whole scenes; {kept} (the story may end "
-                                    "early: edit its last scene, or plan again)"))
+    where = f"its list of {len(scenes)} scenes" if closed else f"{len(scenes)} whole scenes"
+    early = "" if closed and len(scenes) <= most else " (the story may end early: edit its last scene, or plan again)"
+    repairs.append(Repair("answer", f"it was cut off after {where}; {kept}{early}"))
     return _replace_surrogates({"title": json.loads(title.group(1)) if title else "", "scenes": scenes[:most]},
                                repairs)
 
@@ -312,8 +325,10 @@ def parse_story_answer(raw: str, num_scenes: int | None = None) -> tuple[StoryOu
     except PlanningError as error:
         if (data := _scenes_before_cut(raw, low, high, repairs)) is None:
             raise error
-    if not (isinstance(data, list) or isinstance(data, dict) and "scenes" in data):
-        data = _scenes_before_cut(raw, low, high, repairs) or data
+    if not (isinstance(data, dict) and "scenes" in data):  # a bare list may be the one of a plan cut after it
+        cut_repairs = []
+        if (kept := _scenes_before_cut(raw, low, high, cut_repairs)) is not None:
+            data, repairs = kept, cut_repairs
     listed = data if isinstance(data, list) else data.get("scenes") if isinstance(data, dict) else None
     if isinstance(listed, list) and len(listed) < low:
         # a shorter draft before the plan that was cut off (in a reasoning block, or whole): the last plan wins
