@@ -91,6 +91,21 @@ def test_truncated_json_is_asked_again_with_the_problem(server, story):
     assert "cut off" in retry[-1]["content"] and "not valid JSON" in retry[-1]["content"]
 
 
+def test_a_story_plan_cut_off_after_a_whole_draft_is_the_plan_kept(server):
+    """The server's finish reason reaches the parser: a whole 5-scene draft before the plan the server cut was
+    taken silently; the cut plan's whole scenes are kept, said so."""
+    draft = {"title": "Draft", "scenes": [dict(s, scene="Draft: " + s["scene"]) for s in STORY_EXAMPLE_ANSWER["scenes"]][:5]}
+    final = json.dumps(STORY_EXAMPLE_ANSWER)
+    cut = final[:final.rindex('{"scene"')]
+    server.llm.queue(Reply("A draft:\n" + json.dumps(draft) + "\nThe plan:\n" + cut, finish_reason="length"))
+    planner = planner_for(server)
+    outline = planner.plan_outline("a delivery", CHARACTERS)
+    whole = len(STORY_EXAMPLE_ANSWER["scenes"]) - 1
+    assert [s.scene for s in outline.scenes] == [s["scene"] for s in STORY_EXAMPLE_ANSWER["scenes"][:whole]]
+    assert any(f"cut off after {whole} whole scenes" in str(r) for r in planner.last_repairs)
+    assert len(server.llm.requests) == 1
+
+
 def test_truncated_every_time_fails_with_the_raw_answers(server, story):
     truncated = GOOD_SCENE[:700]
     server.llm.queue(*[truncated] * 3)

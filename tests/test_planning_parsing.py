@@ -163,6 +163,23 @@ def test_a_story_plan_cut_after_its_closed_scene_list_keeps_it_and_its_title():
     assert any("cut off after 9 whole scenes" in str(r) for r in repairs)
 
 
+@pytest.mark.parametrize("draft", [
+    "Draft:\n" + json.dumps(_story_of(6)) + "\nFinal:\n",  # a whole draft, then the plan the server cut off
+    "<think>" + json.dumps(_story_of(12)) + "</think>\n",  # a draft of 12 in the reasoning
+])
+def test_a_story_plan_the_server_cut_off_wins_over_a_whole_draft_before_it(draft):
+    """With the server's finish reason "length", the whole draft before the cut plan was taken silently (6
+    scenes, "took the JSON out of the text around it"), or a reasoning draft of 12 was refused as 12."""
+    text = json.dumps(_story_of(12))
+    raw = draft + text[:text.index('"scene": "Mira crosses bridge 8') + 20]
+    outline, repairs = parse_story_answer(raw, cut_off=True)
+    assert [s.scene for s in outline.scenes] == [f"Mira crosses bridge {n} of the village." for n in range(1, 8)]
+    assert any("cut off after 7 whole scenes; kept them" in str(r) for r in repairs)
+    # A whole plan followed by prose the server cut is that plan.
+    outline, repairs = parse_story_answer(json.dumps(_story_of(6)) + "\nI hope this helps! The", cut_off=True)
+    assert len(outline.scenes) == 6 and not any("cut off" in str(r) for r in repairs)
+
+
 def test_a_cut_off_story_plan_nested_too_deeply_is_a_planning_error():
     """Found by test_parsing_properties: 1,000 nested brackets in a cut-off plan raised RecursionError."""
     text = json.dumps(_story_of(7))

@@ -101,7 +101,7 @@ class LLMPlanner(Planner):
             raise PlanningError("the topic is empty")
         self._done, self._total = 0, 1
         return self._ask(story_messages(topic, characters, num_scenes), StoryOutline,
-                         lambda raw: parse_story_answer(raw, num_scenes), "story plan",
+                         lambda raw, cut_off: parse_story_answer(raw, num_scenes, cut_off=cut_off), "story plan",
                          self.settings.story_max_tokens)
 
     def plan_scene(self, story: Story, scene_id: str) -> Scene:
@@ -109,7 +109,7 @@ class LLMPlanner(Planner):
         frame = (story.settings.video.width, story.settings.video.height)  # for boxes answered in pixels
         checked = _Checked(scene, story.characters)
 
-        def parse(raw: str) -> tuple[Scene, list[Repair]]:
+        def parse(raw: str, cut_off: bool) -> tuple[Scene, list[Repair]]:  # a whole scene plan before a cut is one
             return checked(*parse_scene_answer(raw, scene, story.characters, frame))
 
         try:
@@ -158,8 +158,10 @@ class LLMPlanner(Planner):
 
     # ------------------------------------------------------------ the conversation
 
-    def _ask(self, messages: list[dict], answer_model: type, parse: Callable[[str], tuple[T, list[Repair]]],
+    def _ask(self, messages: list[dict], answer_model: type, parse: Callable[[str, bool], tuple[T, list[Repair]]],
              what: str, max_tokens: int) -> T:
+        """The parsed answer: `parse(raw, cut_off)` (cut_off: the server stopped it at `max_tokens`), asked again
+        with its problems until usable, up to `max_attempts` answers; else PlanningError with every answer."""
         attempts: list[str] = []
         problems: list[str] = []
         extra: list[dict] = []
@@ -171,7 +173,7 @@ class LLMPlanner(Planner):
             raw, cut_off = self._complete(messages, extra, answer_model, what, max_tokens)
             attempts.append(raw)
             try:
-                result, repairs = parse(raw)
+                result, repairs = parse(raw, cut_off)
             except PlanningError as error:
                 problems = error.problems or [str(error)]
                 if cut_off:

@@ -173,8 +173,8 @@ def extract_json(raw: str, repairs: list[Repair], wanted: Callable[[Any], bool] 
     the expected keys: reasoning models write a draft first and the corrected plan after it; an example
     object without those keys, before or after, is not taken), else the first complete value; tolerating
     reasoning blocks, fences, prose (with brackets of its own) around it and a Python-literal form.
-    `PlanningError` when there is none. (A plan cut off after a complete draft is caught by the server's
-    finish reason, see `LLMPlanner`.)"""
+    `PlanningError` when there is none. (A story plan cut off after a complete draft: `parse_story_answer`'s
+    `cut_off`, the server's finish reason.)"""
     text = answer_text(raw)
     if text != raw.strip():
         repairs.append(Repair("answer", "left out the reasoning block before the answer"))
@@ -315,11 +315,16 @@ def _scenes_before_cut(raw: str, wanted: int, most: int, repairs: list[Repair]) 
                                repairs)
 
 
-def parse_story_answer(raw: str, num_scenes: int | None = None) -> tuple[StoryOutline, list[Repair]]:
+def parse_story_answer(raw: str, num_scenes: int | None = None, cut_off: bool = False,
+                       ) -> tuple[StoryOutline, list[Repair]]:
     """A story-level answer -> `StoryOutline` (scene count: `num_scenes`, else 5-8; up to `NEAR_MISS` scenes off
-    is repaired by splitting or merging scenes, each repair reported; farther off is a problem)."""
+    is repaired by splitting or merging scenes, each repair reported; farther off is a problem). `cut_off`: the
+    server stopped the answer at its token limit, so a plan cut off after a whole draft wins over the draft."""
     repairs: list[Repair] = []
     low, high = (num_scenes, num_scenes) if num_scenes is not None else (MIN_SCENES, MAX_SCENES)
+    if cut_off and (kept := _scenes_before_cut(raw, low, high, repairs)) is not None:
+        outline, more = parse_story_answer(json.dumps(kept), num_scenes)
+        return outline, repairs + more
     try:
         data = _unwrap(extract_json(raw, repairs, _is_story), ("scenes",))
     except PlanningError as error:
