@@ -157,7 +157,7 @@ def _render_label(render, position: int, scene) -> str:
     if render.scheduler is not None:
         parts.append(f"{render.scheduler} sampler")
     if render.region_control is not None:
-        parts.append(f"{render.region_control} attention")
+        parts.append(render.region_control)
     parts.append(render.backend)
     if render.plan_digest is None:
         parts.append("plan then: not recorded")
