@@ -271,8 +271,9 @@ def rescale_boxes(scene: dict, label: str, frame_size: tuple[int, int], repairs:
             problems.append(Problem(f"{label}, {where}", f"the boxes mix scales: the others are in {name}, but "
                                     f"this box {box} would be {width:.2g} x {height:.2g} of the frame in it; "
                                     "write every box normalized to [0, 1]"))
-        elif width < min_extent or height < min_extent:
-            thin.append((where, entity, box))
+        elif width < min_extent or height < min_extent or 0 < min(_inside(x0 / sx, x1 / sx),
+                                                                  _inside(y0 / sy, y1 / sy)) < min_extent:
+            thin.append((where, entity, box))  # thin as written, or a sliver once clamped (wholly out: dropped)
     if problems:
         raise StoryValidationError(problems, subject=label)
     if name != "normalized":
@@ -342,10 +343,11 @@ def _widen_from_neighbour(scene: dict, entity: dict, min_extent: float, label: s
         box[axis], box[axis + 2] = start, start + size
         sources.append(f"its {'width' if axis == 0 else 'height'} from keyframe {source[0] + 1}")
     # said here, as `repair_box` says it: the box stored below is already in order, so it would not
-    ordered = "".join(f", and swapped {a}0 and {a}1" for a, (low, high) in (("x", (x0, x1)), ("y", (y0, y1)))
-                      if low > high)
-    repairs.append(Repair(f"{label}, {where}", f"box {[round(v, 4) for v in entity['box']]} was "
-                                               f"{_extent(entity['box'])}; took {' and '.join(sources)}{ordered}"))
+    swaps = [f"swapped {a}0 and {a}1 (were {low:g}, {high:g})" for a, (low, high) in (("x", (x0, x1)), ("y", (y0, y1)))
+             if low > high]
+    repairs.append(Repair(f"{label}, {where}", "; ".join([f"box {[round(v, 4) for v in entity['box']]} was "
+                                                          f"{_extent(entity['box'])}", f"took {' and '.join(sources)}",
+                                                          *swaps])))
     entity["box"] = box
     return True
 

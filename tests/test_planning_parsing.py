@@ -175,9 +175,31 @@ def test_a_story_plan_the_server_cut_off_wins_over_a_whole_draft_before_it(draft
     outline, repairs = parse_story_answer(raw, cut_off=True)
     assert [s.scene for s in outline.scenes] == [f"Mira crosses bridge {n} of the village." for n in range(1, 8)]
     assert any("cut off after 7 whole scenes; kept them" in str(r) for r in repairs)
-    # A whole plan followed by prose the server cut is that plan.
-    outline, repairs = parse_story_answer(json.dumps(_story_of(6)) + "\nI hope this helps! The", cut_off=True)
-    assert len(outline.scenes) == 6 and not any("cut off" in str(r) for r in repairs)
+    # A whole plan followed by prose the server cut is that plan, whatever key comes after its list (a second
+    # helper: with "title" after "scenes", the title was lost and the plan said to be cut; 12 scenes and a
+    # "moral" after them kept 8 instead of asking again).
+    for plan in (_story_of(6), {"scenes": _story_of(6)["scenes"], "title": "Real title"},
+                 dict(_story_of(6), style="watercolor")):
+        outline, repairs = parse_story_answer(json.dumps(plan) + "\nI hope this helps! The", cut_off=True)
+        assert len(outline.scenes) == 6 and outline.title == plan["title"]
+        assert not any("cut off" in str(r) for r in repairs), repairs
+    with pytest.raises(PlanningError, match="expected 5 to 8 scenes, got 12"):
+        parse_story_answer(json.dumps(dict(_story_of(12), moral="be kind")) + "\nprose", cut_off=True)
+
+
+def test_a_story_plan_the_server_cut_too_early_is_sent_back_not_replaced_by_a_draft():
+    """The whole 6-scene draft was taken silently when the plan after it was cut with 4 whole scenes."""
+    text = json.dumps(_story_of(8))
+    raw = json.dumps(_story_of(6)) + "\nFinal:\n" + text[:text.index('"scene": "Mira crosses bridge 5') + 20]
+    with pytest.raises(PlanningError) as caught:
+        parse_story_answer(raw, cut_off=True)
+    assert caught.value.problems == ["it was cut off after 4 whole scene(s) of its plan; a story needs at least 5"]
+    assert caught.value.raw == raw
+
+
+def test_a_bare_scene_list_after_prose_with_braces_is_not_called_cut():
+    outline, repairs = parse_story_answer('Here is the list {as asked}:\n"scenes": ' + json.dumps(_story_of(7)["scenes"]))
+    assert len(outline.scenes) == 7 and not any("cut off" in str(r) for r in repairs)
 
 
 def test_a_cut_off_story_plan_nested_too_deeply_is_a_planning_error():
@@ -443,13 +465,28 @@ def test_a_thin_box_in_another_scale_is_widened_as_a_normalized_one_is(unit_x, u
     assert any("0.003 wide and 0.55 tall; took its width from keyframe 4" in str(r) for r in repairs)
 
 
+@pytest.mark.parametrize("unit_x, unit_y", [(1, 1), (1000, 1000)])
+def test_a_box_that_is_a_sliver_inside_the_frame_is_widened(unit_x, unit_y):
+    """[0.995, 0.4, 1.01, 0.95] is 0.015 wide as written but 0.005 inside the frame: it was stored 0.005 wide, under
+    the least extent. Wholly outside the frame, a box is dropped as before (the entity left the frame)."""
+    answer = _sun_and_mira(unit_x, unit_y)
+    answer["keyframes"][2]["entities"][1]["box"] = [0.995 * unit_x, 0.4 * unit_y, 1.01 * unit_x, 0.95 * unit_y]
+    scene, repairs = parse_scene_answer(json.dumps(answer), SCENE, CHARACTERS, (720, 480))
+    assert scene.keyframes[2].entities[1].box == pytest.approx([0.8, 0.4, 1.0, 0.95])
+    assert any("was 0.005 wide and 0.55 tall; took its width from keyframe 2" in str(r) for r in repairs), repairs
+    answer["keyframes"][2]["entities"][1]["box"] = [1.01 * unit_x, 0.4 * unit_y, 1.03 * unit_x, 0.95 * unit_y]
+    scene, repairs = parse_scene_answer(json.dumps(answer), SCENE, CHARACTERS, (720, 480))
+    assert [e.name for e in scene.keyframes[2].entities] == ["sun"]
+    assert any("dropped" in str(r) for r in repairs)
+
+
 def test_a_thin_inverted_box_widened_says_its_corners_were_swapped():
     """The widened box was stored in order, so the swap `repair_box` reports for any inverted box went unsaid."""
     answer = _sun_and_mira(1, 1)
     answer["keyframes"][2]["entities"][1]["box"] = [0.5, 0.95, 0.5, 0.4]
     scene, repairs = parse_scene_answer(json.dumps(answer), SCENE, CHARACTERS)
     assert scene.keyframes[2].entities[1].box == pytest.approx([0.4, 0.4, 0.6, 0.95])
-    assert any(str(r).endswith("took its width from keyframe 2, and swapped y0 and y1") for r in repairs), repairs
+    assert any(str(r).endswith("took its width from keyframe 2; swapped y0 and y1 (were 0.95, 0.4)") for r in repairs), repairs
 
 
 def test_a_zero_width_box_with_no_width_to_take_is_sent_back():

@@ -265,12 +265,53 @@ _SCENES_LIST = re.compile(r'"scenes"\s*:\s*\[')
 _TITLE = re.compile(r'"title"\s*:\s*("(?:[^"\\]|\\.)*")')
 
 
-def _scenes_before_cut(raw: str, wanted: int, most: int, repairs: list[Repair]) -> dict | None:
-    """A story plan cut off inside its "scenes" list (a small model that runs to the token limit): the title and
-    the scenes written whole before the cut, when they are at least `wanted` (the story's scene count, else the
-    paper's least), the first `most` of them when more (a runaway list: the story ends early either way);
-    reported, as the story may then end early. None otherwise: the answer is sent back as cut off. Whole scenes
-    are kept, never a part of one."""
+def _cut_here(text: str, error: json.JSONDecodeError) -> bool:
+    """Whether a JSON error is the text ending (a cut), not a fault inside it: at the very end, in an open string,
+    inside a "\\u00e9" escape (json says an invalid escape) or inside null/true/false."""
+    rest = text[error.pos:].rstrip()
+    return (error.pos >= len(text) - 1 or "Unterminated string" in error.msg
+            or error.msg.startswith("Invalid \\uXXXX escape") and len(text) - error.pos <= 6
+            or bool(rest) and any(word.startswith(rest) for word in ("null", "true", "false")))
+
+
+# How many "{" before a closed scene list are tried as the start of the plan around it.
+_ENCLOSING_TRIES = 20
+_BRACE = re.compile(r"\{")
+
+
+def _cut_after(text: str, start: int) -> bool:
+    """Whether the plan around a closed scene list at `start` runs to the end of the text unclosed (cut after the
+    list): the nearest "{" before it that starts an object holding the list decides. A whole object, or no
+    object at all (a bare '"scenes": [...]' fragment), is not cut."""
+    decoder = json.JSONDecoder()
+    for brace in [m.start() for m in _BRACE.finditer(text, 0, start)][::-1][:_ENCLOSING_TRIES]:
+        try:
+            _, end = decoder.raw_decode(text, brace)
+        except RecursionError:
+            return False
+        except json.JSONDecodeError as error:
+            if error.pos > start and _cut_here(text, error):
+                return True
+            continue  # a brace inside a string before the list ("title": "The {odd} one"), or broken there
+        if end > start:
+            return False  # a whole object holds the list
+    return False
+
+
+@dataclass
+class _CutList:
+    """The last "scenes" list of an answer the token limit cut: the scenes written whole before the cut, the
+    plan's title, and whether the list itself had closed (the cut came after it)."""
+
+    scenes: list
+    title: str
+    closed: bool
+
+
+def _cut_scene_list(raw: str) -> _CutList | None:
+    """The last "scenes" list of the answer when the answer was cut off in it or after it (a small model that runs
+    to the token limit); None when that list is whole inside a whole plan, broken inside (another fault, said
+    as it is) or nested too deeply to read. Whole scenes only, never a part of one."""
     text = answer_text(raw)
     lists = list(_SCENES_LIST.finditer(text))  # the last: prose before the plan may name the key ("scenes": [...])
     if not lists:
@@ -282,9 +323,8 @@ def _scenes_before_cut(raw: str, wanted: int, most: int, repairs: list[Repair]) 
         if position >= len(text):
             break  # cut off between two scenes
         if text[position] == "]":  # the list is whole: was the plan around it cut after it?
-            after = text[position + 1:].lstrip(" \t\r\n")
-            if after.startswith("}") or not after and "{" not in text[:found.start()]:
-                return None  # closed, or a bare fragment ('"scenes": [...]'): not cut off
+            if not _cut_after(text, found.start()):
+                return None
             closed = True
             break
         try:
@@ -292,54 +332,68 @@ def _scenes_before_cut(raw: str, wanted: int, most: int, repairs: list[Repair]) 
         except RecursionError:
             return None  # nested too deep to read: said as it is (`extract_json`)
         except json.JSONDecodeError as error:
-            rest = text[error.pos:].rstrip()
-            # cut inside (or just after) a "\\u00e9" (json says an invalid escape), or inside null/true/false
-            cut_in_escape = error.msg.startswith("Invalid \\uXXXX escape") and len(text) - error.pos <= 6
-            cut_in_word = bool(rest) and any(word.startswith(rest) for word in ("null", "true", "false"))
-            if not (error.pos >= len(text) - 1 or "Unterminated string" in error.msg or cut_in_escape
-                    or cut_in_word):
+            if not _cut_here(text, error):
                 return None  # broken inside, not cut off: another fault, said as it is
             break
         if position >= len(text) and not isinstance(item, dict):
             break  # a number at the very end may be cut ("1" of "12"); a scene is an object
         scenes.append(item)
+    # The title the plan wrote before its list (after any earlier list: a draft's title is not this plan's).
+    begin = lists[-2].end() if len(lists) > 1 else 0
+    titles = list(_TITLE.finditer(text, begin, found.start()))
+    return _CutList(scenes, json.loads(titles[-1].group(1)) if titles else "", closed)
+
+
+def _keep_cut_scenes(cut: _CutList, wanted: int, most: int, repairs: list[Repair]) -> dict | None:
+    """A cut-off story plan's data, when its whole scenes are at least `wanted` (the story's scene count, else the
+    paper's least): the first `most` of them (a runaway list: the story ends early either way), reported, as the
+    story may then end early. None when too few: the answer is sent back as cut off."""
+    scenes = cut.scenes
     if len(scenes) < wanted:
         return None
-    titles = list(_TITLE.finditer(text, 0, found.start()))  # the last before the list: its own plan's
-    title = titles[-1] if titles else None
     kept = "kept them" if len(scenes) <= most else f"kept the first {most}"
-    where = f"its list of {len(scenes)} scenes" if closed else f"{len(scenes)} whole scenes"
-    early = "" if closed and len(scenes) <= most else " (the story may end early: edit its last scene, or plan again)"
+    where = f"its list of {len(scenes)} scenes" if cut.closed else f"{len(scenes)} whole scenes"
+    early = "" if cut.closed and len(scenes) <= most else " (the story may end early: edit its last scene, or plan again)"
     repairs.append(Repair("answer", f"it was cut off after {where}; {kept}{early}"))
-    return _replace_surrogates({"title": json.loads(title.group(1)) if title else "", "scenes": scenes[:most]},
-                               repairs)
+    return _replace_surrogates({"title": cut.title, "scenes": scenes[:most]}, repairs)
+
+
+def _scenes_before_cut(raw: str, wanted: int, most: int, repairs: list[Repair]) -> dict | None:
+    cut = _cut_scene_list(raw)
+    return None if cut is None else _keep_cut_scenes(cut, wanted, most, repairs)
 
 
 def parse_story_answer(raw: str, num_scenes: int | None = None, cut_off: bool = False,
                        ) -> tuple[StoryOutline, list[Repair]]:
     """A story-level answer -> `StoryOutline` (scene count: `num_scenes`, else 5-8; up to `NEAR_MISS` scenes off
     is repaired by splitting or merging scenes, each repair reported; farther off is a problem). `cut_off`: the
-    server stopped the answer at its token limit, so a plan cut off after a whole draft wins over the draft."""
+    server stopped the answer at its token limit, so the plan it cut wins over a whole draft before it (kept when
+    it has enough whole scenes, else sent back as cut off)."""
     repairs: list[Repair] = []
     low, high = (num_scenes, num_scenes) if num_scenes is not None else (MIN_SCENES, MAX_SCENES)
-    if cut_off and (kept := _scenes_before_cut(raw, low, high, repairs)) is not None:
-        outline, more = parse_story_answer(json.dumps(kept), num_scenes)
-        return outline, repairs + more
-    try:
-        data = _unwrap(extract_json(raw, repairs, _is_story), ("scenes",))
-    except PlanningError as error:
-        if (data := _scenes_before_cut(raw, low, high, repairs)) is None:
-            raise error
-    if not (isinstance(data, dict) and "scenes" in data):  # a bare list may be the one of a plan cut after it
-        cut_repairs = []
-        if (kept := _scenes_before_cut(raw, low, high, cut_repairs)) is not None:
-            data, repairs = kept, cut_repairs
-    listed = data if isinstance(data, list) else data.get("scenes") if isinstance(data, dict) else None
-    if isinstance(listed, list) and len(listed) < low:
-        # a shorter draft before the plan that was cut off (in a reasoning block, or whole): the last plan wins
-        cut_repairs: list[Repair] = []
-        if (kept := _scenes_before_cut(raw, low, high, cut_repairs)) is not None:
-            data, repairs = kept, cut_repairs
+    cut = _cut_scene_list(raw) if cut_off else None
+    if cut is not None:
+        data = _keep_cut_scenes(cut, low, high, repairs)
+        if data is None:
+            problem = (f"it was cut off after {len(cut.scenes)} whole scene(s) of its plan; a story needs "
+                       f"{low if num_scenes is not None else f'at least {low}'}")
+            raise PlanningError(f"the story plan is not usable:\n  - {problem}", raw=raw, problems=[problem])
+    else:
+        try:
+            data = _unwrap(extract_json(raw, repairs, _is_story), ("scenes",))
+        except PlanningError as error:
+            if (data := _scenes_before_cut(raw, low, high, repairs)) is None:
+                raise error
+        if not (isinstance(data, dict) and "scenes" in data):  # a bare list may be the one of a plan cut after it
+            cut_repairs = []
+            if (kept := _scenes_before_cut(raw, low, high, cut_repairs)) is not None:
+                data, repairs = kept, cut_repairs
+        listed = data if isinstance(data, list) else data.get("scenes") if isinstance(data, dict) else None
+        if isinstance(listed, list) and len(listed) < low:
+            # a shorter draft before the plan that was cut off (in a reasoning block, or whole): the last plan wins
+            cut_repairs: list[Repair] = []
+            if (kept := _scenes_before_cut(raw, low, high, cut_repairs)) is not None:
+                data, repairs = kept, cut_repairs
     if isinstance(data, list):
         data = {"title": "", "scenes": data}
         repairs.append(Repair("answer", "a bare list of scenes; wrapped it"))
