@@ -209,6 +209,12 @@ def test_any_number_of_characters_gets_valid_boxes(count):
     ("米拉能飞吗？", "米拉能飞吗？ "),
     ("米拉是女巫。" + "她在夜空中飞过古老的小镇寻找丢失的灯笼" * 3, "米拉是女巫。 "),
     ("???", None),
+    # A second helper: an abbreviation inside the first sentence is no end of it, nor a mark inside a quote.
+    ("Mira meets Dr. Owl at the old mill. Then she learns to fly over the big city while her cat Pip chases "
+     "pigeons and the neighbours watch from their windows", "Mira meets Dr. Owl at the old mill. "),
+    ('Mira whispered "let us fly." Then she jumped from the tower and flew over the big city while her cat Pip '
+     "chased pigeons all night long", 'Mira whispered "let us fly." '),
+    ("「飞吧！」米拉说。" + "她和猫一起飞过城市的屋顶" * 4, "「飞吧！」米拉说。 "),
 ])
 def test_the_opening_narration_says_a_short_topic_not_a_paragraph(topic, opening):
     """A 60-word topic was read out whole as scene 1's narration (subtitles over one ~6 s clip); a topic ending

@@ -86,19 +86,33 @@ def motion_spec(motion: str) -> MotionSpec:
 OPENING_WORDS, OPENING_CHARACTERS = 20, 140
 # A sentence's own end, also inside a closing quote or bracket ('She said "let us fly."'), and CJK's.
 _ENDS, _CLOSERS = ".!?…。！？", "\"')]}»”’」』）"
+# Where a sentence may end: a Latin mark (and closers) before a space, or a CJK mark not inside a quote.
+_SENTENCE_END = re.compile(r"[.!?…][\"')\]}»”’」』）]*(?=\s)|[。！？](?![\"')\]}»”’」』）])")
+# A word that ends in a period without ending a sentence: a capitalised one of up to 3 letters ("Dr.", "St."),
+# one with a period inside ("U.S.", "i.e.", "e.g.") or a number ("1." of a list).
+_ABBREVIATION = re.compile(r"(?:^|\s)(?:[A-Z][a-z]{0,2}|\w+\.\w+|\d+)\.$")
 
 
 def _spoken_length(text: str) -> int:
     return sum(4 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
 
+def _first_sentence(text: str) -> str:
+    """The topic's first sentence: up to the first sentence end that is not an abbreviation's period."""
+    for end in _SENTENCE_END.finditer(text):
+        sentence = text[:end.end()]
+        if not _ABBREVIATION.search(sentence):
+            return sentence
+    return text
+
+
 def _opening(topic: str) -> str | None:
     """What the first scene's narration says of the topic, as a sentence: the whole topic when short, else its
-    first sentence when that is short and more than an abbreviation ("Dr.", "e.g."); None for a long topic (a
-    paragraph read aloud over one clip) or one with no letter or digit ("???")."""
-    first = re.split(r"(?<=[.!?])\s+|(?<=[。！？])", topic)[0]
-    for text in (topic, first if _spoken_length(first) >= 10 else ""):
-        text = text.strip().rstrip(",;:-")
+    first sentence when that is short; None for a long topic (a paragraph read aloud over one clip) or one
+    with no letter or digit ("???")."""
+    topic = " ".join(topic.split())
+    for text in (topic, _first_sentence(topic)):
+        text = text.strip().rstrip(",;:-–— ")
         if (not any(c.isalnum() for c in text) or len(text.split()) > OPENING_WORDS
                 or _spoken_length(text) > OPENING_CHARACTERS):
             continue
