@@ -359,6 +359,7 @@ def _keep_cut_scenes(cut: _CutList, wanted: int, most: int, repairs: list[Repair
 
 
 def _scenes_before_cut(raw: str, wanted: int, most: int, repairs: list[Repair]) -> dict | None:
+    """`_keep_cut_scenes` of the answer's cut scene list; None when it has none or too few whole scenes."""
     cut = _cut_scene_list(raw)
     return None if cut is None else _keep_cut_scenes(cut, wanted, most, repairs)
 
