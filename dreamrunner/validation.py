@@ -271,9 +271,11 @@ def rescale_boxes(scene: dict, label: str, frame_size: tuple[int, int], repairs:
             problems.append(Problem(f"{label}, {where}", f"the boxes mix scales: the others are in {name}, but "
                                     f"this box {box} would be {width:.2g} x {height:.2g} of the frame in it; "
                                     "write every box normalized to [0, 1]"))
-        elif width < min_extent or height < min_extent or 0 < min(_inside(x0 / sx, x1 / sx),
-                                                                  _inside(y0 / sy, y1 / sy)) < min_extent:
-            thin.append((where, entity, box))  # thin as written, or a sliver once clamped (wholly out: dropped)
+        elif _beside_frame(x0 / sx, x1 / sx) or _beside_frame(y0 / sy, y1 / sy):
+            continue  # wholly outside the frame, thin or not: dropped by `repair_box` (the entity left the frame)
+        elif width < min_extent or height < min_extent or min(_inside(x0 / sx, x1 / sx),
+                                                              _inside(y0 / sy, y1 / sy)) < min_extent:
+            thin.append((where, entity, box))  # thin as written, or a sliver once clamped
     if problems:
         raise StoryValidationError(problems, subject=label)
     if name != "normalized":
@@ -288,6 +290,11 @@ def rescale_boxes(scene: dict, label: str, frame_size: tuple[int, int], repairs:
                                                                            repairs)]
     if problems:
         raise StoryValidationError(problems, subject=label)
+
+
+def _beside_frame(start: float, end: float) -> bool:
+    """Whether [start, end] (either order) lies wholly outside [0, 1]: on an edge is inside."""
+    return max(start, end) < 0.0 or min(start, end) > 1.0
 
 
 def _inside(start: float, end: float) -> float:

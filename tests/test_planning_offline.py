@@ -215,6 +215,12 @@ def test_any_number_of_characters_gets_valid_boxes(count):
     ('Mira whispered "let us fly." Then she jumped from the tower and flew over the big city while her cat Pip '
      "chased pigeons all night long", 'Mira whispered "let us fly." '),
     ("「飞吧！」米拉说。" + "她和猫一起飞过城市的屋顶" * 4, "「飞吧！」米拉说。 "),
+    # A third: a mark inside a quote the sentence goes on after, a name of 3 letters, CJK's own full stop.
+    ('She shouted "Run!" at the fox. Then a long chase over the hills and far away into the night until the '
+     "morning came", 'She shouted "Run!" at the fox. '),
+    ("A boy named Tom. He sails across the sea in a small boat and meets a whale who tells him old stories all "
+     "night long", "A boy named Tom. "),
+    ("猫が空を飛ぶ", "猫が空を飛ぶ。 "),
 ])
 def test_the_opening_narration_says_a_short_topic_not_a_paragraph(topic, opening):
     """A 60-word topic was read out whole as scene 1's narration (subtitles over one ~6 s clip); a topic ending

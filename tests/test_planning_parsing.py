@@ -202,6 +202,36 @@ def test_a_bare_scene_list_after_prose_with_braces_is_not_called_cut():
     assert len(outline.scenes) == 7 and not any("cut off" in str(r) for r in repairs)
 
 
+def test_story_plans_a_third_helper_found_misread():
+    """A trailing comma before the plan's last "}" was called cut after its list (the bare list was taken before
+    the Python-literal reading); a plan cut after a closed list of 4 lost its title and was split to 5 unsaid;
+    more than 20 braces between the plan's "{" and its list hid the cut."""
+    whole = json.dumps(_story_of(6))
+    for raw in (whole[:-1] + ",}", whole[:-1] + ', "mood": "calm",}'):
+        outline, repairs = parse_story_answer(raw)
+        assert len(outline.scenes) == 6 and outline.title == 'Mira\'s "Long" Walk'
+        assert [str(r) for r in repairs] == ["answer: read it as a Python literal (single quotes or trailing commas)"]
+    with pytest.raises(PlanningError) as caught:
+        parse_story_answer(json.dumps(_story_of(4))[:-1] + ', "mo')
+    assert caught.value.problems == ["it was cut off after 4 whole scene(s) of its plan; a story needs at least 5"]
+    crowded = {"title": "Crowded", "characters": [{"name": f"c{n}", "tags": {"a": {}}} for n in range(25)],
+               "scenes": _story_of(6)["scenes"]}
+    outline, repairs = parse_story_answer(json.dumps(crowded)[:-1] + ', "mo')
+    assert outline.title == "Crowded" and [str(r) for r in repairs] == [
+        "answer: it was cut off after its list of 6 scenes; kept them"]
+
+
+def test_a_cut_story_plan_whose_title_holds_raw_line_breaks_keeps_its_scenes():
+    """Found by test_parsing_properties: a title with raw line breaks (invalid JSON) raised JSONDecodeError from the
+    cut plan's title; a title with a bad escape has none."""
+    text = json.dumps(_story_of(7)).replace("Long", "Lo\n\nng", 1)
+    outline, _ = parse_story_answer(text[:text.index('"scene": "Mira crosses bridge 7') + 20])
+    assert outline.title == 'Mira\'s "Lo ng" Walk' and len(outline.scenes) == 6
+    text = json.dumps(_story_of(7)).replace("Long", "Lo\\qng", 1)
+    outline, _ = parse_story_answer(text[:text.index('"scene": "Mira crosses bridge 7') + 20])
+    assert outline.title == "" and len(outline.scenes) == 6
+
+
 def test_a_cut_off_story_plan_nested_too_deeply_is_a_planning_error():
     """Found by test_parsing_properties: 1,000 nested brackets in a cut-off plan raised RecursionError."""
     text = json.dumps(_story_of(7))
@@ -474,10 +504,13 @@ def test_a_box_that_is_a_sliver_inside_the_frame_is_widened(unit_x, unit_y):
     scene, repairs = parse_scene_answer(json.dumps(answer), SCENE, CHARACTERS, (720, 480))
     assert scene.keyframes[2].entities[1].box == pytest.approx([0.8, 0.4, 1.0, 0.95])
     assert any("was 0.005 wide and 0.55 tall; took its width from keyframe 2" in str(r) for r in repairs), repairs
-    answer["keyframes"][2]["entities"][1]["box"] = [1.01 * unit_x, 0.4 * unit_y, 1.03 * unit_x, 0.95 * unit_y]
-    scene, repairs = parse_scene_answer(json.dumps(answer), SCENE, CHARACTERS, (720, 480))
-    assert [e.name for e in scene.keyframes[2].entities] == ["sun"]
-    assert any("dropped" in str(r) for r in repairs)
+    # A third helper: thin as well as wholly outside ([1.2, 0.4, 1.2, 0.95], below the frame) was moved in.
+    for box in ([1.01, 0.4, 1.03, 0.95], [1.02, 0.4, 1.02, 0.95], [-0.03, 0.4, -0.03, 0.95], [0.3, 1.02, 0.3, 1.04]):
+        answer["keyframes"][2]["entities"][1]["box"] = [box[0] * unit_x, box[1] * unit_y, box[2] * unit_x,
+                                                        box[3] * unit_y]
+        scene, repairs = parse_scene_answer(json.dumps(answer), SCENE, CHARACTERS, (720, 480))
+        assert [e.name for e in scene.keyframes[2].entities] == ["sun"], box
+        assert any("dropped" in str(r) for r in repairs) and not any("took its" in str(r) for r in repairs)
 
 
 def test_a_thin_inverted_box_widened_says_its_corners_were_swapped():

@@ -86,11 +86,13 @@ def motion_spec(motion: str) -> MotionSpec:
 OPENING_WORDS, OPENING_CHARACTERS = 20, 140
 # A sentence's own end, also inside a closing quote or bracket ('She said "let us fly."'), and CJK's.
 _ENDS, _CLOSERS = ".!?…。！？", "\"')]}»”’」』）"
-# Where a sentence may end: a Latin mark (and closers) before a space, or a CJK mark not inside a quote.
-_SENTENCE_END = re.compile(r"[.!?…][\"')\]}»”’」』）]*(?=\s)|[。！？](?![\"')\]}»”’」』）])")
-# A word that ends in a period without ending a sentence: a capitalised one of up to 3 letters ("Dr.", "St."),
-# one with a period inside ("U.S.", "i.e.", "e.g.") or a number ("1." of a list).
-_ABBREVIATION = re.compile(r"(?:^|\s)(?:[A-Z][a-z]{0,2}|\w+\.\w+|\d+)\.$")
+# Where a sentence may end: a Latin mark (and closers) before a space and a word that does not go on in lower
+# case ('She shouted "Run!" at the fox' does), or a CJK mark not inside a quote.
+_SENTENCE_END = re.compile(r"[.!?…][\"')\]}»”’」』）]*(?=\s+(?![a-z]))|[。！？](?![\"')\]}»”’」』）])")
+# A word that ends in a period without ending a sentence: a title ("Dr. Owl"), one with a period inside ("U.S.A.",
+# "e.g.") or a number ("1." of a list).
+_ABBREVIATION = re.compile(r"(?:^|\s)(?:Mr|Mrs|Ms|Dr|Prof|St|Mt|Jr|Sr|Capt|Lt|Col|Gen|Sgt|Rev|Fr|vs|etc|"
+                           r"\w+(?:\.\w+)+|\d+)\.$")
 
 
 def _spoken_length(text: str) -> int:
@@ -118,7 +120,11 @@ def _opening(topic: str) -> str | None:
             continue
         capital = text[0].upper()
         text = (capital if len(capital) == 1 else text[0]) + text[1:]  # "ß".upper() is "SS"
-        return text if text.rstrip(_CLOSERS)[-1:] in tuple(_ENDS) else text + "."
+        last = text.rstrip(_CLOSERS)[-1:]
+        if last in tuple(_ENDS):
+            return text
+        # Chinese and Japanese end a sentence with their own full stop (Korean with ".")
+        return text + ("。" if unicodedata.name(last or " ", "").startswith(("CJK", "HIRAGANA", "KATAKANA")) else ".")
     return None
 
 

@@ -161,6 +161,15 @@ def _python_literal(text: str, start: int) -> Any:
     return value if isinstance(value, (dict, list)) else None
 
 
+def _wanted_literal(text: str, failures: list[int], accept: Callable[[Any], bool]) -> Any:
+    """The first Python literal read at one of the first failed JSON starts that `accept` takes; None if none."""
+    for start in failures[:_MAX_LITERAL_STARTS] if _pythonic(text) else ():
+        value = _python_literal(text, start)
+        if value is not None and accept(value):
+            return value
+    return None
+
+
 def answer_text(raw: Any) -> str:
     """The answer with its reasoning blocks left out; `PlanningError` for an empty answer."""
     if not isinstance(raw, str) or not raw.strip():
@@ -185,6 +194,10 @@ def extract_json(raw: str, repairs: list[Repair], wanted: Callable[[Any], bool] 
         found, failures, source_problem = _json_values(source)
         problem = problem or source_problem
         chosen = [item for item in found if wanted(item.value)]
+        if chosen and chosen[-1].fragment and (value := _wanted_literal(source, failures, wanted)) is not None:
+            # a piece of a value that failed as JSON: the whole read as a Python literal (a trailing comma) wins
+            repairs.append(Repair("answer", "read it as a Python literal (single quotes or trailing commas)"))
+            return _replace_surrogates(value, repairs)
         if chosen:
             item = chosen[-1]
             if len(chosen) > 1:
@@ -195,11 +208,10 @@ def extract_json(raw: str, repairs: list[Repair], wanted: Callable[[Any], bool] 
         for item in found:
             if first is None and not item.fragment:
                 first = (item.value, item.start == 0 and not source[item.end:].strip())
-        for start in failures[:_MAX_LITERAL_STARTS] if _pythonic(source) else ():
-            value = _python_literal(source, start)
-            if value is not None and (wanted(value) or first is None):
-                repairs.append(Repair("answer", "read it as a Python literal (single quotes or trailing commas)"))
-                return _replace_surrogates(value, repairs)
+        value = _wanted_literal(source, failures, lambda value: wanted(value) or first is None)
+        if value is not None:
+            repairs.append(Repair("answer", "read it as a Python literal (single quotes or trailing commas)"))
+            return _replace_surrogates(value, repairs)
     if first is not None:
         return _replace_surrogates(_taken(*first, repairs), repairs)
     raise PlanningError(f"the answer is not valid JSON: {problem or 'it holds no JSON object'}", raw=raw)
@@ -262,39 +274,50 @@ def _is_story(value: Any) -> bool:
 
 
 _SCENES_LIST = re.compile(r'"scenes"\s*:\s*\[')
+_BETWEEN_ITEMS = re.compile(r"[ \t\r\n,]*")
 _TITLE = re.compile(r'"title"\s*:\s*("(?:[^"\\]|\\.)*")')
 
 
 def _cut_here(text: str, error: json.JSONDecodeError) -> bool:
     """Whether a JSON error is the text ending (a cut), not a fault inside it: at the very end, in an open string,
     inside a "\\u00e9" escape (json says an invalid escape) or inside null/true/false."""
-    rest = text[error.pos:].rstrip()
-    return (error.pos >= len(text) - 1 or "Unterminated string" in error.msg
+    rest, end = text[error.pos:].rstrip(), len(text.rstrip())
+    # at the end, or at the last character unless that closes something (",}": a trailing comma, not a cut)
+    return (error.pos >= end or error.pos == end - 1 and text[end - 1] not in "}]" or "Unterminated string" in error.msg
             or error.msg.startswith("Invalid \\uXXXX escape") and len(text) - error.pos <= 6
             or bool(rest) and any(word.startswith(rest) for word in ("null", "true", "false")))
 
 
-# How many "{" before a closed scene list are tried as the start of the plan around it.
-_ENCLOSING_TRIES = 20
-_BRACE = re.compile(r"\{")
+_STRING_OR_BRACKET = re.compile(r'"(?:[^"\\]|\\.)*"?|[{}\[\]]')
+
+
+def _enclosing_object(text: str, start: int) -> int | None:
+    """Where the object holding position `start` opens (the innermost "{" still open there, strings skipped);
+    None when none is open. One scan, linear in `start`."""
+    opened: list[tuple[str, int]] = []
+    for match in _STRING_OR_BRACKET.finditer(text, 0, start):
+        token = match.group()
+        if token in "{[":
+            opened.append((token, match.start()))
+        elif token in "}]":
+            if opened:
+                opened.pop()
+    braces = [position for token, position in opened if token == "{"]
+    return braces[-1] if braces else None
 
 
 def _cut_after(text: str, start: int) -> bool:
     """Whether the plan around a closed scene list at `start` runs to the end of the text unclosed (cut after the
-    list): the nearest "{" before it that starts an object holding the list decides. A whole object, or no
-    object at all (a bare '"scenes": [...]' fragment), is not cut."""
-    decoder = json.JSONDecoder()
-    for brace in [m.start() for m in _BRACE.finditer(text, 0, start)][::-1][:_ENCLOSING_TRIES]:
-        try:
-            _, end = decoder.raw_decode(text, brace)
-        except RecursionError:
-            return False
-        except json.JSONDecodeError as error:
-            if error.pos > start and _cut_here(text, error):
-                return True
-            continue  # a brace inside a string before the list ("title": "The {odd} one"), or broken there
-        if end > start:
-            return False  # a whole object holds the list
+    list). A whole object, or no object at all (a bare '"scenes": [...]' fragment), is not cut."""
+    brace = _enclosing_object(text, start)
+    if brace is None:
+        return False
+    try:
+        json.JSONDecoder().raw_decode(text, brace)
+    except RecursionError:
+        return False
+    except json.JSONDecodeError as error:
+        return error.pos > start and _cut_here(text, error)
     return False
 
 
@@ -319,7 +342,7 @@ def _cut_scene_list(raw: str) -> _CutList | None:
     found = lists[-1]
     decoder, scenes, position, closed = json.JSONDecoder(), [], found.end(), False
     while True:
-        position = len(text) - len(text[position:].lstrip(" \t\r\n,"))
+        position = _BETWEEN_ITEMS.match(text, position).end()
         if position >= len(text):
             break  # cut off between two scenes
         if text[position] == "]":  # the list is whole: was the plan around it cut after it?
@@ -341,7 +364,15 @@ def _cut_scene_list(raw: str) -> _CutList | None:
     # The title the plan wrote before its list (after any earlier list: a draft's title is not this plan's).
     begin = lists[-2].end() if len(lists) > 1 else 0
     titles = list(_TITLE.finditer(text, begin, found.start()))
-    return _CutList(scenes, json.loads(titles[-1].group(1)) if titles else "", closed)
+    return _CutList(scenes, _title_text(titles[-1].group(1)) if titles else "", closed)
+
+
+def _title_text(quoted: str) -> str:
+    """A title's JSON string as text: raw line breaks in it kept as spaces, a bad escape gives no title."""
+    try:
+        return " ".join(json.loads(quoted, strict=False).split())
+    except json.JSONDecodeError:
+        return ""
 
 
 def _keep_cut_scenes(cut: _CutList, wanted: int, most: int, repairs: list[Repair]) -> dict | None:
@@ -358,12 +389,6 @@ def _keep_cut_scenes(cut: _CutList, wanted: int, most: int, repairs: list[Repair
     return _replace_surrogates({"title": cut.title, "scenes": scenes[:most]}, repairs)
 
 
-def _scenes_before_cut(raw: str, wanted: int, most: int, repairs: list[Repair]) -> dict | None:
-    """`_keep_cut_scenes` of the answer's cut scene list; None when it has none or too few whole scenes."""
-    cut = _cut_scene_list(raw)
-    return None if cut is None else _keep_cut_scenes(cut, wanted, most, repairs)
-
-
 def parse_story_answer(raw: str, num_scenes: int | None = None, cut_off: bool = False,
                        ) -> tuple[StoryOutline, list[Repair]]:
     """A story-level answer -> `StoryOutline` (scene count: `num_scenes`, else 5-8; up to `NEAR_MISS` scenes off
@@ -372,29 +397,32 @@ def parse_story_answer(raw: str, num_scenes: int | None = None, cut_off: bool = 
     it has enough whole scenes, else sent back as cut off)."""
     repairs: list[Repair] = []
     low, high = (num_scenes, num_scenes) if num_scenes is not None else (MIN_SCENES, MAX_SCENES)
-    cut = _cut_scene_list(raw) if cut_off else None
-    if cut is not None:
-        data = _keep_cut_scenes(cut, low, high, repairs)
+    cut = _cut_scene_list(raw)
+
+    def kept_or_refused() -> dict:  # the cut plan's whole scenes, or a problem for the LLM
+        cut_repairs: list[Repair] = []
+        data = _keep_cut_scenes(cut, low, high, cut_repairs)
         if data is None:
             problem = (f"it was cut off after {len(cut.scenes)} whole scene(s) of its plan; a story needs "
                        f"{low if num_scenes is not None else f'at least {low}'}")
             raise PlanningError(f"the story plan is not usable:\n  - {problem}", raw=raw, problems=[problem])
+        repairs[:] = cut_repairs
+        return data
+
+    if cut_off and cut is not None:  # the server cut the last plan: it wins over any whole draft before it
+        data = kept_or_refused()
     else:
         try:
             data = _unwrap(extract_json(raw, repairs, _is_story), ("scenes",))
         except PlanningError as error:
-            if (data := _scenes_before_cut(raw, low, high, repairs)) is None:
+            if cut is None or len(cut.scenes) < low:
                 raise error
-        if not (isinstance(data, dict) and "scenes" in data):  # a bare list may be the one of a plan cut after it
-            cut_repairs = []
-            if (kept := _scenes_before_cut(raw, low, high, cut_repairs)) is not None:
-                data, repairs = kept, cut_repairs
+            data = kept_or_refused()
         listed = data if isinstance(data, list) else data.get("scenes") if isinstance(data, dict) else None
-        if isinstance(listed, list) and len(listed) < low:
-            # a shorter draft before the plan that was cut off (in a reasoning block, or whole): the last plan wins
-            cut_repairs: list[Repair] = []
-            if (kept := _scenes_before_cut(raw, low, high, cut_repairs)) is not None:
-                data, repairs = kept, cut_repairs
+        if cut is not None and not (isinstance(data, dict) and "scenes" in data):
+            data = kept_or_refused()  # a bare list may be a piece of the plan cut after it
+        elif cut is not None and isinstance(listed, list) and len(listed) < low and len(cut.scenes) >= low:
+            data = kept_or_refused()  # a shorter draft before the plan that was cut off: the last plan wins
     if isinstance(data, list):
         data = {"title": "", "scenes": data}
         repairs.append(Repair("answer", "a bare list of scenes; wrapped it"))
