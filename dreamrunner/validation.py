@@ -211,19 +211,20 @@ def box_scale(boxes: Sequence[Sequence[float]], frame_size: tuple[int, int]) -> 
                      f"0-1000 or pixels of the {width}x{height} frame); write every box normalized to [0, 1]")
 
 
+def _swaps(box: Sequence[float]) -> list[str]:
+    """What putting an inverted box [x0, y0, x1, y1] in order swaps, as its repairs say it."""
+    return [f"swapped {axis}0 and {axis}1 (were {low}, {high})"
+            for axis, low, high in (("x", box[0], box[2]), ("y", box[1], box[3])) if low > high]
+
+
 def repair_box(box: Any, where: str, repairs: list[Repair]) -> list[float] | None:
     """Swap inverted corners, clamp into [0, 1]; None when the box has no area left (drop it). A box that is
     not 4 finite numbers is returned unchanged, for validation to refuse: clamping Infinity would invent a box."""
     values = _as_box(box)
     if values is None:
         return box
-    x0, y0, x1, y1 = values
-    if x0 > x1:
-        x0, x1 = x1, x0
-        repairs.append(Repair(where, f"swapped x0 and x1 (were {values[0]}, {values[2]})"))
-    if y0 > y1:
-        y0, y1 = y1, y0
-        repairs.append(Repair(where, f"swapped y0 and y1 (were {values[1]}, {values[3]})"))
+    repairs.extend(Repair(where, swap) for swap in _swaps(values))
+    (x0, x1), (y0, y1) = sorted(values[0::2]), sorted(values[1::2])
     clamped = [min(max(v, 0.0), 1.0) for v in (x0, y0, x1, y1)]
     if clamped != [x0, y0, x1, y1]:
         repairs.append(Repair(where, f"clamped {[x0, y0, x1, y1]} into [0, 1] as {clamped}"))
@@ -271,10 +272,11 @@ def rescale_boxes(scene: dict, label: str, frame_size: tuple[int, int], repairs:
             problems.append(Problem(f"{label}, {where}", f"the boxes mix scales: the others are in {name}, but "
                                     f"this box {box} would be {width:.2g} x {height:.2g} of the frame in it; "
                                     "write every box normalized to [0, 1]"))
-        elif _beside_frame(x0 / sx, x1 / sx) or _beside_frame(y0 / sy, y1 / sy):
+            continue
+        xs, ys = (x0 / sx, x1 / sx), (y0 / sy, y1 / sy)
+        if _beside_frame(*xs) or _beside_frame(*ys):
             continue  # wholly outside the frame, thin or not: dropped by `repair_box` (the entity left the frame)
-        elif width < min_extent or height < min_extent or min(_inside(x0 / sx, x1 / sx),
-                                                              _inside(y0 / sy, y1 / sy)) < min_extent:
+        if width < min_extent or height < min_extent or min(_inside(*xs), _inside(*ys)) < min_extent:
             thin.append((where, entity, box))  # thin as written, or a sliver once clamped
     if problems:
         raise StoryValidationError(problems, subject=label)
@@ -349,12 +351,10 @@ def _widen_from_neighbour(scene: dict, entity: dict, min_extent: float, label: s
         start = min(max(centre - size / 2, 0.0), 1.0 - size)
         box[axis], box[axis + 2] = start, start + size
         sources.append(f"its {'width' if axis == 0 else 'height'} from keyframe {source[0] + 1}")
-    # said here, as `repair_box` says it: the box stored below is already in order, so it would not
-    swaps = [f"swapped {a}0 and {a}1 (were {low:g}, {high:g})" for a, (low, high) in (("x", (x0, x1)), ("y", (y0, y1)))
-             if low > high]
+    # the swaps said here: the box stored below is already in order, so `repair_box` would not say them
     repairs.append(Repair(f"{label}, {where}", "; ".join([f"box {[round(v, 4) for v in entity['box']]} was "
                                                           f"{_extent(entity['box'])}", f"took {' and '.join(sources)}",
-                                                          *swaps])))
+                                                          *_swaps(entity["box"])])))
     entity["box"] = box
     return True
 

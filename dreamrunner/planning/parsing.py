@@ -397,9 +397,15 @@ def parse_story_answer(raw: str, num_scenes: int | None = None, cut_off: bool = 
     it has enough whole scenes, else sent back as cut off)."""
     repairs: list[Repair] = []
     low, high = (num_scenes, num_scenes) if num_scenes is not None else (MIN_SCENES, MAX_SCENES)
-    cut = _cut_scene_list(raw)
+    read: list[_CutList | None] = []  # the cut scene list, read only where a branch below needs it, and once
+
+    def cut_list() -> _CutList | None:
+        if not read:
+            read.append(_cut_scene_list(raw))
+        return read[0]
 
     def kept_or_refused() -> dict:  # the cut plan's whole scenes, or a problem for the LLM
+        cut = cut_list()
         cut_repairs: list[Repair] = []
         data = _keep_cut_scenes(cut, low, high, cut_repairs)
         if data is None:
@@ -409,19 +415,20 @@ def parse_story_answer(raw: str, num_scenes: int | None = None, cut_off: bool = 
         repairs[:] = cut_repairs
         return data
 
-    if cut_off and cut is not None:  # the server cut the last plan: it wins over any whole draft before it
+    if cut_off and cut_list() is not None:  # the server cut the last plan: it wins over any whole draft before it
         data = kept_or_refused()
     else:
         try:
             data = _unwrap(extract_json(raw, repairs, _is_story), ("scenes",))
         except PlanningError as error:
-            if cut is None or len(cut.scenes) < low:
+            if cut_list() is None or len(cut_list().scenes) < low:
                 raise error
             data = kept_or_refused()
         listed = data if isinstance(data, list) else data.get("scenes") if isinstance(data, dict) else None
-        if cut is not None and not (isinstance(data, dict) and "scenes" in data):
+        if not (isinstance(data, dict) and "scenes" in data) and cut_list() is not None:
             data = kept_or_refused()  # a bare list may be a piece of the plan cut after it
-        elif cut is not None and isinstance(listed, list) and len(listed) < low and len(cut.scenes) >= low:
+        elif (isinstance(listed, list) and len(listed) < low and cut_list() is not None
+              and len(cut_list().scenes) >= low):
             data = kept_or_refused()  # a shorter draft before the plan that was cut off: the last plan wins
     if isinstance(data, list):
         data = {"title": "", "scenes": data}
